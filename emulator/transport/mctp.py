@@ -1,0 +1,60 @@
+"""MCTP binding as spdm-emu frames it (DSP0275 SPDM over MCTP, DSP0236).
+
+The socket payload is one MCTP message: a 1-byte message type (0x05 SPDM, 0x06 secured
+SPDM; bit 7 is the integrity-check flag, which SPDM does not use) followed by the message.
+There is no MCTP packet header or fragmentation on the platform socket.
+"""
+
+from __future__ import annotations
+
+from emulator.errors import TransportError
+from emulator.transport.base import SecuredRecordFormat, SocketTransport, TransportMessage
+
+MCTP_TYPE_SPDM = 0x05
+MCTP_TYPE_SECURED_SPDM = 0x06
+#: DSP0277 records start with a 4-byte session ID.
+SESSION_ID_SIZE = 4
+#: libspdm LIBSPDM_MCTP_SEQUENCE_NUMBER_COUNT / LIBSPDM_MCTP_MAX_RANDOM_NUMBER_COUNT.
+MCTP_SEQUENCE_NUMBER_SIZE = 2
+MCTP_MAX_RANDOM_PADDING = 32
+
+
+class MctpBinding:
+    """Encode/decode MCTP messages of type SPDM and secured SPDM."""
+
+    name: str = "mctp"
+    socket_transport: SocketTransport = SocketTransport.MCTP
+
+    def decode(self, payload: bytes) -> TransportMessage:
+        """Strip the message-type byte; reject other MCTP message types."""
+        if not payload:
+            raise TransportError("MCTP message is empty: no message type byte")
+        message_type = payload[0]
+        if message_type not in (MCTP_TYPE_SPDM, MCTP_TYPE_SECURED_SPDM):
+            raise TransportError(
+                f"MCTP message type 0x{message_type:02x} is not SPDM (0x05) or secured SPDM (0x06)"
+            )
+        message = payload[1:]
+        if not message:
+            raise TransportError("MCTP message carries an empty SPDM message")
+        secured = message_type == MCTP_TYPE_SECURED_SPDM
+        if secured and len(message) <= SESSION_ID_SIZE:
+            raise TransportError(
+                f"secured MCTP message carries {len(message)} bytes, "
+                f"too short for a session ID and a record"
+            )
+        return TransportMessage(message=bytes(message), secured=secured)
+
+    def encode(self, message: bytes, secured: bool = False) -> bytes:
+        """Prefix the MCTP message type byte."""
+        if not message:
+            raise TransportError("cannot encode an empty SPDM message in an MCTP message")
+        message_type = MCTP_TYPE_SECURED_SPDM if secured else MCTP_TYPE_SPDM
+        return bytes((message_type,)) + message
+
+    def secured_header_info(self) -> SecuredRecordFormat:
+        """2-byte sequence number and up to 32 random padding bytes (libspdm mctp)."""
+        return SecuredRecordFormat(
+            sequence_number_size=MCTP_SEQUENCE_NUMBER_SIZE,
+            max_random_padding=MCTP_MAX_RANDOM_PADDING,
+        )

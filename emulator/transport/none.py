@@ -1,0 +1,41 @@
+"""The "none" binding: the platform-socket payload is the bare SPDM message.
+
+spdm-emu's ``spdm_transport_none_lib`` copies messages as is and its decoder never reports
+a session, so a secured record sent over "none" is indistinguishable from a plain SPDM
+message and the peer cannot decode it.  This binding therefore refuses to carry secured
+records: ``encode(secured=True)`` raises :class:`~emulator.errors.TransportError`, and
+``decode`` always returns ``secured=False``.
+"""
+
+from __future__ import annotations
+
+from emulator.errors import TransportError
+from emulator.transport.base import SecuredRecordFormat, SocketTransport, TransportMessage
+
+
+class NoneBinding:
+    """Bare SPDM messages, no transport header (spdm-emu ``--trans NONE``)."""
+
+    name: str = "none"
+    socket_transport: SocketTransport = SocketTransport.NONE
+
+    def decode(self, payload: bytes) -> TransportMessage:
+        """Return the payload as a plain SPDM message."""
+        if not payload:
+            raise TransportError("'none' transport payload is an empty SPDM message")
+        return TransportMessage(message=bytes(payload), secured=False)
+
+    def encode(self, message: bytes, secured: bool = False) -> bytes:
+        """Return the message unchanged; secured records cannot be carried."""
+        if secured:
+            raise TransportError(
+                "the 'none' transport cannot carry secured messages: it has no field "
+                "that tells a secured record from a plain SPDM message"
+            )
+        if not message:
+            raise TransportError("cannot encode an empty SPDM message")
+        return bytes(message)
+
+    def secured_header_info(self) -> SecuredRecordFormat:
+        """No sequence number, no random padding (spdm-emu's none transport)."""
+        return SecuredRecordFormat(sequence_number_size=0, max_random_padding=0)
