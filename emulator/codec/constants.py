@@ -138,7 +138,7 @@ def code_name(code: int) -> str:
 
 
 class ResponderCap(IntFlag):
-    """Responder CAPABILITIES Flags (DSP0274 1.3 table "Flag fields definitions for the Responder")."""
+    """Responder CAPABILITIES Flags (DSP0274 1.3, "Flag fields definitions for the Responder")."""
 
     CACHE_CAP = 1 << 0
     CERT_CAP = 1 << 1
@@ -173,7 +173,7 @@ class ResponderCap(IntFlag):
 
 
 class RequesterCap(IntFlag):
-    """Requester GET_CAPABILITIES Flags (DSP0274 1.3 table "Flag fields definitions for the Requester")."""
+    """Requester GET_CAPABILITIES Flags (DSP0274 1.3, Requester flag fields)."""
 
     CERT_CAP = 1 << 1
     CHAL_CAP = 1 << 2

@@ -32,9 +32,7 @@ class Layout:
     def parse(self, data: bytes) -> Any:
         """Parse ``data`` (trailing bytes are ignored, as for DOE padding)."""
         if self.fixed_size is not None and len(data) < self.fixed_size:
-            raise CodecError(
-                f"{self.name}: {len(data)} bytes, the layout needs {self.fixed_size}"
-            )
+            raise CodecError(f"{self.name}: {len(data)} bytes, the layout needs {self.fixed_size}")
         try:
             return self._compiled.parse(data)
         except (cs.ConstructError, ValueError, IndexError, OverflowError) as exc:

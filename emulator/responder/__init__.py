@@ -1,1 +1,23 @@
-"""responder package."""
+"""The sans-I/O SPDM responder: one module per request family, as libspdm has one file
+per handler.  Importing this package registers every family's handlers."""
+
+from emulator.responder import algorithms, capabilities, version  # noqa: F401  (registration)
+from emulator.responder.core import (
+    HANDLERS,
+    ConnectionState,
+    Request,
+    Responder,
+    SessionRule,
+    SpdmErrorResponse,
+    handler,
+)
+
+__all__ = [
+    "HANDLERS",
+    "ConnectionState",
+    "Request",
+    "Responder",
+    "SessionRule",
+    "SpdmErrorResponse",
+    "handler",
+]

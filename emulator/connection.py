@@ -1,0 +1,176 @@
+"""Sans-I/O glue for one requester connection: transport -> session -> responder.
+
+:class:`SpdmConnection` owns the per-connection :class:`~emulator.responder.Responder`
+and turns the payload of each platform-socket NORMAL frame into a :class:`Reply`:
+what to send back, and socket-level actions (delay, drop, close, partial frame)
+that fault injection asks for.  The asyncio server executes the reply; nothing
+here touches a socket or a clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from emulator.codec.constants import ErrorCode, code_name
+from emulator.codec.messages import build_error
+from emulator.device.model import Device
+from emulator.device.random import RandomSource
+from emulator.errors import TransportError
+from emulator.responder import Responder
+from emulator.transport.base import TransportBinding
+
+log = logging.getLogger("emulator.connection")
+
+
+@dataclass(slots=True)
+class Reply:
+    """What the server must do after one NORMAL frame.
+
+    ``payloads`` are transport payloads, each sent as one NORMAL frame, in order
+    (empty: send nothing, i.e. the response was dropped).  ``delay`` seconds are
+    waited before sending.  ``close`` closes the connection after sending.
+    ``partial`` (bytes) sends only that many bytes of the first frame (header
+    included) and then closes the connection.
+    """
+
+    payloads: list[bytes] = field(default_factory=list)
+    delay: float = 0.0
+    close: bool = False
+    partial: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeEvent:
+    """One request/response exchange, as telemetry and traces report it."""
+
+    connection: int
+    device: str
+    request: bytes
+    response: bytes | None
+    session_id: int | None = None
+    secured: bool = False
+    #: ERROR code of the response, or None
+    error: int | None = None
+    #: why the responder answered ERROR / why the transport rejected the request
+    reason: str = ""
+    #: description of each fault applied to this exchange
+    faults: tuple[str, ...] = ()
+
+    @property
+    def request_name(self) -> str:
+        return code_name(self.request[1]) if len(self.request) > 1 else "MALFORMED"
+
+    @property
+    def response_name(self) -> str:
+        if self.response is None:
+            return "NONE"
+        return code_name(self.response[1]) if len(self.response) > 1 else "MALFORMED"
+
+
+Observer = Callable[[ExchangeEvent], None]
+
+
+class SpdmConnection:
+    """Transport -> (session) -> responder for one socket connection (sans-I/O)."""
+
+    def __init__(
+        self,
+        device: Device,
+        binding: TransportBinding,
+        *,
+        number: int = 0,
+        peer: str = "",
+        rng: RandomSource | None = None,
+        clock: Callable[[], float] | None = None,
+        observers: Iterable[Observer] = (),
+    ) -> None:
+        self.device = device
+        self.binding = binding
+        self.number = number
+        self.peer = peer
+        self.responder = Responder(device, rng=rng, clock=clock, connection_number=number)
+        self.observers: list[Observer] = list(observers)
+        self.closed = False
+
+    def receive(self, payload: bytes) -> Reply:
+        """Handle the payload of one NORMAL frame."""
+        try:
+            msg = self.binding.decode(payload)
+        except TransportError as exc:
+            # Malformed transport object: the responder state is not touched; an ERROR
+            # keeps a requester (or QEMU, which blocks until it gets an answer) moving.
+            log.warning("conn %d: rejected %s message: %s", self.number, self.binding.name, exc)
+            response = build_error(self.responder.version or 0x10, ErrorCode.InvalidRequest)
+            self._emit(
+                ExchangeEvent(
+                    self.number,
+                    self.device.name,
+                    payload,
+                    response,
+                    error=ErrorCode.InvalidRequest,
+                    reason=str(exc),
+                )
+            )
+            return Reply([self.binding.encode(response)])
+        if msg.secured:
+            return self._secured(msg.message)
+        response = self.responder.handle(msg.message)
+        self._log(msg.message, response, None)
+        self._emit(self._event(msg.message, response, None, False))
+        return Reply([self.binding.encode(response)])
+
+    def _secured(self, record: bytes) -> Reply:
+        """A DSP0277 secured message; answered by the session layer once it exists."""
+        log.warning("conn %d: secured message but no session layer", self.number)
+        response = build_error(self.responder.version or 0x10, ErrorCode.UnexpectedRequest)
+        return Reply([self.binding.encode(response)])
+
+    def close(self) -> None:
+        """The socket is gone (SHUTDOWN, peer closed): forget the connection state."""
+        if not self.closed:
+            self.closed = True
+            self.responder.reset()
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def _event(
+        self, request: bytes, response: bytes, session_id: int | None, secured: bool
+    ) -> ExchangeEvent:
+        error = response[2] if len(response) > 2 and response[1] == 0x7F else None
+        return ExchangeEvent(
+            self.number,
+            self.device.name,
+            request,
+            response,
+            session_id,
+            secured,
+            error,
+            self.responder.last_error,
+        )
+
+    def _log(self, request: bytes, response: bytes, session_id: int | None) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        where = f" session 0x{session_id:08X}" if session_id is not None else ""
+        req = code_name(request[1]) if len(request) > 1 else "MALFORMED"
+        rsp = code_name(response[1]) if len(response) > 1 else "?"
+        if len(response) > 2 and response[1] == 0x7F:
+            try:
+                rsp += f"({ErrorCode(response[2]).name})"
+            except ValueError:
+                rsp += f"(0x{response[2]:02X})"
+            if self.responder.last_error:
+                rsp += f": {self.responder.last_error}"
+        log.info("conn %d%s: %s -> %s", self.number, where, req, rsp)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("conn %d  req %s", self.number, request.hex(" "))
+            log.debug("conn %d  rsp %s", self.number, response.hex(" "))
+
+    def _emit(self, event: ExchangeEvent) -> None:
+        for obs in self.observers:
+            try:
+                obs(event)
+            except Exception:  # an observer must never break the responder
+                log.exception("observer failed")

@@ -1,0 +1,86 @@
+"""The emulated device: what a profile describes, as the responder core uses it.
+
+One :class:`Device` is shared by every connection to it (so a runtime change,
+e.g. a new measurement value, is seen by all); each connection has its own
+:class:`~emulator.responder.Responder` with its own negotiated state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from emulator.codec.constants import ResponderCap, SpdmVersion
+from emulator.device.random import RandomSource, SeededRandom, SystemRandom
+from emulator.profiles import Profile, load_profile
+
+#: Algorithm-list names of a profile's [algorithms] section.
+ALGORITHM_FIELDS = (
+    "base_asym",
+    "req_base_asym",
+    "base_hash",
+    "measurement_hash",
+    "measurement_spec",
+    "dhe",
+    "aead",
+    "key_schedule",
+    "opaque_data_format",
+    "mel_spec",
+)
+
+
+@dataclass
+class Device:
+    """A device model built from a validated :class:`~emulator.profiles.Profile`."""
+
+    profile: Profile
+    name: str
+    versions: list[SpdmVersion]
+    capabilities: ResponderCap
+    ct_exponent: int
+    data_transfer_size: int
+    max_spdm_msg_size: int
+    #: priority-ordered algorithm bits per [algorithms] field
+    priorities: dict[str, list[int]] = field(default_factory=dict)
+    seed: int | None = None
+    #: callbacks run when a runtime change happens (measurements, identity...)
+    listeners: list[Callable[[str, object], None]] = field(default_factory=list)
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> Device:
+        return cls(
+            profile=profile,
+            name=profile.device.name,
+            versions=profile.versions,
+            capabilities=profile.capabilities,
+            ct_exponent=profile.spdm.ct_exponent,
+            data_transfer_size=profile.spdm.data_transfer_size,
+            max_spdm_msg_size=profile.spdm.max_spdm_msg_size,
+            priorities={f: profile.algo_list(f) for f in ALGORITHM_FIELDS},
+            seed=profile.determinism.seed,
+        )
+
+    @classmethod
+    def load(cls, name_or_path: str = "default") -> Device:
+        return cls.from_profile(load_profile(name_or_path))
+
+    def supports(self, cap: ResponderCap) -> bool:
+        return bool(self.capabilities & cap)
+
+    def mask(self, field_name: str) -> int:
+        """All supported bits of one algorithm field, OR-ed."""
+        out = 0
+        for bit in self.priorities[field_name]:
+            out |= bit
+        return out
+
+    def random_source(self, label: str) -> RandomSource:
+        """Randomness for one connection: seeded (reproducible) or the OS."""
+        if self.seed is None:
+            return SystemRandom()
+        return SeededRandom(self.seed, f"{self.name}/{label}")
+
+    def notify(self, what: str, detail: object) -> None:
+        """Tell listeners (control plane, telemetry) about a runtime change."""
+        for cb in list(self.listeners):
+            cb(what, detail)

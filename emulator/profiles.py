@@ -1,0 +1,436 @@
+"""Device profiles: TOML files that describe the emulated device.
+
+A profile is validated with pydantic (chosen over hand-written checks because it
+reports every bad field with its path, rejects unknown keys and coerces types
+consistently).  Every problem becomes a :class:`~emulator.errors.ProfileError`
+that names the file, the field and the problem, e.g.::
+
+    profiles/bad.toml: spdm.capabilities: MEAS_CAP_NO_SIG and MEAS_CAP_SIG together
+    encode MEAS_CAP=11b, which DSP0274 reserves
+
+Algorithm lists are in priority order: the responder selects the first entry
+that the requester also offers.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable
+from enum import IntFlag
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from emulator.codec.constants import (
+    MIN_DATA_TRANSFER_SIZE_V12,
+    RESPONDER_CAPS_BY_VERSION,
+    AeadSuite,
+    BaseAsymAlgo,
+    BaseHashAlgo,
+    DheGroup,
+    KeySchedule,
+    MeasurementHashAlgo,
+    MeasurementSpec,
+    MelSpec,
+    OtherParams,
+    ResponderCap,
+    SpdmVersion,
+)
+from emulator.errors import ProfileError
+
+F = TypeVar("F", bound=IntFlag)
+
+#: Directory of the profiles shipped with the project (repo checkout or installed data).
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+DEFAULT_PROFILE = "default"
+
+#: Algorithms this emulator implements (SM2/SM3/SM4 are not offered by ``cryptography``).
+IMPLEMENTED_ASYM = BaseAsymAlgo(0xDFF)  # all but SM2
+IMPLEMENTED_HASH = BaseHashAlgo(0x3F)  # all but SM3
+IMPLEMENTED_MEAS_HASH = MeasurementHashAlgo(0x7F)
+IMPLEMENTED_DHE = DheGroup(0x3F)
+IMPLEMENTED_AEAD = AeadSuite(0x07)
+
+
+def _norm(name: str) -> str:
+    return name.strip().upper().replace("-", "_").replace(" ", "_")
+
+
+def parse_flag_names(enum: type[F], names: Iterable[str], what: str) -> list[F]:
+    """Map names (any case, ``-`` or ``_``) to enum members in order; ValueError if unknown."""
+    out: list[F] = []
+    for name in names:
+        key = _norm(name)
+        member = enum.__members__.get(key)
+        if member is None:
+            choices = ", ".join(enum.__members__)
+            raise ValueError(f"unknown {what} {name!r}; choose from {choices}")
+        if member in out:
+            raise ValueError(f"{what} {name!r} is listed twice")
+        out.append(member)
+    return out
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class PciIdsSection(_Strict):
+    """PCI identity of the device (used in the certificate SAN that Linux CMA checks)."""
+
+    vendor_id: int = Field(0x1B36, ge=0, le=0xFFFF)
+    device_id: int = Field(0x0010, ge=0, le=0xFFFF)
+    class_code: int = Field(0x010802, ge=0, le=0xFFFFFF)
+    revision: int = Field(0x02, ge=0, le=0xFF)
+    subsystem_vendor_id: int | None = Field(0x1AF4, ge=0, le=0xFFFF)
+    subsystem_id: int | None = Field(0x1100, ge=0, le=0xFFFF)
+
+
+class DeviceSection(_Strict):
+    """[device]: who the device is."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    pci: PciIdsSection = Field(default_factory=PciIdsSection)
+
+
+class SpdmSection(_Strict):
+    """[spdm]: versions, capability flags, timing and sizes (DSP0274 10.3/10.4)."""
+
+    versions: list[str] = Field(min_length=1)
+    capabilities: list[str] = Field(default_factory=list)
+    ct_exponent: int = Field(12, ge=0, le=31)
+    data_transfer_size: int = Field(0x1200, ge=MIN_DATA_TRANSFER_SIZE_V12, le=0xFFFFFFFF)
+    max_spdm_msg_size: int = Field(0x1200, ge=MIN_DATA_TRANSFER_SIZE_V12, le=0xFFFFFFFF)
+
+    @field_validator("versions")
+    @classmethod
+    def _versions(cls, value: list[str]) -> list[str]:
+        seen: set[int] = set()
+        for text in value:
+            try:
+                v = SpdmVersion.from_text(text)
+            except ValueError:
+                raise ValueError(
+                    f"unknown SPDM version {text!r}; choose from 1.0, 1.1, 1.2, 1.3"
+                ) from None
+            if v in seen:
+                raise ValueError(f"version {text!r} is listed twice")
+            seen.add(v)
+        return value
+
+    @field_validator("capabilities")
+    @classmethod
+    def _caps(cls, value: list[str]) -> list[str]:
+        parse_flag_names(ResponderCap, value, "capability")
+        return value
+
+
+class AlgorithmsSection(_Strict):
+    """[algorithms]: what the device supports, each list in priority order."""
+
+    base_asym: list[str] = Field(default_factory=list)
+    base_hash: list[str] = Field(default_factory=list)
+    measurement_hash: list[str] = Field(default_factory=list)
+    measurement_spec: list[str] = Field(default_factory=lambda: ["DMTF"])
+    dhe: list[str] = Field(default_factory=list)
+    aead: list[str] = Field(default_factory=list)
+    req_base_asym: list[str] = Field(default_factory=list)
+    key_schedule: list[str] = Field(default_factory=lambda: ["SPDM"])
+    opaque_data_format: list[str] = Field(default_factory=lambda: ["OPAQUE_DATA_FMT_1"])
+    mel_spec: list[str] = Field(default_factory=list)
+    multi_key_conn: bool = False
+
+    @field_validator("base_asym")
+    @classmethod
+    def _asym(cls, v: list[str]) -> list[str]:
+        for m in parse_flag_names(BaseAsymAlgo, v, "base_asym"):
+            if not m & IMPLEMENTED_ASYM:
+                raise ValueError(f"{m.name} is not implemented by this emulator")
+        return v
+
+    @field_validator("req_base_asym")
+    @classmethod
+    def _req_asym(cls, v: list[str]) -> list[str]:
+        for m in parse_flag_names(BaseAsymAlgo, v, "req_base_asym"):
+            if not m & IMPLEMENTED_ASYM:
+                raise ValueError(f"{m.name} is not implemented by this emulator")
+        return v
+
+    @field_validator("base_hash")
+    @classmethod
+    def _hash(cls, v: list[str]) -> list[str]:
+        for m in parse_flag_names(BaseHashAlgo, v, "base_hash"):
+            if not m & IMPLEMENTED_HASH:
+                raise ValueError(f"{m.name} is not implemented by this emulator")
+        return v
+
+    @field_validator("measurement_hash")
+    @classmethod
+    def _mhash(cls, v: list[str]) -> list[str]:
+        for m in parse_flag_names(MeasurementHashAlgo, v, "measurement_hash"):
+            if not m & IMPLEMENTED_MEAS_HASH:
+                raise ValueError(f"{m.name} is not implemented by this emulator")
+        return v
+
+    @field_validator("dhe")
+    @classmethod
+    def _dhe(cls, v: list[str]) -> list[str]:
+        for m in parse_flag_names(DheGroup, v, "dhe"):
+            if not m & IMPLEMENTED_DHE:
+                raise ValueError(f"{m.name} is not implemented by this emulator")
+        return v
+
+    @field_validator("aead")
+    @classmethod
+    def _aead(cls, v: list[str]) -> list[str]:
+        for m in parse_flag_names(AeadSuite, v, "aead"):
+            if not m & IMPLEMENTED_AEAD:
+                raise ValueError(f"{m.name} is not implemented by this emulator")
+        return v
+
+    @field_validator("measurement_spec")
+    @classmethod
+    def _mspec(cls, v: list[str]) -> list[str]:
+        parse_flag_names(MeasurementSpec, v, "measurement_spec")
+        return v
+
+    @field_validator("key_schedule")
+    @classmethod
+    def _ks(cls, v: list[str]) -> list[str]:
+        parse_flag_names(KeySchedule, v, "key_schedule")
+        return v
+
+    @field_validator("opaque_data_format")
+    @classmethod
+    def _odf(cls, v: list[str]) -> list[str]:
+        for m in parse_flag_names(OtherParams, v, "opaque_data_format"):
+            if m not in (OtherParams.OPAQUE_DATA_FMT_0, OtherParams.OPAQUE_DATA_FMT_1):
+                raise ValueError(f"{m.name} is not an opaque data format")
+        return v
+
+    @field_validator("mel_spec")
+    @classmethod
+    def _mel(cls, v: list[str]) -> list[str]:
+        parse_flag_names(MelSpec, v, "mel_spec")
+        return v
+
+
+class DeterminismSection(_Strict):
+    """[determinism]: a seed makes nonces, DHE keys and random padding reproducible."""
+
+    seed: int | None = None
+
+
+class Profile(_Strict):
+    """A whole device profile (the TOML document)."""
+
+    device: DeviceSection
+    spdm: SpdmSection
+    algorithms: AlgorithmsSection = Field(default_factory=AlgorithmsSection)
+    determinism: DeterminismSection = Field(default_factory=DeterminismSection)
+    #: directory that relative file names in the profile are resolved against
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    # ---- typed views -------------------------------------------------------------
+
+    @property
+    def versions(self) -> list[SpdmVersion]:
+        """Supported versions, ascending."""
+        return sorted(SpdmVersion.from_text(t) for t in self.spdm.versions)
+
+    @property
+    def capabilities(self) -> ResponderCap:
+        caps = ResponderCap(0)
+        for m in parse_flag_names(ResponderCap, self.spdm.capabilities, "capability"):
+            caps |= m
+        return caps
+
+    def algo_list(self, field: str) -> list[int]:
+        """An [algorithms] list as enum members in priority order."""
+        enum: type[IntFlag] = {
+            "base_asym": BaseAsymAlgo,
+            "req_base_asym": BaseAsymAlgo,
+            "base_hash": BaseHashAlgo,
+            "measurement_hash": MeasurementHashAlgo,
+            "measurement_spec": MeasurementSpec,
+            "dhe": DheGroup,
+            "aead": AeadSuite,
+            "key_schedule": KeySchedule,
+            "opaque_data_format": OtherParams,
+            "mel_spec": MelSpec,
+        }[field]
+        return list(parse_flag_names(enum, getattr(self.algorithms, field), field))
+
+
+def _cross_checks(p: Profile) -> list[tuple[str, str]]:
+    """Rules across fields (DSP0274 CAPABILITIES flag rules); returns (field, problem)."""
+    errs: list[tuple[str, str]] = []
+    caps = p.capabilities
+    alg = p.algorithms
+    C = ResponderCap
+    if C.MEAS_CAP_NO_SIG in caps and C.MEAS_CAP_SIG in caps:
+        errs.append(
+            (
+                "spdm.capabilities",
+                "MEAS_CAP_NO_SIG and MEAS_CAP_SIG together encode MEAS_CAP=11b, "
+                "which DSP0274 reserves",
+            )
+        )
+    if C.PSK_CAP in caps and C.PSK_CAP_WITH_CONTEXT in caps:
+        errs.append(
+            (
+                "spdm.capabilities",
+                "PSK_CAP and PSK_CAP_WITH_CONTEXT together encode PSK_CAP=11b, "
+                "which DSP0274 reserves",
+            )
+        )
+    if C.EP_INFO_CAP_NO_SIG in caps and C.EP_INFO_CAP_SIG in caps:
+        errs.append(("spdm.capabilities", "EP_INFO_CAP=11b is reserved"))
+    if C.MULTI_KEY_CAP_ONLY in caps and C.MULTI_KEY_CAP_NEG in caps:
+        errs.append(("spdm.capabilities", "MULTI_KEY_CAP=11b is reserved"))
+    key_ex = C.KEY_EX_CAP in caps
+    psk = bool(caps & (C.PSK_CAP | C.PSK_CAP_WITH_CONTEXT))
+    if key_ex or psk:
+        if not caps & (C.ENCRYPT_CAP | C.MAC_CAP):
+            errs.append(("spdm.capabilities", "KEY_EX_CAP/PSK_CAP need ENCRYPT_CAP or MAC_CAP"))
+        if not alg.aead:
+            errs.append(("algorithms.aead", "KEY_EX_CAP/PSK_CAP need at least one AEAD suite"))
+        if not alg.key_schedule:
+            errs.append(
+                ("algorithms.key_schedule", "KEY_EX_CAP/PSK_CAP need the SPDM key schedule")
+            )
+    else:
+        for flag in (
+            C.ENCRYPT_CAP,
+            C.MAC_CAP,
+            C.HANDSHAKE_IN_THE_CLEAR_CAP,
+            C.HBEAT_CAP,
+            C.KEY_UPD_CAP,
+        ):
+            if flag in caps:
+                errs.append(("spdm.capabilities", f"{flag.name} needs KEY_EX_CAP or PSK_CAP"))
+    if key_ex and not alg.dhe:
+        errs.append(("algorithms.dhe", "KEY_EX_CAP needs at least one DHE group"))
+    if C.HANDSHAKE_IN_THE_CLEAR_CAP in caps and not key_ex:
+        errs.append(("spdm.capabilities", "HANDSHAKE_IN_THE_CLEAR_CAP needs KEY_EX_CAP"))
+    if C.CERT_CAP in caps and C.PUB_KEY_ID_CAP in caps:
+        errs.append(("spdm.capabilities", "CERT_CAP and PUB_KEY_ID_CAP are mutually exclusive"))
+    if (C.CHAL_CAP in caps or C.MUT_AUTH_CAP in caps) and not caps & (
+        C.CERT_CAP | C.PUB_KEY_ID_CAP
+    ):
+        errs.append(("spdm.capabilities", "CHAL_CAP/MUT_AUTH_CAP need CERT_CAP or PUB_KEY_ID_CAP"))
+    signs = caps & (C.CERT_CAP | C.CHAL_CAP | C.MEAS_CAP_SIG | C.KEY_EX_CAP | C.PUB_KEY_ID_CAP)
+    if signs and not alg.base_asym:
+        errs.append(("algorithms.base_asym", "the capabilities need a signature algorithm"))
+    if not alg.base_hash:
+        errs.append(("algorithms.base_hash", "at least one hash algorithm is required"))
+    if caps & (C.MEAS_CAP_NO_SIG | C.MEAS_CAP_SIG):
+        if not alg.measurement_hash:
+            errs.append(("algorithms.measurement_hash", "MEAS_CAP needs a measurement hash"))
+        if not alg.measurement_spec:
+            errs.append(("algorithms.measurement_spec", "MEAS_CAP needs DMTF"))
+    elif C.MEAS_FRESH_CAP in caps:
+        errs.append(("spdm.capabilities", "MEAS_FRESH_CAP needs MEAS_CAP"))
+    if C.MUT_AUTH_CAP in caps and not alg.req_base_asym:
+        errs.append(("algorithms.req_base_asym", "MUT_AUTH_CAP needs a requester algorithm"))
+    if C.MEL_CAP in caps and not alg.mel_spec:
+        errs.append(("algorithms.mel_spec", "MEL_CAP needs a MEL specification"))
+    sp = p.spdm
+    if sp.data_transfer_size > sp.max_spdm_msg_size:
+        errs.append(("spdm.data_transfer_size", "is larger than max_spdm_msg_size"))
+    if sp.data_transfer_size != sp.max_spdm_msg_size and C.CHUNK_CAP not in caps:
+        errs.append(
+            (
+                "spdm.max_spdm_msg_size",
+                "differs from data_transfer_size, which needs CHUNK_CAP (DSP0274 10.4)",
+            )
+        )
+    top = max(p.versions)
+    allowed = RESPONDER_CAPS_BY_VERSION[top]
+    for flag in caps:
+        if not flag & allowed:
+            errs.append(("spdm.capabilities", f"{flag.name} does not exist in SPDM {top.text}"))
+    return errs
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def profile_from_dict(data: dict[str, Any], source: str = "<profile>") -> Profile:
+    """Validate a parsed TOML document; raise ProfileError naming the first bad field."""
+    try:
+        profile = Profile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        msg = first["msg"].removeprefix("Value error, ")
+        extra = len(exc.errors()) - 1
+        if extra:
+            msg += f" (and {extra} more problem{'s' if extra > 1 else ''})"
+        raise ProfileError(source, _format_loc(tuple(first["loc"])), msg) from None
+    errs = _cross_checks(profile)
+    if errs:
+        field, problem = errs[0]
+        if len(errs) > 1:
+            problem += f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})"
+        raise ProfileError(source, field, problem)
+    return profile
+
+
+def resolve_profile_path(name_or_path: str | Path) -> Path:
+    """A path, or the name of a shipped profile (``default`` -> profiles/default.toml)."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists() or "/" in str(name_or_path):
+        return path
+    return PROFILES_DIR / f"{name_or_path}.toml"
+
+
+def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> Profile:
+    """Load and validate a profile file (or a shipped profile by name)."""
+    path = resolve_profile_path(name_or_path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        shipped = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.toml")))
+        raise ProfileError(source, "", f"no such file (shipped profiles: {shipped})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(source, "", f"cannot read: {exc}") from None
+    return load_profile_text(text, source, base_dir=path.parent)
+
+
+def load_profile_text(
+    text: str, source: str = "<profile>", base_dir: Path | None = None
+) -> Profile:
+    """Parse TOML text and validate it."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(source, "", f"not valid TOML: {exc}") from None
+    profile = profile_from_dict(data, source)
+    profile._base_dir = base_dir or Path.cwd()
+    return profile
+
+
+def list_profiles() -> list[tuple[str, str]]:
+    """(name, description) of every shipped profile."""
+    out = []
+    for path in sorted(PROFILES_DIR.glob("*.toml")):
+        try:
+            prof = load_profile(path)
+            out.append((path.stem, prof.device.description))
+        except ProfileError as exc:
+            out.append((path.stem, f"INVALID: {exc}"))
+    return out

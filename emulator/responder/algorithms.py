@@ -1,0 +1,164 @@
+"""NEGOTIATE_ALGORITHMS / ALGORITHMS (DSP0274 10.5).
+
+Selection: for each field, the first algorithm in the profile's priority list
+that the requester also offers.  The request is checked as DSP0274 and libspdm
+do (Length equals the real size and is at most LengthMax, extended-algorithm
+counts, AlgStructs in ascending AlgType order with FixedAlgCount 2 and a
+non-empty AlgSupported).  When a needed algorithm has no common choice (e.g.
+no common hash, or no common signature algorithm while the device signs), the
+answer is ERROR(InvalidRequest) and the connection stays after CAPABILITIES.
+"""
+
+from __future__ import annotations
+
+from emulator.codec.constants import (
+    AlgType,
+    MeasurementSpec,
+    OtherParams,
+    RequestCode,
+    RequesterCap,
+    ResponderCap,
+)
+from emulator.codec.messages import (
+    NEGOTIATE_ALGORITHMS_MAX_EXT,
+    NEGOTIATE_ALGORITHMS_MAX_LENGTH,
+    AlgorithmsMsg,
+    AlgStruct,
+    NegotiateAlgorithmsMsg,
+)
+from emulator.errors import CodecError
+from emulator.responder.core import (
+    ConnectionState,
+    NegotiatedAlgorithms,
+    Request,
+    Responder,
+    SessionRule,
+    handler,
+    invalid,
+    unexpected,
+)
+
+_STRUCT_FIELD = {
+    AlgType.DHE: "dhe",
+    AlgType.AEAD: "aead",
+    AlgType.REQ_BASE_ASYM_ALG: "req_base_asym",
+    AlgType.KEY_SCHEDULE: "key_schedule",
+}
+
+
+def select(priority: list[int], offered: int) -> int:
+    """The first of ``priority`` that is in the ``offered`` bit mask (0 if none)."""
+    for bit in priority:
+        if bit & offered:
+            return bit
+    return 0
+
+
+@handler(RequestCode.NEGOTIATE_ALGORITHMS, session=SessionRule.OUTSIDE_ONLY)
+def negotiate_algorithms(r: Responder, req: Request) -> bytes:
+    """Select algorithms and answer ALGORITHMS; the VCA transcript is complete after it."""
+    if r.state != ConnectionState.AFTER_CAPABILITIES:
+        raise unexpected(f"NEGOTIATE_ALGORITHMS in state {r.state.name}")
+    version = r.version
+    try:
+        msg, size = NegotiateAlgorithmsMsg.decode(req.raw)
+    except CodecError as exc:
+        raise invalid(str(exc)) from None
+    if version >= 0x11:
+        previous = 0
+        for i, st in enumerate(msg.alg_structs):
+            if not AlgType.DHE <= st.alg_type <= AlgType.KEY_SCHEDULE:
+                raise invalid(f"AlgStruct[{i}]: AlgType {st.alg_type} is not 2..5")
+            if st.alg_type <= previous:
+                raise invalid(f"AlgStruct[{i}]: AlgType {st.alg_type} out of ascending order")
+            previous = st.alg_type
+            if st.supported == 0:
+                raise invalid(f"AlgStruct[{i}] ({AlgType(st.alg_type).name}): nothing offered")
+    n_ext = len(msg.ext_asym) + len(msg.ext_hash) + sum(len(s.external) for s in msg.alg_structs)
+    if n_ext > NEGOTIATE_ALGORITHMS_MAX_EXT[version]:
+        raise invalid(
+            f"{n_ext} extended algorithms, at most {NEGOTIATE_ALGORITHMS_MAX_EXT[version]}"
+        )
+    if msg.length > NEGOTIATE_ALGORITHMS_MAX_LENGTH[version]:
+        raise invalid(
+            f"Length {msg.length} over LengthMax {NEGOTIATE_ALGORITHMS_MAX_LENGTH[version]}"
+        )
+    if msg.length != size:
+        raise invalid(f"Length field {msg.length} but the message is {size} bytes")
+
+    dev = r.device
+    caps = dev.capabilities
+    peer = r.peer.flags if r.peer else 0
+    meas = bool(caps & (ResponderCap.MEAS_CAP_NO_SIG | ResponderCap.MEAS_CAP_SIG))
+    sel = NegotiatedAlgorithms()
+    if (meas or caps & ResponderCap.MEL_CAP) and msg.measurement_spec:
+        sel.measurement_spec = select(dev.priorities["measurement_spec"], msg.measurement_spec)
+    if meas and msg.measurement_spec:
+        sel.measurement_hash = dev.priorities["measurement_hash"][0]
+        if sel.measurement_spec != MeasurementSpec.DMTF:
+            raise invalid("the requester does not offer the DMTF measurement specification")
+    sel.base_asym = select(dev.priorities["base_asym"], msg.base_asym)
+    sel.base_hash = select(dev.priorities["base_hash"], msg.base_hash)
+    if version >= 0x12:
+        sel.other_params = select(dev.priorities["opaque_data_format"], msg.other_params & 0x0F)
+    if version >= 0x13:
+        if caps & ResponderCap.MEL_CAP:
+            sel.mel_spec = select(dev.priorities["mel_spec"], msg.mel_spec)
+        multi = (peer >> 26) & 3
+        if multi == 1 or (multi == 2 and dev.profile.algorithms.multi_key_conn):
+            sel.other_params |= OtherParams.MULTI_KEY_CONN
+    response_structs: list[AlgStruct] = []
+    if version >= 0x11:
+        for st in msg.alg_structs:
+            name = _STRUCT_FIELD[AlgType(st.alg_type)]
+            chosen = select(dev.priorities[name], st.supported)
+            setattr(sel, name, chosen)
+            response_structs.append(AlgStruct(st.alg_type, chosen))
+
+    if sel.base_hash == 0:
+        raise invalid("no common hash algorithm")
+    signs = bool(
+        caps & (ResponderCap.CERT_CAP | ResponderCap.CHAL_CAP | ResponderCap.MEAS_CAP_SIG)
+    ) or bool(caps & ResponderCap.KEY_EX_CAP and peer & RequesterCap.KEY_EX_CAP)
+    if signs and sel.base_asym == 0:
+        raise invalid("no common signature algorithm")
+    if version >= 0x11:
+        if caps & ResponderCap.KEY_EX_CAP and peer & RequesterCap.KEY_EX_CAP and sel.dhe == 0:
+            raise invalid("no common DHE group while both sides do KEY_EXCHANGE")
+        both_sec = (caps & ResponderCap.ENCRYPT_CAP and peer & RequesterCap.ENCRYPT_CAP) or (
+            caps & ResponderCap.MAC_CAP and peer & RequesterCap.MAC_CAP
+        )
+        if both_sec and sel.aead == 0:
+            raise invalid("no common AEAD suite while both sides protect sessions")
+        mut = caps & ResponderCap.MUT_AUTH_CAP and peer & RequesterCap.MUT_AUTH_CAP
+        if mut and sel.req_base_asym == 0:
+            raise invalid("no common requester signature algorithm for mutual auth")
+        key_ex = caps & ResponderCap.KEY_EX_CAP and peer & RequesterCap.KEY_EX_CAP
+        psk = caps & (ResponderCap.PSK_CAP | ResponderCap.PSK_CAP_WITH_CONTEXT) and (
+            peer & RequesterCap.PSK_CAP
+        )
+        if (key_ex or psk) and sel.key_schedule == 0:
+            raise invalid("no common key schedule")
+    if version >= 0x13:
+        only = caps & ResponderCap.MULTI_KEY_CAP_ONLY and not caps & ResponderCap.MULTI_KEY_CAP_NEG
+        if not sel.other_params & OtherParams.MULTI_KEY_CONN:
+            if only:
+                raise invalid("the device only works with multi-key connections")
+        elif not caps & (ResponderCap.MULTI_KEY_CAP_ONLY | ResponderCap.MULTI_KEY_CAP_NEG):
+            raise invalid("the requester wants a multi-key connection the device cannot do")
+
+    response = AlgorithmsMsg(
+        version=version,
+        measurement_spec_sel=sel.measurement_spec,
+        other_params_sel=sel.other_params if version >= 0x12 else 0,
+        measurement_hash_algo=sel.measurement_hash,
+        base_asym_sel=sel.base_asym,
+        base_hash_sel=sel.base_hash,
+        mel_spec_sel=sel.mel_spec,
+        alg_structs=response_structs,
+    ).encode()
+    r.algorithms = sel
+    r.transcripts.a += req.raw[:size]
+    r.transcripts.a += response
+    r.state = ConnectionState.NEGOTIATED
+    return response
