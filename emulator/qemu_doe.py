@@ -103,7 +103,7 @@ class DoeProtocol:
     data_object_type: int
 
 
-def _bundled_qemu_candidates() -> list[str]:
+def _qemu_candidates() -> list[str]:
     env = os.environ.get("SPDM_EMULATOR_QEMU")
     if env:
         return [env]
@@ -114,7 +114,7 @@ def _bundled_qemu_candidates() -> list[str]:
 @functools.lru_cache(maxsize=1)
 def _probe_qemu() -> tuple[str | None, str]:
     """Find a QEMU whose ``nvme`` device has ``spdm_port``; return (path, reason if absent)."""
-    candidates = _bundled_qemu_candidates()
+    candidates = _qemu_candidates()
     if not candidates:
         return None, (
             "no qemu-system-x86_64 on PATH (install QEMU >= 9.1, or set SPDM_EMULATOR_QEMU)"
@@ -241,12 +241,18 @@ class QemuNvmeDoe:
         """QEMU's process ID while it runs."""
         return self._proc.pid if self._proc is not None else None
 
+    @property
+    def returncode(self) -> int | None:
+        """QEMU's exit status once it has ended (None while it runs or before start)."""
+        return self._proc.returncode if self._proc is not None else None
+
+    @property
+    def workdir(self) -> str | None:
+        """The temporary directory holding the qtest socket and QEMU's stderr (removed on close)."""
+        return self._tmpdir
+
     async def __aenter__(self) -> QemuNvmeDoe:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
+        await self.start()
         return self
 
     async def __aexit__(
@@ -258,9 +264,20 @@ class QemuNvmeDoe:
         await self.close()
 
     async def start(self) -> None:
-        """Start QEMU, set up ECAM, find the NVMe controller and its DOE capability."""
-        if self._proc is not None:
-            raise QemuDoeError("QEMU already started")
+        """Start QEMU, set up ECAM, find the NVMe controller and its DOE capability.
+
+        On any failure QEMU is killed and the temporary files removed before the
+        :class:`QemuDoeError` (naming QEMU's own complaint when it exited) propagates.
+        """
+        if self._proc is not None or self._broken == "closed":
+            raise QemuDoeError("QEMU already started (a QemuNvmeDoe runs QEMU once)")
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
         qemu = self.qemu or find_qemu()
         if qemu is None:
             raise QemuDoeError(f"no suitable QEMU: {qemu_missing_reason()}")
