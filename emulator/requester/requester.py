@@ -1,0 +1,324 @@
+"""The project's own SPDM requester (test side, ``probe`` command, CI users).
+
+It verifies what it receives with its own code path: layouts are parsed with
+the codec, but every check (lengths, selections, transcripts, signatures) is
+the requester's.  Request families add their flows as functions over
+:class:`Requester` in sibling modules.
+
+A :class:`Channel` carries one SPDM message each way: a socket (``SocketClient``),
+QEMU's DOE mailbox, or a responder in-process (:class:`LoopbackChannel`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from emulator.codec.constants import (
+    AeadSuite,
+    AlgType,
+    BaseAsymAlgo,
+    BaseHashAlgo,
+    DheGroup,
+    ErrorCode,
+    KeySchedule,
+    MeasurementSpec,
+    OtherParams,
+    RequestCode,
+    RequesterCap,
+    ResponseCode,
+    SpdmVersion,
+    code_name,
+)
+from emulator.codec.messages import (
+    AlgorithmsMsg,
+    AlgStruct,
+    CapabilitiesMsg,
+    NegotiateAlgorithmsMsg,
+    Version,
+    build_header,
+    get_capabilities_size,
+)
+from emulator.errors import CodecError, RequesterError
+from emulator.transport.base import TransportMessage
+
+
+class Channel(Protocol):
+    """Carries one SPDM (or secured) message to the responder and returns its answer."""
+
+    async def exchange(self, message: bytes, secured: bool = False) -> TransportMessage: ...
+
+
+class LoopbackChannel:
+    """A channel straight into a sans-I/O responder (no socket, no transport)."""
+
+    def __init__(self, responder: Any) -> None:
+        self.responder = responder
+
+    async def exchange(self, message: bytes, secured: bool = False) -> TransportMessage:
+        if secured:
+            raise RequesterError("LoopbackChannel carries plain SPDM messages only")
+        return TransportMessage(self.responder.handle(message))
+
+
+class SpdmErrorReply(RequesterError):
+    """The responder answered ERROR."""
+
+    def __init__(self, request_code: int, response: bytes) -> None:
+        self.request_code = request_code
+        self.response = response
+        self.code = response[2] if len(response) > 2 else -1
+        self.data = response[3] if len(response) > 3 else -1
+        try:
+            name = ErrorCode(self.code).name
+        except ValueError:
+            name = f"0x{self.code:02X}"
+        self.error_name = name
+        super().__init__(
+            f"{code_name(request_code)} answered ERROR {name} (data 0x{self.data:02X})"
+        )
+
+
+#: What the requester offers by default: everything (a test requester).
+ALL_ASYM = int(BaseAsymAlgo(0xDFF))
+ALL_HASH = int(BaseHashAlgo(0x3F))
+ALL_DHE = int(DheGroup(0x3F))
+ALL_AEAD = int(AeadSuite(0x07))
+DEFAULT_REQUESTER_CAPS = int(
+    RequesterCap.CERT_CAP
+    | RequesterCap.CHAL_CAP
+    | RequesterCap.ENCRYPT_CAP
+    | RequesterCap.MAC_CAP
+    | RequesterCap.KEY_EX_CAP
+    | RequesterCap.PSK_CAP
+    | RequesterCap.ENCAP_CAP
+    | RequesterCap.HBEAT_CAP
+    | RequesterCap.KEY_UPD_CAP
+)
+
+
+@dataclass
+class RequesterConfig:
+    """What the requester asks for (every field has a permissive default)."""
+
+    version: int | None = None  # None: highest common
+    ct_exponent: int = 0
+    flags: int = DEFAULT_REQUESTER_CAPS
+    data_transfer_size: int = 0x1200
+    max_spdm_msg_size: int = 0x1200
+    measurement_spec: int = int(MeasurementSpec.DMTF)
+    other_params: int = int(OtherParams.OPAQUE_DATA_FMT_1)
+    base_asym: int = ALL_ASYM
+    base_hash: int = ALL_HASH
+    dhe: int = ALL_DHE
+    aead: int = ALL_AEAD
+    req_base_asym: int = ALL_ASYM
+    key_schedule: int = int(KeySchedule.SPDM)
+    mel_spec: int = 0
+
+
+@dataclass
+class Negotiated:
+    """What VCA established, as the requester checked it."""
+
+    versions: list[int] = field(default_factory=list)
+    version: int = 0
+    rsp_ct_exponent: int = 0
+    rsp_flags: int = 0
+    rsp_data_transfer_size: int = 0
+    rsp_max_spdm_msg_size: int = 0
+    algorithms: AlgorithmsMsg | None = None
+
+    @property
+    def base_hash(self) -> int:
+        return self.algorithms.base_hash_sel if self.algorithms else 0
+
+    @property
+    def base_asym(self) -> int:
+        return self.algorithms.base_asym_sel if self.algorithms else 0
+
+    @property
+    def measurement_hash(self) -> int:
+        return self.algorithms.measurement_hash_algo if self.algorithms else 0
+
+    def struct(self, alg_type: AlgType) -> int:
+        return self.algorithms.struct_value(alg_type) if self.algorithms else 0
+
+
+def _one_bit_or_zero(value: int) -> bool:
+    return value & (value - 1) == 0
+
+
+class Requester:
+    """An SPDM requester over a :class:`Channel` (DSP0274 requester side)."""
+
+    def __init__(self, channel: Channel, config: RequesterConfig | None = None) -> None:
+        self.channel = channel
+        self.config = config or RequesterConfig()
+        self.neg = Negotiated()
+        #: message A (VCA) exactly as exchanged, for transcript checks
+        self.message_a = bytearray()
+        #: per-family state (each flow owns its key)
+        self.family: dict[str, Any] = {}
+        #: every (request, response) pair, for traces and tests
+        self.log: list[tuple[bytes, bytes]] = []
+
+    @property
+    def version(self) -> int:
+        return self.neg.version
+
+    async def send(self, request: bytes, *, session_id: int | None = None) -> bytes:
+        """Send one request and return the response bytes (ERROR raises SpdmErrorReply)."""
+        reply = await self.channel.exchange(request)
+        response = reply.message
+        self.log.append((request, response))
+        if len(response) < 4:
+            raise RequesterError(
+                f"{code_name(request[1])}: {len(response)}-byte response is shorter than a header"
+            )
+        if response[1] == ResponseCode.ERROR:
+            raise SpdmErrorReply(request[1], response)
+        return response
+
+    def expect(self, response: bytes, code: ResponseCode, version: int | None = None) -> None:
+        """Check the response code and version byte."""
+        if response[1] != code:
+            raise RequesterError(f"expected {code.name}, got {code_name(response[1])}")
+        want = self.version if version is None else version
+        if response[0] != want:
+            raise RequesterError(
+                f"{code.name}: version byte 0x{response[0]:02X}, expected 0x{want:02X}"
+            )
+
+    # ---- VCA (DSP0274 10.3-10.5) -----------------------------------------------------
+
+    async def get_version(self) -> list[int]:
+        """GET_VERSION; returns the responder's versions (major<<4|minor), resets VCA."""
+        self.message_a.clear()
+        self.neg = Negotiated()
+        request = build_header(0x10, RequestCode.GET_VERSION)
+        response = await self.send(request)
+        self.expect(response, ResponseCode.VERSION, 0x10)
+        try:
+            parsed = Version.parse(response)
+        except CodecError as exc:
+            raise RequesterError(f"VERSION: {exc}") from None
+        if parsed.entry_count == 0:
+            raise RequesterError("VERSION lists no version")
+        size = 6 + 2 * parsed.entry_count
+        versions = sorted({(e >> 8) & 0xFF for e in parsed.entries})
+        self.neg.versions = versions
+        self.message_a += request + response[:size]
+        return versions
+
+    async def get_capabilities(self) -> CapabilitiesMsg:
+        """GET_CAPABILITIES in the chosen version; returns the parsed CAPABILITIES."""
+        cfg = self.config
+        common = [v for v in self.neg.versions if v in {int(x) for x in SpdmVersion}]
+        if cfg.version is not None:
+            if cfg.version not in self.neg.versions:
+                raise RequesterError(
+                    f"responder does not offer SPDM {cfg.version >> 4}.{cfg.version & 0xF}"
+                )
+            version = cfg.version
+        elif common:
+            version = max(common)
+        else:
+            raise RequesterError("no common SPDM version")
+        self.neg.version = version
+        req = CapabilitiesMsg(
+            version=version,
+            code=RequestCode.GET_CAPABILITIES,
+            ct_exponent=cfg.ct_exponent,
+            flags=cfg.flags if version >= 0x11 else 0,
+            data_transfer_size=cfg.data_transfer_size,
+            max_spdm_msg_size=cfg.max_spdm_msg_size,
+        ).encode()
+        response = await self.send(req)
+        self.expect(response, ResponseCode.CAPABILITIES)
+        size = 20 if version >= 0x12 else 12
+        if len(response) < size:
+            raise RequesterError(f"CAPABILITIES: {len(response)} bytes, need {size}")
+        caps = CapabilitiesMsg.decode(response[:size])
+        if version >= 0x12 and caps.data_transfer_size < 42:
+            raise RequesterError(f"CAPABILITIES: DataTransferSize {caps.data_transfer_size} < 42")
+        if version >= 0x12 and caps.max_spdm_msg_size < caps.data_transfer_size:
+            raise RequesterError("CAPABILITIES: MaxSPDMmsgSize < DataTransferSize")
+        if (caps.flags >> 3) & 3 == 3:
+            raise RequesterError("CAPABILITIES: MEAS_CAP=11b is reserved")
+        self.neg.rsp_ct_exponent = caps.ct_exponent
+        self.neg.rsp_flags = caps.flags
+        self.neg.rsp_data_transfer_size = caps.data_transfer_size
+        self.neg.rsp_max_spdm_msg_size = caps.max_spdm_msg_size
+        self.message_a += req[: get_capabilities_size(version)] + response[:size]
+        return caps
+
+    def negotiate_request(self) -> bytes:
+        """The NEGOTIATE_ALGORITHMS this requester sends for its config."""
+        cfg = self.config
+        version = self.version
+        structs: list[AlgStruct] = []
+        if version >= 0x11:
+            for alg_type, value in (
+                (AlgType.DHE, cfg.dhe),
+                (AlgType.AEAD, cfg.aead),
+                (AlgType.REQ_BASE_ASYM_ALG, cfg.req_base_asym),
+                (AlgType.KEY_SCHEDULE, cfg.key_schedule),
+            ):
+                if value:
+                    structs.append(AlgStruct(alg_type, value))
+        return NegotiateAlgorithmsMsg(
+            version=version,
+            measurement_spec=cfg.measurement_spec,
+            other_params=cfg.other_params if version >= 0x12 else 0,
+            base_asym=cfg.base_asym,
+            base_hash=cfg.base_hash,
+            mel_spec=cfg.mel_spec if version >= 0x13 else 0,
+            alg_structs=structs,
+        ).encode()
+
+    async def negotiate_algorithms(self) -> AlgorithmsMsg:
+        """NEGOTIATE_ALGORITHMS; checks that each selection is one bit we offered."""
+        cfg = self.config
+        request = self.negotiate_request()
+        response = await self.send(request)
+        self.expect(response, ResponseCode.ALGORITHMS)
+        try:
+            alg, size = AlgorithmsMsg.decode(response)
+        except CodecError as exc:
+            raise RequesterError(f"ALGORITHMS: {exc}") from None
+        if alg.length != size:
+            raise RequesterError(f"ALGORITHMS: Length {alg.length} but {size} bytes")
+        checks = [
+            ("BaseAsymSel", alg.base_asym_sel, cfg.base_asym),
+            ("BaseHashSel", alg.base_hash_sel, cfg.base_hash),
+            ("MeasurementSpecificationSel", alg.measurement_spec_sel, cfg.measurement_spec),
+        ]
+        if self.version >= 0x11:
+            offered = {
+                s.alg_type: s.supported
+                for s in NegotiateAlgorithmsMsg.decode(request)[0].alg_structs
+            }
+            for st in alg.alg_structs:
+                if st.alg_type not in offered:
+                    raise RequesterError(f"ALGORITHMS: AlgType {st.alg_type} was not requested")
+                checks.append((AlgType(st.alg_type).name, st.supported, offered[st.alg_type]))
+        for name, value, offer in checks:
+            if not _one_bit_or_zero(value):
+                raise RequesterError(f"ALGORITHMS: {name} 0x{value:X} has more than one bit")
+            if value & ~offer:
+                raise RequesterError(f"ALGORITHMS: {name} 0x{value:X} was not offered")
+        if not _one_bit_or_zero(alg.measurement_hash_algo):
+            raise RequesterError("ALGORITHMS: MeasurementHashAlgo has more than one bit")
+        if alg.base_hash_sel == 0:
+            raise RequesterError("ALGORITHMS: no hash algorithm selected")
+        self.neg.algorithms = alg
+        self.message_a += request + response[:size]
+        return alg
+
+    async def vca(self) -> Negotiated:
+        """GET_VERSION, GET_CAPABILITIES, NEGOTIATE_ALGORITHMS."""
+        await self.get_version()
+        await self.get_capabilities()
+        await self.negotiate_algorithms()
+        return self.neg
