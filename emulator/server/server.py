@@ -1,0 +1,402 @@
+"""asyncio platform-socket server: one task per TCP connection, frames handled in order.
+
+The server speaks spdm-emu's platform socket protocol (see :mod:`emulator.server.platform`).
+NORMAL frames go to a per-connection :class:`ConnectionLike` (normally
+:class:`emulator.connection.SpdmConnection`), whose :class:`~emulator.connection.Reply`
+is executed here: delay, send, partial frame, close.  TEST, SHUTDOWN and CONTINUE are
+answered by the server itself; any other command is answered with UNKNOWN.
+
+Differences from spdm-emu's ``spdm_responder_emu`` (deliberate):
+
+* SHUTDOWN closes only the connection that sent it; the server keeps serving (spdm-emu
+  exits).  A peer closing its socket is treated the same way (QEMU never sends SHUTDOWN
+  when it exits).
+* CONTINUE is answered and the connection stays open (spdm-emu answers and closes it;
+  its requester closes the socket right after anyway).
+* A NORMAL frame whose transport type is not the binding's is answered with UNKNOWN and
+  never reaches the responder (spdm-emu stops reading at the bad header, leaving the
+  stream out of step).
+* Many connections are served at once, each with its own responder state.
+
+Socket tuning (PROTOCOL.md "Socket performance on loopback"): TCP_NODELAY on every
+accepted socket, one write per frame, TCP_QUICKACK re-armed after each read (Linux).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from emulator.errors import FrameError
+from emulator.server.platform import (
+    DEFAULT_MAX_PAYLOAD,
+    Frame,
+    FrameDecoder,
+    PlatformCommand,
+    command_name,
+    encode_frame,
+)
+from emulator.transport.base import SocketTransport, TransportBinding
+
+if TYPE_CHECKING:  # the server only reads a Reply; keep the responder out of its imports
+    from emulator.connection import Reply
+
+logger = logging.getLogger("emulator.server")
+
+#: spdm-emu's responder answers TEST with ``sizeof("Server Hello!")``: the NUL is sent.
+SERVER_HELLO = b"Server Hello!\x00"
+DEFAULT_PORT = 2323
+_READ_CHUNK = 64 * 1024
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+
+class ConnectionLike(Protocol):
+    """What the server needs from a per-connection SPDM endpoint."""
+
+    def receive(self, payload: bytes) -> Reply:
+        """Handle the payload of one NORMAL frame and say what to send back."""
+        ...
+
+    def close(self) -> None:
+        """The connection is gone; called exactly once."""
+        ...
+
+
+#: ``factory(conn_number, peer)`` -> a fresh endpoint for one TCP connection.
+ConnectionFactory = Callable[[int, str], ConnectionLike]
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    """Listening address and limits of one :class:`SpdmServer`."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    #: largest accepted frame payload; QEMU's own buffer is 0x1200 bytes.
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    #: close a connection that sends nothing for this many seconds (None: never).
+    idle_timeout: float | None = None
+    #: connections served at once; more are accepted and closed at once.
+    max_connections: int = 1024
+
+
+def configure_socket(sock: Any) -> None:
+    """Set TCP_NODELAY on a TCP socket (a ``socket.socket`` or asyncio's wrapper)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError) as exc:  # not TCP (e.g. a Unix socket in tests)
+        logger.debug("cannot set TCP_NODELAY: %s", exc)
+
+
+def rearm_quickack(sock: Any) -> None:
+    """Re-arm TCP_QUICKACK (Linux): ACK the data just read at once, not after ~40 ms."""
+    if _TCP_QUICKACK is None or sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+
+
+def _transport_name(value: int) -> str:
+    try:
+        return f"{value} ({SocketTransport(value).name})"
+    except ValueError:
+        return str(value)
+
+
+def _format_peer(peername: Any) -> str:
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        host, port = peername[0], peername[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peername)
+
+
+class _Closing(Exception):
+    """Internal: stop serving this connection, with a reason for the log."""
+
+    def __init__(self, reason: str, level: int = logging.INFO) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.level = level
+
+
+class SpdmServer:
+    """Serve the platform socket protocol on one TCP port.
+
+    Usage::
+
+        async with SpdmServer(ServerConfig(port=0), get_binding("doe"), factory) as srv:
+            print(srv.port)
+            await srv.serve_forever()
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        binding: TransportBinding,
+        connection_factory: ConnectionFactory,
+    ) -> None:
+        self.config = config
+        self.binding = binding
+        self._factory = connection_factory
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._active = 0
+        self._next_number = 0
+        self._stopping = False
+        self._stopped: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Bind and start accepting connections (idempotent)."""
+        if self._server is not None:
+            return
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._server = await asyncio.start_server(
+            self._on_connect, self.config.host, self.config.port, reuse_address=True
+        )
+        logger.info(
+            "listening on %s:%d (transport %s, max payload 0x%x)",
+            self.config.host,
+            self.port,
+            self.binding.name,
+            self.config.max_payload,
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (the real one when ``config.port`` is 0)."""
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("server is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def connection_count(self) -> int:
+        """Connections being served now."""
+        return self._active
+
+    async def serve_forever(self) -> None:
+        """Start if needed and serve until :meth:`stop` is called."""
+        await self.start()
+        assert self._stopped is not None
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Stop accepting, close every connection, wait for their handlers to finish."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        self._stopping = True
+        server.close()
+        handlers = list(self._handlers)
+        for task in handlers:
+            task.cancel()
+        if handlers:
+            await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+        logger.info("stopped")
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def __aenter__(self) -> SpdmServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ connections
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _format_peer(writer.get_extra_info("peername"))
+        if self._stopping:
+            await self._close_writer(writer)
+            return
+        if self._active >= self.config.max_connections:
+            logger.warning(
+                "refusing connection from %s: %d connections already (max_connections)",
+                peer,
+                self._active,
+            )
+            await self._close_writer(writer)
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        self._active += 1
+        self._next_number += 1
+        number = self._next_number
+        sock = writer.get_extra_info("socket")
+        configure_socket(sock)
+        logger.info("conn %d: connected from %s", number, peer)
+        reason = "closed"
+        level = logging.INFO
+        conn: ConnectionLike | None = None
+        try:
+            conn = self._factory(number, peer)
+            await self._serve(number, conn, reader, writer, sock)
+        except _Closing as closing:
+            reason, level = closing.reason, closing.level
+        except asyncio.CancelledError:
+            reason = "server stopping"
+            raise
+        except (ConnectionError, OSError) as exc:
+            reason = f"connection lost: {exc!r}"
+        except Exception:
+            logger.exception("conn %d: internal error, closing the connection", number)
+            reason, level = "internal error", logging.ERROR
+        finally:
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:
+                    logger.exception("conn %d: error while closing the endpoint", number)
+            await self._close_writer(writer)
+            self._active -= 1
+            if task is not None:
+                self._handlers.discard(task)
+            logger.log(level, "conn %d: disconnected from %s: %s", number, peer, reason)
+
+    @staticmethod
+    async def _close_writer(writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+            await writer.wait_closed()
+
+    async def _serve(
+        self,
+        number: int,
+        conn: ConnectionLike,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        sock: Any,
+    ) -> None:
+        decoder = FrameDecoder(self.config.max_payload)
+        timeout = self.config.idle_timeout
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    data = await reader.read(min(decoder.needed, _READ_CHUNK))
+            except TimeoutError:
+                raise _Closing(f"idle for {timeout} s (idle_timeout)") from None
+            rearm_quickack(sock)
+            if not data:
+                if decoder.pending:
+                    raise _Closing(
+                        f"peer closed mid-frame ({decoder.pending} bytes of an incomplete "
+                        f"frame received)"
+                    )
+                raise _Closing("peer closed the connection")
+            try:
+                frames = decoder.feed(data)
+            except FrameError as exc:
+                raise _Closing(f"malformed frame: {exc}", logging.WARNING) from None
+            for frame in frames:
+                await self._handle_frame(number, conn, writer, frame)
+            if decoder.error is not None:
+                raise _Closing(f"malformed frame: {decoder.error}", logging.WARNING)
+
+    async def _send(self, number: int, writer: asyncio.StreamWriter, frame: Frame) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "conn %d: -> %s transport=%s size=%d",
+                number,
+                command_name(frame.command),
+                _transport_name(frame.transport),
+                len(frame.payload),
+            )
+        writer.write(encode_frame(frame))  # one write per frame: header and payload together
+        await writer.drain()
+
+    def _frame(self, command: PlatformCommand, payload: bytes = b"") -> Frame:
+        return Frame(int(command), int(self.binding.socket_transport), payload)
+
+    async def _handle_frame(
+        self, number: int, conn: ConnectionLike, writer: asyncio.StreamWriter, frame: Frame
+    ) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "conn %d: <- %s transport=%s size=%d",
+                number,
+                command_name(frame.command),
+                _transport_name(frame.transport),
+                len(frame.payload),
+            )
+        command = frame.command
+        if command == PlatformCommand.NORMAL:
+            expected = int(self.binding.socket_transport)
+            if frame.transport != expected:
+                logger.warning(
+                    "conn %d: NORMAL frame with transport type %s, but this server speaks %s "
+                    "(%s); not passed to the responder, answering UNKNOWN",
+                    number,
+                    _transport_name(frame.transport),
+                    _transport_name(expected),
+                    self.binding.name,
+                )
+                await self._send(number, writer, self._frame(PlatformCommand.UNKNOWN))
+                return
+            try:
+                reply = conn.receive(frame.payload)
+            except Exception:
+                logger.exception("conn %d: the responder raised; closing the connection", number)
+                raise _Closing("responder error", logging.ERROR) from None
+            await self._execute(number, writer, reply)
+        elif command == PlatformCommand.TEST:
+            await self._send(number, writer, self._frame(PlatformCommand.TEST, SERVER_HELLO))
+        elif command == PlatformCommand.SHUTDOWN:
+            await self._send(number, writer, self._frame(PlatformCommand.SHUTDOWN))
+            raise _Closing("peer sent SHUTDOWN")
+        elif command == PlatformCommand.CONTINUE:
+            await self._send(number, writer, self._frame(PlatformCommand.CONTINUE))
+        else:
+            logger.warning(
+                "conn %d: unsupported platform command %s (transport %s, %d bytes); "
+                "answering UNKNOWN",
+                number,
+                command_name(command),
+                _transport_name(frame.transport),
+                len(frame.payload),
+            )
+            await self._send(number, writer, self._frame(PlatformCommand.UNKNOWN))
+
+    async def _execute(self, number: int, writer: asyncio.StreamWriter, reply: Reply) -> None:
+        """Carry out a :class:`Reply`: delay, then send, truncate or close."""
+        if reply.delay > 0:
+            logger.debug("conn %d: delaying the reply by %.3f s", number, reply.delay)
+            await asyncio.sleep(reply.delay)
+        frames = [self._frame(PlatformCommand.NORMAL, payload) for payload in reply.payloads]
+        for frame in frames:
+            if len(frame.payload) > self.config.max_payload:
+                logger.warning(
+                    "conn %d: reply payload of %d bytes is over max_payload 0x%x; "
+                    "QEMU would reject it",
+                    number,
+                    len(frame.payload),
+                    self.config.max_payload,
+                )
+        if reply.partial is not None:
+            data = encode_frame(frames[0])[: max(reply.partial, 0)] if frames else b""
+            logger.info("conn %d: sending %d bytes of a frame, then closing", number, len(data))
+            if data:
+                writer.write(data)
+                await writer.drain()
+            raise _Closing("partial frame sent (fault injection)")
+        if not frames:
+            logger.debug("conn %d: no reply sent (dropped)", number)
+        for frame in frames:
+            await self._send(number, writer, frame)
+        if reply.close:
+            raise _Closing("closed after the reply (fault injection)")
