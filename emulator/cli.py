@@ -1,0 +1,396 @@
+"""``spdm-emulator``: serve a device, probe one, manage profiles and certificates.
+
+``spdm-emulator`` with no arguments serves the default profile on
+127.0.0.1:2323 over PCI DOE, which is what ``qemu-system-x86_64 -device
+nvme,...,spdm_port=2323`` connects to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from emulator import __version__
+from emulator.errors import EmulatorError, ProfileError
+
+log = logging.getLogger("emulator")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+#: Extra ``serve`` options registered by optional parts (fault engine, MQTT...).
+#: Each entry: (add_arguments(parser), apply(args, options) -> cleanup coroutine factory or None)
+ServeExtension = tuple[
+    Callable[[argparse.ArgumentParser], None],
+    Callable[[argparse.Namespace, Any], Any],
+]
+SERVE_EXTENSIONS: list[ServeExtension] = []
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one clear line (no usage dump) on a bad flag value."""
+
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port {text!r} is not a number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is outside 0..65535")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r} is not a number") from None
+    if value < 64 or value > 0x1000000:
+        raise argparse.ArgumentTypeError(f"size {value} is outside 64..16 MiB")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text or "127.0.0.1", 2323
+    return host or "127.0.0.1", _port(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="spdm-emulator",
+        description="Emulate the device side (responder) of DMTF SPDM over the spdm-emu / QEMU "
+        "platform socket.  With no command: serve the default profile on 127.0.0.1:2323 (DOE).",
+    )
+    parser.add_argument("--version", action="version", version=f"spdm-emulator {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve an emulated SPDM device (the default command)",
+        description="Serve an emulated SPDM device on a TCP port, for QEMU "
+        "(-device nvme,...,spdm_port=PORT), libspdm's requester or any platform-socket client.",
+    )
+    add_serve_arguments(serve)
+
+    probe = sub.add_parser(
+        "probe",
+        help="connect to a device and print what it offers",
+        description="Run an SPDM requester against HOST:PORT and print what the device offers. "
+        "Exit status 0 when the device answered as the spec says.",
+    )
+    probe.add_argument(
+        "address",
+        nargs="?",
+        default="127.0.0.1:2323",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="device address (default 127.0.0.1:2323)",
+    )
+    probe.add_argument("--transport", choices=("doe", "mctp", "none"), default="doe")
+    probe.add_argument(
+        "--spdm-version",
+        choices=("1.0", "1.1", "1.2", "1.3"),
+        help="force this SPDM version (default: the highest common one)",
+    )
+    probe.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS")
+    probe.add_argument("--json", action="store_true", help="print a JSON report")
+    probe.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    for hook in PROBE_EXTENSIONS:
+        hook[0](probe)
+
+    profiles = sub.add_parser("profiles", help="list, show or check device profiles")
+    psub = profiles.add_subparsers(
+        dest="profiles_command", metavar="{list,show,check}", parser_class=_Parser
+    )
+    psub.required = True
+    psub.add_parser("list", help="list the shipped profiles")
+    show = psub.add_parser("show", help="print a profile after validation, as JSON")
+    show.add_argument("profile", help="profile name or file")
+    check = psub.add_parser("check", help="validate profile files")
+    check.add_argument("profile", nargs="+", help="profile names or files")
+
+    try:
+        from emulator.certs import add_certs_subparser
+    except ImportError:  # pragma: no cover - certs is part of the package
+        pass
+    else:
+        add_certs_subparser(sub)  # type: ignore[arg-type]
+    return parser
+
+
+def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--profile",
+        default="default",
+        metavar="FILE|NAME",
+        help="device profile: a TOML file or a shipped profile name "
+        "(default: default; see 'spdm-emulator profiles list')",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=_port, default=2323, help="TCP port (default 2323)")
+    serve.add_argument(
+        "--transport",
+        choices=("doe", "mctp", "none"),
+        default="doe",
+        help="transport binding inside the socket frames (default doe, as QEMU)",
+    )
+    serve.add_argument(
+        "--max-payload",
+        type=_size,
+        default=0x1200,
+        metavar="BYTES",
+        help="largest accepted frame payload (default 0x1200, QEMU's buffer)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="close connections silent for this long (default: never)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="connections served at once (default 1024)",
+    )
+    serve.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="deterministic mode: fixed nonces, DHE keys and padding from this seed",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="info logs every exchange by name; debug adds hex dumps",
+    )
+    for add, _apply in SERVE_EXTENSIONS:
+        add(serve)
+
+
+#: probe extensions: (add_arguments(parser), run(args, requester, report) coroutine)
+ProbeExtension = tuple[
+    Callable[[argparse.ArgumentParser], None],
+    Callable[[argparse.Namespace, Any, dict[str, Any]], Any],
+]
+PROBE_EXTENSIONS: list[ProbeExtension] = []
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from emulator.app import Emulator, EmulatorOptions
+
+    options = EmulatorOptions(
+        profile=args.profile,
+        host=args.host,
+        port=args.port,
+        transport=args.transport,
+        max_payload=args.max_payload,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
+        seed=args.seed,
+    )
+    cleanups = []
+    try:
+        emulator = Emulator(options)
+        for _add, apply in SERVE_EXTENSIONS:
+            cleanup = apply(args, emulator)
+            if cleanup is not None:
+                cleanups.append(cleanup)
+        await emulator.start()
+    except OSError as exc:
+        print(
+            f"spdm-emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    dev = emulator.device
+    print(
+        f"spdm-emulator {__version__}: device '{dev.name}' "
+        f"(SPDM {', '.join(v.text for v in dev.versions)}) listening on "
+        f"{args.host}:{emulator.port}, transport {args.transport}\n"
+        f"  QEMU: -device nvme,drive=...,serial=...,spdm_port={emulator.port}\n"
+        f"  Stop with Ctrl-C.",
+        flush=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        for cleanup in cleanups:
+            with contextlib.suppress(Exception):
+                result = cleanup()
+                if asyncio.iscoroutine(result):
+                    await result
+        await emulator.stop()
+    return 0
+
+
+async def _probe(args: argparse.Namespace) -> int:
+    from emulator.codec.constants import (
+        AeadSuite,
+        AlgType,
+        BaseAsymAlgo,
+        BaseHashAlgo,
+        DheGroup,
+        MeasurementHashAlgo,
+        ResponderCap,
+        SpdmVersion,
+    )
+    from emulator.requester import Requester, RequesterConfig
+    from emulator.requester.transport import SocketClient
+    from emulator.transport import get_binding
+
+    host, port = args.address
+    config = RequesterConfig()
+    if args.spdm_version:
+        config.version = int(SpdmVersion.from_text(args.spdm_version))
+    report: dict[str, Any] = {"address": f"{host}:{port}", "transport": args.transport}
+    try:
+        async with SocketClient(
+            host, port, get_binding(args.transport), timeout=args.timeout
+        ) as client:
+            requester = Requester(client, config)
+            neg = await requester.vca()
+            alg = neg.algorithms
+            assert alg is not None
+
+            def names(enum: Any, value: int) -> str:
+                return enum(value).name if value else "-"
+
+            report.update(
+                ok=True,
+                versions=[f"{v >> 4}.{v & 0xF}" for v in neg.versions],
+                version=f"{neg.version >> 4}.{neg.version & 0xF}",
+                ct_exponent=neg.rsp_ct_exponent,
+                capabilities=[f.name for f in ResponderCap if f & neg.rsp_flags],
+                data_transfer_size=neg.rsp_data_transfer_size,
+                max_spdm_msg_size=neg.rsp_max_spdm_msg_size,
+                base_asym=names(BaseAsymAlgo, alg.base_asym_sel),
+                base_hash=names(BaseHashAlgo, alg.base_hash_sel),
+                measurement_hash=names(MeasurementHashAlgo, alg.measurement_hash_algo),
+                dhe=names(DheGroup, alg.struct_value(AlgType.DHE)),
+                aead=names(AeadSuite, alg.struct_value(AlgType.AEAD)),
+            )
+            for _add, run in PROBE_EXTENSIONS:
+                await run(args, requester, report)
+    except (TimeoutError, EmulatorError, OSError) as exc:
+        report.update(ok=False, error=str(exc) or type(exc).__name__)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            if isinstance(value, list):
+                value = ", ".join(str(v) for v in value) or "-"
+            print(f"{key:20} {value}")
+    return 0 if report.get("ok") else 1
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    from emulator.profiles import list_profiles, load_profile
+
+    if args.profiles_command == "list":
+        for name, description in list_profiles():
+            print(f"{name:20} {description}")
+        return 0
+    if args.profiles_command == "show":
+        print(json.dumps(load_profile(args.profile).model_dump(mode="json"), indent=2))
+        return 0
+    status = 0
+    for name in args.profile:
+        try:
+            load_profile(name)
+            print(f"{name}: ok")
+        except ProfileError as exc:
+            print(f"{exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``spdm-emulator`` console script."""
+    _load_extensions()
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["serve", *argv]
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "serve":
+            _setup_logging(args.log_level)
+            return asyncio.run(_serve(args))
+        if args.command == "probe":
+            _setup_logging(args.log_level)
+            return asyncio.run(_probe(args))
+        if args.command == "profiles":
+            return _profiles(args)
+        if args.command == "certs":
+            from emulator.certs import run_certs
+
+            return run_certs(args)
+    except ProfileError as exc:
+        print(f"spdm-emulator: profile error: {exc}", file=sys.stderr)
+        return 2
+    except EmulatorError as exc:
+        print(f"spdm-emulator: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    parser.print_help()
+    return 2
+
+
+def _load_extensions() -> None:
+    """Import the optional parts that add CLI options (faults, MQTT, identity probe...)."""
+    import importlib
+
+    for module in ("emulator.faults.cli", "emulator.control.cli", "emulator.requester.cli"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
