@@ -21,6 +21,20 @@ from dataclasses import dataclass, field
 import pytest
 
 from emulator import qemu_doe
+from emulator.codec.constants import (
+    AeadSuite,
+    AlgType,
+    BaseAsymAlgo,
+    BaseHashAlgo,
+    DheGroup,
+    KeySchedule,
+    MeasurementSpec,
+    OtherParams,
+    RequesterCap,
+    SpdmVersion,
+)
+from emulator.connection import SpdmConnection
+from emulator.device.model import Device
 from emulator.qemu_doe import (
     DoeProtocol,
     QemuDoeError,
@@ -29,6 +43,8 @@ from emulator.qemu_doe import (
     find_qemu,
     qemu_missing_reason,
 )
+from emulator.server.server import ServerConfig, SpdmServer
+from emulator.transport import get_binding
 
 pytestmark = [
     pytest.mark.qemu,
@@ -193,6 +209,33 @@ async def test_reply_longer_than_its_length_field_is_reported_and_recovered() ->
         await p.stop()
 
 
+QEMU_BUFFER = 0x1200  # SPDM_SOCKET_MAX_MESSAGE_BUFFER_SIZE
+
+
+async def test_largest_reply_qemu_accepts_is_read_in_full() -> None:
+    body = bytes((i * 7 + 3) & 0xFF for i in range(QEMU_BUFFER - 8))
+    p = ScriptedPeer(lambda _payload: frame(doe(1, body)))
+    await p.start()
+    try:
+        async with QemuNvmeDoe(p.port) as dev:
+            reply = await dev.exchange(GET_VERSION)
+        assert reply.message == body
+    finally:
+        await p.stop()
+
+
+async def test_reply_over_qemus_buffer_is_dropped_by_qemu() -> None:
+    body = bytes(QEMU_BUFFER - 8 + 4)
+    p = ScriptedPeer(lambda _payload: frame(doe(1, body)))
+    await p.start()
+    try:
+        async with QemuNvmeDoe(p.port) as dev:
+            with pytest.raises(QemuDoeError, match="no DOE response object"):
+                await dev.exchange(GET_VERSION)
+    finally:
+        await p.stop()
+
+
 async def test_empty_reply_is_discarded_by_qemu() -> None:
     replies = iter([frame(b""), frame(doe(1, CANNED_VERSION))])
     p = ScriptedPeer(lambda _payload: next(replies))
@@ -262,3 +305,223 @@ async def test_no_listener_fails_start_with_qemus_reason() -> None:
         await dev.start()
     assert dev.returncode is not None
     assert dev.workdir is None
+
+
+# --------------------------------------------------------------------- real emulator
+#
+# Requests are built, and responses parsed, right here from the DSP0274 tables
+# (GET_VERSION / VERSION, GET_CAPABILITIES / CAPABILITIES, NEGOTIATE_ALGORITHMS /
+# ALGORITHMS), independently of the emulator's codec.
+
+REQ_CAPS = RequesterCap.CERT_CAP | RequesterCap.CHAL_CAP
+CT_EXPONENT = 20
+TRANSFER_SIZE = 0x1200
+OFFER_ASYM = BaseAsymAlgo.ECDSA_P256 | BaseAsymAlgo.ECDSA_P384 | BaseAsymAlgo.RSASSA_3072
+OFFER_HASH = BaseHashAlgo.SHA_256 | BaseHashAlgo.SHA_384
+OFFER_TABLES = {
+    AlgType.DHE: DheGroup.SECP_256_R1 | DheGroup.SECP_384_R1,
+    AlgType.AEAD: AeadSuite.AES_128_GCM | AeadSuite.AES_256_GCM,
+    AlgType.REQ_BASE_ASYM_ALG: BaseAsymAlgo.ECDSA_P256 | BaseAsymAlgo.ECDSA_P384,
+    AlgType.KEY_SCHEDULE: KeySchedule.SPDM,
+}
+
+
+def popcount(value: int) -> int:
+    return bin(value).count("1")
+
+
+def check_padding(reply: bytes, length: int) -> None:
+    """The DOE payload is the message plus fewer than 4 zero bytes of padding."""
+    assert len(reply) >= length
+    assert len(reply) - length < 4 and reply[length:] == bytes(len(reply) - length)
+
+
+def parse_version(reply: bytes) -> list[int]:
+    """VERSION (DSP0274 table "Successful VERSION response"): the version entries."""
+    assert reply[:5] == bytes([0x10, 0x04, 0, 0, 0]), reply.hex()
+    count = reply[5]
+    assert count >= 1
+    check_padding(reply, 6 + 2 * count)
+    return list(struct.unpack_from(f"<{count}H", reply, 6))
+
+
+def get_capabilities(version: int) -> bytes:
+    if version == 0x10:
+        return bytes([version, 0xE1, 0, 0])
+    request = bytes([version, 0xE1, 0, 0, 0, CT_EXPONENT, 0, 0]) + struct.pack("<I", REQ_CAPS)
+    if version >= 0x12:
+        request += struct.pack("<II", TRANSFER_SIZE, TRANSFER_SIZE)
+    return request
+
+
+@dataclass
+class Capabilities:
+    ct_exponent: int
+    flags: int
+    data_transfer_size: int | None
+    max_spdm_msg_size: int | None
+
+
+def parse_capabilities(reply: bytes, version: int) -> Capabilities:
+    """CAPABILITIES: 12 bytes (1.0/1.1), 20 bytes with the transfer sizes (1.2+)."""
+    assert reply[:4] == bytes([version, 0x61, 0, 0]), reply.hex()
+    size = 20 if version >= 0x12 else 12
+    check_padding(reply, size)
+    ct_exponent = reply[5]
+    (flags,) = struct.unpack_from("<I", reply, 8)
+    if version >= 0x12:
+        dts, mms = struct.unpack_from("<II", reply, 12)
+        return Capabilities(ct_exponent, flags, dts, mms)
+    return Capabilities(ct_exponent, flags, None, None)
+
+
+def negotiate_algorithms(version: int) -> bytes:
+    tables = b""
+    if version >= 0x11:
+        for alg_type, bits in OFFER_TABLES.items():
+            tables += struct.pack("<BBH", alg_type, 0x20, bits)
+    other = OtherParams.OPAQUE_DATA_FMT_1 if version >= 0x12 else 0
+    length = 32 + len(tables)
+    return (
+        bytes([version, 0xE3, len(tables) // 4, 0])
+        + struct.pack("<HBBII", length, MeasurementSpec.DMTF, other, OFFER_ASYM, OFFER_HASH)
+        + bytes(12)  # reserved
+        + bytes([0, 0, 0, 0])  # ExtAsymCount, ExtHashCount, reserved, MEL specification
+        + tables
+    )
+
+
+@dataclass
+class Algorithms:
+    measurement_spec: int
+    other_params: int
+    measurement_hash: int
+    base_asym: int
+    base_hash: int
+    tables: dict[int, int]
+
+
+def parse_algorithms(reply: bytes, version: int) -> Algorithms:
+    """ALGORITHMS (DSP0274 table "Successful ALGORITHMS response")."""
+    assert reply[:2] == bytes([version, 0x63]), reply.hex()
+    table_count, reserved = reply[2], reply[3]
+    assert reserved == 0
+    (length,) = struct.unpack_from("<H", reply, 4)
+    mspec, other = reply[6], reply[7]
+    meas_hash, asym, hash_ = struct.unpack_from("<III", reply, 8)
+    ext_asym, ext_hash = reply[32], reply[33]
+    assert (ext_asym, ext_hash) == (0, 0), "no extended algorithms were offered"
+    assert length == 36 + 4 * table_count, f"Length {length} for {table_count} tables"
+    check_padding(reply, length)
+    tables: dict[int, int] = {}
+    for i in range(table_count):
+        alg_type, alg_count, selected = struct.unpack_from("<BBH", reply, 36 + 4 * i)
+        assert alg_count == 0x20, f"table {alg_type}: AlgCount {alg_count:#x}"
+        assert alg_type not in tables and all(alg_type > t for t in tables), "ascending types"
+        tables[alg_type] = selected
+    return Algorithms(mspec, other, meas_hash, asym, hash_, tables)
+
+
+def expected_choice(priorities: list[int], offered: int) -> int:
+    """The device's first-priority algorithm among the offered ones."""
+    return next((bit for bit in priorities if bit & offered), 0)
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[tuple[SpdmServer, Device]]:
+    """The real emulator (default profile, PCI DOE binding) on a free loopback port."""
+    device = Device.load("default")
+    binding = get_binding("doe")
+
+    def factory(number: int, peer: str) -> SpdmConnection:
+        return SpdmConnection(device, binding, number=number, peer=peer)
+
+    server = SpdmServer(ServerConfig(host="127.0.0.1", port=0), binding, factory)
+    await server.start()
+    try:
+        yield server, device
+    finally:
+        await server.stop()
+
+
+async def vca(dev: QemuNvmeDoe, device: Device, version: int | None = None) -> int:
+    """GET_VERSION, GET_CAPABILITIES, NEGOTIATE_ALGORITHMS through QEMU, checked field by field.
+
+    Returns the version used (the highest common one unless ``version`` is given).
+    """
+    reply = await dev.exchange(GET_VERSION)
+    assert not reply.secured
+    entries = parse_version(reply.message)
+    offered = sorted({e >> 8 for e in entries})
+    assert offered == sorted(int(v) for v in device.versions)
+    if version is None:
+        version = max(v for v in offered if v in {int(x) for x in SpdmVersion})
+    assert version in offered
+
+    reply = await dev.exchange(get_capabilities(version))
+    caps = parse_capabilities(reply.message, version)
+    assert caps.ct_exponent == device.ct_exponent
+    assert caps.flags & ~int(device.capabilities) == 0
+    if version >= 0x12:
+        assert caps.data_transfer_size == device.data_transfer_size
+        assert caps.max_spdm_msg_size == device.max_spdm_msg_size
+
+    reply = await dev.exchange(negotiate_algorithms(version))
+    algs = parse_algorithms(reply.message, version)
+    assert algs.base_asym == expected_choice(device.priorities["base_asym"], OFFER_ASYM)
+    assert algs.base_hash == expected_choice(device.priorities["base_hash"], OFFER_HASH)
+    assert popcount(algs.base_asym) == 1 and algs.base_asym & OFFER_ASYM
+    assert popcount(algs.base_hash) == 1 and algs.base_hash & OFFER_HASH
+    assert algs.measurement_spec in (0, MeasurementSpec.DMTF)
+    assert popcount(algs.measurement_hash) <= 1
+    if algs.measurement_spec == 0:
+        assert algs.measurement_hash == 0
+    if version >= 0x12:
+        assert algs.other_params & 0x0F in (0, OtherParams.OPAQUE_DATA_FMT_1)
+    else:
+        assert algs.other_params == 0
+    if version == 0x10:
+        assert algs.tables == {}
+    else:
+        assert set(algs.tables) <= set(OFFER_TABLES)
+        for alg_type, selected in algs.tables.items():
+            assert popcount(selected) <= 1
+            assert selected & ~int(OFFER_TABLES[AlgType(alg_type)]) == 0
+    return version
+
+
+async def test_emulator_through_qemu_discovery_and_vca(
+    emulator: tuple[SpdmServer, Device],
+) -> None:
+    server, device = emulator
+    async with QemuNvmeDoe(server.port) as dev:
+        assert await dev.discover() == [DoeProtocol(1, 0), DoeProtocol(1, 1), DoeProtocol(1, 2)]
+        version = await vca(dev, device)
+        assert version == max(int(v) for v in device.versions)
+        # GET_VERSION resets the connection: VCA again over the same QEMU works
+        await vca(dev, device)
+
+
+@pytest.mark.parametrize("version", [0x10, 0x11, 0x12])
+async def test_emulator_through_qemu_older_versions(
+    emulator: tuple[SpdmServer, Device], version: int
+) -> None:
+    server, device = emulator
+    if version not in device.versions:
+        pytest.skip(f"the default profile does not offer {version:#x}")
+    async with QemuNvmeDoe(server.port) as dev:
+        assert await vca(dev, device, version) == version
+
+
+async def test_restarting_qemu_against_a_running_emulator(
+    emulator: tuple[SpdmServer, Device],
+) -> None:
+    server, device = emulator
+    for _ in range(2):
+        dev = QemuNvmeDoe(server.port)
+        async with dev:
+            await vca(dev, device)
+        assert dev.returncode is not None
+    # both QEMU connections were served by the one emulator, which still listens
+    async with QemuNvmeDoe(server.port) as dev:
+        assert parse_version((await dev.exchange(GET_VERSION)).message)
