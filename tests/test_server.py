@@ -97,10 +97,15 @@ _open_peers: list[RawPeer] = []
 
 
 @pytest.fixture(autouse=True)
-async def _close_raw_peers() -> AsyncIterator[None]:
+async def _hygiene() -> AsyncIterator[None]:
+    """Close raw peers; fail if any task ended with an error the loop had to report."""
+    loop_errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: loop_errors.append(ctx))
     yield
     while _open_peers:
         await _open_peers.pop().close()
+    await asyncio.sleep(0)  # let done-callbacks run
+    assert loop_errors == []
 
 
 class RawPeer:

@@ -250,8 +250,9 @@ class SpdmServer:
         except _Closing as closing:
             reason, level = closing.reason, closing.level
         except asyncio.CancelledError:
+            # stop() cancels handlers; end normally, because asyncio's start_server
+            # callback (3.11) treats a cancelled handler task as an unhandled error.
             reason = "server stopping"
-            raise
         except (ConnectionError, OSError) as exc:
             reason = f"connection lost: {exc!r}"
         except Exception:
