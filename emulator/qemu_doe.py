@@ -528,7 +528,8 @@ class QemuNvmeDoe:
                     raise QemuDoeError(
                         "no DOE response object after GO (status not busy, not ready): "
                         "QEMU discarded the request (unknown type or wrong length) or the "
-                        "responder's reply (socket closed, unknown command, too long)"
+                        "responder's reply (socket closed, empty, over 0x1200 bytes; newer "
+                        "QEMU also drops unknown socket commands)"
                     )
             await asyncio.sleep(0.001)
         read_mailbox = self._doe(DOE_READ_MAILBOX)
