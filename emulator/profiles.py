@@ -14,6 +14,8 @@ that the requester also offers.
 
 from __future__ import annotations
 
+import os
+import sys
 import tomllib
 from collections.abc import Iterable
 from enum import IntFlag
@@ -41,8 +43,22 @@ from emulator.errors import ProfileError
 
 F = TypeVar("F", bound=IntFlag)
 
-#: Directory of the profiles shipped with the project (repo checkout or installed data).
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+
+def _profiles_dir() -> Path:
+    """Where the shipped profiles are: $SPDM_EMULATOR_PROFILES, the source checkout, or
+    ``<prefix>/share/spdm-emulator/profiles`` of a non-editable install."""
+    env = os.environ.get("SPDM_EMULATOR_PROFILES")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent / "profiles"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "spdm-emulator" / "profiles"
+
+
+#: Directory of the profiles shipped with the project.
+PROFILES_DIR = _profiles_dir()
 DEFAULT_PROFILE = "default"
 
 #: Algorithms this emulator implements (SM2/SM3/SM4 are not offered by ``cryptography``).

@@ -7,6 +7,7 @@ request path uses.  Parse errors become :class:`~emulator.errors.CodecError`.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import construct as cs
@@ -35,8 +36,9 @@ class Layout:
             raise CodecError(f"{self.name}: {len(data)} bytes, the layout needs {self.fixed_size}")
         try:
             return self._compiled.parse(data)
-        except (cs.ConstructError, ValueError, IndexError, OverflowError) as exc:
-            raise CodecError(f"{self.name}: {exc}") from exc
+        except (cs.ConstructError, struct.error, ValueError, IndexError, OverflowError) as exc:
+            # the compiled parser raises struct.error where the interpreter raises StreamError
+            raise CodecError(f"{self.name}: truncated or malformed ({exc})") from exc
 
     def build(self, **fields: Any) -> bytes:
         """Build the message from named fields (all fields must be given)."""

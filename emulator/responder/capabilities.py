@@ -111,10 +111,11 @@ def get_capabilities(r: Responder, req: Request) -> bytes:
         msg = CapabilitiesMsg.decode(req.raw[:size])
     except CodecError as exc:
         raise invalid(str(exc)) from None
-    flags = msg.flags & REQUESTER_CAPS_BY_VERSION[version] if version >= 0x11 else 0
-    problem = requester_flags_problem(flags, version)
+    problem = requester_flags_problem(msg.flags, version)
     if problem:
         raise invalid(problem)
+    # reserved bits are ignored (and not remembered), as libspdm masks them per version
+    flags = msg.flags & REQUESTER_CAPS_BY_VERSION[version] if version >= 0x11 else 0
     if version >= 0x11 and msg.ct_exponent > MAX_CT_EXPONENT:
         raise invalid(f"CTExponent {msg.ct_exponent} is over {MAX_CT_EXPONENT}")
     if version >= 0x12:

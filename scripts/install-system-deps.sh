@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Install the system packages the test suite needs, on Debian 12 (bookworm) or newer:
+#   mosquitto        - the MQTT broker the control-plane tests start on a loopback port
+#   qemu-system-x86  - QEMU >= 10 with the NVMe 'spdm_port' property (bookworm-backports)
+#   openssl          - 'openssl verify' checks the generated certificate chains
+# Idempotent: does nothing when everything is already there.  Uses sudo when not root.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+have_qemu_spdm() {
+    command -v qemu-system-x86_64 >/dev/null 2>&1 &&
+        qemu-system-x86_64 -device nvme,help 2>/dev/null | grep -q spdm_port
+}
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+have_qemu_spdm || need+=(qemu)
+
+if [ ${#need[@]} -eq 0 ]; then
+    echo "system dependencies: all present"
+    exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "system dependencies missing (${need[*]}) and no apt-get: install them by hand" >&2
+    exit 1
+fi
+echo "system dependencies: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+if [[ " ${need[*]} " == *" qemu "* ]] && [ "$codename" = "bookworm" ]; then
+    # QEMU 10 (NVMe spdm_port) comes from bookworm-backports on Debian 12.
+    if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        $SUDO tee /etc/apt/sources.list.d/spdm-emulator-backports.sources >/dev/null <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    fi
+fi
+$SUDO apt-get update -qq
+pkgs=()
+for n in "${need[@]}"; do
+    case "$n" in
+        qemu) ;;
+        *) pkgs+=("$n") ;;
+    esac
+done
+if [ ${#pkgs[@]} -gt 0 ]; then
+    $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+fi
+if [[ " ${need[*]} " == *" qemu "* ]]; then
+    if [ "$codename" = "bookworm" ]; then
+        $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
+    else
+        $SUDO apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null
+    fi
+fi
+# The broker is started by the tests themselves; keep Debian's service from holding 1883.
+if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
+echo "system dependencies: done"
