@@ -174,6 +174,12 @@ class Transcripts:
 ResetHook = Callable[["Responder"], None]
 RESET_HOOKS: list[ResetHook] = []
 
+#: observers run after every request with (responder, request, session_id, response):
+#: families whose state spans requests react here (e.g. L1/L2 is reset by any other
+#: request, libspdm_reset_message_buffer_via_request_code)
+RequestObserver = Callable[["Responder", bytes, "int | None", bytes], None]
+REQUEST_OBSERVERS: list[RequestObserver] = []
+
 
 class Responder:
     """One connection's SPDM responder state machine (sans-I/O).
@@ -222,7 +228,7 @@ class Responder:
         """Answer one request; an ERROR response for anything wrong with it."""
         self.last_error = ""
         try:
-            return self._dispatch(request, session_id)
+            response = self._dispatch(request, session_id)
         except SpdmErrorResponse as err:
             self.last_error = err.reason or err.code.name
             log.debug(
@@ -231,7 +237,10 @@ class Responder:
                 code_name(request[1]) if len(request) > 1 else "short request",
                 err.reason,
             )
-            return self.error(err.code, err.data, err.extended)
+            response = self.error(err.code, err.data, err.extended)
+        for observer in REQUEST_OBSERVERS:
+            observer(self, request, session_id, response)
+        return response
 
     def error(self, code: ErrorCode | int, data: int = 0, extended: bytes = b"") -> bytes:
         """An ERROR in the connection's version (1.0 before negotiation, as libspdm)."""
