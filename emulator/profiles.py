@@ -22,7 +22,15 @@ from enum import IntFlag
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from emulator.codec.constants import (
     MIN_DATA_TRANSFER_SIZE_V12,
@@ -39,10 +47,21 @@ from emulator.codec.constants import (
     ResponderCap,
     SpdmVersion,
 )
+from emulator.codec.measurements import (
+    DEVICE_MODE_SIZE,
+    INDEX_DEVICE_MODE,
+    INDEX_MANIFEST,
+    INDEX_MAX_FREE,
+    MAX_OPAQUE_DATA_SIZE,
+    DeviceMode,
+    MeasurementValueType,
+    OperationalMode,
+    encode_device_mode,
+    general_opaque_data_problem,
+)
 from emulator.errors import ProfileError
 
 F = TypeVar("F", bound=IntFlag)
-
 
 
 def _profiles_dir() -> Path:
@@ -233,6 +252,297 @@ class AlgorithmsSection(_Strict):
         return v
 
 
+# --- [[measurements]] (DSP0274 "Measurement block") -------------------------------------
+
+#: [[measurements]] type names (any case, ``-`` or ``_``) -> DMTFSpecMeasurementValueType
+MEASUREMENT_TYPE_NAMES: dict[str, MeasurementValueType] = {
+    "IMMUTABLE_ROM": MeasurementValueType.IMMUTABLE_ROM,
+    "ROM": MeasurementValueType.IMMUTABLE_ROM,
+    "MUTABLE_FIRMWARE": MeasurementValueType.MUTABLE_FIRMWARE,
+    "FIRMWARE": MeasurementValueType.MUTABLE_FIRMWARE,
+    "HARDWARE_CONFIG": MeasurementValueType.HARDWARE_CONFIG,
+    "HARDWARE_CONFIGURATION": MeasurementValueType.HARDWARE_CONFIG,
+    "FIRMWARE_CONFIG": MeasurementValueType.FIRMWARE_CONFIG,
+    "FIRMWARE_CONFIGURATION": MeasurementValueType.FIRMWARE_CONFIG,
+    "MEASUREMENT_MANIFEST": MeasurementValueType.MEASUREMENT_MANIFEST,
+    "MANIFEST": MeasurementValueType.MEASUREMENT_MANIFEST,
+    "DEVICE_MODE": MeasurementValueType.DEVICE_MODE,
+    "VERSION": MeasurementValueType.VERSION,
+    "SECURE_VERSION_NUMBER": MeasurementValueType.SECURE_VERSION_NUMBER,
+    "SVN": MeasurementValueType.SECURE_VERSION_NUMBER,
+    "HASH_EXTENDED": MeasurementValueType.HASH_EXTENDED,
+    "HASH_EXTEND_MEASUREMENT": MeasurementValueType.HASH_EXTENDED,
+    "INFORMATIONAL": MeasurementValueType.INFORMATIONAL,
+    "STRUCTURED_MANIFEST": MeasurementValueType.STRUCTURED_MANIFEST,
+    "STRUCTURED_MEASUREMENT_MANIFEST": MeasurementValueType.STRUCTURED_MANIFEST,
+}
+#: types reported as a raw bit stream unless the entry says otherwise
+_RAW_BY_DEFAULT = {
+    MeasurementValueType.DEVICE_MODE,
+    MeasurementValueType.VERSION,
+    MeasurementValueType.SECURE_VERSION_NUMBER,
+    MeasurementValueType.INFORMATIONAL,
+}
+_MAX_VALUE_SIZE = 0xFFFF - 3  # MeasurementSize is 16 bits and includes the 3-byte DMTF header
+
+
+def parse_hex(text: str) -> bytes:
+    """Hex digits with optional ``0x`` prefix and spaces, ``:``, ``_`` or ``-`` separators."""
+    t = text.strip()
+    if t[:2].lower() == "0x":
+        t = t[2:]
+    for sep in (" ", "\t", "\n", ":", "_", "-"):
+        t = t.replace(sep, "")
+    bad = next((c for c in t if c not in "0123456789abcdefABCDEF"), None)
+    if bad is not None:
+        raise ValueError(f"not hex: unexpected character {bad!r}")
+    if len(t) % 2:
+        raise ValueError(f"hex value has an odd number of digits ({len(t)})")
+    return bytes.fromhex(t)
+
+
+def _mode_bits(value: int | list[str] | None, enum: type[IntFlag], what: str) -> int | None:
+    if value is None or isinstance(value, int):
+        if isinstance(value, int) and not 0 <= value <= 0xFFFFFFFF:
+            raise ValueError(f"{what}: 0x{value:X} is not a 32-bit value")
+        return value
+    bits = 0
+    for m in parse_flag_names(enum, value, what):
+        bits |= m
+    return bits
+
+
+class MeasurementEntry(_Strict):
+    """[[measurements]]: one measurement block.
+
+    The value is the raw bit stream, given by exactly one of ``value`` (hex),
+    ``file`` (read as bytes, relative to the profile), ``text`` (UTF-8) or ``svn``
+    (an integer, 8 bytes little-endian).  The device mode block (index 0xFE)
+    takes the four mode fields instead (integers or lists of flag names).
+    """
+
+    index: int = Field(ge=0, le=0xFF)
+    type: str | int
+    representation: str | None = None
+    tcb: bool | None = None
+    raw_on_request: bool = True
+    description: str = ""
+    value: str | None = None
+    file: str | None = None
+    text: str | None = None
+    svn: int | None = Field(None, ge=0, le=0xFFFFFFFFFFFFFFFF)
+    operational_mode_capabilities: int | list[str] | None = None
+    operational_mode_state: int | list[str] | None = None
+    device_mode_capabilities: int | list[str] | None = None
+    device_mode_state: int | list[str] | None = None
+    #: file contents, read when the profile is loaded
+    _file_data: bytes | None = PrivateAttr(default=None)
+
+    @field_validator("index")
+    @classmethod
+    def _index(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError(
+                "index 0 is not a measurement index (GET_MEASUREMENTS operation 0 asks for "
+                "the number of blocks); use 1..0xEF, 0xFD or 0xFE"
+            )
+        if v == 0xFF:
+            raise ValueError(
+                "index 0xFF is not a measurement index (GET_MEASUREMENTS operation 0xFF asks "
+                "for all blocks); use 1..0xEF, 0xFD or 0xFE"
+            )
+        if INDEX_MAX_FREE < v < INDEX_MANIFEST:
+            raise ValueError(f"index 0x{v:02X} is reserved by DSP0274; use 1..0xEF, 0xFD or 0xFE")
+        return v
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str | int) -> str | int:
+        if isinstance(v, int):
+            if v not in {int(m) for m in MeasurementValueType}:
+                raise ValueError(f"type {v} is not a DMTF measurement value type (0..10)")
+            return v
+        if _norm(v) not in MEASUREMENT_TYPE_NAMES:
+            names = ", ".join(m.name.lower() for m in MeasurementValueType)
+            raise ValueError(f"unknown measurement type {v!r}; choose from {names}")
+        return v
+
+    @field_validator("representation")
+    @classmethod
+    def _representation(cls, v: str | None) -> str | None:
+        if v is not None and v.strip().lower() not in ("raw", "digest"):
+            raise ValueError(f"representation {v!r}: choose 'raw' or 'digest'")
+        return v
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, v: str | None) -> str | None:
+        if v is not None:
+            data = parse_hex(v)
+            if len(data) > _MAX_VALUE_SIZE:
+                raise ValueError(f"{len(data)} bytes, a measurement value holds at most 65532")
+        return v
+
+    @field_validator("operational_mode_capabilities", "operational_mode_state")
+    @classmethod
+    def _op_mode(cls, v: int | list[str] | None) -> int | list[str] | None:
+        _mode_bits(v, OperationalMode, "operational mode")
+        return v
+
+    @field_validator("device_mode_capabilities", "device_mode_state")
+    @classmethod
+    def _dev_mode(cls, v: int | list[str] | None) -> int | list[str] | None:
+        _mode_bits(v, DeviceMode, "device mode")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MeasurementEntry:
+        kind = self.kind
+        sources = [n for n in ("value", "file", "text", "svn") if getattr(self, n) is not None]
+        mode_fields = [
+            n
+            for n in (
+                "operational_mode_capabilities",
+                "operational_mode_state",
+                "device_mode_capabilities",
+                "device_mode_state",
+            )
+            if getattr(self, n) is not None
+        ]
+        if self.index == INDEX_DEVICE_MODE and kind is not MeasurementValueType.DEVICE_MODE:
+            raise ValueError("index 0xFE is the device mode block: its type must be device_mode")
+        if kind is MeasurementValueType.DEVICE_MODE:
+            if self.index != INDEX_DEVICE_MODE:
+                raise ValueError("a device_mode block must use index 0xFE")
+            if self.representation is not None and self.representation.strip().lower() != "raw":
+                raise ValueError("the device mode block is always a raw bit stream")
+            if sources and sources != ["value"]:
+                raise ValueError(f"the device mode block takes the mode fields, not {sources[0]}")
+            if sources and mode_fields:
+                raise ValueError("give either value (16 bytes hex) or the mode fields, not both")
+            if self.value is not None and len(parse_hex(self.value)) != DEVICE_MODE_SIZE:
+                raise ValueError("a device mode value is 16 bytes (four 32-bit fields)")
+            op_cap, op_state, dm_cap, dm_state = self.device_mode_fields()
+            if op_state & ~op_cap:
+                raise ValueError(
+                    "operational_mode_state has bits outside operational_mode_capabilities"
+                )
+            if dm_state & ~dm_cap:
+                raise ValueError("device_mode_state has bits outside device_mode_capabilities")
+        else:
+            if mode_fields:
+                raise ValueError(f"{mode_fields[0]} belongs to the device mode block (0xFE)")
+            if len(sources) != 1:
+                raise ValueError(
+                    "give exactly one of value (hex), file, text or svn"
+                    + (f" (got {', '.join(sources)})" if sources else "")
+                )
+            if self.svn is not None and kind is not MeasurementValueType.SECURE_VERSION_NUMBER:
+                raise ValueError("svn is only for a secure_version_number block")
+        if self.index == INDEX_MANIFEST and kind not in (
+            MeasurementValueType.MEASUREMENT_MANIFEST,
+            MeasurementValueType.STRUCTURED_MANIFEST,
+        ):
+            raise ValueError(
+                "index 0xFD is the measurement manifest: its type must be measurement_manifest "
+                "or structured_manifest"
+            )
+        if self.raw and not self.raw_on_request:
+            raise ValueError("raw_on_request = false contradicts representation = 'raw'")
+        return self
+
+    # ---- typed views ---------------------------------------------------------------
+
+    @property
+    def kind(self) -> MeasurementValueType:
+        if isinstance(self.type, int):
+            return MeasurementValueType(self.type)
+        return MEASUREMENT_TYPE_NAMES[_norm(self.type)]
+
+    @property
+    def raw(self) -> bool:
+        """Reported as a raw bit stream by default (else as a digest)."""
+        if self.representation is None:
+            return self.kind in _RAW_BY_DEFAULT
+        return self.representation.strip().lower() == "raw"
+
+    @property
+    def in_tcb(self) -> bool:
+        """Part of the TCB summary hash (default: immutable ROM blocks, as libspdm's sample)."""
+        if self.tcb is None:
+            return self.kind is MeasurementValueType.IMMUTABLE_ROM
+        return self.tcb
+
+    def device_mode_fields(self) -> tuple[int, int, int, int]:
+        """The four device mode fields (defaults: every mode capable, normal mode, no debug)."""
+
+        def bits(v: int | list[str] | None, enum: type[IntFlag], default: int) -> int:
+            out = _mode_bits(v, enum, "mode")
+            return default if out is None else out
+
+        op_all = sum(int(m) for m in OperationalMode)
+        dm_all = sum(int(m) for m in DeviceMode)
+        return (
+            bits(self.operational_mode_capabilities, OperationalMode, op_all),
+            bits(self.operational_mode_state, OperationalMode, int(OperationalMode.NORMAL)),
+            bits(self.device_mode_capabilities, DeviceMode, dm_all),
+            bits(self.device_mode_state, DeviceMode, 0),
+        )
+
+    def load_file(self, base_dir: Path) -> None:
+        """Read ``file`` (relative to ``base_dir``); ValueError naming the path if it fails."""
+        if self.file is None:
+            return
+        path = Path(self.file).expanduser()
+        if not path.is_absolute():
+            path = base_dir / path
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ValueError(f"no such file: {path}") from None
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+        if len(data) > _MAX_VALUE_SIZE:
+            raise ValueError(f"{path}: {len(data)} bytes, a measurement value holds at most 65532")
+        self._file_data = data
+
+    def raw_value(self, base_dir: Path | None = None) -> bytes:
+        """The block's raw bit stream (reads ``file`` now if it was not read at load time)."""
+        if self.kind is MeasurementValueType.DEVICE_MODE:
+            if self.value is not None:
+                return parse_hex(self.value)
+            return encode_device_mode(*self.device_mode_fields())
+        if self.value is not None:
+            return parse_hex(self.value)
+        if self.text is not None:
+            return self.text.encode("utf-8")
+        if self.svn is not None:
+            return self.svn.to_bytes(8, "little")
+        if self._file_data is None:
+            self.load_file(base_dir or Path.cwd())
+        return self._file_data or b""
+
+
+class MeasurementOptionsSection(_Strict):
+    """[measurement_options]: what every MEASUREMENTS response carries besides the blocks."""
+
+    #: OpaqueData (hex) of every MEASUREMENTS response; in SPDM 1.2+ it is sent only
+    #: when an opaque data format was negotiated, and must then be in that format
+    opaque_data: str = ""
+
+    @field_validator("opaque_data")
+    @classmethod
+    def _opaque(cls, v: str) -> str:
+        data = parse_hex(v) if v.strip() else b""
+        if len(data) > MAX_OPAQUE_DATA_SIZE:
+            raise ValueError(f"{len(data)} bytes, OpaqueData holds at most 1024")
+        return v
+
+    @property
+    def opaque(self) -> bytes:
+        return parse_hex(self.opaque_data) if self.opaque_data.strip() else b""
+
+
 class DeterminismSection(_Strict):
     """[determinism]: a seed makes nonces, DHE keys and random padding reproducible."""
 
@@ -246,6 +556,10 @@ class Profile(_Strict):
     spdm: SpdmSection
     algorithms: AlgorithmsSection = Field(default_factory=AlgorithmsSection)
     determinism: DeterminismSection = Field(default_factory=DeterminismSection)
+    measurements: list[MeasurementEntry] = Field(default_factory=list)
+    measurement_options: MeasurementOptionsSection = Field(
+        default_factory=MeasurementOptionsSection
+    )
     #: directory that relative file names in the profile are resolved against
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
@@ -367,11 +681,50 @@ def _cross_checks(p: Profile) -> list[tuple[str, str]]:
                 "differs from data_transfer_size, which needs CHUNK_CAP (DSP0274 10.4)",
             )
         )
+    errs += _measurement_checks(p)
     top = max(p.versions)
     allowed = RESPONDER_CAPS_BY_VERSION[top]
     for flag in caps:
         if not flag & allowed:
             errs.append(("spdm.capabilities", f"{flag.name} does not exist in SPDM {top.text}"))
+    return errs
+
+
+def _measurement_checks(p: Profile) -> list[tuple[str, str]]:
+    """[[measurements]] rules across entries and sections."""
+    errs: list[tuple[str, str]] = []
+    seen: dict[int, int] = {}
+    for i, m in enumerate(p.measurements):
+        if m.index in seen:
+            errs.append(
+                (
+                    f"measurements[{i}].index",
+                    f"index 0x{m.index:02X} is already used by measurements[{seen[m.index]}]",
+                )
+            )
+        else:
+            seen[m.index] = i
+    caps = p.capabilities
+    if caps & (ResponderCap.MEAS_CAP_NO_SIG | ResponderCap.MEAS_CAP_SIG) and not p.measurements:
+        errs.append(
+            (
+                "measurements",
+                "MEAS_CAP needs at least one [[measurements]] block (a requester rejects a "
+                "device that reports 0 blocks)",
+            )
+        )
+    opaque = p.measurement_options.opaque
+    fmt1 = "OPAQUE_DATA_FMT_1" in {_norm(n) for n in p.algorithms.opaque_data_format}
+    if opaque and fmt1 and max(p.versions) >= SpdmVersion.V12:
+        problem = general_opaque_data_problem(opaque)
+        if problem:
+            errs.append(
+                (
+                    "measurement_options.opaque_data",
+                    "not in the general opaque data format (OPAQUE_DATA_FMT_1) that a 1.2+ "
+                    f"requester checks: {problem}",
+                )
+            )
     return errs
 
 
@@ -437,6 +790,11 @@ def load_profile_text(
         raise ProfileError(source, "", f"not valid TOML: {exc}") from None
     profile = profile_from_dict(data, source)
     profile._base_dir = base_dir or Path.cwd()
+    for i, m in enumerate(profile.measurements):
+        try:
+            m.load_file(profile._base_dir)
+        except ValueError as exc:
+            raise ProfileError(source, f"measurements[{i}].file", str(exc)) from None
     return profile
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from emulator.codec.constants import ResponderCap, SpdmVersion
+from emulator.device.measurements import MeasurementStore, measurement_store
 from emulator.device.random import RandomSource, SeededRandom, SystemRandom
 from emulator.profiles import Profile, load_profile
 
@@ -45,6 +46,11 @@ class Device:
     seed: int | None = None
     #: callbacks run when a runtime change happens (measurements, identity...)
     listeners: list[Callable[[str, object], None]] = field(default_factory=list)
+    #: measurement blocks (emulator.device.measurements), shared by all connections
+    measurements: MeasurementStore = field(default_factory=MeasurementStore)
+
+    def __post_init__(self) -> None:
+        self.measurements.bind(self.notify)
 
     @classmethod
     def from_profile(cls, profile: Profile) -> Device:
@@ -58,6 +64,7 @@ class Device:
             max_spdm_msg_size=profile.spdm.max_spdm_msg_size,
             priorities={f: profile.algo_list(f) for f in ALGORITHM_FIELDS},
             seed=profile.determinism.seed,
+            measurements=measurement_store(profile),
         )
 
     @classmethod
@@ -79,6 +86,18 @@ class Device:
         if self.seed is None:
             return SystemRandom()
         return SeededRandom(self.seed, f"{self.name}/{label}")
+
+    def measurement_summary_hash(
+        self, kind: int, meas_hash_algo: int, base_hash_algo: int
+    ) -> bytes:
+        """MeasurementSummaryHash of CHALLENGE_AUTH / KEY_EXCHANGE_RSP / PSK_EXCHANGE_RSP.
+
+        ``kind`` 0: none (``b""``); 1: the TCB blocks; 0xFF: all blocks.  Hash with
+        ``base_hash_algo`` over the concatenated blocks as libspdm computes it (see
+        :meth:`emulator.device.measurements.MeasurementStore.summary_hash`);
+        MeasurementError for a reserved kind.
+        """
+        return self.measurements.summary_hash(kind, meas_hash_algo, base_hash_algo)
 
     def notify(self, what: str, detail: object) -> None:
         """Tell listeners (control plane, telemetry) about a runtime change."""
