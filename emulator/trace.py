@@ -1,0 +1,631 @@
+"""Human-readable exchange traces and pcap captures.
+
+Two independent outputs, both fed by a running :class:`~emulator.app.Emulator`:
+
+* :class:`Tracer` is an exchange observer (``ExchangeEvent`` -> text lines).  It decodes
+  the connection-phase messages field by field (DSP0274 10.3-10.5: GET_VERSION/VERSION,
+  GET_CAPABILITIES/CAPABILITIES, NEGOTIATE_ALGORITHMS/ALGORITHMS) and ERROR (10.17, code
+  name, error data, ResponseNotReady data and the responder's reason); any other message
+  is shown as name, size and hex.
+* :class:`PcapRecorder` writes the transport messages of each exchange in the pcap format
+  DMTF ``spdm_dump`` reads (``spdm-dump/spdm_dump/spdm_dump_pcap.c``): classic pcap,
+  little-endian, microsecond timestamps, snap length 0x10000, link type
+  ``LINKTYPE_MCTP`` (291) or ``LINKTYPE_PCI_DOE`` (292) from libspdm's
+  ``industry_standard/link_type_ex.h``.  A PCI DOE packet is the whole data object
+  (8-byte DOE header first); an MCTP packet is a 4-byte MCTP transport header (DSP0236
+  8.1) followed by the MCTP message (message type byte, then the SPDM message or
+  secured record), as spdm-emu's ``--pcap`` writes them.
+
+:func:`attach_tracing` wires both into an emulator (what ``serve --trace/--pcap`` do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntFlag
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
+
+from emulator.codec.constants import (
+    AeadSuite,
+    AlgType,
+    BaseAsymAlgo,
+    BaseHashAlgo,
+    DheGroup,
+    ErrorCode,
+    KeySchedule,
+    MeasurementHashAlgo,
+    MeasurementSpec,
+    MelSpec,
+    OtherParams,
+    RequestCode,
+    RequesterCap,
+    ResponderCap,
+    ResponseCode,
+    code_name,
+)
+from emulator.codec.messages import (
+    AlgorithmsMsg,
+    AlgStruct,
+    CapabilitiesMsg,
+    NegotiateAlgorithmsMsg,
+    ResponseNotReadyData,
+    Version,
+)
+from emulator.connection import ExchangeEvent
+from emulator.errors import CodecError, EmulatorError, TransportError
+
+if TYPE_CHECKING:
+    from emulator.app import Emulator
+    from emulator.connection import Reply, SpdmConnection
+
+# ---------------------------------------------------------------------------------------
+# Text decoding of one SPDM message
+# ---------------------------------------------------------------------------------------
+
+#: Bytes of a message shown in hex by default before the dump is cut ("...").
+DEFAULT_HEX_LIMIT = 64
+
+
+def version_text(version: int) -> str:
+    """``0x12`` -> ``"1.2"`` (the SPDMVersion byte of a header)."""
+    return f"{version >> 4}.{version & 0xF}"
+
+
+def version_entry_text(entry: int) -> str:
+    """A VERSION entry (Major:4 Minor:4 Update:4 Alpha:4) as ``1.2`` or ``1.2.1.0``."""
+    major, minor, update, alpha = entry >> 12, (entry >> 8) & 0xF, (entry >> 4) & 0xF, entry & 0xF
+    if update or alpha:
+        return f"{major}.{minor}.{update}.{alpha}"
+    return f"{major}.{minor}"
+
+
+def flags_text(enum: type[IntFlag], value: int) -> str:
+    """Set bits as ``NAME|NAME``, unknown bits as hex; ``0`` when none is set."""
+    if not value:
+        return "0"
+    names: list[str] = []
+    known = 0
+    for member in enum:
+        bit = int(member)
+        known |= bit
+        if value & bit:
+            names.append(member.name or hex(bit))
+    rest = value & ~known
+    if rest:
+        names.append(f"0x{rest:X}")
+    return "|".join(names)
+
+
+def hex_text(data: bytes, limit: int | None = DEFAULT_HEX_LIMIT) -> str:
+    """Space-separated hex, cut after ``limit`` bytes with ``...`` (None: no limit)."""
+    if limit is not None and len(data) > limit:
+        return data[:limit].hex(" ") + " ..."
+    return data.hex(" ")
+
+
+_STRUCT_FIELDS: dict[int, tuple[str, type[IntFlag]]] = {
+    AlgType.DHE: ("DHE", DheGroup),
+    AlgType.AEAD: ("AEAD", AeadSuite),
+    AlgType.REQ_BASE_ASYM_ALG: ("ReqBaseAsym", BaseAsymAlgo),
+    AlgType.KEY_SCHEDULE: ("KeySchedule", KeySchedule),
+}
+
+
+def _alg_structs_text(structs: list[AlgStruct]) -> list[str]:
+    out = []
+    for s in structs:
+        name, enum = _STRUCT_FIELDS.get(s.alg_type, (f"AlgType{s.alg_type}", IntFlag))
+        text = f"{name}={flags_text(enum, s.supported)}"
+        if s.external:
+            text += f"+{len(s.external)}ext"
+        out.append(text)
+    return out
+
+
+def _decode_version(msg: bytes) -> list[str]:
+    v = Version.parse(msg)
+    entries = ",".join(version_entry_text(e) for e in v.entries)
+    return [f"Versions={entries or '-'}"]
+
+
+def _decode_capabilities(msg: bytes, request: bool) -> list[str]:
+    c = CapabilitiesMsg.decode(msg)
+    fields: list[str] = []
+    if c.param1:
+        fields.append(f"Param1=0x{c.param1:02X}")
+    if request and c.version == 0x10:
+        return fields
+    enum: type[IntFlag] = RequesterCap if request else ResponderCap
+    fields += [f"CTExponent={c.ct_exponent}", f"Flags={flags_text(enum, c.flags)}"]
+    if c.version >= 0x12:
+        fields += [
+            f"DataTransferSize={c.data_transfer_size}",
+            f"MaxSPDMmsgSize={c.max_spdm_msg_size}",
+        ]
+    return fields
+
+
+def _decode_negotiate_algorithms(msg: bytes) -> list[str]:
+    m, _ = NegotiateAlgorithmsMsg.decode(msg)
+    fields = [
+        f"MeasurementSpec={flags_text(MeasurementSpec, m.measurement_spec)}",
+        f"BaseAsym={flags_text(BaseAsymAlgo, m.base_asym)}",
+        f"BaseHash={flags_text(BaseHashAlgo, m.base_hash)}",
+    ]
+    if m.version >= 0x12:
+        fields.insert(1, f"OtherParams={flags_text(OtherParams, m.other_params)}")
+    if m.version >= 0x13:
+        fields.append(f"MELSpec={flags_text(MelSpec, m.mel_spec)}")
+    if m.ext_asym or m.ext_hash:
+        fields.append(f"ExtAsym={len(m.ext_asym)} ExtHash={len(m.ext_hash)}")
+    return fields + _alg_structs_text(m.alg_structs)
+
+
+def _decode_algorithms(msg: bytes) -> list[str]:
+    m, _ = AlgorithmsMsg.decode(msg)
+    fields = [
+        f"MeasurementSpec={flags_text(MeasurementSpec, m.measurement_spec_sel)}",
+        f"MeasurementHash={flags_text(MeasurementHashAlgo, m.measurement_hash_algo)}",
+        f"BaseAsym={flags_text(BaseAsymAlgo, m.base_asym_sel)}",
+        f"BaseHash={flags_text(BaseHashAlgo, m.base_hash_sel)}",
+    ]
+    if m.version >= 0x12:
+        fields.insert(1, f"OtherParams={flags_text(OtherParams, m.other_params_sel)}")
+    if m.version >= 0x13:
+        fields.append(f"MELSpec={flags_text(MelSpec, m.mel_spec_sel)}")
+    if m.ext_asym_sel or m.ext_hash_sel:
+        fields.append(f"ExtAsym={len(m.ext_asym_sel)} ExtHash={len(m.ext_hash_sel)}")
+    return fields + _alg_structs_text(m.alg_structs)
+
+
+def _decode_error(msg: bytes) -> list[str]:
+    code, data = msg[2], msg[3]
+    try:
+        name = ErrorCode(code).name
+    except ValueError:
+        name = "Reserved"
+    fields = [f"{name}(0x{code:02X})", f"ErrorData=0x{data:02X}"]
+    ext = msg[4:]
+    if code == ErrorCode.ResponseNotReady and len(ext) >= 4:
+        r = ResponseNotReadyData.parse(ext[:4])
+        fields += [
+            f"RDTExponent={r.rdt_exponent}",
+            f"RequestCode={code_name(r.request_code)}",
+            f"Token={r.token}",
+            f"RDTM={r.rdtm}",
+        ]
+    elif ext:
+        fields.append(f"ExtendedData={hex_text(ext, 32)}")
+    return fields
+
+
+_DECODERS: dict[int, Callable[[bytes], list[str]]] = {
+    RequestCode.GET_VERSION: lambda m: [],
+    ResponseCode.VERSION: _decode_version,
+    RequestCode.GET_CAPABILITIES: lambda m: _decode_capabilities(m, True),
+    ResponseCode.CAPABILITIES: lambda m: _decode_capabilities(m, False),
+    RequestCode.NEGOTIATE_ALGORITHMS: _decode_negotiate_algorithms,
+    ResponseCode.ALGORITHMS: _decode_algorithms,
+    ResponseCode.ERROR: _decode_error,
+}
+
+
+def describe_message(msg: bytes, hex_limit: int | None = DEFAULT_HEX_LIMIT) -> str:
+    """One SPDM message as ``NAME V.v field=value ...`` (DSP0274 field names).
+
+    Messages without a decoder here are shown as their header parameters, size and hex.
+    Never raises: a message too short or malformed for its layout is shown in hex with
+    the reason.
+    """
+    if len(msg) < 2:
+        return f"MALFORMED size={len(msg)} hex: {hex_text(msg, hex_limit)}"
+    name = code_name(msg[1])
+    head = f"{name} {version_text(msg[0])}"
+    decoder = _DECODERS.get(msg[1])
+    if decoder is not None and len(msg) >= 4:
+        try:
+            fields = decoder(msg)
+        except (CodecError, ValueError, KeyError, IndexError) as exc:
+            return f"{head} malformed ({exc}) size={len(msg)} hex: {hex_text(msg, hex_limit)}"
+        return " ".join([head, *fields])
+    params = f" Param1=0x{msg[2]:02X} Param2=0x{msg[3]:02X}" if len(msg) >= 4 else ""
+    return f"{head}{params} size={len(msg)} hex: {hex_text(msg, hex_limit)}"
+
+
+# ---------------------------------------------------------------------------------------
+# Tracer: exchange events -> text lines
+# ---------------------------------------------------------------------------------------
+
+
+class Tracer:
+    """Exchange observer writing one line per message (append to ``Emulator.observers``).
+
+    ``conn 1  -> GET_CAPABILITIES 1.2 CTExponent=12 Flags=CERT_CAP|CHAL_CAP ...`` for a
+    request, ``conn 1  <- CAPABILITIES ...`` for its response; messages inside a session
+    carry ``session 0x...``; an ERROR line ends with the responder's reason; applied faults
+    follow on their own ``!!`` line.  ``clock`` (seconds, e.g. ``time.monotonic``) adds a
+    ``+S.SSSSSS`` prefix relative to the first event.  Lines are flushed at once.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        hex_limit: int | None = DEFAULT_HEX_LIMIT,
+        clock: Callable[[], float] | None = None,
+        close_stream: bool = False,
+    ) -> None:
+        self.stream = stream
+        self.hex_limit = hex_limit
+        self.clock = clock
+        self._close_stream = close_stream
+        self._t0: float | None = None
+
+    def __call__(self, event: ExchangeEvent) -> None:
+        self.stream.write("".join(line + "\n" for line in self.lines(event)))
+        self.stream.flush()
+
+    def lines(self, event: ExchangeEvent) -> list[str]:
+        """The text lines for one exchange (no trailing newlines)."""
+        prefix = ""
+        if self.clock is not None:
+            now = self.clock()
+            if self._t0 is None:
+                self._t0 = now
+            prefix = f"+{now - self._t0:.6f} "
+        where = f"conn {event.connection} "
+        if event.session_id is not None:
+            where += f"session 0x{event.session_id:08X} "
+        elif event.secured:
+            where += "secured "
+        out = [f"{prefix}{where} -> {describe_message(event.request, self.hex_limit)}"]
+        if event.response is None:
+            rsp = "(no response)"
+        else:
+            rsp = describe_message(event.response, self.hex_limit)
+            if event.error is not None and event.reason:
+                rsp += f" reason: {event.reason}"
+        out.append(f"{prefix}{where} <- {rsp}")
+        out.extend(f"{prefix}{where} !! fault: {fault}" for fault in event.faults)
+        return out
+
+    def close(self) -> None:
+        """Flush, and close the stream if this tracer opened it."""
+        self.stream.flush()
+        if self._close_stream:
+            self.stream.close()
+
+
+# ---------------------------------------------------------------------------------------
+# pcap
+# ---------------------------------------------------------------------------------------
+
+#: libspdm ``industry_standard/link_type_ex.h``: packets start with the MCTP transport
+#: header (DSP0236 8.1) / the DOE data object header.
+LINKTYPE_MCTP = 291
+LINKTYPE_PCI_DOE = 292
+#: Classic pcap, microsecond timestamps, version 2.4 (libspdm ``industry_standard/pcap.h``).
+PCAP_MAGIC = 0xA1B2C3D4
+PCAP_VERSION = (2, 4)
+#: spdm_dump refuses a snap length of 0 or above 0x10000 and records longer than it.
+PCAP_SNAPLEN = 0x10000
+
+_GLOBAL_HEADER = struct.Struct("<IHHiIII")
+_RECORD_HEADER = struct.Struct("<IIII")
+
+#: MCTP transport header of a captured packet: header version 1, null destination and
+#: source EIDs, SOM|EOM, tag 0; the tag-owner bit (0x08) is set on requests.
+MCTP_HEADER_VERSION = 0x01
+MCTP_FLAGS_SOM_EOM = 0xC0
+MCTP_FLAG_TAG_OWNER = 0x08
+
+_LINK_TYPES = {"mctp": LINKTYPE_MCTP, "doe": LINKTYPE_PCI_DOE}
+
+
+def link_type_for(binding_name: str) -> int:
+    """The pcap link type of a transport binding ("doe" -> 292, "mctp" -> 291)."""
+    try:
+        return _LINK_TYPES[binding_name]
+    except KeyError:
+        raise TransportError(
+            f"pcap: transport {binding_name!r} has no pcap link type spdm_dump reads; "
+            f"use doe or mctp"
+        ) from None
+
+
+def pcap_global_header(link_type: int, snaplen: int = PCAP_SNAPLEN) -> bytes:
+    """The 24-byte pcap file header (little-endian, microsecond resolution)."""
+    return _GLOBAL_HEADER.pack(PCAP_MAGIC, *PCAP_VERSION, 0, 0, snaplen, link_type)
+
+
+def pcap_record(data: bytes, timestamp_ns: int, snaplen: int = PCAP_SNAPLEN) -> bytes:
+    """One pcap record: 16-byte header (ts_sec, ts_usec, incl_len, orig_len) + data."""
+    sec, rest_ns = divmod(timestamp_ns, 1_000_000_000)
+    included = data[:snaplen]
+    return _RECORD_HEADER.pack(sec, rest_ns // 1000, len(included), len(data)) + included
+
+
+def pcap_packet(binding_name: str, payload: bytes, from_requester: bool) -> bytes:
+    """A platform-socket transport payload as a packet of :func:`link_type_for`'s type.
+
+    DOE: the data object as is.  MCTP: the MCTP transport header, then the payload
+    (message type byte + message).
+    """
+    link_type = link_type_for(binding_name)
+    if link_type == LINKTYPE_PCI_DOE:
+        return payload
+    flags = MCTP_FLAGS_SOM_EOM | (MCTP_FLAG_TAG_OWNER if from_requester else 0)
+    return bytes((MCTP_HEADER_VERSION, 0, 0, flags)) + payload
+
+
+class PcapWriter:
+    """Append packets to one pcap stream (the global header is written at once)."""
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        link_type: int,
+        *,
+        snaplen: int = PCAP_SNAPLEN,
+        close_stream: bool = False,
+    ) -> None:
+        self.stream = stream
+        self.snaplen = snaplen
+        self._close_stream = close_stream
+        self.packets = 0
+        stream.write(pcap_global_header(link_type, snaplen))
+        stream.flush()
+
+    def write(self, packet: bytes, timestamp_ns: int) -> None:
+        """Append one record and flush (a capture stays readable while it grows)."""
+        self.stream.write(pcap_record(packet, timestamp_ns, self.snaplen))
+        self.stream.flush()
+        self.packets += 1
+
+    def close(self) -> None:
+        if self._close_stream:
+            self.stream.close()
+        else:
+            self.stream.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class PcapRecord:
+    """One record read back by :func:`read_pcap`."""
+
+    ts_sec: int
+    ts_usec: int
+    orig_len: int
+    data: bytes
+
+
+def read_pcap(data: bytes) -> tuple[int, list[PcapRecord]]:
+    """Parse a little-endian microsecond pcap file: (link type, records).
+
+    Raises :class:`~emulator.errors.CodecError` naming what is wrong.
+    """
+    if len(data) < _GLOBAL_HEADER.size:
+        raise CodecError(f"pcap: {len(data)} bytes, shorter than the 24-byte global header")
+    magic, major, minor, _zone, _sigfigs, snaplen, link_type = _GLOBAL_HEADER.unpack_from(data)
+    if magic != PCAP_MAGIC:
+        raise CodecError(f"pcap: magic 0x{magic:08X}, expected 0x{PCAP_MAGIC:08X}")
+    if (major, minor) != PCAP_VERSION:
+        raise CodecError(f"pcap: version {major}.{minor}, expected 2.4")
+    records: list[PcapRecord] = []
+    off = _GLOBAL_HEADER.size
+    while off < len(data):
+        if off + _RECORD_HEADER.size > len(data):
+            raise CodecError(f"pcap: truncated record header at offset {off}")
+        sec, usec, incl, orig = _RECORD_HEADER.unpack_from(data, off)
+        off += _RECORD_HEADER.size
+        if incl > snaplen or off + incl > len(data):
+            raise CodecError(f"pcap: record at offset {off - 16}: incl_len {incl} is invalid")
+        records.append(PcapRecord(sec, usec, orig, data[off : off + incl]))
+        off += incl
+    return link_type, records
+
+
+def _open_binary(path: str) -> BinaryIO:
+    try:
+        return open(path, "wb")
+    except OSError as exc:
+        raise EmulatorError(f"pcap: cannot open {path}: {exc.strerror or exc}") from None
+
+
+class PcapRecorder:
+    """Transport messages of every connection -> pcap file(s).
+
+    ``path`` may contain ``{conn}``: one file per connection (``cap-{conn}.pcap`` ->
+    ``cap-1.pcap``...), which is what spdm_dump wants, since it follows one SPDM
+    connection per file.  Without it every connection goes to the same file.
+    ``clock_ns`` gives the wall-clock time of each record.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        binding_name: str,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+        opener: Callable[[str], BinaryIO] = _open_binary,
+    ) -> None:
+        self.path = path
+        self.binding_name = binding_name
+        self.link_type = link_type_for(binding_name)
+        self.clock_ns = clock_ns
+        self._opener = opener
+        self.per_connection = "{conn}" in path
+        self._writers: dict[int, PcapWriter] = {}
+        if not self.per_connection:  # open now, so a bad path fails at start-up
+            self._writers[0] = PcapWriter(opener(path), self.link_type, close_stream=True)
+
+    def _writer(self, connection: int) -> PcapWriter:
+        key = connection if self.per_connection else 0
+        writer = self._writers.get(key)
+        if writer is None:
+            name = self.path.replace("{conn}", str(connection))
+            writer = PcapWriter(self._opener(name), self.link_type, close_stream=True)
+            self._writers[key] = writer
+        return writer
+
+    def record(
+        self,
+        connection: int,
+        payload: bytes,
+        from_requester: bool,
+        timestamp_ns: int | None = None,
+    ) -> None:
+        """Append one transport payload (as sent on the platform socket)."""
+        ts = self.clock_ns() if timestamp_ns is None else timestamp_ns
+        packet = pcap_packet(self.binding_name, payload, from_requester)
+        self._writer(connection).write(packet, ts)
+
+    def record_exchange(self, connection: int, request: bytes, reply: Reply) -> None:
+        """Record a request payload and what the server will really send back."""
+        now = self.clock_ns()
+        self.record(connection, request, True, now)
+        sent = list(reply.payloads)
+        if reply.partial is not None:  # only part of the first frame (12-byte header) goes out
+            sent = [sent[0][: max(reply.partial - 12, 0)]] if sent else []
+        ts = now + int(reply.delay * 1e9)
+        for payload in sent:
+            if payload:
+                self.record(connection, payload, False, ts)
+
+    def close_connection(self, connection: int) -> None:
+        """A connection ended: close its own file (per-connection mode only)."""
+        if self.per_connection:
+            writer = self._writers.pop(connection, None)
+            if writer is not None:
+                writer.close()
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+    def attach(self, conn: SpdmConnection) -> None:
+        """Record every exchange of ``conn`` (wraps its ``receive`` and ``close``)."""
+        receive, close = conn.receive, conn.close
+        number = conn.number
+
+        def traced_receive(payload: bytes) -> Reply:
+            reply = receive(payload)
+            self.record_exchange(number, payload, reply)
+            return reply
+
+        def traced_close() -> None:
+            close()
+            self.close_connection(number)
+
+        conn.receive = traced_receive  # type: ignore[method-assign]
+        conn.close = traced_close  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------------------
+# Wiring into an Emulator and the CLI
+# ---------------------------------------------------------------------------------------
+
+
+def open_trace_stream(target: str) -> tuple[TextIO, bool]:
+    """``-`` -> (stderr, False); a path -> (the file opened for appending, True)."""
+    if target == "-":
+        return sys.stderr, False
+    try:
+        return open(target, "a", encoding="utf-8"), True
+    except OSError as exc:
+        raise EmulatorError(f"trace: cannot open {target}: {exc.strerror or exc}") from None
+
+
+def attach_tracing(
+    emulator: Emulator,
+    trace: str | None,
+    pcap: str | None,
+    *,
+    hex_limit: int | None = DEFAULT_HEX_LIMIT,
+) -> Callable[[], None]:
+    """Trace (``-`` = stderr, or a file) and/or capture (pcap path) every exchange.
+
+    Returns the cleanup function, which detaches both and closes their files.  Raises
+    :class:`~emulator.errors.EmulatorError` when a file cannot be opened or the
+    transport has no pcap link type.
+    """
+    tracer: Tracer | None = None
+    recorder: PcapRecorder | None = None
+    if pcap is not None:
+        recorder = PcapRecorder(pcap, emulator.binding.name)
+        emulator.options.on_connection.append(recorder.attach)
+    if trace is not None:
+        stream, owned = open_trace_stream(trace)
+        tracer = Tracer(stream, hex_limit=hex_limit, clock=time.monotonic, close_stream=owned)
+        emulator.observers.append(tracer)
+
+    def cleanup() -> None:
+        if tracer is not None:
+            if tracer in emulator.observers:
+                emulator.observers.remove(tracer)
+            tracer.close()
+        if recorder is not None:
+            if recorder.attach in emulator.options.on_connection:
+                emulator.options.on_connection.remove(recorder.attach)
+            recorder.close()
+
+    return cleanup
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``serve --trace FILE|- --pcap FILE``."""
+    parser.add_argument(
+        "--trace",
+        metavar="FILE|-",
+        help="write a decoded line per SPDM message to FILE (appended) or '-' for stderr",
+    )
+    parser.add_argument(
+        "--pcap",
+        metavar="FILE",
+        help="capture the transport messages in pcap format for DMTF spdm_dump / tshark "
+        "(link type 292 PCI DOE, 291 MCTP); '{conn}' in FILE makes one file per connection",
+    )
+
+
+def apply(args: argparse.Namespace, emulator: Any) -> Callable[[], None] | None:
+    """Serve extension hook: attach what ``--trace`` / ``--pcap`` ask for."""
+    trace: str | None = getattr(args, "trace", None)
+    pcap: str | None = getattr(args, "pcap", None)
+    if trace is None and pcap is None:
+        return None
+    return attach_tracing(emulator, trace, pcap)
+
+
+CLI_EXTENSION = (add_arguments, apply)
+
+
+def _register_cli() -> None:
+    from emulator import cli
+
+    if CLI_EXTENSION not in cli.SERVE_EXTENSIONS:
+        cli.SERVE_EXTENSIONS.append(CLI_EXTENSION)
+
+
+_register_cli()
+
+__all__ = [
+    "LINKTYPE_MCTP",
+    "LINKTYPE_PCI_DOE",
+    "PcapRecord",
+    "PcapRecorder",
+    "PcapWriter",
+    "Tracer",
+    "attach_tracing",
+    "describe_message",
+    "link_type_for",
+    "pcap_global_header",
+    "pcap_packet",
+    "pcap_record",
+    "read_pcap",
+]
