@@ -1,7 +1,12 @@
 """The sans-I/O SPDM responder: one module per request family, as libspdm has one file
 per handler.  Importing this package registers every family's handlers."""
 
-from emulator.responder import algorithms, capabilities, version  # noqa: F401  (registration)
+from emulator.responder import (  # noqa: F401  (registration)
+    algorithms,
+    capabilities,
+    measurements,
+    version,
+)
 from emulator.responder.core import (
     HANDLERS,
     ConnectionState,
