@@ -1,0 +1,343 @@
+"""GET_ENCAPSULATED_REQUEST / DELIVER_ENCAPSULATED_RESPONSE: mutual authentication in a session.
+
+As libspdm ``libspdm_rsp_encap_response.c``, ``libspdm_rsp_encap_get_digests.c`` and
+``libspdm_rsp_encap_get_certificate.c``.  When KEY_EXCHANGE_RSP asked for mutual
+authentication with the encapsulated flow (MutAuthRequested 2, or 4 where the requester
+answers an implicit GET_DIGESTS with RequestID 0), the session (still in its handshake
+phase) runs, as the responder's requests to the requester:
+
+    GET_DIGESTS -> DIGESTS, GET_CERTIFICATE (ReqSlotID, repeated until the whole chain
+    arrived) -> CERTIFICATE
+
+ENCAPSULATED_REQUEST (Param1 = RequestID) carries the first request;
+DELIVER_ENCAPSULATED_RESPONSE (Param1 = that RequestID) returns the answer and
+ENCAPSULATED_RESPONSE_ACK carries the next request (Param2 = 1), or none (Param2 = 0, or 2
+with the ReqSlotID byte when it is neither 0 nor 0xFF).  RequestID grows by one per request.
+
+The chain is checked when complete: the SPDM chain header (Length, RootHash = Hash(first
+certificate)), each certificate issued by the one before, the leaf key of the negotiated
+ReqBaseAsymAlg, and the first certificate being (or issued by) a trusted requester root of
+the profile.  A bad answer or an untrusted chain ends the flow with
+ERROR(InvalidResponseCode) (libspdm); FINISH then fails (no usable requester key).
+
+Errors: encapsulation not supported (ENCAP_CAP on both sides; in 1.2 MUT_AUTH_CAP counts as
+well) -> UnsupportedRequest; no flow pending -> NoPendingRequests (1.3) / UnexpectedRequest;
+DELIVER with another RequestID or no payload -> InvalidRequest.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+
+from emulator.codec.constants import (
+    ErrorCode,
+    RequestCode,
+    RequesterCap,
+    ResponderCap,
+    ResponseCode,
+)
+from emulator.codec.messages import build_header
+from emulator.codec.session import (
+    EncapPayloadType,
+    EncapsulatedResponseAck,
+    build_encapsulated_request,
+)
+from emulator.crypto import check_key_matches, hash_name, hash_size, public_key_of_cert
+from emulator.errors import EmulatorError
+from emulator.responder.certificates import reset_via_request_code
+from emulator.responder.core import (
+    Request,
+    Responder,
+    SessionRule,
+    SpdmErrorResponse,
+    handler,
+    invalid,
+    unexpected,
+)
+from emulator.responder.key_exchange import require_negotiated
+from emulator.session.table import EncapState, Session, session_table
+
+#: libspdm SPDM_MAX_CERTIFICATE_CHAIN_SIZE (the 16-bit Offset/Length space).
+MAX_CHAIN_SIZE = 0xFFFF
+#: DELIVER_ENCAPSULATED_RESPONSE header size.
+DELIVER_HEADER_SIZE = 4
+CERTIFICATE_HEADER_SIZE = 8
+
+
+class EncapFailure(Exception):
+    """The requester's encapsulated response is unusable (InvalidResponseCode)."""
+
+
+def encap_supported(r: Responder) -> bool:
+    """libspdm ``libspdm_is_encap_supported`` (1.2 also accepts MUT_AUTH_CAP, see there)."""
+    caps = r.device.capabilities
+    if r.version == 0x12:
+        req = r.peer_has(RequesterCap.ENCAP_CAP) or r.peer_has(RequesterCap.MUT_AUTH_CAP)
+        rsp = bool(caps & (ResponderCap.ENCAP_CAP | ResponderCap.MUT_AUTH_CAP))
+        return req and rsp
+    return bool(caps & ResponderCap.ENCAP_CAP) and r.peer_has(RequesterCap.ENCAP_CAP)
+
+
+def _no_pending(r: Responder, reason: str) -> SpdmErrorResponse:
+    if r.version >= 0x13:
+        return SpdmErrorResponse(ErrorCode.NoPendingRequests, reason)
+    return unexpected(reason)
+
+
+def _check_supported(r: Responder, code: RequestCode) -> None:
+    require_negotiated(r, code.name)
+    if not encap_supported(r):
+        raise SpdmErrorResponse(
+            ErrorCode.UnsupportedRequest,
+            f"{code.name}: encapsulated requests are not supported by both sides",
+            data=code,
+        )
+
+
+def _active_encap(r: Responder, req: Request) -> tuple[Session, EncapState] | None:
+    session = session_table(r).get(req.session_id)
+    if session is None or session.encap is None or session.encap.done:
+        return None
+    return session, session.encap
+
+
+def _next_op(encap: EncapState) -> int:
+    if encap.current == 0:
+        return encap.sequence[0] if encap.sequence else 0
+    if encap.current in encap.sequence:
+        idx = encap.sequence.index(encap.current)
+        return encap.sequence[idx + 1] if idx + 1 < len(encap.sequence) else 0
+    return 0
+
+
+def _build_request(r: Responder, session: Session, op: int) -> bytes:
+    encap = session.encap
+    assert encap is not None
+    if op == RequestCode.GET_DIGESTS:
+        return build_header(r.version, RequestCode.GET_DIGESTS)
+    # GET_CERTIFICATE: offset = what arrived so far, length = what one message can carry
+    length = min(
+        r.device.max_spdm_msg_size - DELIVER_HEADER_SIZE - CERTIFICATE_HEADER_SIZE, MAX_CHAIN_SIZE
+    )
+    return build_header(r.version, RequestCode.GET_CERTIFICATE, session.req_slot_id) + struct.pack(
+        "<HH", len(encap.chain), length
+    )
+
+
+def _advance(r: Responder, session: Session, need_continue: bool) -> bytes:
+    """libspdm ``libspdm_process_encapsulated_response`` after a response: the next request."""
+    encap = session.encap
+    assert encap is not None
+    encap.request_id = (encap.request_id + 1) & 0xFF
+    if not need_continue:
+        encap.current = _next_op(encap)
+    if encap.current == 0:
+        encap.done = True
+        encap.last_request = b""
+        return b""
+    encap.last_request = _build_request(r, session, encap.current)
+    return encap.last_request
+
+
+def _fail(session: Session, reason: str) -> SpdmErrorResponse:
+    encap = session.encap
+    if encap is not None:
+        encap.done = True
+        encap.current = 0
+    return SpdmErrorResponse(ErrorCode.InvalidResponseCode, reason)
+
+
+@handler(
+    RequestCode.GET_ENCAPSULATED_REQUEST,
+    min_version=0x11,
+    capability=ResponderCap.ENCAP_CAP | ResponderCap.MUT_AUTH_CAP,
+    session=SessionRule.EITHER,
+)
+def get_encapsulated_request(r: Responder, req: Request) -> bytes:
+    """ENCAPSULATED_REQUEST with the first request of the pending flow."""
+    _check_supported(r, RequestCode.GET_ENCAPSULATED_REQUEST)
+    active = _active_encap(r, req)
+    if active is None:
+        raise _no_pending(r, "GET_ENCAPSULATED_REQUEST: no encapsulated request is pending")
+    session, encap = active
+    reset_via_request_code(r, RequestCode.GET_ENCAPSULATED_REQUEST)
+    if encap.current != 0:
+        # libspdm processes an empty "previous response" here, which fails the flow
+        raise _fail(session, "GET_ENCAPSULATED_REQUEST in the middle of the encapsulated flow")
+    payload = _advance(r, session, False)
+    return build_encapsulated_request(r.version, encap.request_id, payload)
+
+
+@handler(
+    RequestCode.DELIVER_ENCAPSULATED_RESPONSE,
+    min_version=0x11,
+    capability=ResponderCap.ENCAP_CAP | ResponderCap.MUT_AUTH_CAP,
+    session=SessionRule.EITHER,
+)
+def deliver_encapsulated_response(r: Responder, req: Request) -> bytes:
+    """Process the requester's answer; ENCAPSULATED_RESPONSE_ACK with the next request."""
+    _check_supported(r, RequestCode.DELIVER_ENCAPSULATED_RESPONSE)
+    active = _active_encap(r, req)
+    if active is None:
+        raise unexpected("DELIVER_ENCAPSULATED_RESPONSE: no encapsulated request is pending")
+    session, encap = active
+    if len(req.raw) <= DELIVER_HEADER_SIZE:
+        raise invalid("DELIVER_ENCAPSULATED_RESPONSE carries no response")
+    if req.param1 != encap.request_id:
+        raise invalid(
+            f"DELIVER_ENCAPSULATED_RESPONSE RequestID {req.param1}, expected {encap.request_id}"
+        )
+    payload = req.raw[DELIVER_HEADER_SIZE:]
+    if len(payload) < 4:
+        raise invalid("DELIVER_ENCAPSULATED_RESPONSE: the response is shorter than a header")
+    reset_via_request_code(r, RequestCode.DELIVER_ENCAPSULATED_RESPONSE)
+    need_continue = False
+    stop = False
+    try:
+        if payload[1] == ResponseCode.ERROR and payload[2] == ErrorCode.ResponseNotReady:
+            stop = True  # DSP0274: ResponseNotReady ends the encapsulated flow
+        elif encap.current == RequestCode.GET_DIGESTS:
+            _process_digests(r, encap, payload)
+        elif encap.current == RequestCode.GET_CERTIFICATE:
+            need_continue = _process_certificate(r, session, encap, payload)
+        else:
+            raise EncapFailure("no encapsulated request is awaiting an answer")
+    except EncapFailure as exc:
+        raise _fail(session, f"encapsulated {_name(encap.current)}: {exc}") from None
+    if stop:
+        encap.done = True
+        encap.current = 0
+        next_request = b""
+    else:
+        next_request = _advance(r, session, need_continue)
+    ack = EncapsulatedResponseAck(
+        version=r.version,
+        request_id=encap.request_id,
+        payload_type=EncapPayloadType.PRESENT,
+        ack_request_id=req.param1,
+        payload=next_request,
+    )
+    if not next_request:
+        ack.request_id = 0
+        ack.payload_type = EncapPayloadType.ABSENT
+        if session.req_slot_id not in (0, 0xFF):
+            ack.payload_type = EncapPayloadType.REQ_SLOT_NUMBER
+            ack.payload = bytes((session.req_slot_id,))
+    return ack.encode()
+
+
+def _name(code: int) -> str:
+    try:
+        return RequestCode(code).name
+    except ValueError:
+        return f"0x{code:02X}"
+
+
+def _process_digests(r: Responder, encap: EncapState, rsp: bytes) -> None:
+    if rsp[0] != r.version:
+        raise EncapFailure(f"DIGESTS version 0x{rsp[0]:02X}, expected 0x{r.version:02X}")
+    if rsp[1] == ResponseCode.ERROR:
+        raise EncapFailure(f"the requester answered ERROR 0x{rsp[2]:02X}")
+    if rsp[1] != ResponseCode.DIGESTS:
+        raise EncapFailure(f"response code 0x{rsp[1]:02X}, expected DIGESTS")
+    if r.version >= 0x13 and rsp[2] & rsp[3] != rsp[3]:
+        raise EncapFailure("DIGESTS ProvisionedSlotMask has slots outside SupportedSlotMask")
+    count = bin(rsp[3]).count("1")
+    if count == 0:
+        raise EncapFailure("DIGESTS names no provisioned slot")
+    size = 4 + count * hash_size(r.algorithms.base_hash)
+    if len(rsp) < size:
+        raise EncapFailure(f"DIGESTS is {len(rsp)} bytes, {count} digests need {size}")
+    encap.digests = bytes(rsp[:size])
+
+
+def _process_certificate(r: Responder, session: Session, encap: EncapState, rsp: bytes) -> bool:
+    """Append one CERTIFICATE portion; True when more is needed."""
+    if rsp[0] != r.version:
+        raise EncapFailure(f"CERTIFICATE version 0x{rsp[0]:02X}, expected 0x{r.version:02X}")
+    if rsp[1] == ResponseCode.ERROR:
+        raise EncapFailure(f"the requester answered ERROR 0x{rsp[2]:02X}")
+    if rsp[1] != ResponseCode.CERTIFICATE:
+        raise EncapFailure(f"response code 0x{rsp[1]:02X}, expected CERTIFICATE")
+    if len(rsp) < CERTIFICATE_HEADER_SIZE:
+        raise EncapFailure(f"CERTIFICATE is {len(rsp)} bytes, shorter than its header")
+    portion, remainder = struct.unpack_from("<HH", rsp, 4)
+    asked = (
+        struct.unpack_from("<H", encap.last_request, 6)[0] if len(encap.last_request) >= 8 else 0
+    )
+    if portion == 0 or portion > asked:
+        raise EncapFailure(f"PortionLength {portion} (asked for {asked})")
+    offset = len(encap.chain)
+    if portion > MAX_CHAIN_SIZE - offset or remainder > MAX_CHAIN_SIZE - offset - portion:
+        raise EncapFailure("the chain would exceed 65535 bytes")
+    if offset == 0:
+        encap.chain_total = portion + remainder
+    elif encap.chain_total != offset + portion + remainder:
+        raise EncapFailure("PortionLength + RemainderLength changed between portions")
+    if rsp[2] & 0x0F != session.req_slot_id:
+        raise EncapFailure(f"CERTIFICATE for slot {rsp[2] & 0x0F}, asked {session.req_slot_id}")
+    if r.version >= 0x13 and rsp[3] & 0x07:
+        raise EncapFailure("CERTIFICATE CertModel must be 0 without a multi-key connection")
+    if len(rsp) < CERTIFICATE_HEADER_SIZE + portion:
+        raise EncapFailure(f"CERTIFICATE carries fewer than PortionLength {portion} bytes")
+    encap.chain += rsp[CERTIFICATE_HEADER_SIZE : CERTIFICATE_HEADER_SIZE + portion]
+    if remainder:
+        return True
+    chain = bytes(encap.chain)
+    problem = verify_requester_chain(
+        chain,
+        r.algorithms.base_hash,
+        r.algorithms.req_base_asym,
+        r.device.sessions.requester_roots,
+    )
+    if problem:
+        raise EncapFailure(problem)
+    session.peer_chain = chain
+    return False
+
+
+def verify_requester_chain(
+    chain: bytes, hash_algo: int, req_asym: int, roots: tuple[x509.Certificate, ...]
+) -> str | None:
+    """Why the requester's SPDM certificate chain is unacceptable, or None.
+
+    libspdm ``libspdm_verify_peer_cert_chain_buffer_integrity`` (Length, RootHash, each
+    certificate issued by the previous one, the leaf key matches ReqBaseAsymAlg) and
+    ``..._authority`` (the first certificate is a trusted root or issued by one).
+    """
+    from emulator.certs import CertError, parse_spdm_cert_chain
+
+    try:
+        parsed = parse_spdm_cert_chain(hash_name(hash_algo), chain)
+    except (CertError, EmulatorError) as exc:
+        return f"requester chain: {exc}"
+    if not parsed.root_hash_ok:
+        return "requester chain: RootHash is not the hash of the first certificate"
+    try:
+        certs = [x509.load_der_x509_certificate(d) for d in parsed.certs]
+    except ValueError as exc:
+        return f"requester chain: a certificate does not parse ({exc})"
+    for i in range(1, len(certs)):
+        try:
+            certs[i].verify_directly_issued_by(certs[i - 1])
+        except (ValueError, TypeError, InvalidSignature):
+            return f"requester chain: certificate {i} is not issued by certificate {i - 1}"
+    try:
+        check_key_matches(req_asym, public_key_of_cert(certs[-1]))
+    except EmulatorError as exc:
+        return f"requester chain: leaf key: {exc}"
+    first = certs[0]
+    first_der = first.public_bytes(serialization.Encoding.DER)
+    for root in roots:
+        if root.public_bytes(serialization.Encoding.DER) == first_der:
+            return None
+        try:
+            first.verify_directly_issued_by(root)
+            return None
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+    return "requester chain does not lead to a trusted requester root"

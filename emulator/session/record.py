@@ -1,0 +1,234 @@
+"""DSP0277 secured message records: encode and decode one record (sans-I/O, pure functions).
+
+Record layout (DSP0277 "Secured message format"; libspdm ``libspdm_secmes_encode_decode.c``)::
+
+    SessionID (u32 LE) | SequenceNumber (transport-specific size, LE) | Length (u16 LE)
+    | ciphertext or MAC-only payload | MAC (16)
+
+* The associated data is the whole header: SessionID, the on-wire sequence number (0
+  bytes on PCI DOE, the low 2 bytes on MCTP) and Length.  Length counts everything after
+  it, MAC included.
+* Encrypt-and-MAC sessions: the plaintext is ``ApplicationDataLength (u16 LE) ||
+  application data || random padding``; Length = plaintext size + 16.
+* MAC-only sessions (MAC_CAP without ENCRYPT_CAP on both sides): the application data is
+  sent in the clear right after the header, without ApplicationDataLength or padding, and
+  is authenticated as associated data (AAD = header || application data, empty plaintext).
+* The AEAD nonce is the direction's 12-byte IV ("salt") XOR the 64-bit sequence number,
+  little-endian, in bytes 0..7 (libspdm ``LIBSPDM_DATA_SESSION_SEQ_NUM_ENC_LITTLE_DEC_LITTLE``,
+  the only order DSP0277 1.2+ allows and libspdm's default for 1.0/1.1).
+* The implicit sequence number counts the records of one direction under one key, from 0.
+  A record whose on-wire sequence number, SessionID or Length is wrong, or whose MAC does
+  not verify, is rejected (:class:`RecordError`).
+
+On MCTP the application data carries the MCTP message type (0x05 for SPDM) in front of the
+SPDM message (libspdm ``libspdm_transport_mctp_encode_message``); PCI DOE carries the bare
+SPDM message.  :class:`RecordFormat` holds these per-binding facts.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from emulator.crypto.aead import AEAD_IV_SIZE, AEAD_TAG_SIZE, aead_open, aead_seal
+from emulator.errors import CryptoError, SessionError
+from emulator.transport.base import TransportBinding
+
+SESSION_ID_SIZE = 4
+LENGTH_SIZE = 2
+APP_LENGTH_SIZE = 2
+TAG_SIZE = AEAD_TAG_SIZE
+#: The all-ones sequence number is never used (libspdm LIBSPDM_MAX_SPDM_SESSION_SEQUENCE_NUMBER).
+MAX_SEQUENCE_NUMBER = (1 << 64) - 1
+#: MCTP message type of SPDM, carried inside the application data of an MCTP secured record.
+MCTP_SPDM_APP_HEADER = b"\x05"
+
+
+class RecordError(SessionError):
+    """A secured record failed decoding or authentication (answered with DecryptError)."""
+
+
+class SequenceOverflow(SessionError):
+    """The direction's sequence number reached the AEAD limit: the session must end."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFormat:
+    """How records look on one transport binding.
+
+    ``sequence_number_size``: bytes of the sequence number in the header (DOE 0, MCTP 2);
+    ``max_random_padding``: at most this many random bytes after the application data (the
+    encoder adds 1..max when max > 0, as libspdm does); ``app_header``: bytes in front of
+    the SPDM message inside the application data (MCTP: the message type 0x05).
+    """
+
+    sequence_number_size: int = 0
+    max_random_padding: int = 0
+    app_header: bytes = b""
+
+    @classmethod
+    def for_binding(cls, binding: TransportBinding) -> RecordFormat:
+        info = binding.secured_header_info()
+        return cls(
+            sequence_number_size=info.sequence_number_size,
+            max_random_padding=info.max_random_padding,
+            app_header=MCTP_SPDM_APP_HEADER if binding.name == "mctp" else b"",
+        )
+
+    @property
+    def header_size(self) -> int:
+        return SESSION_ID_SIZE + self.sequence_number_size + LENGTH_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHeader:
+    """The associated-data header of a record."""
+
+    session_id: int
+    sequence_field: bytes
+    length: int
+    size: int
+
+
+def parse_header(record: bytes, sequence_number_size: int) -> RecordHeader:
+    """Split off the header; RecordError when the record is shorter than it."""
+    size = SESSION_ID_SIZE + sequence_number_size + LENGTH_SIZE
+    if len(record) < size:
+        raise RecordError(
+            f"secured record: {len(record)} bytes, shorter than its {size}-byte header"
+        )
+    (session_id,) = struct.unpack_from("<I", record, 0)
+    seq = bytes(record[SESSION_ID_SIZE : SESSION_ID_SIZE + sequence_number_size])
+    (length,) = struct.unpack_from("<H", record, size - LENGTH_SIZE)
+    return RecordHeader(session_id, seq, length, size)
+
+
+def peek_session_id(record: bytes) -> int | None:
+    """The SessionID of a record, None when it is too short to hold one."""
+    if len(record) < SESSION_ID_SIZE:
+        return None
+    value: int = struct.unpack_from("<I", record, 0)[0]
+    return value
+
+
+def record_iv(salt: bytes, sequence_number: int) -> bytes:
+    """The AEAD nonce: ``salt`` XOR the little-endian 64-bit sequence number (bytes 0..7)."""
+    if len(salt) != AEAD_IV_SIZE:
+        raise SessionError(f"session IV: {len(salt)} bytes, expected {AEAD_IV_SIZE}")
+    seq = sequence_number.to_bytes(8, "little")
+    return bytes(a ^ b for a, b in zip(salt[:8], seq, strict=True)) + salt[8:]
+
+
+def _sequence_field(sequence_number: int, size: int) -> bytes:
+    return sequence_number.to_bytes(8, "little")[:size]
+
+
+def _check_sequence(sequence_number: int, max_sequence_number: int) -> None:
+    if sequence_number > max_sequence_number or sequence_number >= MAX_SEQUENCE_NUMBER:
+        raise SequenceOverflow(
+            f"sequence number {sequence_number} is over the session's limit {max_sequence_number}"
+        )
+
+
+def seal_record(
+    *,
+    aead: int,
+    key: bytes,
+    salt: bytes,
+    sequence_number: int,
+    session_id: int,
+    sequence_number_size: int,
+    app_data: bytes,
+    padding: bytes = b"",
+    mac_only: bool = False,
+    max_sequence_number: int = MAX_SEQUENCE_NUMBER,
+) -> bytes:
+    """Build one record for ``app_data`` (the caller advances the sequence number)."""
+    _check_sequence(sequence_number, max_sequence_number)
+    iv = record_iv(salt, sequence_number)
+    seq_field = _sequence_field(sequence_number, sequence_number_size)
+    if mac_only:
+        length = len(app_data) + TAG_SIZE
+        header = struct.pack("<I", session_id) + seq_field + struct.pack("<H", length)
+        try:
+            tag = aead_seal(aead, key, iv, header + app_data, b"")
+        except CryptoError as exc:
+            raise SessionError(f"secured record: {exc}") from None
+        return header + app_data + tag
+    plaintext = struct.pack("<H", len(app_data)) + app_data + padding
+    length = len(plaintext) + TAG_SIZE
+    if length > 0xFFFF:
+        raise SessionError(f"secured record: {length} bytes do not fit the 16-bit Length")
+    header = struct.pack("<I", session_id) + seq_field + struct.pack("<H", length)
+    try:
+        sealed = aead_seal(aead, key, iv, header, plaintext)
+    except CryptoError as exc:
+        raise SessionError(f"secured record: {exc}") from None
+    return header + sealed
+
+
+def open_record(
+    *,
+    aead: int,
+    key: bytes,
+    salt: bytes,
+    sequence_number: int,
+    session_id: int,
+    sequence_number_size: int,
+    record: bytes,
+    mac_only: bool = False,
+    max_sequence_number: int = MAX_SEQUENCE_NUMBER,
+) -> bytes:
+    """Check and decrypt one record; returns the application data.
+
+    The checks are libspdm's, in its order: size, SessionID, on-wire sequence number,
+    Length within the record and at least the MAC, the MAC, ApplicationDataLength within
+    the plaintext.  Bytes after Length (transport padding) are ignored.
+    """
+    _check_sequence(sequence_number, max_sequence_number)
+    hdr = parse_header(record, sequence_number_size)
+    if len(record) < hdr.size + TAG_SIZE:
+        raise RecordError(f"secured record: {len(record)} bytes, too short for a MAC")
+    if hdr.session_id != session_id:
+        raise RecordError(
+            f"secured record: SessionID 0x{hdr.session_id:08X}, expected 0x{session_id:08X}"
+        )
+    if hdr.sequence_field != _sequence_field(sequence_number, sequence_number_size):
+        got = int.from_bytes(hdr.sequence_field, "little")
+        raise RecordError(
+            f"secured record: sequence number {got} in the header, expected "
+            f"{sequence_number & ((1 << (8 * sequence_number_size)) - 1)}"
+        )
+    if hdr.length > len(record) - hdr.size:
+        raise RecordError(
+            f"secured record: Length {hdr.length} runs past the {len(record)}-byte record"
+        )
+    if hdr.length < TAG_SIZE:
+        raise RecordError(f"secured record: Length {hdr.length} is shorter than the MAC")
+    body = bytes(record[hdr.size : hdr.size + hdr.length])
+    header = bytes(record[: hdr.size])
+    iv = record_iv(salt, sequence_number)
+    if mac_only:
+        payload, tag = body[:-TAG_SIZE], body[-TAG_SIZE:]
+        try:
+            aead_open(aead, key, iv, header + payload, tag)
+        except CryptoError:
+            raise RecordError(
+                f"secured record: MAC does not verify (sequence number {sequence_number})"
+            ) from None
+        return payload
+    try:
+        plaintext = aead_open(aead, key, iv, header, body)
+    except CryptoError:
+        raise RecordError(
+            f"secured record: AEAD authentication failed (sequence number {sequence_number})"
+        ) from None
+    if len(plaintext) < APP_LENGTH_SIZE:
+        raise RecordError("secured record: no ApplicationDataLength in the plaintext")
+    (app_len,) = struct.unpack_from("<H", plaintext, 0)
+    if APP_LENGTH_SIZE + app_len > len(plaintext):
+        raise RecordError(
+            f"secured record: ApplicationDataLength {app_len} exceeds the "
+            f"{len(plaintext) - APP_LENGTH_SIZE}-byte plaintext"
+        )
+    return plaintext[APP_LENGTH_SIZE : APP_LENGTH_SIZE + app_len]
