@@ -18,6 +18,7 @@ from emulator.codec.messages import build_error
 from emulator.device.model import Device
 from emulator.device.random import RandomSource
 from emulator.errors import TransportError
+from emulator.faults.engine import FaultEngine, FaultExchange
 from emulator.responder import Responder
 from emulator.transport.base import TransportBinding
 
@@ -85,6 +86,7 @@ class SpdmConnection:
         rng: RandomSource | None = None,
         clock: Callable[[], float] | None = None,
         observers: Iterable[Observer] = (),
+        faults: FaultEngine | None = None,
     ) -> None:
         self.device = device
         self.binding = binding
@@ -92,6 +94,8 @@ class SpdmConnection:
         self.peer = peer
         self.responder = Responder(device, rng=rng, clock=clock, connection_number=number)
         self.observers: list[Observer] = list(observers)
+        #: fault injection (emulator.faults): the device's engine unless one is given
+        self.faults: FaultEngine | None = faults if faults is not None else device.faults
         self.closed = False
 
     def receive(self, payload: bytes) -> Reply:
@@ -116,10 +120,17 @@ class SpdmConnection:
             return Reply([self.binding.encode(response)])
         if msg.secured:
             return self._secured(msg.message)
-        response = self.responder.handle(msg.message)
+        fx = self._faults(msg.message, None)
+        if fx is None:
+            response = self.responder.handle(msg.message)
+        else:  # fault stages around the responder: request, then response
+            response = fx.run(msg.message, self.responder.handle)
+        reply = Reply([self.binding.encode(response)])
+        if fx is not None:
+            fx.on_reply(reply)  # socket stage: delay, drop, close, partial, copies
         self._log(msg.message, response, None)
-        self._emit(self._event(msg.message, response, None, False))
-        return Reply([self.binding.encode(response)])
+        self._emit(self._event(msg.message, response, None, False, fx))
+        return reply
 
     def _secured(self, record: bytes) -> Reply:
         """A DSP0277 secured message; answered by the session layer once it exists."""
@@ -135,8 +146,21 @@ class SpdmConnection:
 
     # ---- helpers ---------------------------------------------------------------------
 
+    def _faults(self, request: bytes, session_id: int | None) -> FaultExchange | None:
+        """The faults that fire on this request (None: none, the usual case)."""
+        if self.faults is None:
+            return None
+        return self.faults.begin(
+            self.responder, request, connection=self.number, session_id=session_id
+        )
+
     def _event(
-        self, request: bytes, response: bytes, session_id: int | None, secured: bool
+        self,
+        request: bytes,
+        response: bytes,
+        session_id: int | None,
+        secured: bool,
+        fx: FaultExchange | None = None,
     ) -> ExchangeEvent:
         error = response[2] if len(response) > 2 and response[1] == 0x7F else None
         return ExchangeEvent(
@@ -148,6 +172,7 @@ class SpdmConnection:
             secured,
             error,
             self.responder.last_error,
+            tuple(fx.applied) if fx is not None else (),
         )
 
     def _log(self, request: bytes, response: bytes, session_id: int | None) -> None:

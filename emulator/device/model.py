@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from emulator.codec.constants import ResponderCap, SpdmVersion
 from emulator.device.measurements import MeasurementStore, measurement_store
 from emulator.device.random import RandomSource, SeededRandom, SystemRandom
+from emulator.faults.engine import FaultEngine
 from emulator.profiles import Profile, load_profile
 
 #: Algorithm-list names of a profile's [algorithms] section.
@@ -48,6 +49,8 @@ class Device:
     listeners: list[Callable[[str, object], None]] = field(default_factory=list)
     #: measurement blocks (emulator.device.measurements), shared by all connections
     measurements: MeasurementStore = field(default_factory=MeasurementStore)
+    #: fault rules (emulator.faults), shared by all connections; changed at run time by MQTT
+    faults: FaultEngine = field(default_factory=FaultEngine)
 
     def __post_init__(self) -> None:
         self.measurements.bind(self.notify)
@@ -65,6 +68,7 @@ class Device:
             priorities={f: profile.algo_list(f) for f in ALGORITHM_FIELDS},
             seed=profile.determinism.seed,
             measurements=measurement_store(profile),
+            faults=FaultEngine(profile.fault_rules(), seed=profile.determinism.seed or 0),
         )
 
     @classmethod

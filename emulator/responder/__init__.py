@@ -5,6 +5,7 @@ from emulator.responder import (  # noqa: F401  (registration)
     algorithms,
     capabilities,
     measurements,
+    respond_if_ready,
     version,
 )
 from emulator.responder.core import (
