@@ -18,7 +18,7 @@ from typing import Any
 from emulator.connection import ExchangeEvent, Observer, SpdmConnection
 from emulator.device.model import Device
 from emulator.profiles import Profile, load_profile
-from emulator.server.server import ServerConfig, SpdmServer
+from emulator.server.server import DEFAULT_FRAME_TIMEOUT, ServerConfig, SpdmServer
 from emulator.transport import get_binding
 
 log = logging.getLogger("emulator")
@@ -35,6 +35,8 @@ class EmulatorOptions:
     max_payload: int = 0x1200
     idle_timeout: float | None = None
     max_connections: int = 1024
+    #: seconds to receive a whole frame once it started / to have a reply taken (None: never)
+    frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT
     #: overrides the profile's [determinism] seed when set
     seed: int | None = None
     observers: list[Observer] = field(default_factory=list)
@@ -63,6 +65,7 @@ class Emulator:
                 max_payload=opts.max_payload,
                 idle_timeout=opts.idle_timeout,
                 max_connections=opts.max_connections,
+                frame_timeout=opts.frame_timeout,
             ),
             self.binding,
             self._new_connection,

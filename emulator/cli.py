@@ -178,6 +178,14 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         help="connections served at once (default 1024)",
     )
     serve.add_argument(
+        "--frame-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="close a connection whose frame is not complete this long after it started, "
+        "or that does not read a reply (slow peers; default 30)",
+    )
+    serve.add_argument(
         "--seed",
         type=int,
         metavar="N",
@@ -220,6 +228,7 @@ async def _serve(args: argparse.Namespace) -> int:
         max_payload=args.max_payload,
         idle_timeout=args.idle_timeout,
         max_connections=args.max_connections,
+        frame_timeout=args.frame_timeout,
         seed=args.seed,
     )
     cleanups = []

@@ -20,6 +20,13 @@ Differences from spdm-emu's ``spdm_responder_emu`` (deliberate):
 
 Socket tuning (PROTOCOL.md "Socket performance on loopback"): TCP_NODELAY on every
 accepted socket, one write per frame, TCP_QUICKACK re-armed after each read (Linux).
+
+Limits (:class:`ServerConfig`): ``max_payload`` (a larger frame closes the connection
+before any payload byte is stored), ``max_connections`` (more are accepted and closed at
+once), ``idle_timeout`` (nothing received), ``frame_timeout`` (a frame trickled in, or a
+reply the peer does not read, closes the connection), ``backlog`` (queued connection
+attempts).  Per connection the server holds at most one frame (``FrameDecoder``) and,
+through ``drain()``, a bounded amount of unsent reply.
 """
 
 from __future__ import annotations
@@ -52,6 +59,10 @@ logger = logging.getLogger("emulator.server")
 #: spdm-emu's responder answers TEST with ``sizeof("Server Hello!")``: the NUL is sent.
 SERVER_HELLO = b"Server Hello!\x00"
 DEFAULT_PORT = 2323
+#: seconds allowed to receive one whole frame once it started (and to send one reply)
+DEFAULT_FRAME_TIMEOUT = 30.0
+#: listen backlog: a burst of this many simultaneous connection attempts is queued
+DEFAULT_BACKLOG = 1024
 _READ_CHUNK = 64 * 1024
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
@@ -84,6 +95,11 @@ class ServerConfig:
     idle_timeout: float | None = None
     #: connections served at once; more are accepted and closed at once.
     max_connections: int = 1024
+    #: a frame must be complete this many seconds after its first byte arrived, and a reply
+    #: must be taken by the peer within it (slow senders / readers); None: no limit.
+    frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT
+    #: listen() backlog: connection attempts queued before the server accepts them.
+    backlog: int = DEFAULT_BACKLOG
 
 
 def configure_socket(sock: Any) -> None:
@@ -160,7 +176,11 @@ class SpdmServer:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._server = await asyncio.start_server(
-            self._on_connect, self.config.host, self.config.port, reuse_address=True
+            self._on_connect,
+            self.config.host,
+            self.config.port,
+            reuse_address=True,
+            backlog=self.config.backlog,
         )
         logger.info(
             "listening on %s:%d (transport %s, max payload 0x%x)",
@@ -285,13 +305,28 @@ class SpdmServer:
         sock: Any,
     ) -> None:
         decoder = FrameDecoder(self.config.max_payload)
-        timeout = self.config.idle_timeout
+        idle_timeout = self.config.idle_timeout
+        frame_timeout = self.config.frame_timeout
+        loop = asyncio.get_running_loop()
+        #: when the frame being received must be complete (None: between frames)
+        frame_deadline: float | None = None
         while True:
+            deadline: float | None = None
+            if idle_timeout is not None:
+                deadline = loop.time() + idle_timeout
+            if frame_deadline is not None and (deadline is None or frame_deadline < deadline):
+                deadline = frame_deadline
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout_at(deadline):
                     data = await reader.read(min(decoder.needed, _READ_CHUNK))
             except TimeoutError:
-                raise _Closing(f"idle for {timeout} s (idle_timeout)") from None
+                if frame_deadline is not None and deadline == frame_deadline:
+                    raise _Closing(
+                        f"frame incomplete {frame_timeout} s after it started "
+                        f"({decoder.pending} bytes received; frame_timeout)",
+                        logging.WARNING,
+                    ) from None
+                raise _Closing(f"idle for {idle_timeout} s (idle_timeout)") from None
             rearm_quickack(sock)
             if not data:
                 if decoder.pending:
@@ -308,6 +343,12 @@ class SpdmServer:
                 await self._handle_frame(number, conn, writer, frame)
             if decoder.error is not None:
                 raise _Closing(f"malformed frame: {decoder.error}", logging.WARNING)
+            if not decoder.pending:
+                frame_deadline = None
+            elif frame_timeout is not None and (frame_deadline is None or frames):
+                # a frame started in this read (the first one, or one after those completed,
+                # counted from when the server is back to reading)
+                frame_deadline = loop.time() + frame_timeout
 
     async def _send(self, number: int, writer: asyncio.StreamWriter, frame: Frame) -> None:
         if logger.isEnabledFor(logging.DEBUG):
@@ -319,7 +360,15 @@ class SpdmServer:
                 len(frame.payload),
             )
         writer.write(encode_frame(frame))  # one write per frame: header and payload together
-        await writer.drain()
+        try:
+            async with asyncio.timeout(self.config.frame_timeout):
+                await writer.drain()
+        except TimeoutError:
+            raise _Closing(
+                f"the peer has not taken a {len(frame.payload)}-byte reply within "
+                f"{self.config.frame_timeout} s (frame_timeout)",
+                logging.WARNING,
+            ) from None
 
     def _frame(self, command: PlatformCommand, payload: bytes = b"") -> Frame:
         return Frame(int(command), int(self.binding.socket_transport), payload)
