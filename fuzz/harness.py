@@ -1,0 +1,491 @@
+"""What every fuzz target shares: input splitting, deep-state prefixes, and the contract.
+
+The contract (checked after every exchange, by code independent of the responder's):
+
+* nothing escapes ``Responder.handle`` (it never raises; any exception is a bug), and
+  decoders raise only the project's documented error types (:mod:`emulator.errors`);
+* every response is a well-formed SPDM message: at least the 4-byte header, a version
+  byte the device offers (or 1.0 before negotiation), a response code (bit 7 clear), an
+  ERROR code from DSP0274's table, and for anything but ERROR the response code that
+  answers the request (request code with bit 7 clear);
+* where the request is bad in a way the generic rules decide (short header, unknown code,
+  order, version byte), the answer is ERROR with the right code (DSP0274 "Generic SPDM
+  message format", "Ordering of messages", libspdm ``libspdm_rsp_receive_send.c``);
+* an ERROR leaves the connection state and the VCA transcript as they were, and the VCA
+  transcript always equals the concatenation this harness computed itself.
+
+Inputs of the responder target are a *sequence* of requests: the first byte picks a
+prefix (a real exchange recorded from the project's requester: VCA, and deeper flows as
+the request families provide them), the rest is split into messages by
+:func:`split_messages`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emulator.codec.constants import ErrorCode, RequestCode, ResponseCode
+from emulator.codec.messages import CapabilitiesMsg
+from emulator.device.model import Device
+from emulator.device.random import SeededRandom
+from emulator.profiles import load_profile
+from emulator.requester import Requester, RequesterConfig
+from emulator.responder import HANDLERS, ConnectionState, Responder
+from emulator.transport.base import TransportMessage
+
+ROOT = Path(__file__).resolve().parent.parent
+#: seed of the fuzz device (nonces, DHE keys): prefixes replay byte for byte
+FUZZ_SEED = 0x5EED
+#: most messages taken from one input (keeps one execution bounded)
+MAX_MESSAGES = 48
+#: bit 15 of a message header: send the message inside the prefix's session
+IN_SESSION_FLAG = 0x8000
+_LENGTH_MASK = 0x7FFF
+ERROR = int(ResponseCode.ERROR)
+_ERROR_CODES = frozenset(int(c) for c in ErrorCode)
+#: ERROR codes after which the responder may have reset the connection on purpose
+_RESETTING_ERRORS = frozenset({int(ErrorCode.RequestResynch)})
+#: DSP0274: MaxSPDMmsgSize rule checked only when this is set (see README)
+STRICT_SIZE = os.environ.get("FUZZ_STRICT_SIZE", "") == "1"
+
+
+class ContractViolation(AssertionError):
+    """The code under test broke the fuzzing contract (a finding)."""
+
+
+# ---- input format ------------------------------------------------------------------------
+
+
+def split_messages(data: bytes, limit: int = MAX_MESSAGES) -> list[tuple[bytes, bool]]:
+    """Split ``data`` into (message, in_session) pairs.
+
+    Each message is a little-endian u16 header (bit 15: send inside the session, bits
+    14..0: length) followed by that many bytes (fewer if the input ends first).
+    """
+    out: list[tuple[bytes, bool]] = []
+    pos = 0
+    while pos < len(data) and len(out) < limit:
+        if pos + 2 > len(data):
+            out.append((data[pos:], False))
+            break
+        header = data[pos] | (data[pos + 1] << 8)
+        pos += 2
+        length = header & _LENGTH_MASK
+        out.append((data[pos : pos + length], bool(header & IN_SESSION_FLAG)))
+        pos += length
+    return out
+
+
+def join_messages(messages: Iterable[bytes | tuple[bytes, bool]]) -> bytes:
+    """The inverse of :func:`split_messages` (for the corpus generator and tests)."""
+    out = bytearray()
+    for item in messages:
+        msg, in_session = item if isinstance(item, tuple) else (item, False)
+        if len(msg) > _LENGTH_MASK:
+            raise ValueError(f"message of {len(msg)} bytes is over {_LENGTH_MASK}")
+        out += (len(msg) | (IN_SESSION_FLAG if in_session else 0)).to_bytes(2, "little")
+        out += msg
+    return bytes(out)
+
+
+# ---- the fuzz device ---------------------------------------------------------------------
+
+
+@functools.cache
+def fuzz_device() -> Device:
+    """The default profile (every implemented capability) with a fixed seed."""
+    profile = load_profile("default")
+    profile.determinism.seed = FUZZ_SEED
+    return Device.from_profile(profile)
+
+
+class FakeClock:
+    """A deterministic monotonic clock: one millisecond per reading."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
+def new_responder(device: Device | None = None) -> Responder:
+    """A responder whose randomness and clock are deterministic."""
+    dev = device or fuzz_device()
+    return Responder(dev, rng=SeededRandom(FUZZ_SEED, "fuzz-conn"), clock=FakeClock())
+
+
+# ---- prefixes: real exchanges recorded from the project's requester -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One recorded request: the bytes, and whether it was sent inside the session."""
+
+    request: bytes
+    in_session: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Prefix:
+    """A recorded exchange that brings a fresh responder to a deep state."""
+
+    name: str
+    version: int
+    steps: tuple[Step, ...]
+    session_id: int | None = None
+
+
+class RecordingChannel:
+    """A loopback channel that records every request it forwards."""
+
+    def __init__(self, responder: Responder) -> None:
+        self.responder = responder
+        self.steps: list[Step] = []
+
+    async def exchange(self, message: bytes, secured: bool = False) -> TransportMessage:
+        if secured:
+            raise ContractViolation("the recording channel carries plain messages only")
+        self.steps.append(Step(bytes(message)))
+        return TransportMessage(self.responder.handle(message))
+
+
+Flow = Callable[[Requester], Awaitable[Any]]
+
+#: Prefix stages, in protocol order.  Positions are stable (a saved input keeps its
+#: meaning when a family lands): input byte 0 = stage index << 2 | version index.
+STAGE_NAMES = (
+    "none",
+    "version",
+    "capabilities",
+    "vca",
+    "digests",
+    "certificate",
+    "challenge",
+    "measurements",
+    "session",
+    "session_measurements",
+)
+
+
+def _vca_flows() -> dict[str, Flow]:
+    return {
+        "version": lambda q: q.get_version(),
+        "capabilities": lambda q: q.get_capabilities(),
+        "vca": lambda q: q.negotiate_algorithms(),
+    }
+
+
+def _optional(module: str) -> Any:
+    """A family module, or None while it does not exist yet."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return None
+
+
+def _family_flows() -> dict[str, Flow]:
+    """Deeper stages, from the request families' requester flows when they exist."""
+    flows: dict[str, Flow] = {}
+    identity = _optional("emulator.requester.identity")
+    if identity is not None:
+        for stage, name in (
+            ("digests", "get_digests"),
+            ("certificate", "get_certificate"),
+            ("challenge", "challenge"),
+        ):
+            fn = getattr(identity, name, None)
+            if fn is not None:
+                flows[stage] = fn
+    measurements = _optional("emulator.requester.measurements")
+    if measurements is not None:
+        fn = getattr(measurements, "get_all_measurements", None)
+        if fn is not None:
+            flows["measurements"] = fn
+    return flows
+
+
+@functools.cache
+def flows() -> dict[str, Flow]:
+    """The requester flow of each available stage."""
+    return {**_vca_flows(), **_family_flows()}
+
+
+async def _record(device: Device, version: int, stage: int) -> tuple[Step, ...]:
+    """Requests of every available stage up to ``stage``, stopping at the first failure."""
+    responder = new_responder(device)
+    channel = RecordingChannel(responder)
+    requester = Requester(channel, RequesterConfig(version=version))
+    recorded: tuple[Step, ...] = ()
+    available = flows()
+    for name in STAGE_NAMES[1 : stage + 1]:
+        flow = available.get(name)
+        if flow is None:
+            continue
+        try:
+            await flow(requester)
+        except Exception:
+            break
+        recorded = tuple(channel.steps)
+    return recorded
+
+
+@functools.cache
+def prefix_for(stage: int, version: int) -> Prefix:
+    """The recorded prefix of one stage at one version (cached)."""
+    steps = asyncio.run(_record(fuzz_device(), version, stage)) if stage else ()
+    name = f"{STAGE_NAMES[stage]}@{version >> 4}.{version & 0xF}"
+    return Prefix(name, version, steps)
+
+
+def vca_requests(version: int, config: RequesterConfig | None = None) -> list[bytes]:
+    """GET_VERSION, GET_CAPABILITIES, NEGOTIATE_ALGORITHMS as the project's requester sends
+    them at ``version`` (with a permissive default configuration)."""
+    cfg = config or RequesterConfig(version=version)
+    requester = Requester(RecordingChannel(new_responder()), cfg)
+    requester.neg.version = version
+    caps = CapabilitiesMsg(
+        version=version,
+        code=RequestCode.GET_CAPABILITIES,
+        ct_exponent=cfg.ct_exponent,
+        flags=cfg.flags if version >= 0x11 else 0,
+        data_transfer_size=cfg.data_transfer_size,
+        max_spdm_msg_size=cfg.max_spdm_msg_size,
+    ).encode()
+    return [bytes((0x10, RequestCode.GET_VERSION, 0, 0)), caps, requester.negotiate_request()]
+
+
+def selector_of(stage: str, version: int) -> int:
+    """The first input byte that selects ``stage`` at ``version``."""
+    versions = [int(v) for v in fuzz_device().versions]
+    return (STAGE_NAMES.index(stage) << 2) | versions.index(version)
+
+
+def choose_prefix(selector: int) -> Prefix:
+    """The prefix a first input byte selects (every byte value selects one)."""
+    versions = [int(v) for v in fuzz_device().versions]
+    stage = (selector >> 2) % len(STAGE_NAMES)
+    return prefix_for(stage, versions[(selector & 3) % len(versions)])
+
+
+def prefixes() -> list[Prefix]:
+    """Every prefix (recorded now: call before timing starts)."""
+    return [choose_prefix(s) for s in range(4 * len(STAGE_NAMES))]
+
+
+# ---- the contract --------------------------------------------------------------------------
+
+
+def _violation(what: str, request: bytes, response: bytes | None) -> ContractViolation:
+    rsp = response.hex() if response is not None else "-"
+    return ContractViolation(f"{what}\n  request  {request.hex()}\n  response {rsp}")
+
+
+def check_spdm_message(response: object, versions: Iterable[int], request: bytes = b"") -> bytes:
+    """Check the shape every SPDM response must have; return it as bytes."""
+    if not isinstance(response, bytes):
+        raise _violation(f"response is {type(response).__name__}, not bytes", request, None)
+    if len(response) < 4:
+        raise _violation(
+            f"{len(response)}-byte response is shorter than a header", request, response
+        )
+    allowed = {0x10, *versions}
+    if response[0] not in allowed:
+        raise _violation(f"response version byte 0x{response[0]:02X}", request, response)
+    if response[1] & 0x80:
+        raise _violation(f"response code 0x{response[1]:02X} has bit 7 set", request, response)
+    if response[1] == ERROR and response[2] not in _ERROR_CODES:
+        raise _violation(f"ERROR code 0x{response[2]:02X} is not in DSP0274", request, response)
+    return response
+
+
+def expected_error(
+    request: bytes, in_session: bool, state: ConnectionState, version: int
+) -> int | None:
+    """The ERROR code the generic rules require for this request, or None.
+
+    An independent statement of DSP0274's generic rules (and libspdm's order of checks):
+    length, unknown code, GET_VERSION's version byte, order, the negotiated version byte.
+    """
+    if len(request) < 4:
+        return int(ErrorCode.InvalidRequest)
+    code = request[1]
+    if code not in HANDLERS:
+        return int(ErrorCode.UnsupportedRequest)
+    if code == RequestCode.GET_VERSION:
+        if in_session:
+            return int(ErrorCode.UnexpectedRequest)
+        if request[0] != 0x10:
+            return int(ErrorCode.VersionMismatch)
+        return None
+    if code == RequestCode.GET_CAPABILITIES:
+        if in_session or state != ConnectionState.AFTER_VERSION:
+            return int(ErrorCode.UnexpectedRequest)
+        return None
+    if state < ConnectionState.AFTER_CAPABILITIES:
+        return int(ErrorCode.UnexpectedRequest)
+    if request[0] != version:
+        return int(ErrorCode.VersionMismatch)
+    return None
+
+
+def _caps_request_size(version: int) -> int:
+    return 20 if version >= 0x12 else 12 if version == 0x11 else 4
+
+
+@dataclass
+class ResponderHarness:
+    """A fresh responder brought to a prefix, with the contract checked on every exchange."""
+
+    device: Device = field(default_factory=fuzz_device)
+    prefix: Prefix | None = None
+    responder: Responder = field(init=False)
+    #: the VCA transcript as this harness computes it
+    model_a: bytearray = field(init=False, default_factory=bytearray)
+    exchanges: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.responder = new_responder(self.device)
+        if self.prefix is not None:
+            for step in self.prefix.steps:
+                self.send(step.request, step.in_session)
+
+    @property
+    def session_id(self) -> int | None:
+        return self.prefix.session_id if self.prefix is not None else None
+
+    def send(self, request: bytes, in_session: bool = False) -> bytes:
+        """Send one request and check the contract; return the response."""
+        r = self.responder
+        sid = self.session_id if in_session else None
+        in_session = sid is not None
+        state, version = r.state, r.version
+        before_a = bytes(r.transcripts.a)
+        response = check_spdm_message(
+            r.handle(request, sid), (int(v) for v in self.device.versions), request
+        )
+        self.exchanges += 1
+        want = expected_error(request, in_session, state, version)
+        is_error = response[1] == ERROR
+        if want is not None and (not is_error or response[2] != want):
+            raise _violation(
+                f"expected ERROR {ErrorCode(want).name} in state {state.name}", request, response
+            )
+        if is_error:
+            self._check_error(request, response, state, before_a, in_session)
+        else:
+            self._check_success(request, response, state)
+        return response
+
+    def _check_error(
+        self,
+        request: bytes,
+        response: bytes,
+        state: ConnectionState,
+        before_a: bytes,
+        in_session: bool,
+    ) -> None:
+        r = self.responder
+        if response[2] in _RESETTING_ERRORS:
+            self.model_a = bytearray(r.transcripts.a)
+            return
+        if r.state != state:
+            raise _violation(
+                f"ERROR moved the state from {state.name} to {r.state.name}", request, response
+            )
+        if bytes(r.transcripts.a) != before_a:
+            raise _violation("ERROR changed the VCA transcript", request, response)
+        get_version = len(request) >= 4 and request[1] == RequestCode.GET_VERSION
+        if get_version and not in_session and response[0] != 0x10:
+            raise _violation("ERROR to GET_VERSION not in version 1.0", request, response)
+
+    def _check_success(self, request: bytes, response: bytes, state: ConnectionState) -> None:
+        r = self.responder
+        code = request[1]
+        answered = request[2] if code == RequestCode.RESPOND_IF_READY else code
+        if response[1] != answered & 0x7F:
+            raise _violation(
+                f"response code 0x{response[1]:02X} does not answer 0x{answered:02X}",
+                request,
+                response,
+            )
+        if code == RequestCode.GET_VERSION:
+            if response[0] != 0x10:
+                raise _violation("VERSION not in version 1.0", request, response)
+            self.model_a = bytearray(request[:4] + response)
+            if r.state != ConnectionState.AFTER_VERSION:
+                raise _violation(f"VERSION left state {r.state.name}", request, response)
+        else:
+            if response[0] != r.version:
+                raise _violation(
+                    f"response version 0x{response[0]:02X}, negotiated 0x{r.version:02X}",
+                    request,
+                    response,
+                )
+            if code == RequestCode.GET_CAPABILITIES:
+                self.model_a += request[: _caps_request_size(r.version)] + response
+                if r.state != ConnectionState.AFTER_CAPABILITIES:
+                    raise _violation(f"CAPABILITIES left state {r.state.name}", request, response)
+            elif code == RequestCode.NEGOTIATE_ALGORITHMS:
+                length = int.from_bytes(request[4:6], "little")
+                self.model_a += request[:length] + response
+                _check_algorithms(request, response)
+                if r.state != ConnectionState.NEGOTIATED:
+                    raise _violation(f"ALGORITHMS left state {r.state.name}", request, response)
+            elif state < ConnectionState.NEGOTIATED:
+                raise _violation(
+                    f"{response[1]:#04x} answered before negotiation (state {state.name})",
+                    request,
+                    response,
+                )
+        if bytes(r.transcripts.a) != bytes(self.model_a):
+            raise _violation("VCA transcript differs from the harness's", request, response)
+        if STRICT_SIZE and r.peer is not None and r.version >= 0x12:
+            limit = r.peer.max_spdm_msg_size
+            if limit and len(response) > limit:
+                raise _violation(
+                    f"{len(response)}-byte response over the requester's MaxSPDMmsgSize {limit} "
+                    "(DSP0274: ERROR ResponseTooLarge)",
+                    request,
+                    response,
+                )
+
+
+def _check_algorithms(request: bytes, response: bytes) -> None:
+    """ALGORITHMS: Length is the size, one bit per selection, only offered bits."""
+    if len(response) < 36:
+        raise _violation("ALGORITHMS shorter than 36 bytes", request, response)
+    length = int.from_bytes(response[4:6], "little")
+    if length != len(response):
+        raise _violation(f"ALGORITHMS Length {length}, size {len(response)}", request, response)
+    fields = (
+        ("BaseAsymSel", 12, 4, 8),
+        ("BaseHashSel", 16, 4, 12),
+    )
+    for name, rsp_off, size, req_off in fields:
+        sel = int.from_bytes(response[rsp_off : rsp_off + size], "little")
+        offered = int.from_bytes(request[req_off : req_off + size], "little")
+        if sel & (sel - 1) or sel & ~offered:
+            raise _violation(
+                f"ALGORITHMS {name} 0x{sel:X}: not one offered bit (offered 0x{offered:X})",
+                request,
+                response,
+            )
+
+
+def run_sequence(data: bytes) -> ResponderHarness:
+    """The responder target's body: prefix by the first byte, then the messages."""
+    harness = ResponderHarness(prefix=choose_prefix(data[0]) if data else None)
+    for message, in_session in split_messages(data[1:]):
+        harness.send(message, in_session)
+    return harness
