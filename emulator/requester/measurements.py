@@ -189,6 +189,24 @@ def verify_signature(
     return True
 
 
+def _fetched_leaf_key(req: Requester, slot: int) -> PublicKey | None:
+    """The leaf key of ``slot`` if the identity flow (emulator.requester.identity) verified
+    its chain on this requester."""
+    flow = req.family.get("identity")
+    chains = getattr(flow, "chains", None)
+    held = chains.get(slot) if isinstance(chains, dict) else None
+    key = getattr(held, "leaf_key", None)
+    if isinstance(
+        key,
+        rsa.RSAPublicKey
+        | ec.EllipticCurvePublicKey
+        | ed25519.Ed25519PublicKey
+        | ed448.Ed448PublicKey,
+    ):
+        return key
+    return None
+
+
 def _log(req: Requester) -> _ReqLog:
     st = req.family.get(FAMILY)
     if not isinstance(st, _ReqLog):
@@ -227,7 +245,9 @@ async def get_measurements(
     """Send GET_MEASUREMENTS(operation) and check the MEASUREMENTS strictly.
 
     ``signed`` asks for a signature, verified with ``public_key`` (the slot's leaf
-    key, or a function slot -> key); ``raw`` sets RawBitStreamRequested (1.2+).
+    key, or a function slot -> key; by default the leaf key of the chain that
+    :mod:`emulator.requester.identity` fetched and verified for the slot); ``raw``
+    sets RawBitStreamRequested (1.2+).
     Raises :class:`RequesterError` (``SpdmErrorReply`` for an ERROR) on any problem;
     L1/L2 is then reset, as libspdm does.
     """
@@ -343,7 +363,12 @@ async def get_measurements(
         st.data.clear()
         key = public_key(slot) if callable(public_key) else public_key
         if key is None:
-            raise RequesterError("MEASUREMENTS: a signed response needs the responder's public key")
+            key = _fetched_leaf_key(req, slot)
+        if key is None:
+            raise RequesterError(
+                f"MEASUREMENTS: no public key for slot {slot}: pass public_key or fetch the "
+                "slot's chain first (emulator.requester.identity.get_certificate)"
+            )
         if not verify_signature(
             version, alg.base_asym_sel, alg.base_hash_sel, key, l1l2, msg.signature
         ):
