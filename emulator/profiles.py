@@ -608,6 +608,144 @@ class MqttSection(_Strict):
         return self
 
 
+class SlotSection(_Strict):
+    """One [[slots]] entry: a key and its certificate chain in slot ``id`` (DSP0274 10.7).
+
+    ``chain`` is a slot directory (``chain.der`` + ``leaf.key.pem``, as ``certs
+    generate`` writes) or a chain file (DER or PEM, root first) with ``key``; or
+    ``generate`` names an algorithm (``ecdsa-p384``...) to generate a chain at
+    load.  ``provisioned = false`` declares a supported but empty slot.  ``id``
+    255 is the raw public key of PUB_KEY_ID_CAP (``key`` or ``generate``).
+    Several entries may share an ``id`` when their keys are of different
+    algorithms: the one that signs with the negotiated BaseAsymAlgo is served.
+    Paths are relative to the profile file.
+    """
+
+    id: int = Field(ge=0, le=255)
+    chain: str | None = None
+    key: str | None = None
+    generate: str | None = None
+    provisioned: bool = True
+    key_pair_id: int | None = Field(None, ge=1, le=255)
+    cert_model: str | None = None
+    key_usage: list[str] | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: int) -> int:
+        if 7 < v < 255:
+            raise ValueError(f"slot id {v}: certificate slots are 0..7 (255: the raw public key)")
+        return v
+
+    @field_validator("generate")
+    @classmethod
+    def _generate(cls, v: str | None) -> str | None:
+        from emulator.certs import ASYM_NAMES
+
+        if v is not None and v not in ASYM_NAMES:
+            raise ValueError(f"unknown algorithm {v!r}; choose from {', '.join(ASYM_NAMES)}")
+        return v
+
+    @field_validator("cert_model")
+    @classmethod
+    def _model(cls, v: str | None) -> str | None:
+        if v is not None and v not in ("device", "alias", "generic"):
+            raise ValueError(f"cert_model {v!r}: choose device, alias or generic")
+        return v
+
+    @field_validator("key_usage")
+    @classmethod
+    def _usage(cls, v: list[str] | None) -> list[str] | None:
+        from emulator.codec.identity import KeyUsage
+
+        for name in v or []:
+            key = _norm(name).removesuffix("_USE")
+            if key not in KeyUsage.__members__:
+                raise ValueError(
+                    f"unknown key usage {name!r}; choose from {', '.join(KeyUsage.__members__)}"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _sources(self) -> SlotSection:
+        given = [n for n in ("chain", "key", "generate") if getattr(self, n) is not None]
+        if not self.provisioned:
+            if given:
+                raise ValueError(f"an unprovisioned slot takes no {given[0]}")
+            if self.id == 255:
+                raise ValueError("slot 255 (raw public key) is either provisioned or absent")
+            return self
+        if self.generate is not None and (self.chain is not None or self.key is not None):
+            raise ValueError("give either generate or chain/key, not both")
+        if self.id == 255:
+            if self.chain is not None:
+                raise ValueError("slot 255 is a raw public key: give key or generate, no chain")
+            if self.key is None and self.generate is None:
+                raise ValueError("slot 255 needs key (a private key file) or generate")
+        elif self.chain is None and self.generate is None:
+            raise ValueError("a provisioned slot needs chain or generate")
+        return self
+
+
+# --- [[faults]] and [mqtt] (emulator.faults, emulator.control) ------------------------
+
+
+class FaultSection(BaseModel):
+    """[[faults]]: one fault rule, with the keys of a ``--fault`` SPEC (docs/faults.md),
+    e.g. ``on = "GET_MEASUREMENTS"``, ``nth = 2``, ``do = "error:Busy"``; or
+    ``spec = "on=GET_MEASUREMENTS,nth=2,do=error:Busy"``.  Keys are checked by
+    :func:`emulator.faults.spec.rule_from_mapping`, which names the bad one."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rule(cls, data: Any) -> Any:
+        from emulator.faults.model import FaultSpecError
+        from emulator.faults.spec import rule_from_mapping
+
+        try:
+            rule_from_mapping(data, origin="profile")
+        except FaultSpecError as exc:
+            raise ValueError(f"{exc.key}: {exc.problem}" if exc.key else exc.problem) from None
+        return data
+
+    def rule(self) -> Any:
+        """A fresh :class:`emulator.faults.model.FaultRule` for this entry."""
+        from emulator.faults.spec import rule_from_mapping
+
+        return rule_from_mapping(dict(self.model_extra or {}), origin="profile")
+
+
+class MqttSection(_Strict):
+    """[mqtt]: the optional MQTT control plane and telemetry (emulator.control)."""
+
+    enabled: bool = False
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    tls_insecure: bool = False
+    topic_prefix: str = Field("spdm-emulator", min_length=1, pattern=r"^[^#+]+$")
+    client_id: str | None = None
+    queue_size: int = Field(1000, ge=1, le=1_000_000)
+    keepalive: int = Field(30, ge=5, le=3600)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttSection:
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs username")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (TLS client certificate)")
+        if not self.tls and (self.ca_file or self.cert_file or self.tls_insecure):
+            raise ValueError("ca_file, cert_file, key_file and tls_insecure need tls = true")
+        return self
+
+
 class Profile(_Strict):
     """A whole device profile (the TOML document)."""
 
@@ -621,12 +759,30 @@ class Profile(_Strict):
     )
     faults: list[FaultSection] = Field(default_factory=list)
     mqtt: MqttSection = Field(default_factory=MqttSection)
+    slots: list[SlotSection] = Field(default_factory=list)
     #: directory that relative file names in the profile are resolved against
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    #: the device identity built from ``slots`` (emulator.device.identity), once loaded
+    _identity: Any = PrivateAttr(default=None)
+    _source: str = PrivateAttr(default="<profile>")
 
     @property
     def base_dir(self) -> Path:
         return self._base_dir
+
+    @property
+    def source(self) -> str:
+        """The file the profile was read from (for error messages)."""
+        return self._source
+
+    def identity(self) -> Any:
+        """The certificate slots, loaded (or generated) once: an
+        :class:`emulator.device.identity.Identity`; ProfileError if a slot is bad."""
+        if self._identity is None:
+            from emulator.device.identity import build_identity
+
+            self._identity = build_identity(self, self._source)
+        return self._identity
 
     def fault_rules(self) -> list[Any]:
         """The [[faults]] entries as fresh :class:`emulator.faults.model.FaultRule` objects."""
@@ -661,6 +817,61 @@ class Profile(_Strict):
             "mel_spec": MelSpec,
         }[field]
         return list(parse_flag_names(enum, getattr(self.algorithms, field), field))
+
+
+def _slot_checks(p: Profile) -> list[tuple[str, str]]:
+    """[[slots]] rules that need no file: ids, capabilities, generated algorithms."""
+    from emulator.certs import base_asym_algo
+
+    errs: list[tuple[str, str]] = []
+    caps = p.capabilities
+    C = ResponderCap
+    offered = 0
+    for bit in p.algo_list("base_asym"):
+        offered |= bit
+    empty: set[int] = set()
+    used: dict[int, list[tuple[int, int]]] = {}
+    for i, slot in enumerate(p.slots):
+        if not slot.provisioned:
+            if slot.id in empty or slot.id in used:
+                errs.append((f"slots[{i}].id", f"slot {slot.id} is declared twice"))
+            empty.add(slot.id)
+            continue
+        if slot.id in empty:
+            errs.append((f"slots[{i}].id", f"slot {slot.id} is also declared unprovisioned"))
+        if slot.generate is not None:
+            mask = int(base_asym_algo(slot.generate))
+            if not mask & offered:
+                errs.append(
+                    (
+                        f"slots[{i}].generate",
+                        f"{slot.generate} is not in [algorithms] base_asym",
+                    )
+                )
+            for j, other in used.get(slot.id, []):
+                if other & mask:
+                    errs.append(
+                        (
+                            f"slots[{i}].id",
+                            f"slot {slot.id} already has a {slot.generate} key (slots[{j}])",
+                        )
+                    )
+            used.setdefault(slot.id, []).append((i, mask))
+        else:
+            used.setdefault(slot.id, []).append((i, 0))
+    certs = [s for s in p.slots if s.provisioned and s.id < 8]
+    pub = [s for s in p.slots if s.id == 255]
+    if C.CERT_CAP in caps and not certs:
+        errs.append(("slots", "CERT_CAP needs at least one provisioned [[slots]] entry"))
+    if C.CHAL_CAP in caps and not certs and not pub:
+        errs.append(("slots", "CHAL_CAP needs a provisioned [[slots]] entry (or slot 255)"))
+    if pub and C.PUB_KEY_ID_CAP not in caps:
+        errs.append(("slots", "slot 255 (a raw public key) needs PUB_KEY_ID_CAP"))
+    if C.PUB_KEY_ID_CAP in caps and not pub:
+        errs.append(("slots", "PUB_KEY_ID_CAP needs a slot with id = 255 (the public key)"))
+    if certs and C.PUB_KEY_ID_CAP in caps:
+        errs.append(("slots", "certificate slots 0..7 need CERT_CAP, not PUB_KEY_ID_CAP"))
+    return errs
 
 
 def _cross_checks(p: Profile) -> list[tuple[str, str]]:
@@ -736,6 +947,7 @@ def _cross_checks(p: Profile) -> list[tuple[str, str]]:
         errs.append(("algorithms.req_base_asym", "MUT_AUTH_CAP needs a requester algorithm"))
     if C.MEL_CAP in caps and not alg.mel_spec:
         errs.append(("algorithms.mel_spec", "MEL_CAP needs a MEL specification"))
+    errs += _slot_checks(p)
     sp = p.spdm
     if sp.data_transfer_size > sp.max_spdm_msg_size:
         errs.append(("spdm.data_transfer_size", "is larger than max_spdm_msg_size"))
@@ -860,6 +1072,9 @@ def load_profile_text(
             m.load_file(profile._base_dir)
         except ValueError as exc:
             raise ProfileError(source, f"measurements[{i}].file", str(exc)) from None
+    profile._source = source
+    if profile.slots:
+        profile.identity()  # load the slot files now: a bad slot fails the profile load
     return profile
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from emulator.codec.constants import ResponderCap, SpdmVersion
+from emulator.device.identity import Identity
 from emulator.device.measurements import MeasurementStore, measurement_store
 from emulator.device.random import RandomSource, SeededRandom, SystemRandom
 from emulator.faults.engine import FaultEngine
@@ -51,6 +52,8 @@ class Device:
     measurements: MeasurementStore = field(default_factory=MeasurementStore)
     #: fault rules (emulator.faults), shared by all connections; changed at run time by MQTT
     faults: FaultEngine = field(default_factory=FaultEngine)
+    #: certificate slots and keys (emulator.device.identity.Identity)
+    identity: Identity = field(default_factory=Identity)
 
     def __post_init__(self) -> None:
         self.measurements.bind(self.notify)
@@ -69,6 +72,7 @@ class Device:
             seed=profile.determinism.seed,
             measurements=measurement_store(profile),
             faults=FaultEngine(profile.fault_rules(), seed=profile.determinism.seed or 0),
+            identity=_identity_of(profile),
         )
 
     @classmethod
@@ -107,3 +111,11 @@ class Device:
         """Tell listeners (control plane, telemetry) about a runtime change."""
         for cb in list(self.listeners):
             cb(what, detail)
+
+
+def _identity_of(profile: Profile) -> Identity:
+    """The profile's certificate slots, as this device's own copy."""
+    if not profile.slots:
+        return Identity()
+    identity: Identity = profile.identity()
+    return identity.copy()

@@ -4,6 +4,8 @@ per handler.  Importing this package registers every family's handlers."""
 from emulator.responder import (  # noqa: F401  (registration)
     algorithms,
     capabilities,
+    certificates,
+    challenge,
     measurements,
     respond_if_ready,
     version,

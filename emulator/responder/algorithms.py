@@ -97,7 +97,11 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
         sel.measurement_hash = dev.priorities["measurement_hash"][0]
         if sel.measurement_spec != MeasurementSpec.DMTF:
             raise invalid("the requester does not offer the DMTF measurement specification")
-    sel.base_asym = select(dev.priorities["base_asym"], msg.base_asym)
+    asym_priority = dev.priorities["base_asym"]
+    if not dev.identity.empty:  # only what a provisioned slot key can sign with
+        servable = dev.identity.servable_asym()
+        asym_priority = [bit for bit in asym_priority if bit & servable]
+    sel.base_asym = select(asym_priority, msg.base_asym)
     sel.base_hash = select(dev.priorities["base_hash"], msg.base_hash)
     if version >= 0x12:
         sel.other_params = select(dev.priorities["opaque_data_format"], msg.other_params & 0x0F)
