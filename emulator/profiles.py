@@ -690,62 +690,6 @@ class SlotSection(_Strict):
 # --- [[faults]] and [mqtt] (emulator.faults, emulator.control) ------------------------
 
 
-class FaultSection(BaseModel):
-    """[[faults]]: one fault rule, with the keys of a ``--fault`` SPEC (docs/faults.md),
-    e.g. ``on = "GET_MEASUREMENTS"``, ``nth = 2``, ``do = "error:Busy"``; or
-    ``spec = "on=GET_MEASUREMENTS,nth=2,do=error:Busy"``.  Keys are checked by
-    :func:`emulator.faults.spec.rule_from_mapping`, which names the bad one."""
-
-    model_config = ConfigDict(extra="allow")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _rule(cls, data: Any) -> Any:
-        from emulator.faults.model import FaultSpecError
-        from emulator.faults.spec import rule_from_mapping
-
-        try:
-            rule_from_mapping(data, origin="profile")
-        except FaultSpecError as exc:
-            raise ValueError(f"{exc.key}: {exc.problem}" if exc.key else exc.problem) from None
-        return data
-
-    def rule(self) -> Any:
-        """A fresh :class:`emulator.faults.model.FaultRule` for this entry."""
-        from emulator.faults.spec import rule_from_mapping
-
-        return rule_from_mapping(dict(self.model_extra or {}), origin="profile")
-
-
-class MqttSection(_Strict):
-    """[mqtt]: the optional MQTT control plane and telemetry (emulator.control)."""
-
-    enabled: bool = False
-    host: str = Field("127.0.0.1", min_length=1)
-    port: int = Field(1883, ge=1, le=65535)
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    tls_insecure: bool = False
-    topic_prefix: str = Field("spdm-emulator", min_length=1, pattern=r"^[^#+]+$")
-    client_id: str | None = None
-    queue_size: int = Field(1000, ge=1, le=1_000_000)
-    keepalive: int = Field(30, ge=5, le=3600)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> MqttSection:
-        if self.password is not None and self.username is None:
-            raise ValueError("password needs username")
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together (TLS client certificate)")
-        if not self.tls and (self.ca_file or self.cert_file or self.tls_insecure):
-            raise ValueError("ca_file, cert_file, key_file and tls_insecure need tls = true")
-        return self
-
-
 class Profile(_Strict):
     """A whole device profile (the TOML document)."""
 
