@@ -687,9 +687,6 @@ class SlotSection(_Strict):
         return self
 
 
-# --- [[faults]] and [mqtt] (emulator.faults, emulator.control) ------------------------
-
-
 class Profile(_Strict):
     """A whole device profile (the TOML document)."""
 
