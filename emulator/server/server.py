@@ -290,11 +290,20 @@ class SpdmServer:
                 self._handlers.discard(task)
             logger.log(level, "conn %d: disconnected from %s: %s", number, peer, reason)
 
-    @staticmethod
-    async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    async def _close_writer(self, writer: asyncio.StreamWriter) -> None:
+        """Close the socket; reset it if unsent data cannot be flushed within frame_timeout
+        (a peer that stopped reading would otherwise hold the connection forever)."""
         writer.close()
-        with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
-            await writer.wait_closed()
+        limit = self.config.frame_timeout
+        try:
+            async with asyncio.timeout(limit if limit is not None else DEFAULT_FRAME_TIMEOUT):
+                with contextlib.suppress(ConnectionError, OSError):
+                    await writer.wait_closed()
+        except TimeoutError:
+            logger.debug("close did not complete (unsent data); resetting the connection")
+            writer.transport.abort()
+        except asyncio.CancelledError:
+            writer.transport.abort()
 
     async def _serve(
         self,
@@ -364,6 +373,7 @@ class SpdmServer:
             async with asyncio.timeout(self.config.frame_timeout):
                 await writer.drain()
         except TimeoutError:
+            writer.transport.abort()  # what is unsent will never be read: reset at once
             raise _Closing(
                 f"the peer has not taken a {len(frame.payload)}-byte reply within "
                 f"{self.config.frame_timeout} s (frame_timeout)",
