@@ -10,6 +10,7 @@ point registration, the marker and the command-line options are tested as users 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import struct
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from emulator.codec.constants import MeasurementHashAlgo
 from emulator.errors import ProfileError, TransportError
 from emulator.pytest_plugin import (
     PluginError,
@@ -24,7 +26,7 @@ from emulator.pytest_plugin import (
     SpdmResponder,
     SpdmResponderFactory,
 )
-from emulator.requester import Requester
+from emulator.requester import Requester, SpdmErrorReply, measurements
 
 pytest_plugins = ["pytester"]
 
@@ -186,6 +188,42 @@ def test_marker_passes_emulator_options(spdm_responder: SpdmResponder) -> None:
     assert spdm_responder.emulator.server.config.idle_timeout == 30.0
 
 
+@pytest.mark.spdm_profile(faults=["on=GET_VERSION,nth=1,do=error:Busy"])
+def test_marker_faults_are_installed_before_the_device_serves(
+    spdm_responder: SpdmResponder,
+) -> None:
+    assert spdm_responder.faults is not None and len(spdm_responder.faults) == 1
+    # ERROR(Busy) (DSP0274 "ERROR response": 0x7F, Param1 = ErrorCode 0x03, Param2 = 0)
+    busy = bytes.fromhex("107f0300")
+    assert blocking_exchange(spdm_responder.address, GET_VERSION, "doe", 4) == busy
+    assert blocking_exchange(spdm_responder.address, GET_VERSION, "doe", 14) == DEFAULT_VERSION
+    first, second = spdm_responder.events
+    assert (first.error, second.error) == (0x03, None)
+    assert first.faults and not second.faults
+
+
+async def test_faults_and_measurements_change_while_the_device_runs(
+    spdm_responder: SpdmResponder,
+) -> None:
+    faults = spdm_responder.faults
+    assert faults is not None and len(faults) == 0
+    async with spdm_responder.client() as channel:
+        requester = Requester(channel)
+        await requester.vca()
+        rule = faults.add("on=GET_MEASUREMENTS,nth=1,do=error:Unspecified")
+        with pytest.raises(SpdmErrorReply) as unspecified:
+            await measurements.get_measurements(requester, 2)
+        assert unspecified.value.error_name == "Unspecified"
+        assert faults.remove(rule.id) is rule
+        before = await measurements.get_measurements(requester, 2)
+        spdm_responder.device.measurements.set_value(2, b"firmware v2")
+        after = await measurements.get_measurements(requester, 2)
+    hash_name = MeasurementHashAlgo(requester.neg.measurement_hash).name.replace("_", "").lower()
+    assert after.blocks[0].value == hashlib.new(hash_name, b"firmware v2").digest()
+    assert before.blocks[0].value != after.blocks[0].value
+    assert spdm_responder.requests.count("GET_MEASUREMENTS") == 3
+
+
 def test_factory_starts_several_devices_and_stops_one_early(
     spdm_responder_factory: SpdmResponderFactory,
 ) -> None:
@@ -262,18 +300,25 @@ def test_entry_point_is_registered() -> None:
     assert entry.value == "emulator.pytest_plugin"
 
 
+def user_project(pytester: pytest.Pytester) -> None:
+    """A CI user's project: pytest-asyncio in strict mode (its default), loop scope set."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+
+
 def test_example_runs_in_a_separate_pytest(pytester: pytest.Pytester) -> None:
+    user_project(pytester)
     pytester.makepyfile(test_example=EXAMPLE.read_text())
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
     result.assert_outcomes(passed=6)
-    # without the entry point's plugin, the fixture does not exist
-    result = pytester.runpytest_subprocess(
+    # without the entry point's plugin (named spdm_emulator), the fixtures do not exist
+    result = pytester.runpytest_inprocess(
         "-p", "no:cacheprovider", "-p", "no:spdm_emulator", "-q", "-k", "two_devices"
     )
     result.stdout.fnmatch_lines(["*fixture 'spdm_responder_factory' not found*"])
 
 
 def test_marker_options_and_loop_errors_in_a_separate_pytest(pytester: pytest.Pytester) -> None:
+    user_project(pytester)
     profile = pytester.path / "my-device.toml"
     text = (ROOT / "profiles" / "default.toml").read_text()
     text = text.replace('name = "default"', 'name = "my-device"', 1)
@@ -309,7 +354,7 @@ def test_marker_options_and_loop_errors_in_a_separate_pytest(pytester: pytest.Py
             "*boom in the emulator*",
         ]
     )
-    markers = pytester.runpytest_subprocess("--markers")
+    markers = pytester.runpytest_inprocess("--markers")
     markers.stdout.fnmatch_lines(["@pytest.mark.spdm_profile(profile=None, *, transport=None*"])
-    helptext = pytester.runpytest_subprocess("--help")
+    helptext = pytester.runpytest_inprocess("--help")
     helptext.stdout.fnmatch_lines(["*--spdm-profile=NAME|FILE*", "*--spdm-transport=*"])

@@ -5,36 +5,37 @@ responder; :mod:`emulator.qemu_doe` plays the guest through qtest.  Two groups:
 
 * driver tests against a tiny scripted platform-socket peer (``ScriptedPeer``), which
   check what QEMU forwards byte by byte and how the driver reports bad replies;
-* the real emulator (``SpdmServer`` + ``SpdmConnection``) behind QEMU: DOE discovery,
-  then GET_VERSION, GET_CAPABILITIES and NEGOTIATE_ALGORITHMS, checked with the
-  minimal parsing below (DSP0274 tables), and QEMU restarted against one emulator.
+* the real emulator (the ``spdm_responder`` fixture of the project's pytest plugin)
+  behind QEMU, verified by the project's requester: DOE discovery, VCA at 1.0-1.3,
+  device authentication (GET_DIGESTS, GET_CERTIFICATE up to the committed root,
+  CHALLENGE with its signature verified), the Linux PCI CMA sequence, signed
+  GET_MEASUREMENTS with a runtime change, QEMU restarted against one running
+  emulator, and faults (an ERROR, and a dropped reply that hangs QEMU until killed).
+
+QEMU is always killed: ``QemuNvmeDoe`` is used as an async context manager.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import itertools
 import os
 import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from emulator import qemu_doe
-from emulator.codec.constants import (
-    AeadSuite,
-    AlgType,
-    BaseAsymAlgo,
-    BaseHashAlgo,
-    DheGroup,
-    KeySchedule,
-    MeasurementSpec,
-    OtherParams,
-    RequesterCap,
-    SpdmVersion,
-)
-from emulator.connection import SpdmConnection
+from emulator.codec.constants import BaseAsymAlgo, BaseHashAlgo, MeasurementHashAlgo
 from emulator.device.model import Device
+from emulator.pytest_plugin import SpdmResponder
 from emulator.qemu_doe import (
     DoeProtocol,
     QemuDoeError,
@@ -43,14 +44,14 @@ from emulator.qemu_doe import (
     find_qemu,
     qemu_missing_reason,
 )
-from emulator.server.server import ServerConfig, SpdmServer
-from emulator.transport import get_binding
+from emulator.requester import Requester, RequesterConfig, SpdmErrorReply, identity, measurements
 
 pytestmark = [
     pytest.mark.qemu,
     pytest.mark.skipif(find_qemu() is None, reason=f"no suitable QEMU: {qemu_missing_reason()}"),
 ]
 
+ROOT = Path(__file__).resolve().parent.parent
 NORMAL = 0x0001
 PCI_DOE = 2
 
@@ -309,25 +310,40 @@ async def test_no_listener_fails_start_with_qemus_reason() -> None:
 
 # --------------------------------------------------------------------- real emulator
 #
-# Requests are built, and responses parsed, right here from the DSP0274 tables
-# (GET_VERSION / VERSION, GET_CAPABILITIES / CAPABILITIES, NEGOTIATE_ALGORITHMS /
-# ALGORITHMS), independently of the emulator's codec.
+# The emulator runs in-process through the project's pytest plugin (``spdm_responder``:
+# its own thread and event loop, free loopback port, default profile over PCI DOE);
+# QEMU forwards the guest's DOE objects to it.  Everything is verified by the project's
+# requester (emulator.requester), which checks with its own code (never the responder's),
+# plus a few independent checks right here: the committed root certificate, each
+# certificate signed by its parent, and the CHALLENGE_AUTH signature, with
+# ``cryptography`` objects directly.
 
-REQ_CAPS = RequesterCap.CERT_CAP | RequesterCap.CHAL_CAP
-CT_EXPONENT = 20
-TRANSFER_SIZE = 0x1200
-OFFER_ASYM = BaseAsymAlgo.ECDSA_P256 | BaseAsymAlgo.ECDSA_P384 | BaseAsymAlgo.RSASSA_3072
-OFFER_HASH = BaseHashAlgo.SHA_256 | BaseHashAlgo.SHA_384
-OFFER_TABLES = {
-    AlgType.DHE: DheGroup.SECP_256_R1 | DheGroup.SECP_384_R1,
-    AlgType.AEAD: AeadSuite.AES_128_GCM | AeadSuite.AES_256_GCM,
-    AlgType.REQ_BASE_ASYM_ALG: BaseAsymAlgo.ECDSA_P256 | BaseAsymAlgo.ECDSA_P384,
-    AlgType.KEY_SCHEDULE: KeySchedule.SPDM,
+#: the committed test chains, by the base asym algorithm that selects them
+CHAIN_DIRS = {
+    BaseAsymAlgo.ECDSA_P256: "ecdsa-p256",
+    BaseAsymAlgo.ECDSA_P384: "ecdsa-p384",
+    BaseAsymAlgo.ECDSA_P521: "ecdsa-p521",
+    BaseAsymAlgo.RSASSA_2048: "rsa-2048",
+    BaseAsymAlgo.RSASSA_3072: "rsa-3072",
+    BaseAsymAlgo.RSASSA_4096: "rsa-4096",
+}
+#: what the Linux PCI CMA requester compares with the leaf's SAN for QEMU's NVMe controller
+QEMU_NVME_SAN = "Vendor=1b36:Device=0010:CC=010802:REV=02:SSVID=1af4:SSID=1100"
+HASHES: dict[int, type[hashes.HashAlgorithm]] = {
+    BaseHashAlgo.SHA_256: hashes.SHA256,
+    BaseHashAlgo.SHA_384: hashes.SHA384,
+    BaseHashAlgo.SHA_512: hashes.SHA512,
+}
+RSASSA_ALL = BaseAsymAlgo.RSASSA_2048 | BaseAsymAlgo.RSASSA_3072 | BaseAsymAlgo.RSASSA_4096
+MEAS_HASHES = {
+    MeasurementHashAlgo.SHA_256: hashlib.sha256,
+    MeasurementHashAlgo.SHA_384: hashlib.sha384,
+    MeasurementHashAlgo.SHA_512: hashlib.sha512,
 }
 
 
-def popcount(value: int) -> int:
-    return bin(value).count("1")
+def committed_root(asym: int) -> bytes:
+    return (ROOT / "certs" / CHAIN_DIRS[BaseAsymAlgo(asym)] / "slot0" / "root.der").read_bytes()
 
 
 def check_padding(reply: bytes, length: int) -> None:
@@ -336,192 +352,237 @@ def check_padding(reply: bytes, length: int) -> None:
     assert len(reply) - length < 4 and reply[length:] == bytes(len(reply) - length)
 
 
-def parse_version(reply: bytes) -> list[int]:
-    """VERSION (DSP0274 table "Successful VERSION response"): the version entries."""
-    assert reply[:5] == bytes([0x10, 0x04, 0, 0, 0]), reply.hex()
-    count = reply[5]
-    assert count >= 1
-    check_padding(reply, 6 + 2 * count)
-    return list(struct.unpack_from(f"<{count}H", reply, 6))
+def check_chain_independently(chain: identity.SlotChain, root_der: bytes) -> None:
+    """The chain starts at the committed root, and each certificate is signed by its parent."""
+    ders = [c.public_bytes(serialization.Encoding.DER) for c in chain.certs]
+    assert ders[0] == root_der, "the chain's root is not the committed root.der"
+    root = x509.load_der_x509_certificate(root_der)
+    root.verify_directly_issued_by(root)
+    for parent, cert in itertools.pairwise(chain.certs):
+        cert.verify_directly_issued_by(parent)
+    assert int.from_bytes(chain.chain[:2], "little") == len(chain.chain)  # chain Length
+    assert chain.chain.endswith(b"".join(ders)), "the SPDM chain ends with the certificates"
 
 
-def get_capabilities(version: int) -> bytes:
-    if version == 0x10:
-        return bytes([version, 0xE1, 0, 0])
-    request = bytes([version, 0xE1, 0, 0, 0, CT_EXPONENT, 0, 0]) + struct.pack("<I", REQ_CAPS)
-    if version >= 0x12:
-        request += struct.pack("<II", TRANSFER_SIZE, TRANSFER_SIZE)
-    return request
-
-
-@dataclass
-class Capabilities:
-    ct_exponent: int
-    flags: int
-    data_transfer_size: int | None
-    max_spdm_msg_size: int | None
-
-
-def parse_capabilities(reply: bytes, version: int) -> Capabilities:
-    """CAPABILITIES: 12 bytes (1.0/1.1), 20 bytes with the transfer sizes (1.2+)."""
-    assert reply[:4] == bytes([version, 0x61, 0, 0]), reply.hex()
-    size = 20 if version >= 0x12 else 12
-    check_padding(reply, size)
-    ct_exponent = reply[5]
-    (flags,) = struct.unpack_from("<I", reply, 8)
-    if version >= 0x12:
-        dts, mms = struct.unpack_from("<II", reply, 12)
-        return Capabilities(ct_exponent, flags, dts, mms)
-    return Capabilities(ct_exponent, flags, None, None)
-
-
-def negotiate_algorithms(version: int) -> bytes:
-    tables = b""
-    if version >= 0x11:
-        for alg_type, bits in OFFER_TABLES.items():
-            tables += struct.pack("<BBH", alg_type, 0x20, bits)
-    other = OtherParams.OPAQUE_DATA_FMT_1 if version >= 0x12 else 0
-    length = 32 + len(tables)
-    return (
-        bytes([version, 0xE3, len(tables) // 4, 0])
-        + struct.pack("<HBBII", length, MeasurementSpec.DMTF, other, OFFER_ASYM, OFFER_HASH)
-        + bytes(12)  # reserved
-        + bytes([0, 0, 0, 0])  # ExtAsymCount, ExtHashCount, reserved, MEL specification
-        + tables
-    )
-
-
-@dataclass
-class Algorithms:
-    measurement_spec: int
-    other_params: int
-    measurement_hash: int
-    base_asym: int
-    base_hash: int
-    tables: dict[int, int]
-
-
-def parse_algorithms(reply: bytes, version: int) -> Algorithms:
-    """ALGORITHMS (DSP0274 table "Successful ALGORITHMS response")."""
-    assert reply[:2] == bytes([version, 0x63]), reply.hex()
-    table_count, reserved = reply[2], reply[3]
-    assert reserved == 0
-    (length,) = struct.unpack_from("<H", reply, 4)
-    mspec, other = reply[6], reply[7]
-    meas_hash, asym, hash_ = struct.unpack_from("<III", reply, 8)
-    ext_asym, ext_hash = reply[32], reply[33]
-    assert (ext_asym, ext_hash) == (0, 0), "no extended algorithms were offered"
-    assert length == 36 + 4 * table_count, f"Length {length} for {table_count} tables"
-    check_padding(reply, length)
-    tables: dict[int, int] = {}
-    for i in range(table_count):
-        alg_type, alg_count, selected = struct.unpack_from("<BBH", reply, 36 + 4 * i)
-        assert alg_count == 0x20, f"table {alg_type}: AlgCount {alg_count:#x}"
-        assert alg_type not in tables and all(alg_type > t for t in tables), "ascending types"
-        tables[alg_type] = selected
-    return Algorithms(mspec, other, meas_hash, asym, hash_, tables)
-
-
-def expected_choice(priorities: list[int], offered: int) -> int:
-    """The device's first-priority algorithm among the offered ones."""
-    return next((bit for bit in priorities if bit & offered), 0)
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[tuple[SpdmServer, Device]]:
-    """The real emulator (default profile, PCI DOE binding) on a free loopback port."""
-    device = Device.load("default")
-    binding = get_binding("doe")
-
-    def factory(number: int, peer: str) -> SpdmConnection:
-        return SpdmConnection(device, binding, number=number, peer=peer)
-
-    server = SpdmServer(ServerConfig(host="127.0.0.1", port=0), binding, factory)
-    await server.start()
-    try:
-        yield server, device
-    finally:
-        await server.stop()
-
-
-async def vca(dev: QemuNvmeDoe, device: Device, version: int | None = None) -> int:
-    """GET_VERSION, GET_CAPABILITIES, NEGOTIATE_ALGORITHMS through QEMU, checked field by field.
-
-    Returns the version used (the highest common one unless ``version`` is given).
-    """
-    reply = await dev.exchange(GET_VERSION)
-    assert not reply.secured
-    entries = parse_version(reply.message)
-    offered = sorted({e >> 8 for e in entries})
-    assert offered == sorted(int(v) for v in device.versions)
-    if version is None:
-        version = max(v for v in offered if v in {int(x) for x in SpdmVersion})
-    assert version in offered
-
-    reply = await dev.exchange(get_capabilities(version))
-    caps = parse_capabilities(reply.message, version)
-    assert caps.ct_exponent == device.ct_exponent
-    assert caps.flags & ~int(device.capabilities) == 0
-    if version >= 0x12:
-        assert caps.data_transfer_size == device.data_transfer_size
-        assert caps.max_spdm_msg_size == device.max_spdm_msg_size
-
-    reply = await dev.exchange(negotiate_algorithms(version))
-    algs = parse_algorithms(reply.message, version)
-    assert algs.base_asym == expected_choice(device.priorities["base_asym"], OFFER_ASYM)
-    assert algs.base_hash == expected_choice(device.priorities["base_hash"], OFFER_HASH)
-    assert popcount(algs.base_asym) == 1 and algs.base_asym & OFFER_ASYM
-    assert popcount(algs.base_hash) == 1 and algs.base_hash & OFFER_HASH
-    assert algs.measurement_spec in (0, MeasurementSpec.DMTF)
-    assert popcount(algs.measurement_hash) <= 1
-    if algs.measurement_spec == 0:
-        assert algs.measurement_hash == 0
-    if version >= 0x12:
-        assert algs.other_params & 0x0F in (0, OtherParams.OPAQUE_DATA_FMT_1)
-    else:
-        assert algs.other_params == 0
-    if version == 0x10:
-        assert algs.tables == {}
-    else:
-        assert set(algs.tables) <= set(OFFER_TABLES)
-        for alg_type, selected in algs.tables.items():
-            assert popcount(selected) <= 1
-            assert selected & ~int(OFFER_TABLES[AlgType(alg_type)]) == 0
-    return version
-
-
-async def test_emulator_through_qemu_discovery_and_vca(
-    emulator: tuple[SpdmServer, Device],
+def check_challenge_signature(
+    version: int, asym: int, hash_algo: int, leaf: x509.Certificate, m1: bytes, signature: bytes
 ) -> None:
-    server, device = emulator
-    async with QemuNvmeDoe(server.port) as dev:
+    """DSP0274: 1.0/1.1 sign M1; 1.2+ sign the combined prefix || Hash(M1) (libspdm)."""
+    hash_cls = HASHES[hash_algo]
+    if version >= 0x12:
+        context = b"responder-challenge_auth signing"
+        prefix = f"dmtf-spdm-v{version >> 4}.{version & 0xF}.*".encode() * 4
+        digest = hashes.Hash(hash_cls())
+        digest.update(m1)
+        data = prefix + bytes(36 - len(context)) + context + digest.finalize()
+    else:
+        data = m1
+    key = leaf.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        half = len(signature) // 2
+        der = encode_dss_signature(
+            int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
+        )
+        key.verify(der, data, ec.ECDSA(hash_cls()))
+    else:
+        assert isinstance(key, rsa.RSAPublicKey) and asym & RSASSA_ALL
+        key.verify(signature, data, padding.PKCS1v15(), hash_cls())
+
+
+async def check_vca(requester: Requester, device: Device, version: int | None = None) -> int:
+    """VCA through QEMU with the project's requester; the choices match the device's."""
+    neg = await requester.vca()
+    assert neg.versions == sorted(int(v) for v in device.versions)
+    assert neg.version == (max(neg.versions) if version is None else version)
+    assert neg.rsp_ct_exponent == device.ct_exponent
+    assert neg.rsp_flags & ~int(device.capabilities) == 0
+    if neg.version >= 0x12:
+        assert neg.rsp_data_transfer_size == device.data_transfer_size
+    offered = requester.config.base_asym
+    assert neg.base_asym == next(b for b in device.priorities["base_asym"] if b & offered)
+    return neg.version
+
+
+async def test_emulator_through_qemu_discovery_and_vca(spdm_responder: SpdmResponder) -> None:
+    device = spdm_responder.device
+    async with QemuNvmeDoe(spdm_responder.port) as dev:
         assert await dev.discover() == [DoeProtocol(1, 0), DoeProtocol(1, 1), DoeProtocol(1, 2)]
-        version = await vca(dev, device)
-        assert version == max(int(v) for v in device.versions)
+        # byte-exact VERSION (DSP0274 "Successful VERSION response") through the mailbox
+        reply = await dev.exchange(GET_VERSION)
+        assert not reply.secured
+        entries = b"".join(struct.pack("<H", int(v) << 8) for v in device.versions)
+        expected = bytes([0x10, 0x04, 0, 0, 0, len(device.versions)]) + entries
+        assert reply.message[: len(expected)] == expected
+        check_padding(reply.message, len(expected))
+        assert await check_vca(Requester(dev), device) == max(int(v) for v in device.versions)
         # GET_VERSION resets the connection: VCA again over the same QEMU works
-        await vca(dev, device)
+        await check_vca(Requester(dev), device)
+    assert spdm_responder.requests[:4] == [
+        "GET_VERSION",
+        "GET_VERSION",
+        "GET_CAPABILITIES",
+        "NEGOTIATE_ALGORITHMS",
+    ]
+    assert all(event.error is None for event in spdm_responder.events)
 
 
 @pytest.mark.parametrize("version", [0x10, 0x11, 0x12])
 async def test_emulator_through_qemu_older_versions(
-    emulator: tuple[SpdmServer, Device], version: int
+    spdm_responder: SpdmResponder, version: int
 ) -> None:
-    server, device = emulator
-    if version not in device.versions:
+    if version not in spdm_responder.device.versions:
         pytest.skip(f"the default profile does not offer {version:#x}")
-    async with QemuNvmeDoe(server.port) as dev:
-        assert await vca(dev, device, version) == version
+    async with QemuNvmeDoe(spdm_responder.port) as dev:
+        requester = Requester(dev, RequesterConfig(version=version))
+        assert await check_vca(requester, spdm_responder.device, version) == version
 
 
-async def test_restarting_qemu_against_a_running_emulator(
-    emulator: tuple[SpdmServer, Device],
+async def authenticate(
+    dev: QemuNvmeDoe, device: Device, version: int, asym: int
+) -> tuple[Requester, identity.SlotChain]:
+    """VCA, GET_DIGESTS, GET_CERTIFICATE (portions of 0x400), CHALLENGE through QEMU.
+
+    The project's requester verifies the chain up to the committed slot-0 root and the
+    CHALLENGE_AUTH signature over its own M1; the test checks both once more itself.
+    """
+    root_der = committed_root(asym)
+    requester = Requester(dev, RequesterConfig(version=version, base_asym=asym))
+    await check_vca(requester, device, version)
+    assert requester.neg.base_asym == asym
+    flow = identity.flow_for(requester, trusted_roots=[root_der])
+    digests = await flow.get_digests()
+    assert digests.provisioned_mask & 1
+    chain = await flow.get_certificate(0)
+    assert chain.portions == -(-len(chain.chain) // 0x400)
+    assert (
+        hashlib.new(HASHES[requester.neg.base_hash]().name, chain.chain).digest()
+        == (digests.digests[0])
+    )
+    check_chain_independently(chain, root_der)
+    result = await flow.challenge(0)
+    assert result.transcript.startswith(bytes(requester.message_a))
+    check_challenge_signature(
+        version,
+        asym,
+        requester.neg.base_hash,
+        chain.certs[-1],
+        result.transcript,
+        result.signature,
+    )
+    return requester, chain
+
+
+@pytest.mark.parametrize(
+    ("version", "asym"),
+    [
+        (0x13, BaseAsymAlgo.ECDSA_P384),
+        (0x12, BaseAsymAlgo.RSASSA_3072),
+        (0x11, BaseAsymAlgo.ECDSA_P256),
+        (0x10, BaseAsymAlgo.ECDSA_P384),
+    ],
+    ids=["1.3-p384", "1.2-rsa3072", "1.1-p256", "1.0-p384"],
+)
+async def test_authenticates_the_device_through_qemus_doe_mailbox(
+    spdm_responder: SpdmResponder, version: int, asym: int
 ) -> None:
-    server, device = emulator
+    async with QemuNvmeDoe(spdm_responder.port) as dev:
+        await authenticate(dev, spdm_responder.device, version, asym)
+    names = spdm_responder.requests
+    assert names[:4] == ["GET_VERSION", "GET_CAPABILITIES", "NEGOTIATE_ALGORITHMS", "GET_DIGESTS"]
+    assert names[-1] == "CHALLENGE"
+    assert set(names[4:-1]) == {"GET_CERTIFICATE"}
+    assert all(event.error is None for event in spdm_responder.events)
+
+
+async def test_linux_cma_sequence_through_qemu(spdm_responder: SpdmResponder) -> None:
+    """What a guest kernel with the PCI CMA patches does: its algorithms, its whole-chain
+    GET_CERTIFICATE, the SAN check against QEMU's NVMe IDs, then CHALLENGE."""
+    root = committed_root(BaseAsymAlgo.ECDSA_P384)
+    async with QemuNvmeDoe(spdm_responder.port) as dev:
+        report = await identity.authenticate_linux_cma(dev, [root], QEMU_NVME_SAN)
+    assert report.ok and report.slot == 0
+    assert (report.version, report.base_asym) == (0x13, BaseAsymAlgo.ECDSA_P384)
+    # the kernel reads every provisioned slot, each whole chain in one request; every
+    # CERTIFICATE fits one DOE object within QEMU's 0x1200-byte buffer
+    certificate_events = [e for e in spdm_responder.events if e.request_name == "GET_CERTIFICATE"]
+    slots = [e.request[2] & 0x0F for e in certificate_events]
+    assert slots == [s for s in range(8) if report.provisioned_slots & (1 << s)]
+    for event in certificate_events:
+        assert event.response is not None and event.error is None
+        assert int.from_bytes(event.response[6:8], "little") == 0  # RemainderLength
+        assert 8 + len(event.response) <= QEMU_BUFFER
+
+
+async def test_measurements_through_qemu_and_a_runtime_change(
+    spdm_responder: SpdmResponder,
+) -> None:
+    device = spdm_responder.device
+    async with QemuNvmeDoe(spdm_responder.port) as dev:
+        requester, chain = await authenticate(dev, device, 0x13, BaseAsymAlgo.ECDSA_P384)
+        blocks = await measurements.get_all_measurements(
+            requester, signed=True, public_key=chain.leaf_key
+        )
+        assert [b.index for b in blocks] == device.measurements.indices()
+        digest = MEAS_HASHES[MeasurementHashAlgo(requester.neg.measurement_hash)]
+        by_index = {b.index: b for b in blocks}
+        # the profile's version text goes out raw; the firmware image as its digest
+        assert by_index[5].raw and by_index[5].value == b"1.2.3"
+        firmware = device.measurements.get(2)
+        assert firmware is not None
+        assert not by_index[2].raw and by_index[2].value == digest(firmware.value).digest()
+
+        # a firmware update, made through the fixture while QEMU stays attached
+        new_image = b"\x7fELF updated firmware image"
+        spdm_responder.device.measurements.set_value(2, new_image)
+        result = await measurements.get_measurements(
+            requester, 2, signed=True, public_key=chain.leaf_key
+        )
+        assert result.signed and len(result.blocks) == 1
+        assert result.blocks[0].value == digest(new_image).digest()
+    assert all(event.error is None for event in spdm_responder.events)
+
+
+async def test_restarting_qemu_against_a_running_emulator(spdm_responder: SpdmResponder) -> None:
+    device = spdm_responder.device
     for _ in range(2):
-        dev = QemuNvmeDoe(server.port)
+        dev = QemuNvmeDoe(spdm_responder.port)
         async with dev:
-            await vca(dev, device)
+            await authenticate(dev, device, 0x13, BaseAsymAlgo.ECDSA_P384)
         assert dev.returncode is not None
     # both QEMU connections were served by the one emulator, which still listens
-    async with QemuNvmeDoe(server.port) as dev:
-        assert parse_version((await dev.exchange(GET_VERSION)).message)
+    async with QemuNvmeDoe(spdm_responder.port) as dev:
+        await authenticate(dev, device, 0x12, BaseAsymAlgo.ECDSA_P384)
+    assert sorted({e.connection for e in spdm_responder.events}) == [1, 2, 3]
+
+
+async def test_faults_through_qemu_error_then_drop_freezes_until_qemu_is_killed(
+    spdm_responder: SpdmResponder,
+) -> None:
+    faults = spdm_responder.faults
+    if faults is None:
+        pytest.skip("this build has no fault engine")
+    device = spdm_responder.device
+    faults.add("on=CHALLENGE,nth=1,do=error:Busy")
+    async with QemuNvmeDoe(spdm_responder.port) as dev:
+        requester = Requester(dev)
+        await check_vca(requester, device)
+        flow = identity.flow_for(requester, trusted_roots=[committed_root(requester.neg.base_asym)])
+        await flow.get_digests()
+        await flow.get_certificate(0)
+        with pytest.raises(SpdmErrorReply) as busy:
+            await flow.challenge(0)
+        assert busy.value.error_name == "Busy"
+        await flow.challenge(0)  # nth=1: the retry is answered
+
+    # A dropped response leaves QEMU blocked in recv(): the guest (here, qtest) hangs
+    # until QEMU is killed; the emulator keeps serving the next QEMU.
+    faults.clear()
+    faults.add("on=GET_VERSION,do=drop")
+    hung = QemuNvmeDoe(spdm_responder.port, exchange_timeout=2.0)
+    async with hung:
+        with pytest.raises(QemuDoeError, match="timed out"):
+            await hung.exchange(GET_VERSION)
+    assert hung.returncode is not None
+    faults.clear()
+    async with QemuNvmeDoe(spdm_responder.port) as dev:
+        await authenticate(dev, device, 0x13, BaseAsymAlgo.ECDSA_P384)
