@@ -17,9 +17,18 @@ from emulator.codec.constants import ErrorCode, code_name
 from emulator.codec.messages import build_error
 from emulator.device.model import Device
 from emulator.device.random import RandomSource
-from emulator.errors import TransportError
+from emulator.errors import SessionError, TransportError
 from emulator.faults.engine import FaultEngine, FaultExchange
 from emulator.responder import Responder
+from emulator.session.record import RecordFormat, peek_session_id
+from emulator.session.table import (
+    HANDSHAKE_REQUESTS,
+    DecryptFailure,
+    Session,
+    SessionState,
+    SessionTable,
+    existing_session_table,
+)
 from emulator.transport.base import TransportBinding
 
 log = logging.getLogger("emulator.connection")
@@ -130,13 +139,122 @@ class SpdmConnection:
             fx.on_reply(reply)  # socket stage: delay, drop, close, partial, copies
         self._log(msg.message, response, None)
         self._emit(self._event(msg.message, response, None, False, fx))
+        self._after_response(None)  # e.g. FINISH in the clear: the session is established now
         return reply
 
     def _secured(self, record: bytes) -> Reply:
-        """A DSP0277 secured message; answered by the session layer once it exists."""
-        log.warning("conn %d: secured message but no session layer", self.number)
-        response = build_error(self.responder.version or 0x10, ErrorCode.UnexpectedRequest)
-        return Reply([self.binding.encode(response)])
+        """A DSP0277 secured record: decode it with the session's keys, answer in the session.
+
+        As libspdm's responder: an unknown (or heartbeat-expired) session is dropped (or
+        answered with a plain ERROR(InvalidSession) when the profile says
+        ``unknown_session = "error"``); a record that does not decode gets
+        ERROR(DecryptError) under the session's response key and the session ends; in
+        the handshake phase only FINISH, PSK_FINISH and the encapsulated requests are
+        accepted (UnexpectedRequest otherwise).  Session state changes that must follow
+        the response (established after FINISH_RSP, ended after END_SESSION_ACK) are
+        applied once the response record is built.
+        """
+        r = self.responder
+        fmt = RecordFormat.for_binding(self.binding)
+        table = existing_session_table(r)
+        sid = peek_session_id(record)
+        if table is not None:
+            now = r.clock()
+            for gone in table.expire(now):
+                log.info("conn %d: session 0x%08X ended: heartbeat timeout", self.number, gone)
+            if table.runtime_update_pending:
+                table.apply_runtime_update()
+        session = table.get(sid) if table is not None else None
+        if table is None or session is None or sid is None:
+            return self._unknown_session(record, sid)
+        try:
+            app = session.open_request(record, fmt)
+        except DecryptFailure as exc:
+            r.last_error = str(exc)
+            log.info("conn %d: session 0x%08X: %s", self.number, session.session_id, exc)
+            response = r.error(ErrorCode.DecryptError)
+            session.pending_end = True
+            reply = self._seal(table, session, fmt, response)
+            self._emit(self._event(record, response, session.session_id, True))
+            self._after_response(session.session_id)
+            return reply
+        fx: FaultExchange | None = None
+        if fmt.app_header and not app.startswith(fmt.app_header):
+            # not an SPDM message (another MCTP message type inside the session)
+            request = app
+            r.last_error = "the secured record does not carry an SPDM message"
+            response = r.error(ErrorCode.UnsupportedRequest, app[0] if app else 0)
+        else:
+            request = app[len(fmt.app_header) :]
+            code = request[1] if len(request) > 1 else 0
+            if session.state is SessionState.HANDSHAKING and code not in HANDSHAKE_REQUESTS:
+                r.last_error = "only FINISH/PSK_FINISH/encapsulated requests in the handshake"
+                response = r.error(ErrorCode.UnexpectedRequest)
+            else:
+                fx = self._faults(request, session.session_id)
+
+                def handle(msg: bytes) -> bytes:
+                    return r.handle(msg, session_id=session.session_id)
+
+                response = handle(request) if fx is None else fx.run(request, handle)
+        reply = self._seal(table, session, fmt, response)
+        if fx is not None:
+            fx.on_reply(reply)
+        self._log(request, response, session.session_id)
+        self._emit(self._event(request, response, session.session_id, True, fx))
+        self._after_response(session.session_id)
+        return reply
+
+    def _seal(
+        self, table: SessionTable, session: Session, fmt: RecordFormat, response: bytes
+    ) -> Reply:
+        """Encrypt ``response`` into the session; no reply if the sequence number ran out."""
+        try:
+            record = session.seal_response(fmt.app_header + response, fmt, self.responder.rng)
+        except SessionError as exc:
+            log.warning("conn %d: session 0x%08X ended: %s", self.number, session.session_id, exc)
+            table.terminate(session.session_id)
+            return Reply([])
+        return Reply([self.binding.encode(record, secured=True)])
+
+    def _unknown_session(self, record: bytes, sid: int | None) -> Reply:
+        r = self.responder
+        what = f"0x{sid:08X}" if sid is not None else "(none)"
+        r.last_error = f"secured record for unknown session {what}"
+        settings = getattr(self.device, "sessions", None)
+        if settings is not None and getattr(settings, "unknown_session", "drop") == "error":
+            response = r.error(ErrorCode.InvalidSession)
+            self._emit(self._event(record, response, sid, True))
+            return Reply([self.binding.encode(response)])
+        log.info("conn %d: dropped a secured record for unknown session %s", self.number, what)
+        self._emit(
+            ExchangeEvent(
+                self.number, self.device.name, record, None, sid, True, None, r.last_error
+            )
+        )
+        return Reply([])
+
+    def _after_response(self, session_id: int | None) -> None:
+        """Session changes that follow the response (libspdm ``libspdm_build_response``)."""
+        r = self.responder
+        table = existing_session_table(r)
+        if table is None:
+            return
+        now = r.clock()
+        reset = False
+        for session in list(table.sessions.values()):
+            if session.pending_end:
+                reset = reset or session.pending_clear_negotiated_state
+                table.terminate(session.session_id)
+                continue
+            if session.pending_established:
+                session.pending_established = False
+                session.state = SessionState.ESTABLISHED
+                session.start_watchdog(now)
+            elif session.session_id == session_id and session.state is SessionState.ESTABLISHED:
+                session.start_watchdog(now)  # any message in the session restarts the watchdog
+        if reset:
+            r.reset()
 
     def close(self) -> None:
         """The socket is gone (SHUTDOWN, peer closed): forget the connection state."""

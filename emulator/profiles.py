@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Iterable
 from enum import IntFlag
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -543,6 +543,71 @@ class MeasurementOptionsSection(_Strict):
         return parse_hex(self.opaque_data) if self.opaque_data.strip() else b""
 
 
+def _secured_version_ok(text: str) -> bool:
+    return text.strip() in ("1.0", "1.1", "1.2", "1.3")
+
+
+class PskEntry(_Strict):
+    """[[sessions.psk]]: one pre-shared key and its PSKHint (text or hex; none = no hint)."""
+
+    hint: str | None = None
+    hint_hex: str | None = None
+    key: str | None = None
+    key_hex: str | None = None
+
+    @field_validator("hint_hex", "key_hex")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_hex(v)
+        return v
+
+    def hint_bytes(self) -> bytes:
+        if self.hint_hex is not None:
+            return parse_hex(self.hint_hex)
+        return (self.hint or "").encode("utf-8")
+
+    def key_bytes(self) -> bytes:
+        if self.key_hex is not None:
+            return parse_hex(self.key_hex)
+        return (self.key or "").encode("utf-8")
+
+
+class SessionsSection(_Strict):
+    """[sessions]: secure sessions (DSP0274 KEY_EXCHANGE/PSK_EXCHANGE, DSP0277)."""
+
+    max_sessions: int = Field(4, ge=1, le=1024)
+    #: HeartbeatPeriod in seconds (0: none); a session idle for twice this long ends
+    heartbeat_period: int = Field(60, ge=0, le=255)
+    secured_message_versions: list[str] = Field(
+        default_factory=lambda: ["1.0", "1.1", "1.2", "1.3"], min_length=1
+    )
+    psk: list[PskEntry] = Field(default_factory=list)
+    psk_context_length: int = Field(64, ge=0, le=1024)
+    #: mutual authentication asked for in KEY_EXCHANGE_RSP (only if the requester can)
+    mut_auth: Literal["none", "requested", "encap", "get_digests"] = "none"
+    mut_auth_mandatory: bool = False
+    req_slot_id: int = Field(0, ge=0, le=7)
+    #: trusted roots for the requester's chain (DER or PEM files, relative to the profile)
+    requester_roots: list[str] = Field(default_factory=list)
+    #: provisioned requester chain for mut_auth = "requested" (DER/PEM, root first)
+    requester_chain: str | None = None
+    unknown_session: Literal["drop", "error"] = "drop"
+    terminate_on_update: bool = True
+
+    @field_validator("secured_message_versions")
+    @classmethod
+    def _sm_versions(cls, v: list[str]) -> list[str]:
+        for text in v:
+            if not _secured_version_ok(text):
+                raise ValueError(
+                    f"unknown DSP0277 version {text!r}; choose from 1.0, 1.1, 1.2, 1.3"
+                )
+        if len({t.strip() for t in v}) != len(v):
+            raise ValueError("a DSP0277 version is listed twice")
+        return v
+
+
 class DeterminismSection(_Strict):
     """[determinism]: a seed makes nonces, DHE keys and random padding reproducible."""
 
@@ -698,9 +763,10 @@ class Profile(_Strict):
     measurement_options: MeasurementOptionsSection = Field(
         default_factory=MeasurementOptionsSection
     )
+    slots: list[SlotSection] = Field(default_factory=list)
+    sessions: SessionsSection = Field(default_factory=SessionsSection)
     faults: list[FaultSection] = Field(default_factory=list)
     mqtt: MqttSection = Field(default_factory=MqttSection)
-    slots: list[SlotSection] = Field(default_factory=list)
     #: directory that relative file names in the profile are resolved against
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     #: the device identity built from ``slots`` (emulator.device.identity), once loaded
@@ -900,11 +966,59 @@ def _cross_checks(p: Profile) -> list[tuple[str, str]]:
             )
         )
     errs += _measurement_checks(p)
+    errs += _session_checks(p)
     top = max(p.versions)
     allowed = RESPONDER_CAPS_BY_VERSION[top]
     for flag in caps:
         if not flag & allowed:
             errs.append(("spdm.capabilities", f"{flag.name} does not exist in SPDM {top.text}"))
+    return errs
+
+
+def _session_checks(p: Profile) -> list[tuple[str, str]]:
+    """[sessions] against the capabilities (DSP0274 KEY_EXCHANGE/PSK_EXCHANGE/mutual auth)."""
+    errs: list[tuple[str, str]] = []
+    caps = p.capabilities
+    sec = p.sessions
+    C = ResponderCap
+    if caps & (C.PSK_CAP | C.PSK_CAP_WITH_CONTEXT) and not sec.psk:
+        errs.append(("sessions.psk", "PSK_CAP needs at least one [[sessions.psk]] key"))
+    hints: set[bytes] = set()
+    for i, entry in enumerate(sec.psk):
+        if entry.hint is not None and entry.hint_hex is not None:
+            errs.append((f"sessions.psk[{i}]", "give hint or hint_hex, not both"))
+        if (entry.key is None) == (entry.key_hex is None):
+            errs.append((f"sessions.psk[{i}]", "give exactly one of key and key_hex"))
+        elif not entry.key_bytes():
+            errs.append((f"sessions.psk[{i}].key", "the PSK is empty"))
+        hint = entry.hint_bytes()
+        if len(hint) > 0xFFFF:
+            errs.append((f"sessions.psk[{i}].hint", "longer than 65535 bytes"))
+        if hint in hints:
+            errs.append((f"sessions.psk[{i}].hint", "the same hint is listed twice"))
+        hints.add(hint)
+    if sec.mut_auth != "none":
+        if C.MUT_AUTH_CAP not in caps:
+            errs.append(("sessions.mut_auth", f"{sec.mut_auth!r} needs MUT_AUTH_CAP"))
+        if C.KEY_EX_CAP not in caps:
+            errs.append(("sessions.mut_auth", "mutual auth in a session needs KEY_EX_CAP"))
+        if sec.mut_auth in ("encap", "get_digests"):
+            if C.ENCAP_CAP not in caps:
+                errs.append(("sessions.mut_auth", f"{sec.mut_auth!r} needs ENCAP_CAP"))
+            if not sec.requester_roots:
+                errs.append(
+                    (
+                        "sessions.requester_roots",
+                        "mutual authentication needs a trusted root for the requester chain",
+                    )
+                )
+        if sec.mut_auth == "requested" and not sec.requester_chain:
+            errs.append(
+                (
+                    "sessions.requester_chain",
+                    "mut_auth 'requested' (no encapsulation) needs requester_chain",
+                )
+            )
     return errs
 
 

@@ -16,6 +16,7 @@ from emulator.device.measurements import MeasurementStore, measurement_store
 from emulator.device.random import RandomSource, SeededRandom, SystemRandom
 from emulator.faults.engine import FaultEngine
 from emulator.profiles import Profile, load_profile
+from emulator.session.settings import SessionSettings
 
 #: Algorithm-list names of a profile's [algorithms] section.
 ALGORITHM_FIELDS = (
@@ -50,10 +51,12 @@ class Device:
     listeners: list[Callable[[str, object], None]] = field(default_factory=list)
     #: measurement blocks (emulator.device.measurements), shared by all connections
     measurements: MeasurementStore = field(default_factory=MeasurementStore)
-    #: fault rules (emulator.faults), shared by all connections; changed at run time by MQTT
-    faults: FaultEngine = field(default_factory=FaultEngine)
     #: certificate slots and keys (emulator.device.identity.Identity)
     identity: Identity = field(default_factory=Identity)
+    #: secure-session settings (emulator.session.settings), from the profile's [sessions]
+    sessions: SessionSettings = field(default_factory=SessionSettings)
+    #: fault rules (emulator.faults), shared by all connections; changed at run time by MQTT
+    faults: FaultEngine = field(default_factory=FaultEngine)
 
     def __post_init__(self) -> None:
         self.measurements.bind(self.notify)
@@ -71,8 +74,9 @@ class Device:
             priorities={f: profile.algo_list(f) for f in ALGORITHM_FIELDS},
             seed=profile.determinism.seed,
             measurements=measurement_store(profile),
-            faults=FaultEngine(profile.fault_rules(), seed=profile.determinism.seed or 0),
             identity=_identity_of(profile),
+            sessions=SessionSettings.from_profile(profile),
+            faults=FaultEngine(profile.fault_rules(), seed=profile.determinism.seed or 0),
         )
 
     @classmethod

@@ -780,8 +780,10 @@ async def psk_exchange(
     req_session_id: int | None = None,
     context: bytes | None = None,
     secured_versions: Sequence[int] = DEFAULT_SECURED_VERSIONS,
+    finish: bool = True,
 ) -> RequesterSession:
-    """PSK_EXCHANGE (+ PSK_FINISH when the responder sent a context): established session."""
+    """PSK_EXCHANGE (+ PSK_FINISH when the responder sent a context, unless ``finish`` is
+    False: then the session is returned in its handshake phase)."""
     s = _new_session(req, binding, req_session_id)
     s.use_psk = True
     s.in_clear = False
@@ -819,6 +821,8 @@ async def psk_exchange(
     s.message_k += rsp[end : end + s.hash_size]
     if ctx_len == 0:
         s.derive_data(_hash(s.hash_name, s.th_prefix + bytes(s.message_k)))
+        return s
+    if not finish:
         return s
     header = bytes((v, RequestCode.PSK_FINISH, 0, 0))
     th = s.th_prefix + bytes(s.message_k) + header

@@ -6,8 +6,12 @@ from emulator.responder import (  # noqa: F401  (registration)
     capabilities,
     certificates,
     challenge,
+    encapsulated,
+    key_exchange,
     measurements,
+    psk,
     respond_if_ready,
+    session_control,
     version,
 )
 from emulator.responder.core import (
