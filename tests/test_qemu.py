@@ -9,8 +9,9 @@ responder; :mod:`emulator.qemu_doe` plays the guest through qtest.  Two groups:
   behind QEMU, verified by the project's requester: DOE discovery, VCA at 1.0-1.3,
   device authentication (GET_DIGESTS, GET_CERTIFICATE up to the committed root,
   CHALLENGE with its signature verified), the Linux PCI CMA sequence, signed
-  GET_MEASUREMENTS with a runtime change, QEMU restarted against one running
-  emulator, and faults (an ERROR, and a dropped reply that hangs QEMU until killed).
+  GET_MEASUREMENTS with a runtime change, a secure session in secured (type 2) DOE
+  objects, QEMU restarted against one running emulator, and faults (an ERROR, and a
+  dropped reply that hangs QEMU until killed).
 
 QEMU is always killed: ``QemuNvmeDoe`` is used as an async context manager.
 """
@@ -33,7 +34,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from emulator import qemu_doe
-from emulator.codec.constants import BaseAsymAlgo, BaseHashAlgo, MeasurementHashAlgo
+from emulator.codec.constants import (
+    BaseAsymAlgo,
+    BaseHashAlgo,
+    MeasurementHashAlgo,
+    RequestCode,
+    ResponseCode,
+)
+from emulator.codec.session import KeyUpdateOperation
 from emulator.device.model import Device
 from emulator.pytest_plugin import SpdmResponder
 from emulator.qemu_doe import (
@@ -44,7 +52,14 @@ from emulator.qemu_doe import (
     find_qemu,
     qemu_missing_reason,
 )
-from emulator.requester import Requester, RequesterConfig, SpdmErrorReply, identity, measurements
+from emulator.requester import (
+    Requester,
+    RequesterConfig,
+    SpdmErrorReply,
+    identity,
+    measurements,
+    session,
+)
 
 pytestmark = [
     pytest.mark.qemu,
@@ -539,6 +554,33 @@ async def test_measurements_through_qemu_and_a_runtime_change(
         )
         assert result.signed and len(result.blocks) == 1
         assert result.blocks[0].value == digest(new_image).digest()
+    assert all(event.error is None for event in spdm_responder.events)
+
+
+async def test_secure_session_through_qemus_secured_doe_objects(
+    spdm_responder: SpdmResponder,
+) -> None:
+    """KEY_EXCHANGE in the clear, then FINISH, GET_DIGESTS, HEARTBEAT, KEY_UPDATE and
+    END_SESSION as DSP0277 records in secured CMA/SPDM (type 2) DOE objects, encrypted and
+    decrypted by the requester's own key schedule."""
+    device = spdm_responder.device
+    async with QemuNvmeDoe(spdm_responder.port) as dev:
+        requester, chain = await authenticate(dev, device, 0x13, BaseAsymAlgo.ECDSA_P384)
+        digest_in_clear = hashlib.new(HASHES[requester.neg.base_hash]().name, chain.chain)
+        secure = await session.open_session(requester, peer_chain=chain.chain, binding="doe")
+        digests = await secure.send(bytes((0x13, RequestCode.GET_DIGESTS, 0, 0)))
+        assert digests[:2] == bytes((0x13, ResponseCode.DIGESTS))
+        assert digests[3] & 1 and digests[4 : 4 + digest_in_clear.digest_size] == (
+            digest_in_clear.digest()
+        )
+        await secure.heartbeat()
+        await secure.key_update(KeyUpdateOperation.UPDATE_ALL_KEYS)
+        await secure.heartbeat()  # with the new keys both ways
+        await secure.end_session()
+    in_session = [e for e in spdm_responder.events if e.secured]
+    assert [e.request_name for e in in_session][:2] == ["FINISH", "GET_DIGESTS"]
+    assert in_session[-1].request_name == "END_SESSION"
+    assert {e.session_id for e in in_session} == {secure.session_id}
     assert all(event.error is None for event in spdm_responder.events)
 
 
