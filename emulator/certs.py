@@ -788,6 +788,22 @@ def write_chain(chain: Chain, out_dir: Path | str, slot: int) -> Path:
     return slot_dir
 
 
+#: Parsed private keys by PEM bytes: parsing an RSA key validates it (~0.1 s for RSA-4096),
+#: and every Device built from a profile loads the same committed keys again.
+_KEY_CACHE: dict[bytes, object] = {}
+_KEY_CACHE_MAX = 64
+
+
+def _load_key_cached(key_pem: bytes) -> object:
+    cached = _KEY_CACHE.get(key_pem)
+    if cached is None:
+        cached = serialization.load_pem_private_key(key_pem, password=None)
+        if len(_KEY_CACHE) >= _KEY_CACHE_MAX:
+            _KEY_CACHE.pop(next(iter(_KEY_CACHE)))
+        _KEY_CACHE[key_pem] = cached
+    return cached
+
+
 def load_chain(slot_dir: Path | str, *, verify: bool = True) -> Chain:
     """Load a slot directory written by :func:`write_chain` (``chain.der``,
     ``leaf.key.pem``, optional ``info.json``); with *verify*, run :func:`verify_chain`."""
@@ -816,7 +832,7 @@ def load_chain(slot_dir: Path | str, *, verify: bool = True) -> Chain:
     except CertError as exc:
         raise CertError(f"{slot_dir / 'chain.der'}: {exc}") from None
     try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
+        key = _load_key_cached(key_pem)
     except (ValueError, TypeError) as exc:
         raise CertError(
             f"{slot_dir / 'leaf.key.pem'}: not an unencrypted PEM key ({exc})"

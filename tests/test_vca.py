@@ -280,3 +280,17 @@ async def test_requester_transcript_matches_responder() -> None:
 async def test_requester_picks_highest_common_version() -> None:
     requester = Requester(LoopbackChannel(Responder(Device.load("default"))))
     assert (await requester.vca()).version == 0x13
+
+
+@pytest.mark.parametrize(("version", "expected"), [(0x11, 0x80), (0x12, 0x400)])
+def test_eddsa_only_from_12(version: int, expected: int) -> None:
+    profile = load_profile_text(
+        '[device]\nname = "x"\n[spdm]\nversions = ["1.1", "1.2"]\n'
+        '[algorithms]\nbase_asym = ["EDDSA_ED25519", "ECDSA_P384"]\nbase_hash = ["SHA_384"]\n'
+    )
+    r = Responder(Device.from_profile(profile))
+    r.handle(GET_VERSION)
+    r.handle(caps_req(version))
+    rsp = r.handle(neg_req(version, base_asym=0x480))
+    assert rsp[1] == 0x63
+    assert int.from_bytes(rsp[12:16], "little") == expected

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from emulator.codec.constants import (
     AlgType,
+    BaseAsymAlgo,
     MeasurementSpec,
     OtherParams,
     RequestCode,
@@ -44,6 +45,9 @@ _STRUCT_FIELD = {
     AlgType.REQ_BASE_ASYM_ALG: "req_base_asym",
     AlgType.KEY_SCHEDULE: "key_schedule",
 }
+
+
+_EDDSA = BaseAsymAlgo.EDDSA_ED25519 | BaseAsymAlgo.EDDSA_ED448
 
 
 def select(priority: list[int], offered: int) -> int:
@@ -101,6 +105,9 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
     if not dev.identity.empty:  # only what a provisioned slot key can sign with
         servable = dev.identity.servable_asym()
         asym_priority = [bit for bit in asym_priority if bit & servable]
+    if version < 0x12:
+        # EdDSA signing is defined from SPDM 1.2 on (libspdm refuses it for 1.0/1.1)
+        asym_priority = [bit for bit in asym_priority if not bit & _EDDSA]
     sel.base_asym = select(asym_priority, msg.base_asym)
     sel.base_hash = select(dev.priorities["base_hash"], msg.base_hash)
     if version >= 0x12:
