@@ -136,8 +136,8 @@ class SpdmSection(_Strict):
     versions: list[str] = Field(min_length=1)
     capabilities: list[str] = Field(default_factory=list)
     ct_exponent: int = Field(12, ge=0, le=31)
-    data_transfer_size: int = Field(0x1200, ge=MIN_DATA_TRANSFER_SIZE_V12, le=0xFFFFFFFF)
-    max_spdm_msg_size: int = Field(0x1200, ge=MIN_DATA_TRANSFER_SIZE_V12, le=0xFFFFFFFF)
+    data_transfer_size: int = Field(0x11C0, ge=MIN_DATA_TRANSFER_SIZE_V12, le=0xFFFFFFFF)
+    max_spdm_msg_size: int = Field(0x11C0, ge=MIN_DATA_TRANSFER_SIZE_V12, le=0xFFFFFFFF)
 
     @field_validator("versions")
     @classmethod
