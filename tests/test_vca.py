@@ -93,7 +93,8 @@ def test_capabilities_response_per_version(r: Responder, device: Device) -> None
         assert len(rsp) == size and rsp[0] == version and rsp[1] == 0x61
         assert rsp[5] == device.ct_exponent
         if version >= 0x12:
-            assert rsp[12:20] == (0x1200).to_bytes(4, "little") * 2
+            assert rsp[12:16] == device.data_transfer_size.to_bytes(4, "little")
+            assert rsp[16:20] == device.max_spdm_msg_size.to_bytes(4, "little")
 
 
 def test_capabilities_10_masks_newer_flags() -> None:
