@@ -42,7 +42,7 @@ from emulator.requester.session import (
     open_session,
     psk_exchange,
 )
-from emulator.session.table import existing_session_table
+from emulator.session.table import SessionTable, existing_session_table
 from emulator.transport import get_binding
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -560,3 +560,21 @@ async def test_psk_finish_bad_verify_data(device: Device) -> None:
     with pytest.raises(SpdmErrorReply) as err:
         await k.send(bytes((0x12, RequestCode.PSK_FINISH, 0, 0)) + bytes(48))
     assert err.value.code == ErrorCode.UnexpectedRequest
+
+
+async def test_termination_policy_on_runtime_update() -> None:
+    """SessionPolicy bit 0 clear: the session ends when the device's measurements change."""
+    dev = make_device(heartbeat_period=0)
+    req, conn = await connect(dev, version=0x12)
+    ends = await open_session(req, peer_chain=CHAIN384, session_policy=0)
+    stays = await open_session(req, peer_chain=CHAIN384, session_policy=1)
+    psk = await psk_exchange(req, psk=PSK, hint=HINT, session_policy=1)
+    index = dev.measurements.snapshot()[0].index
+    dev.measurements.set_value(index, b"new firmware image")
+    assert send_raw(conn, ends.encrypt(bytes((0x12, 0xE8, 0, 0)))) == []
+    assert session_ids(conn) == {stays.session_id, psk.session_id}
+    rsp = await stays.send(measurements_request(0x12, 0))
+    assert rsp[1] == ResponseCode.MEASUREMENTS
+    await req.get_version()  # the connection's listener goes away with its sessions
+    tables = [cb for cb in dev.listeners if isinstance(getattr(cb, "__self__", None), SessionTable)]
+    assert tables == []

@@ -30,7 +30,7 @@ from __future__ import annotations
 import struct
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from emulator.codec.constants import (
@@ -324,7 +324,7 @@ def verify_requester_chain(
     for i in range(1, len(certs)):
         try:
             certs[i].verify_directly_issued_by(certs[i - 1])
-        except (ValueError, TypeError, InvalidSignature):
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
             return f"requester chain: certificate {i} is not issued by certificate {i - 1}"
     try:
         check_key_matches(req_asym, public_key_of_cert(certs[-1]))
@@ -338,6 +338,6 @@ def verify_requester_chain(
         try:
             first.verify_directly_issued_by(root)
             return None
-        except (ValueError, TypeError, InvalidSignature):
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
             continue
     return "requester chain does not lead to a trusted requester root"

@@ -97,6 +97,7 @@ from emulator.session.table import (
     SessionState,
     SessionTable,
     SessionType,
+    existing_session_table,
     session_table,
 )
 
@@ -342,7 +343,8 @@ def key_exchange(r: Responder, req: Request) -> bytes:
             and not getattr(slot_key, "key_usage", KeyUsage.KEY_EX) & KeyUsage.KEY_EX
         ):
             raise invalid(f"KEY_EXCHANGE: slot {req.param2} key usage lacks KEY_EX_USE")
-        if req.raw[6] & SessionPolicy.EVENT_ALL_POLICY and not (
+        policy = req.raw[6] if len(req.raw) > 6 else 0
+        if policy & SessionPolicy.EVENT_ALL_POLICY and not (
             r.device.capabilities & ResponderCap.EVENT_CAP
         ):
             raise invalid("KEY_EXCHANGE SessionPolicy EventAllPolicy without EVENT_CAP")
@@ -565,15 +567,16 @@ def _verify_requester_signature(
             th,
             signature,
         )
-    except EmulatorError:
+    except (EmulatorError, ValueError, TypeError):
         return False
 
 
 def _reset_hook(r: Responder) -> None:
     """GET_VERSION (or a closed connection) ends every session of the connection."""
-    table = r.family.get("sessions")
-    if isinstance(table, SessionTable):
+    table = existing_session_table(r)
+    if table is not None:
         table.clear()
+        table.detach()
 
 
 RESET_HOOKS.append(_reset_hook)

@@ -1,1 +1,44 @@
-"""session package."""
+"""DSP0277 secured messages: records, the session table, per-direction keys and sequence
+numbers, key updates (sans-I/O).  The SPDM side of sessions (KEY_EXCHANGE, FINISH, PSK,
+HEARTBEAT, KEY_UPDATE, END_SESSION, mutual auth) lives in ``emulator.responder``."""
+
+from emulator.session.record import (
+    RecordError,
+    RecordFormat,
+    SequenceOverflow,
+    open_record,
+    peek_session_id,
+    record_iv,
+    seal_record,
+)
+from emulator.session.settings import PskKey, SessionSettings
+from emulator.session.table import (
+    DecryptFailure,
+    DirectionKeys,
+    Session,
+    SessionState,
+    SessionTable,
+    SessionType,
+    existing_session_table,
+    session_table,
+)
+
+__all__ = [
+    "DecryptFailure",
+    "DirectionKeys",
+    "PskKey",
+    "RecordError",
+    "RecordFormat",
+    "SequenceOverflow",
+    "Session",
+    "SessionSettings",
+    "SessionState",
+    "SessionTable",
+    "SessionType",
+    "existing_session_table",
+    "open_record",
+    "peek_session_id",
+    "record_iv",
+    "seal_record",
+    "session_table",
+]

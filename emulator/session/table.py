@@ -23,11 +23,13 @@ the injected random source (never 0, never one already in use); SessionID =
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+from emulator.codec.constants import RequestCode
 from emulator.crypto.keyschedule import DataSecrets, HandshakeSecrets, KeySchedule, TrafficKeys
 from emulator.errors import SessionError
 from emulator.session.record import (
@@ -44,11 +46,11 @@ FAMILY = "sessions"
 #: Requests accepted in a session's handshake phase (DSP0274 "Session handshake phase").
 HANDSHAKE_REQUESTS = frozenset(
     {
-        0xE5,  # FINISH
-        0xE7,  # PSK_FINISH
-        0xEA,  # GET_ENCAPSULATED_REQUEST
-        0xEB,  # DELIVER_ENCAPSULATED_RESPONSE
-        0xFF,  # RESPOND_IF_READY
+        int(RequestCode.FINISH),
+        int(RequestCode.PSK_FINISH),
+        int(RequestCode.GET_ENCAPSULATED_REQUEST),
+        int(RequestCode.DELIVER_ENCAPSULATED_RESPONSE),
+        int(RequestCode.RESPOND_IF_READY),
     }
 )
 
@@ -297,6 +299,7 @@ class SessionTable:
         self.latest_session_id: int | None = None
         #: a device runtime update happened (TerminationPolicy is applied at the next record)
         self.runtime_update_pending = False
+        self._listeners: list[Callable[[str, object], None]] | None = None
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -358,6 +361,28 @@ class SessionTable:
             self.terminate(sid)
         return gone
 
+    def listen(self, listeners: list[Callable[[str, object], None]]) -> None:
+        """Hear about the device's runtime changes (``Device.listeners``)."""
+        if self._listeners is None:
+            self._listeners = listeners
+            listeners.append(self._on_device_change)
+
+    def detach(self) -> None:
+        """Stop listening (the connection is reset or closed)."""
+        if self._listeners is not None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(self._on_device_change)
+            self._listeners = None
+
+    def _on_device_change(self, what: str, detail: object) -> None:
+        """A measurement that changed for requesters is a runtime update (DSP0274
+        SessionPolicy TerminationPolicy); a pending one (no MEAS_FRESH_CAP) is not yet."""
+        if not self.settings.terminate_on_update or what != "measurement":
+            return
+        if isinstance(detail, dict) and detail.get("pending"):
+            return
+        self.runtime_update_pending = True
+
     def apply_runtime_update(self) -> list[int]:
         """End the sessions whose SessionPolicy TerminationPolicy bit is 0 (DSP0274 1.2+)."""
         self.runtime_update_pending = False
@@ -374,6 +399,9 @@ def session_table(r: Any) -> SessionTable:
         settings = getattr(r.device, "sessions", None)
         table = SessionTable(settings if isinstance(settings, SessionSettings) else None)
         r.family[FAMILY] = table
+        listeners = getattr(r.device, "listeners", None)
+        if isinstance(listeners, list):
+            table.listen(listeners)
     return table
 
 
