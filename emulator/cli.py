@@ -325,11 +325,25 @@ async def _probe(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        for key, value in report.items():
+        _print_human(report)
+    return 0 if report.get("ok") else 1
+
+
+def _print_human(report: dict[str, Any], indent: str = "") -> None:
+    """key/value lines; nested dicts indented, lists of dicts one item a line."""
+    width = max(20 - len(indent), 8)
+    for key, value in report.items():
+        if isinstance(value, dict):
+            print(f"{indent}{key}")
+            _print_human(value, indent + "  ")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            print(f"{indent}{key}")
+            for item in value:
+                print(f"{indent}  - " + "  ".join(f"{k}={v}" for k, v in item.items()))
+        else:
             if isinstance(value, list):
                 value = ", ".join(str(v) for v in value) or "-"
-            print(f"{key:20} {value}")
-    return 0 if report.get("ok") else 1
+            print(f"{indent}{key:{width}} {value}")
 
 
 def _profiles(args: argparse.Namespace) -> int:
@@ -393,7 +407,12 @@ def _load_extensions() -> None:
     """Import the optional parts that add CLI options (faults, MQTT, identity probe...)."""
     import importlib
 
-    for module in ("emulator.faults.cli", "emulator.control.cli", "emulator.requester.cli"):
+    for module in (
+        "emulator.faults.cli",
+        "emulator.control.cli",
+        "emulator.requester.cli",
+        "emulator.trace",
+    ):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -158,3 +158,41 @@ def test_port_accepts_connections_once_banner_printed(
     deadline = time.monotonic() + 5
     with socket.create_connection(("127.0.0.1", port), timeout=deadline - time.monotonic()):
         pass
+
+
+def test_probe_authenticates_and_reads_measurements(
+    server: tuple[int, subprocess.Popen[str]],
+) -> None:
+    port, _proc = server
+    root = ROOT / "certs" / "ecdsa-p384" / "slot0" / "root.der"
+    result = run("probe", f"127.0.0.1:{port}", "--root", str(root), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["challenge"] == "signature verified"
+    assert report["certificate"]["slot"] == 0 and report["certificate"]["trusted_root"]
+    assert report["measurements"]["signed"] is True
+    assert report["measurements"]["blocks"]
+
+
+def test_probe_linux_cma_mode(server: tuple[int, subprocess.Popen[str]]) -> None:
+    port, _proc = server
+    root = ROOT / "certs" / "ecdsa-p384" / "slot0" / "root.der"
+    ok = run("probe", f"127.0.0.1:{port}", "--mode", "linux-cma", "--root", str(root), "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert json.loads(ok.stdout)["linux_cma"]["ok"] is True
+    # a SAN for another device is rejected with the kernel's reason
+    bad = run(
+        "probe",
+        f"127.0.0.1:{port}",
+        "--mode",
+        "linux-cma",
+        "--root",
+        str(root),
+        "--san",
+        "Vendor=8086:Device=0953:CC=010802:REV=01",
+    )
+    assert bad.returncode == 1
+    assert "ok                   False" in bad.stdout
+    assert "Leaf certificate of slot 0 has invalid Subject Alternative Name" in bad.stdout
+    missing = run("probe", f"127.0.0.1:{port}", "--mode", "linux-cma")
+    assert missing.returncode == 1 and "needs --root" in missing.stdout
