@@ -109,6 +109,12 @@ class SpdmConnection:
 
     def receive(self, payload: bytes) -> Reply:
         """Handle the payload of one NORMAL frame."""
+        discovery = getattr(self.binding, "answer_discovery", None)
+        if discovery is not None:
+            answer = discovery(payload)
+            if answer is not None:
+                log.info("conn %d: DOE discovery index %d", self.number, payload[8])
+                return Reply([answer])
         try:
             msg = self.binding.decode(payload)
         except TransportError as exc:

@@ -117,3 +117,34 @@ async def test_error_reply_and_events_observed() -> None:
     names = [(e.request_name, e.response_name, e.error) for e in events]
     assert names == [("GET_VERSION", "VERSION", None), ("NEGOTIATE_ALGORITHMS", "ERROR", 0x04)]
     assert "before GET_CAPABILITIES" in events[1].reason
+
+
+async def test_doe_discovery_answered_as_spdm_emu_does() -> None:
+    async with running() as emu:
+        async with SocketClient("127.0.0.1", emu.port, get_binding("doe")) as client:
+            seen = []
+            index = 0
+            for _ in range(4):
+                # DOE header: vendor 0x0001, type 0 (discovery), length 3 DW; DW2: index
+                await client.send_frame(
+                    PlatformCommand.NORMAL,
+                    bytes.fromhex("01000000 03000000") + bytes([index, 0, 0, 0]),
+                )
+                frame = await client.recv_frame()
+                assert frame.payload[:8] == bytes.fromhex("01000000 03000000")
+                vendor = int.from_bytes(frame.payload[8:10], "little")
+                proto, next_index = frame.payload[10], frame.payload[11]
+                seen.append((vendor, proto))
+                if next_index == 0:
+                    break
+                index = next_index
+            assert seen == [(1, 0), (1, 1), (1, 2)]
+            # past the end: QEMU's answer
+            await client.send_frame(
+                PlatformCommand.NORMAL, bytes.fromhex("01000000 03000000 09000000")
+            )
+            assert (await client.recv_frame()).payload == bytes.fromhex(
+                "01000000 03000000 ffffff00"
+            )
+            # and SPDM still works on the same connection
+            assert (await Requester(client).vca()).version == 0x13

@@ -35,6 +35,12 @@ _LENGTH_MASK = DOE_MAX_SIZE_DW - 1
 SESSION_ID_SIZE = 4
 
 _HEADER = struct.Struct("<HBBI")
+#: (vendor ID, data object protocol) listed by DOE discovery, in index order.
+DISCOVERY_PROTOCOLS = (
+    (PCI_SIG_VENDOR_ID, DOE_TYPE_DISCOVERY),
+    (PCI_SIG_VENDOR_ID, DOE_TYPE_SPDM),
+    (PCI_SIG_VENDOR_ID, DOE_TYPE_SECURED_SPDM),
+)
 
 
 class PciDoeBinding:
@@ -89,6 +95,34 @@ class PciDoeBinding:
                 f"too short for a session ID and a record"
             )
         return TransportMessage(message=bytes(message), secured=secured)
+
+    def answer_discovery(self, payload: bytes) -> bytes | None:
+        """The DOE discovery response for a discovery request, else None (PCIe r6 6.30.1.1).
+
+        QEMU answers discovery itself, but a requester on the socket (libspdm's
+        ``spdm_requester_emu --trans PCI_DOE``) asks the responder, as spdm-emu's
+        responder answers it.  The protocols listed are discovery (0), CMA/SPDM (1)
+        and secured CMA/SPDM (2); an index past the end is answered as QEMU does
+        (vendor 0xFFFF, type 0xFF, next index 0).
+        """
+        if len(payload) < DOE_HEADER_SIZE + 4:
+            return None
+        vendor_id, object_type, reserved, length_dw = _HEADER.unpack_from(payload)
+        if (
+            vendor_id != PCI_SIG_VENDOR_ID
+            or object_type != DOE_TYPE_DISCOVERY
+            or reserved
+            or length_dw * 4 != len(payload)
+        ):
+            return None
+        index = payload[DOE_HEADER_SIZE]
+        if index < len(DISCOVERY_PROTOCOLS):
+            vendor, proto = DISCOVERY_PROTOCOLS[index]
+            next_index = index + 1 if index + 1 < len(DISCOVERY_PROTOCOLS) else 0
+        else:
+            vendor, proto, next_index = 0xFFFF, 0xFF, 0
+        body = struct.pack("<HBB", vendor, proto, next_index)
+        return _HEADER.pack(PCI_SIG_VENDOR_ID, DOE_TYPE_DISCOVERY, 0, 3) + body
 
     def encode(self, message: bytes, secured: bool = False) -> bytes:
         """Wrap ``message`` in a DOE header and zero-pad it to a DWORD."""
