@@ -578,3 +578,24 @@ async def test_termination_policy_on_runtime_update() -> None:
     await req.get_version()  # the connection's listener goes away with its sessions
     tables = [cb for cb in dev.listeners if isinstance(getattr(cb, "__self__", None), SessionTable)]
     assert tables == []
+
+
+async def test_identity_requests_inside_a_session(device: Device) -> None:
+    req, conn = await connect(device, binding="mctp", version=0x13)
+    s = await open_session(req, peer_chain=CHAIN384, binding="mctp")
+    digests = await s.send(bytes((0x13, RequestCode.GET_DIGESTS, 0, 0)))
+    assert digests[1] == ResponseCode.DIGESTS
+    assert digests[4:52] == hashlib.sha384(CHAIN384).digest()  # slot 0 first
+    cert = await s.send(
+        bytes((0x13, RequestCode.GET_CERTIFICATE, 0, 0)) + struct.pack("<HH", 0, 64)
+    )
+    assert cert[1] == ResponseCode.CERTIFICATE and cert[8:] == CHAIN384[:64]
+
+
+async def test_mctp_record_without_spdm_message(device: Device) -> None:
+    req, conn = await connect(device, binding="mctp")
+    s = await open_session(req, peer_chain=CHAIN384, binding="mctp")
+    payloads = send_raw(conn, s.encrypt(b"\x7e" + bytes((0x12, 0xE8, 0, 0))))  # vendor type
+    reply = s.decrypt(conn.binding.decode(payloads[0]).message)
+    assert reply == b"\x05" + bytes((0x12, 0x7F, ErrorCode.UnsupportedRequest, 0x7E))
+    await s.heartbeat()  # the session is fine

@@ -176,3 +176,21 @@ async def test_encapsulated_request_without_pending_flow(identity: RequesterIden
     assert err.value.code == ErrorCode.UnexpectedRequest
     with pytest.raises(RequesterError):
         await run_encapsulated(s, identity)
+
+
+@pytest.mark.parametrize("binding", ["doe", "mctp"])
+@pytest.mark.parametrize("mode", ["encap", "get_digests"])
+async def test_mutual_auth_handshake_in_the_clear(
+    identity: RequesterIdentity, mode: str, binding: str
+) -> None:
+    """libspdm's requester sends the whole handshake phase in the clear (encapsulated
+    messages too) once HANDSHAKE_IN_THE_CLEAR is negotiated."""
+    dev = mut_device(mode)
+    flags = MUT_FLAGS | RequesterCap.HANDSHAKE_IN_THE_CLEAR_CAP
+    req, conn = await connect(dev, binding=binding, version=0x13, flags=flags)
+    s = await open_session(req, peer_chain=CHAIN384, binding=binding, identity=identity)
+    assert s.in_clear and s.mut_auth_requested == MODES[mode]
+    plain = [q[1] for q, _ in req.log[-4:]]
+    assert RequestCode.DELIVER_ENCAPSULATED_RESPONSE in plain and RequestCode.FINISH in plain
+    await s.heartbeat()
+    await s.end_session()

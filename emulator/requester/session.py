@@ -454,6 +454,15 @@ class RequesterSession:
         if rsp[0] != self.version:
             raise RequesterError(f"{code.name}: version 0x{rsp[0]:02X}")
 
+    async def send_handshake(self, request: bytes) -> bytes:
+        """A handshake-phase request: in the clear with HANDSHAKE_IN_THE_CLEAR (libspdm sends
+        every handshake message of a KEY_EXCHANGE session in the clear then), else secured."""
+        if self.in_clear and not self.established and not self.use_psk:
+            rsp = await self.requester.send(request)
+            self.log.append((request, rsp))
+            return rsp
+        return await self.send(request)
+
     async def heartbeat(self) -> None:
         rsp = await self.send(bytes((self.version, RequestCode.HEARTBEAT, 0, 0)))
         self._expect(rsp, ResponseCode.HEARTBEAT_ACK)
@@ -671,10 +680,11 @@ async def run_encapsulated(s: RequesterSession, identity: RequesterIdentity) -> 
     """Answer the responder's encapsulated GET_DIGESTS / GET_CERTIFICATE (mutual auth)."""
     v = s.version
     chain = spdm_chain(s.hash_name, identity.certs_der)
+    send = s.send_handshake
     if s.mut_auth_requested == 0x04:
         request_id, request = 0, bytes((v, RequestCode.GET_DIGESTS, 0, 0))
     else:
-        rsp = await s.send(bytes((v, RequestCode.GET_ENCAPSULATED_REQUEST, 0, 0)))
+        rsp = await send(bytes((v, RequestCode.GET_ENCAPSULATED_REQUEST, 0, 0)))
         s._expect(rsp, ResponseCode.ENCAPSULATED_REQUEST)
         request_id, request = rsp[2], rsp[4:]
     ack_size = 8 if v >= 0x12 else 4
@@ -691,7 +701,7 @@ async def run_encapsulated(s: RequesterSession, identity: RequesterIdentity) -> 
             answer += struct.pack("<HH", len(portion), remainder) + portion
         else:
             answer = bytes((v, ResponseCode.ERROR, ErrorCode.UnsupportedRequest, request[1]))
-        rsp = await s.send(
+        rsp = await send(
             bytes((v, RequestCode.DELIVER_ENCAPSULATED_RESPONSE, request_id, 0)) + answer
         )
         s._expect(rsp, ResponseCode.ENCAPSULATED_RESPONSE_ACK)

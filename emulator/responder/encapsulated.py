@@ -20,6 +20,9 @@ ReqBaseAsymAlg, and the first certificate being (or issued by) a trusted request
 the profile.  A bad answer or an untrusted chain ends the flow with
 ERROR(InvalidResponseCode) (libspdm); FINISH then fails (no usable requester key).
 
+With HANDSHAKE_IN_THE_CLEAR the requester sends these in the clear, like FINISH; the flow
+of the latest session is used then.
+
 Errors: encapsulation not supported (ENCAP_CAP on both sides; in 1.2 MUT_AUTH_CAP counts as
 well) -> UnsupportedRequest; no flow pending -> NoPendingRequests (1.3) / UnexpectedRequest;
 DELIVER with another RequestID or no payload -> InvalidRequest.
@@ -99,7 +102,15 @@ def _check_supported(r: Responder, code: RequestCode) -> None:
 
 
 def _active_encap(r: Responder, req: Request) -> tuple[Session, EncapState] | None:
-    session = session_table(r).get(req.session_id)
+    """The pending flow: of the request's session, or (outside a session) of the latest one.
+
+    libspdm keeps one encapsulated flow per connection and does not require a session for
+    it: with HANDSHAKE_IN_THE_CLEAR its requester sends the whole handshake phase,
+    encapsulated messages included, in the clear.
+    """
+    table = session_table(r)
+    sid = req.session_id if req.session_id is not None else table.latest_session_id
+    session = table.get(sid)
     if session is None or session.encap is None or session.encap.done:
         return None
     return session, session.encap
