@@ -581,7 +581,7 @@ async def test_termination_policy_on_runtime_update() -> None:
 
 
 async def test_identity_requests_inside_a_session(device: Device) -> None:
-    req, conn = await connect(device, binding="mctp", version=0x13)
+    req, _conn = await connect(device, binding="mctp", version=0x13)
     s = await open_session(req, peer_chain=CHAIN384, binding="mctp")
     digests = await s.send(bytes((0x13, RequestCode.GET_DIGESTS, 0, 0)))
     assert digests[1] == ResponseCode.DIGESTS

@@ -187,7 +187,7 @@ async def test_mutual_auth_handshake_in_the_clear(
     messages too) once HANDSHAKE_IN_THE_CLEAR is negotiated."""
     dev = mut_device(mode)
     flags = MUT_FLAGS | RequesterCap.HANDSHAKE_IN_THE_CLEAR_CAP
-    req, conn = await connect(dev, binding=binding, version=0x13, flags=flags)
+    req, _conn = await connect(dev, binding=binding, version=0x13, flags=flags)
     s = await open_session(req, peer_chain=CHAIN384, binding=binding, identity=identity)
     assert s.in_clear and s.mut_auth_requested == MODES[mode]
     plain = [q[1] for q, _ in req.log[-4:]]
