@@ -29,7 +29,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emulator.codec.constants import ErrorCode, RequestCode, ResponseCode
 from emulator.codec.messages import CapabilitiesMsg
@@ -39,6 +39,9 @@ from emulator.profiles import load_profile
 from emulator.requester import Requester, RequesterConfig
 from emulator.responder import HANDLERS, ConnectionState, Responder
 from emulator.transport.base import TransportMessage
+
+if TYPE_CHECKING:
+    from emulator.connection import SpdmConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 #: seed of the fuzz device (nonces, DHE keys): prefixes replay byte for byte
@@ -142,6 +145,8 @@ class Prefix:
     version: int
     steps: tuple[Step, ...]
     session_id: int | None = None
+    #: session stages: DOE payloads to replay into an SpdmConnection, and the keys
+    session: SessionPrefix | None = None
 
 
 class RecordingChannel:
@@ -240,11 +245,24 @@ async def _record(device: Device, version: int, stage: int) -> tuple[Step, ...]:
     return recorded
 
 
+#: stages that run through the connection glue with an established session
+SESSION_STAGES = frozenset({"session", "session_measurements"})
+
+
 @functools.cache
 def prefix_for(stage: int, version: int) -> Prefix:
-    """The recorded prefix of one stage at one version (cached)."""
-    steps = asyncio.run(_record(fuzz_device(), version, stage)) if stage else ()
+    """The recorded prefix of one stage at one version (cached).
+
+    A session stage the device or version cannot reach falls back to the deepest
+    plain stage.
+    """
     name = f"{STAGE_NAMES[stage]}@{version >> 4}.{version & 0xF}"
+    if STAGE_NAMES[stage] in SESSION_STAGES:
+        session = record_session(version, STAGE_NAMES[stage] == "session_measurements")
+        if session is not None:
+            return Prefix(name, version, (), session.keys.session_id, session)
+        return prefix_for(STAGE_NAMES.index("measurements"), version)
+    steps = asyncio.run(_record(fuzz_device(), version, stage)) if stage else ()
     return Prefix(name, version, steps)
 
 
@@ -353,12 +371,25 @@ class ResponderHarness:
     #: the VCA transcript as this harness computes it
     model_a: bytearray = field(init=False, default_factory=bytearray)
     exchanges: int = field(init=False, default=0)
+    _handle: Callable[[bytes, int | None], bytes] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.responder = new_responder(self.device)
+        self._handle = self.responder.handle
         if self.prefix is not None:
             for step in self.prefix.steps:
                 self.send(step.request, step.in_session)
+
+    @classmethod
+    def around(cls, responder: Responder) -> ResponderHarness:
+        """Check every ``responder.handle`` call made by someone else (the connection glue):
+        the responder's ``handle`` is replaced by the checking :meth:`exchange`."""
+        harness = cls(device=responder.device)
+        harness.responder = responder
+        harness._handle = responder.handle
+        harness.model_a = bytearray(responder.transcripts.a)
+        responder.handle = harness.exchange  # type: ignore[method-assign]
+        return harness
 
     @property
     def session_id(self) -> int | None:
@@ -366,13 +397,18 @@ class ResponderHarness:
 
     def send(self, request: bytes, in_session: bool = False) -> bytes:
         """Send one request and check the contract; return the response."""
+        return self.exchange(request, self.session_id if in_session else None)
+
+    def exchange(self, request: bytes, session_id: int | None = None) -> bytes:
+        """``Responder.handle`` with the contract checked around it."""
         r = self.responder
-        sid = self.session_id if in_session else None
-        in_session = sid is not None
+        in_session = session_id is not None
+        if r.state == ConnectionState.NOT_STARTED and not r.transcripts.a:
+            self.model_a.clear()  # reset outside handle (e.g. END_SESSION clearing state)
         state, version = r.state, r.version
         before_a = bytes(r.transcripts.a)
         response = check_spdm_message(
-            r.handle(request, sid), (int(v) for v in self.device.versions), request
+            self._handle(request, session_id), (int(v) for v in self.device.versions), request
         )
         self.exchanges += 1
         want = expected_error(request, in_session, state, version)
@@ -483,9 +519,183 @@ def _check_algorithms(request: bytes, response: bytes) -> None:
             )
 
 
-def run_sequence(data: bytes) -> ResponderHarness:
+def run_sequence(data: bytes) -> ResponderHarness | ConnectionHarness:
     """The responder target's body: prefix by the first byte, then the messages."""
-    harness = ResponderHarness(prefix=choose_prefix(data[0]) if data else None)
+    prefix = choose_prefix(data[0]) if data else None
+    harness: ResponderHarness | ConnectionHarness
+    if prefix is not None and prefix.session is not None:
+        harness = ConnectionHarness(prefix.session)
+    else:
+        harness = ResponderHarness(prefix=prefix)
     for message, in_session in split_messages(data[1:]):
         harness.send(message, in_session)
     return harness
+
+
+# ---- sessions: the connection glue (DSP0277 records) around the checked responder ------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    """One established session as the requester side holds it after the prefix."""
+
+    session_id: int
+    aead: int
+    mac_only: bool
+    req_key: bytes
+    req_iv: bytes
+    req_seq: int
+    rsp_key: bytes
+    rsp_iv: bytes
+    rsp_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPrefix:
+    """DOE payloads that establish a session in a fresh connection, and its keys."""
+
+    name: str
+    version: int
+    payloads: tuple[bytes, ...]
+    replies: tuple[tuple[bytes, ...], ...]
+    keys: SessionKeys
+
+
+def new_connection(device: Device | None = None) -> SpdmConnection:
+    """A DOE connection whose randomness and clock are deterministic."""
+    from emulator.connection import SpdmConnection
+    from emulator.transport import get_binding
+
+    return SpdmConnection(
+        device or fuzz_device(),
+        get_binding("doe"),
+        rng=SeededRandom(FUZZ_SEED, "fuzz-conn"),
+        clock=FakeClock(),
+    )
+
+
+class RecordingConnectionChannel:
+    """A requester channel into an in-process connection that records what crosses it."""
+
+    def __init__(self, connection: SpdmConnection) -> None:
+        self.connection = connection
+        self.binding = connection.binding
+        self.payloads: list[bytes] = []
+        self.replies: list[tuple[bytes, ...]] = []
+
+    async def exchange(self, message: bytes, secured: bool = False) -> TransportMessage:
+        payload = self.binding.encode(message, secured=secured)
+        reply = self.connection.receive(payload)
+        self.payloads.append(payload)
+        self.replies.append(tuple(reply.payloads))
+        if not reply.payloads:
+            raise ContractViolation("the responder dropped a message of the recorded flow")
+        decoded: TransportMessage = self.binding.decode(reply.payloads[0])
+        return decoded
+
+
+#: the requester's half of the session ID in recorded sessions
+RECORDED_REQ_SESSION_ID = 0x5EED
+
+
+async def _record_session(version: int, measurements: bool) -> SessionPrefix | None:
+    identity = _optional("emulator.requester.identity")
+    session_mod = _optional("emulator.requester.session")
+    if identity is None or session_mod is None or version < 0x11:
+        return None
+    conn = new_connection()
+    channel = RecordingConnectionChannel(conn)
+    requester = Requester(channel, RequesterConfig(version=version))
+    try:
+        await requester.vca()
+        chain = (await identity.get_certificate(requester)).chain
+        s = await session_mod.open_session(
+            requester, peer_chain=chain, binding="doe", req_session_id=RECORDED_REQ_SESSION_ID
+        )
+        if measurements:
+            count = bytes((version, RequestCode.GET_MEASUREMENTS, 0, 0))
+            await s.send(count + bytes(8 if version >= 0x13 else 0))
+    except Exception:
+        return None
+    req, rsp = s.keys["req"], s.keys["rsp"]
+    keys = SessionKeys(
+        s.session_id, s.aead, s.mac_only, req.key, req.iv, req.seq, rsp.key, rsp.iv, rsp.seq
+    )
+    return SessionPrefix(
+        f"session@{version:#x}", version, tuple(channel.payloads), tuple(channel.replies), keys
+    )
+
+
+@functools.cache
+def record_session(version: int, measurements: bool = False) -> SessionPrefix | None:
+    """A recorded session at ``version``, checked to replay byte for byte (else None)."""
+    prefix = asyncio.run(_record_session(version, measurements))
+    if prefix is None:
+        return None
+    conn = new_connection()
+    for payload, reply in zip(prefix.payloads, prefix.replies, strict=True):
+        if tuple(conn.receive(payload).payloads) != reply:
+            return None  # not deterministic: the session cannot be replayed
+    return prefix
+
+
+class ConnectionHarness:
+    """A fresh connection with the recorded session established; requests marked
+    in-session are sealed with the session's request keys (the project's record code)."""
+
+    def __init__(self, prefix: SessionPrefix) -> None:
+        from emulator.transport import get_binding
+
+        self.connection = new_connection()
+        self.binding = get_binding("doe")
+        self.checker = ResponderHarness.around(self.connection.responder)
+        self.keys = prefix.keys
+        self.req_seq = prefix.keys.req_seq
+        self.versions = [int(v) for v in fuzz_device().versions]
+        for payload in prefix.payloads:
+            self._receive(payload)
+
+    @property
+    def responder(self) -> Responder:
+        return self.connection.responder
+
+    def seal(self, message: bytes) -> bytes:
+        """``message`` as the session's next request record."""
+        from emulator.session.record import seal_record
+
+        k = self.keys
+        record = seal_record(
+            aead=k.aead,
+            key=k.req_key,
+            salt=k.req_iv,
+            sequence_number=self.req_seq,
+            session_id=k.session_id,
+            sequence_number_size=0,
+            app_data=message,
+            mac_only=k.mac_only,
+        )
+        self.req_seq += 1
+        return record
+
+    def send(self, message: bytes, in_session: bool = False) -> list[bytes]:
+        """One message (sealed when ``in_session``); returns the reply payloads."""
+        if not message:
+            return []
+        payload = self.binding.encode(
+            self.seal(message) if in_session else message, secured=in_session
+        )
+        return self._receive(payload)
+
+    def send_record(self, record: bytes) -> list[bytes]:
+        """Raw record bytes in a secured DOE object."""
+        if len(record) <= 4:
+            return []
+        return self._receive(self.binding.encode(record, secured=True))
+
+    def _receive(self, payload: bytes) -> list[bytes]:
+        reply = self.connection.receive(payload)
+        for out in reply.payloads:
+            decoded = self.binding.decode(out)
+            if not decoded.secured:
+                check_spdm_message(decoded.message, self.versions, payload)
+        return list(reply.payloads)

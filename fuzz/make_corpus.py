@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from emulator.codec.constants import RequestCode
 from emulator.profiles import PROFILES_DIR
 from emulator.requester import Requester, RequesterConfig
 from emulator.server.platform import Frame, PlatformCommand, encode_frame
@@ -42,6 +43,7 @@ from fuzz.harness import (
     fuzz_device,
     join_messages,
     new_responder,
+    record_session,
     selector_of,
 )
 
@@ -88,6 +90,34 @@ def responder_inputs(version: int, stages: list[tuple[str, list[Step]]]) -> Iter
         )
 
 
+def in_session_requests(version: int) -> list[bytes]:
+    """Requests a requester sends inside an established session (DSP0274 10.14-10.16)."""
+    ctx = bytes(8 if version >= 0x13 else 0)
+    return [
+        bytes((version, RequestCode.HEARTBEAT, 0, 0)),
+        bytes((version, RequestCode.GET_MEASUREMENTS, 0, 0)) + ctx,
+        bytes((version, RequestCode.GET_MEASUREMENTS, 0, 0xFF)) + ctx,
+        bytes((version, RequestCode.KEY_UPDATE, 1, 0x11)),  # UpdateKey
+        bytes((version, RequestCode.KEY_UPDATE, 3, 0x12)),  # VerifyNewKey
+        bytes((version, RequestCode.GET_DIGESTS, 0, 0)),
+        bytes((version, RequestCode.GET_CERTIFICATE, 0, 0, 0, 0, 0, 4)),
+        bytes((version, RequestCode.KEY_UPDATE, 2, 0x13)),  # UpdateAllKeys
+        bytes((version, RequestCode.END_SESSION, 0, 0)),
+    ]
+
+
+def session_inputs(version: int) -> Iterable[bytes]:
+    """Session-stage inputs: requests sent in the session, and some outside it."""
+    if record_session(version) is None:
+        return
+    reqs = in_session_requests(version)
+    for stage in ("session", "session_measurements"):
+        selector = bytes((selector_of(stage, version),))
+        yield selector + join_messages((r, True) for r in reqs)
+        yield selector + join_messages([(reqs[0], True), (reqs[0], False), (reqs[-1], True)])
+        yield selector + join_messages((r, True) for r in reqs[:3])
+
+
 def make(out: Path) -> dict[str, int]:
     device = fuzz_device()
     requests: list[bytes] = []
@@ -95,6 +125,9 @@ def make(out: Path) -> dict[str, int]:
     for version in (int(v) for v in device.versions):
         stages = asyncio.run(record_flow(version))
         for data in responder_inputs(version, stages):
+            _write(out / "responder", data)
+            counts["responder"] += 1
+        for data in session_inputs(version):
             _write(out / "responder", data)
             counts["responder"] += 1
         requests += [s.request for _, steps in stages for s in steps if not s.in_session]

@@ -21,6 +21,7 @@ from fuzz.harness import (
     ResponderHarness,
     choose_prefix,
     join_messages,
+    new_responder,
     selector_of,
     split_messages,
 )
@@ -114,21 +115,6 @@ def test_prefix_selectors_are_stable() -> None:
     assert vca.steps[1].request[0] == 0x12
 
 
-class _LyingResponder:
-    """Wraps a responder and corrupts one aspect of its answers."""
-
-    def __init__(self, inner: object, corrupt: Callable[[bytes, bytes], bytes]) -> None:
-        self.inner = inner
-        self.corrupt = corrupt
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
-
-    def handle(self, request: bytes, session_id: int | None = None) -> bytes:
-        response: bytes = self.inner.handle(request, session_id)  # type: ignore[attr-defined]
-        return self.corrupt(request, response)
-
-
 @pytest.mark.parametrize(
     ("what", "corrupt"),
     [
@@ -143,22 +129,29 @@ class _LyingResponder:
 def test_contract_catches_broken_responses(
     what: str, corrupt: Callable[[bytes, bytes], bytes]
 ) -> None:
-    harness = ResponderHarness()
-    harness.responder = _LyingResponder(harness.responder, corrupt)  # type: ignore[assignment]
+    r = new_responder()
+    real = r.handle
+
+    def lying(request: bytes, session_id: int | None = None) -> bytes:
+        return corrupt(request, real(request, session_id))
+
+    r.handle = lying  # type: ignore[method-assign]
+    harness = ResponderHarness.around(r)
     with pytest.raises(ContractViolation):
         harness.send(b"\x10\x84\x00\x00")  # GET_VERSION
         harness.send(b"\x10\x99\x00\x00")  # unknown code: ERROR UnsupportedRequest
 
 
 def test_contract_catches_state_moved_by_error() -> None:
-    harness = ResponderHarness(prefix=choose_prefix(selector_of("vca", 0x12)))
-    real = harness.responder
+    r = ResponderHarness(prefix=choose_prefix(selector_of("vca", 0x12))).responder
+    real = r.handle
 
     def handle(request: bytes, session_id: int | None = None) -> bytes:
-        response = type(real).handle(real, request, session_id)
-        real.transcripts.a += b"\x00"  # an ERROR that changes message A
+        response = real(request, session_id)
+        r.transcripts.a += b"\x00"  # an ERROR that changes message A
         return response
 
-    real.handle = handle  # type: ignore[method-assign]
+    r.handle = handle  # type: ignore[method-assign]
+    harness = ResponderHarness.around(r)
     with pytest.raises(ContractViolation, match="transcript"):
         harness.send(b"\x12\x99\x00\x00")
