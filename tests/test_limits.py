@@ -419,3 +419,54 @@ async def test_requester_loopback_sanity(device: Device) -> None:
     """The in-process requester sees the same device (guards the fixtures above)."""
     neg = await Requester(LoopbackChannel(Responder(device))).vca()
     assert neg.version == 0x13
+
+
+# ---- maximum sessions (profile [sessions] max_sessions) -------------------------------------
+
+
+async def test_session_over_the_maximum_is_refused(profile: Profile) -> None:
+    from emulator.requester import SpdmErrorReply, identity
+    from emulator.requester.session import ConnectionChannel, key_exchange, open_session
+    from emulator.session.table import existing_session_table
+
+    assert profile.sessions.max_sessions == 4  # the default profile's (safe) default
+    profile.sessions.max_sessions = 2
+    try:
+        device = Device.from_profile(profile)
+    finally:
+        profile.sessions.max_sessions = 4
+    conn = SpdmConnection(device, DOE)
+    req = Requester(ConnectionChannel(conn), RequesterConfig(version=0x12))
+    await req.vca()
+    chain = (await identity.get_certificate(req)).chain
+    first = await open_session(req, peer_chain=chain, binding="doe", req_session_id=1)
+    second = await open_session(req, peer_chain=chain, binding="doe", req_session_id=2)
+    assert first.established and second.established
+    with pytest.raises(SpdmErrorReply) as refused:
+        await key_exchange(req, peer_chain=chain, binding="doe", req_session_id=3)
+    assert refused.value.error_name == "SessionLimitExceeded"
+    table = existing_session_table(conn.responder)
+    assert table is not None and len(table) == 2
+    # the refusal did not disturb the open sessions, and ending one makes room
+    await second.heartbeat()
+    await first.end_session()
+    third = await open_session(req, peer_chain=chain, binding="doe", req_session_id=3)
+    assert third.established and len(table) == 2
+
+
+def test_in_session_requests_forever_do_not_grow_memory() -> None:
+    """GET_MEASUREMENTS and HEARTBEAT in an established session (records, L2, sequence
+    numbers) keep memory flat."""
+    from fuzz.harness import ConnectionHarness, record_session
+
+    prefix = record_session(0x12)
+    assert prefix is not None, "the session could not be recorded"
+    harness = ConnectionHarness(prefix)
+    measure = bytes((0x12, RequestCode.GET_MEASUREMENTS, 0, 1))
+    heartbeat = bytes((0x12, RequestCode.HEARTBEAT, 0, 0))
+
+    def step() -> None:
+        assert harness.send(measure, in_session=True)
+        assert harness.send(heartbeat, in_session=True)
+
+    assert _growth(step, 20, N_REQUESTS // 2) < FLAT_BOUND
