@@ -203,7 +203,7 @@ class SpdmConnection:
                     return r.handle(msg, session_id=session.session_id)
 
                 response = handle(request) if fx is None else fx.run(request, handle)
-        reply = self._seal(table, session, fmt, response)
+        reply = self._seal(table, session, fmt, response, fx)
         if fx is not None:
             fx.on_reply(reply)
         self._log(request, response, session.session_id)
@@ -212,15 +212,30 @@ class SpdmConnection:
         return reply
 
     def _seal(
-        self, table: SessionTable, session: Session, fmt: RecordFormat, response: bytes
+        self,
+        table: SessionTable,
+        session: Session,
+        fmt: RecordFormat,
+        response: bytes,
+        fx: FaultExchange | None = None,
     ) -> Reply:
-        """Encrypt ``response`` into the session; no reply if the sequence number ran out."""
+        """Encrypt ``response`` into the session; no reply if the sequence number ran out.
+
+        Record-stage faults (``fx``) alter the encrypted record: a sequence number is
+        skipped before sealing for ``record:bad_seq``, the MAC or SessionID is changed after.
+        """
+        skipped = False
         try:
+            if fx is not None and fx.skip_sequence_number:
+                session.response_keys().sequence += 1
+                skipped = True
             record = session.seal_response(fmt.app_header + response, fmt, self.responder.rng)
         except SessionError as exc:
             log.warning("conn %d: session 0x%08X ended: %s", self.number, session.session_id, exc)
             table.terminate(session.session_id)
             return Reply([])
+        if fx is not None:
+            record = fx.on_record(record, sequence_skipped=skipped)
         return Reply([self.binding.encode(record, secured=True)])
 
     def _unknown_session(self, record: bytes, sid: int | None) -> Reply:

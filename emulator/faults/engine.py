@@ -28,6 +28,7 @@ from emulator.codec.messages import build_error
 from emulator.device.random import RandomSource, SeededRandom
 from emulator.faults import mutate, notready
 from emulator.faults.hooks import LIES_KEY, ActiveLies
+from emulator.faults.lies import VIEW_LIES, DeviceView, LieMaterial
 from emulator.faults.model import (
     ActionKind,
     FaultRule,
@@ -57,6 +58,8 @@ class FaultEngine:
         self._next_id = 1
         #: request code -> random bytes the responder drew in its last such exchange
         self._random_memory: dict[int, bytes] = {}
+        #: substitute keys and chains for the identity lies (made once, reused)
+        self.material = LieMaterial(seed)
         #: faults applied so far (all rules)
         self.applied_total = 0
         self.listeners: list[RuleListener] = []
@@ -239,6 +242,7 @@ class FaultExchange:
         self._random: _ReplayRandom | None = None
         self._saved_rng: RandomSource | None = None
         self._lies: ActiveLies | None = None
+        self._saved_device: Any = None
         self._lie_rules: dict[LieKind, FaultRule] = {}
         self._answered = False
 
@@ -336,6 +340,11 @@ class FaultExchange:
             return request, response
         if self._lies is not None:
             r.family[LIES_KEY] = self._lies
+            view_lies = set(self._lies.wanted) & VIEW_LIES
+            if view_lies:
+                # this connection sees a lying device for this exchange only
+                self._saved_device = r.device
+                r.device = DeviceView(r.device, view_lies, self.engine.material, self._lies.told)
         if self._remember or replay is not None:
             self._saved_rng = r.rng
             self._random = _ReplayRandom(r.rng, replay)
@@ -347,6 +356,9 @@ class FaultExchange:
 
     def _finish_responder(self) -> None:
         r = self.responder
+        if self._saved_device is not None:
+            r.device = self._saved_device
+            self._saved_device = None
         if self._saved_rng is not None:
             r.rng = self._saved_rng
             self._saved_rng = None
