@@ -610,3 +610,58 @@ def test_request_codes_in_events_are_numbers() -> None:
         "reason": "busy",
         "faults": ["f1: error:Busy"],
     }
+
+
+async def test_serve_cli_with_mqtt_and_fault(mqtt_broker: Broker, tmp_path: Path) -> None:
+    """``spdm-emulator serve --mqtt ... --fault ...`` as a user runs it."""
+    import os
+    import re
+    import signal
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    async with Watcher(mqtt_broker) as w:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "emulator",
+            "serve",
+            "--port",
+            "0",
+            "--log-level",
+            "warning",
+            "--mqtt",
+            mqtt_broker.address,
+            "--fault",
+            "on=NEGOTIATE_ALGORITHMS,nth=1,do=error:ResetRequired",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=tmp_path,
+        )
+        try:
+            assert proc.stdout is not None
+            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+            match = re.search(r"listening on [\d.]+:(\d+)", line)
+            assert match, line
+            port = int(match.group(1))
+            await until(lambda: w.state is not None, "the device state")
+            client = SocketClient("127.0.0.1", port, get_binding("doe"), timeout=10)
+            await client.connect()
+            req = Requester(client)
+            await req.get_version()
+            await req.get_capabilities()
+            with pytest.raises(SpdmErrorReply) as info:
+                await req.negotiate_algorithms()
+            assert info.value.error_name == "ResetRequired"
+            await req.negotiate_algorithms()
+            await client.close()
+            await until(lambda: len(w.events) >= 4, "the events")
+            assert w.events[2]["faults"] == ["f1: error:ResetRequired"]
+            reply = await w.command("faults", {"op": "list"}, cid="cli")
+            assert reply["result"]["rules"][0]["origin"] == "cli"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0

@@ -723,3 +723,48 @@ def test_no_rules_no_exchange() -> None:
 
 
 _ = asyncio
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_cli_fault_flag_errors_name_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    from emulator import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["serve", "--fault", "on=CHALLENGE,nth=0,do=drop"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        "argument --fault: fault 'on=CHALLENGE,nth=0,do=drop': nth: 0 is below the minimum 1" in err
+    )
+
+
+def test_cli_fault_flags_reach_the_engine() -> None:
+    import argparse
+
+    from emulator import cli
+    from emulator.faults import cli as faults_cli
+
+    cli._load_extensions()
+    parser = cli.build_parser()
+    args = parser.parse_args(
+        [
+            "serve",
+            "--fault",
+            "on=GET_VERSION,prob=0.5,do=drop",
+            "--fault",
+            "id=x,do=close",
+            "--fault-seed",
+            "9",
+        ]
+    )
+    assert isinstance(args, argparse.Namespace)
+
+    class Emu:
+        device = make_device()
+
+    faults_cli.apply(args, Emu)
+    engine = Emu.device.faults
+    assert [(r.id, r.origin) for r in engine.rules] == [("f1", "cli"), ("x", "cli")]
+    assert engine.seed == 9

@@ -126,6 +126,10 @@ class ControlPlane:
 
     async def start(self) -> None:
         """Start the publisher task (returns at once; the broker may be absent)."""
+        self.start_nowait()
+
+    def start_nowait(self) -> None:
+        """:meth:`start` from synchronous code running in the event loop."""
         if self._task is not None:
             return
         self._loop = asyncio.get_running_loop()

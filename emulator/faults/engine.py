@@ -125,6 +125,14 @@ class FaultEngine:
         self._notify("cleared", n)
         return n
 
+    def reseed(self, seed: int) -> None:
+        """Use ``seed`` for every rule without a seed of its own (restarts their draws)."""
+        self.seed = seed
+        self.material = LieMaterial(seed)
+        for rule in self._rules:
+            rule_seed = rule.seed if rule.seed is not None else seed
+            self._rngs[rule.id] = SeededRandom(rule_seed, f"fault/{rule.id}")
+
     def _notify(self, what: str, detail: object) -> None:
         for cb in list(self.listeners):
             try:
