@@ -277,6 +277,24 @@ class SpdmConnection:
         if reset:
             r.reset()
 
+    def oob_encap_key_update(self, payload: bytes) -> bool:
+        """Platform command OOB_ENCAP_KEY_UPDATE (0x8001, spdm-emu): ``payload`` is the
+        SessionID (u32 LE; anything else: the latest session).  Arms a responder-initiated
+        encapsulated KEY_UPDATE for the session's next GET_ENCAPSULATED_REQUEST; spdm-emu
+        answers the command with an empty OOB_ENCAP_KEY_UPDATE frame.  False when there is
+        no such session."""
+        from emulator.responder.encapsulated import arm_key_update
+
+        sid = int.from_bytes(payload, "little") if len(payload) == 4 else 0
+        armed = arm_key_update(self.responder, sid)
+        log.info(
+            "conn %d: OOB_ENCAP_KEY_UPDATE for session 0x%08X: %s",
+            self.number,
+            sid,
+            "armed" if armed else "no such session",
+        )
+        return armed
+
     def close(self) -> None:
         """The socket is gone (SHUTDOWN, peer closed): forget the connection state."""
         if not self.closed:

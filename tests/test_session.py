@@ -599,3 +599,22 @@ async def test_mctp_record_without_spdm_message(device: Device) -> None:
     reply = s.decrypt(conn.binding.decode(payloads[0]).message)
     assert reply == b"\x05" + bytes((0x12, 0x7F, ErrorCode.UnsupportedRequest, 0x7E))
     await s.heartbeat()  # the session is fine
+
+
+@pytest.mark.parametrize("binding", ["doe", "mctp"])
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_responder_initiated_key_update(device: Device, binding: str, version: int) -> None:
+    """spdm-emu's OOB_ENCAP_KEY_UPDATE: the responder updates its own key through the
+    encapsulated flow (UpdateKey, then VerifyNewKey under the new response key)."""
+    req, conn = await connect(device, binding=binding, version=version)
+    s = await open_session(req, peer_chain=CHAIN384, binding=binding)
+    with pytest.raises(SpdmErrorReply):  # nothing pending yet
+        await s.send(bytes((version, RequestCode.GET_ENCAPSULATED_REQUEST, 0, 0)))
+    assert conn.oob_encap_key_update(struct.pack("<I", s.session_id))
+    old_rsp_key = s.keys["rsp"].key
+    await s.responder_key_update()
+    assert s.keys["rsp"].key != old_rsp_key
+    await s.heartbeat()  # traffic under the responder's new key
+    await s.key_update(2)
+    await s.end_session()
+    assert not conn.oob_encap_key_update(struct.pack("<I", s.session_id))

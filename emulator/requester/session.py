@@ -493,6 +493,32 @@ class RequesterSession:
             if rsp[2:4] != bytes((3, tag2)):
                 raise RequesterError("KEY_UPDATE_ACK (VerifyNewKey) does not echo op and tag")
 
+    async def responder_key_update(self) -> None:
+        """Answer a responder-initiated KEY_UPDATE (encapsulated; spdm-emu OOB_ENCAP_KEY_UPDATE):
+        UpdateKey -> ACK, then VerifyNewKey arrives under the responder's new key."""
+        v = self.version
+        rsp = await self.send(bytes((v, RequestCode.GET_ENCAPSULATED_REQUEST, 0, 0)))
+        self._expect(rsp, ResponseCode.ENCAPSULATED_REQUEST)
+        request_id, request = rsp[2], rsp[4:]
+        ack_size = 8 if v >= 0x12 else 4
+        while request:
+            if request[:2] != bytes((v, RequestCode.KEY_UPDATE)) or len(request) != 4:
+                raise RequesterError(f"expected an encapsulated KEY_UPDATE, got {request.hex()}")
+            op = request[2]
+            answer = bytes((v, ResponseCode.KEY_UPDATE_ACK)) + request[2:4]
+            deliver = bytes((v, RequestCode.DELIVER_ENCAPSULATED_RESPONSE, request_id, 0)) + answer
+            record = self.encrypt(self.record.app_header + deliver)
+            if op == 1:  # the responder switches to its new key for the next message
+                self.update_key("rsp")
+            reply = await self.exchange_record(record)
+            rsp = self.decrypt(reply.message)[len(self.record.app_header) :]
+            self.log.append((deliver, rsp))
+            self._expect(rsp, ResponseCode.ENCAPSULATED_RESPONSE_ACK)
+            if rsp[3] == 1:
+                request_id, request = rsp[2], rsp[ack_size:]
+            else:
+                request = b""
+
     async def end_session(self, attributes: int = 0) -> None:
         rsp = await self.send(bytes((self.version, RequestCode.END_SESSION, attributes, 0)))
         self._expect(rsp, ResponseCode.END_SESSION_ACK)

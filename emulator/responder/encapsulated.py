@@ -47,6 +47,7 @@ from emulator.codec.messages import build_header
 from emulator.codec.session import (
     EncapPayloadType,
     EncapsulatedResponseAck,
+    KeyUpdateOperation,
     build_encapsulated_request,
 )
 from emulator.crypto import check_key_matches, hash_name, hash_size, public_key_of_cert
@@ -62,7 +63,7 @@ from emulator.responder.core import (
     unexpected,
 )
 from emulator.responder.key_exchange import require_negotiated
-from emulator.session.table import EncapState, Session, session_table
+from emulator.session.table import EncapState, Session, SessionState, session_table
 
 #: libspdm SPDM_MAX_CERTIFICATE_CHAIN_SIZE (the 16-bit Offset/Length space).
 MAX_CHAIN_SIZE = 0xFFFF
@@ -130,6 +131,16 @@ def _build_request(r: Responder, session: Session, op: int) -> bytes:
     assert encap is not None
     if op == RequestCode.GET_DIGESTS:
         return build_header(r.version, RequestCode.GET_DIGESTS)
+    if op == RequestCode.KEY_UPDATE:
+        # libspdm ``libspdm_get_encap_request_key_update``: UpdateKey first; then
+        # VerifyNewKey, sent (in this ACK) already under the new response key
+        tag = r.rng(1)[0]
+        if len(encap.last_request) >= 2 and encap.last_request[1] == RequestCode.KEY_UPDATE:
+            session.update_response_key()
+            return build_header(
+                r.version, RequestCode.KEY_UPDATE, KeyUpdateOperation.VERIFY_NEW_KEY, tag
+            )
+        return build_header(r.version, RequestCode.KEY_UPDATE, KeyUpdateOperation.UPDATE_KEY, tag)
     # GET_CERTIFICATE: offset = what arrived so far, length = what one message can carry
     length = min(
         r.device.max_spdm_msg_size - DELIVER_HEADER_SIZE - CERTIFICATE_HEADER_SIZE, MAX_CHAIN_SIZE
@@ -176,6 +187,12 @@ def get_encapsulated_request(r: Responder, req: Request) -> bytes:
         raise _no_pending(r, "GET_ENCAPSULATED_REQUEST: no encapsulated request is pending")
     session, encap = active
     reset_via_request_code(r, RequestCode.GET_ENCAPSULATED_REQUEST)
+    if RequestCode.KEY_UPDATE in encap.sequence and (
+        session.state is not SessionState.ESTABLISHED
+        or not (r.device.capabilities & ResponderCap.KEY_UPD_CAP)
+        or not r.peer_has(RequesterCap.KEY_UPD_CAP)
+    ):
+        raise _fail(session, "encapsulated KEY_UPDATE needs an established session and KEY_UPD_CAP")
     if encap.current != 0:
         # libspdm processes an empty "previous response" here, which fails the flow
         raise _fail(session, "GET_ENCAPSULATED_REQUEST in the middle of the encapsulated flow")
@@ -215,6 +232,8 @@ def deliver_encapsulated_response(r: Responder, req: Request) -> bytes:
             _process_digests(r, encap, payload)
         elif encap.current == RequestCode.GET_CERTIFICATE:
             need_continue = _process_certificate(r, session, encap, payload)
+        elif encap.current == RequestCode.KEY_UPDATE:
+            need_continue = _process_key_update(r, session, encap, payload)
         else:
             raise EncapFailure("no encapsulated request is awaiting an answer")
     except EncapFailure as exc:
@@ -235,7 +254,7 @@ def deliver_encapsulated_response(r: Responder, req: Request) -> bytes:
     if not next_request:
         ack.request_id = 0
         ack.payload_type = EncapPayloadType.ABSENT
-        if session.req_slot_id not in (0, 0xFF):
+        if session.mut_auth_requested and session.req_slot_id not in (0, 0xFF):
             ack.payload_type = EncapPayloadType.REQ_SLOT_NUMBER
             ack.payload = bytes((session.req_slot_id,))
     return ack.encode()
@@ -309,6 +328,32 @@ def _process_certificate(r: Responder, session: Session, encap: EncapState, rsp:
         raise EncapFailure(problem)
     session.peer_chain = chain
     return False
+
+
+def _process_key_update(r: Responder, session: Session, encap: EncapState, rsp: bytes) -> bool:
+    """KEY_UPDATE_ACK for the responder's KEY_UPDATE; True while VerifyNewKey is still due."""
+    if rsp[0] != r.version:
+        raise EncapFailure(f"KEY_UPDATE_ACK version 0x{rsp[0]:02X}, expected 0x{r.version:02X}")
+    if rsp[1] == ResponseCode.ERROR and rsp[2] == ErrorCode.DecryptError:
+        session.pending_end = True  # libspdm frees the session
+        raise EncapFailure("the requester could not decrypt: the session ends")
+    sent = encap.last_request
+    if len(rsp) != 4 or rsp[1] != ResponseCode.KEY_UPDATE_ACK or rsp[2:4] != sent[2:4]:
+        raise EncapFailure(f"expected KEY_UPDATE_ACK echoing {sent[2:4].hex()}, got {rsp.hex()}")
+    return sent[2] != KeyUpdateOperation.VERIFY_NEW_KEY
+
+
+def arm_key_update(r: Responder, session_id: int) -> bool:
+    """Responder-initiated KEY_UPDATE (spdm-emu ``OOB_ENCAP_KEY_UPDATE``): the next
+    GET_ENCAPSULATED_REQUEST of the session gets KEY_UPDATE(UpdateKey), then
+    VerifyNewKey under the new response key (libspdm ``libspdm_rsp_encap_key_update.c``).
+    ``session_id`` 0 names the latest session.  False when there is no such session."""
+    table = session_table(r)
+    session = table.get(session_id or table.latest_session_id)
+    if session is None:
+        return False
+    session.encap = EncapState(sequence=[int(RequestCode.KEY_UPDATE)])
+    return True
 
 
 def verify_requester_chain(

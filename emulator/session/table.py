@@ -94,10 +94,11 @@ class DirectionKeys:
 
 @dataclass(slots=True)
 class EncapState:
-    """The encapsulated request flow of a session (mutual authentication)."""
+    """The encapsulated request flow of a session: mutual authentication (GET_DIGESTS,
+    GET_CERTIFICATE) or a responder-initiated KEY_UPDATE."""
 
     request_id: int = 0
-    #: request codes still to send, in order (GET_DIGESTS, GET_CERTIFICATE)
+    #: request codes to send, in order (GET_DIGESTS, GET_CERTIFICATE / KEY_UPDATE)
     sequence: list[int] = field(default_factory=list)
     #: the request code whose response is awaited (0: none)
     current: int = 0
