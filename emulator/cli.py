@@ -409,6 +409,7 @@ def _load_extensions() -> None:
 
     for module in (
         "emulator.faults.cli",
+        "emulator.faults.hostile",
         "emulator.control.cli",
         "emulator.requester.cli",
         "emulator.trace",
@@ -421,4 +422,8 @@ def _load_extensions() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module, not __main__: the optional parts register their
+    # options on ``emulator.cli`` (``python3 -m emulator.cli`` would otherwise miss them).
+    from emulator import cli as _cli
+
+    sys.exit(_cli.main())
