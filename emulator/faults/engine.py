@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from emulator.codec.constants import RequestCode, code_name
 from emulator.codec.messages import build_error
 from emulator.device.random import RandomSource, SeededRandom
-from emulator.faults import mutate, notready
+from emulator.faults import hostile, mutate, notready
 from emulator.faults.hooks import LIES_KEY, ActiveLies
 from emulator.faults.lies import VIEW_LIES, DeviceView, LieMaterial
 from emulator.faults.model import (
@@ -431,6 +431,12 @@ class FaultExchange:
                     start, size = mutate.signature_span(response, self.request, r)
                     response = mutate.flip(response, (start + size // 2,), 0x01)
                     detail = f"signature byte {start + size // 2}"
+                elif a.kind is ActionKind.MUTATE:
+                    seed = rule.seed if rule.seed is not None else self.engine.seed
+                    response, m = hostile.mutate_exchange(
+                        response, self.request, r, seed=seed, index=rule.fired
+                    )
+                    detail = m.describe()
                 elif a.lie is LieKind.CHAIN_DIGEST_MISMATCH:
                     start, _size = mutate.digest_span(response, r)
                     response = mutate.flip(response, (start,), 0x01)

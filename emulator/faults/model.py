@@ -61,6 +61,8 @@ class ActionKind(Enum):
     LIE = "lie"
     TAMPER = "tamper"
     RECORD = "record"
+    #: hostile device: seeded structure-aware lies (emulator.faults.hostile)
+    MUTATE = "mutate"
 
 
 class LieKind(Enum):

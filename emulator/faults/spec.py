@@ -60,6 +60,10 @@ A SPEC is a comma-separated list of ``key=value`` items, e.g.::
                              requester sees; keys ``at``, ``mask``
 ``record:KIND``              secured messages: ``bad_mac``, ``bad_seq``,
                              ``bad_session_id``
+``mutate``                   hostile device: a seeded, structure-aware lie in the
+                             response (length/count fields, codes, version, algorithm
+                             bits, truncation, signature/hash/DER bytes); ``seed``
+                             seeds it (emulator.faults.hostile; ``--mutate SEED[:RATE]``)
 ===========================  ========================================================
 
 Numbers may be decimal or ``0x`` hex; offsets may be negative (from the end).
@@ -332,6 +336,9 @@ def _parse_action(do: str, params: dict[str, str]) -> tuple[Action, str]:
     if kind is ActionKind.RECORD:
         rec = _choice("do", needs_arg("KIND"), RecordFault, "record fault")
         return Action(kind, record=rec), f"record:{rec.value}"
+    if kind is ActionKind.MUTATE:
+        no_arg()
+        return Action(kind), canon
     raise FaultSpecError("do", f"unhandled action {kind.value}")  # pragma: no cover
 
 
