@@ -148,3 +148,16 @@ async def test_doe_discovery_answered_as_spdm_emu_does() -> None:
             )
             # and SPDM still works on the same connection
             assert (await Requester(client).vca()).version == 0x13
+
+
+async def test_oob_encap_key_update_is_echoed(caplog: pytest.LogCaptureFixture) -> None:
+    async with running() as emu:
+        async with SocketClient("127.0.0.1", emu.port, get_binding("doe")) as client:
+            await Requester(client).vca()
+            with caplog.at_level(logging.INFO, logger="emulator.connection"):
+                await client.send_frame(PlatformCommand.OOB_ENCAP_KEY_UPDATE, bytes(4))
+                frame = await client.recv_frame()
+            assert frame.command == PlatformCommand.OOB_ENCAP_KEY_UPDATE and frame.payload == b""
+            assert "OOB_ENCAP_KEY_UPDATE for session 0x00000000: no such session" in caplog.text
+            # the connection goes on
+            assert (await Requester(client).vca()).version == 0x13

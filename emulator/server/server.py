@@ -421,6 +421,12 @@ class SpdmServer:
             raise _Closing("peer sent SHUTDOWN")
         elif command == PlatformCommand.CONTINUE:
             await self._send(number, writer, self._frame(PlatformCommand.CONTINUE))
+        elif command == PlatformCommand.OOB_ENCAP_KEY_UPDATE and hasattr(
+            conn, "oob_encap_key_update"
+        ):
+            # spdm-emu: arm a responder-initiated KEY_UPDATE for the session, echo the command
+            conn.oob_encap_key_update(frame.payload)
+            await self._send(number, writer, self._frame(PlatformCommand.OOB_ENCAP_KEY_UPDATE))
         else:
             logger.warning(
                 "conn %d: unsupported platform command %s (transport %s, %d bytes); "
