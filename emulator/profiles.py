@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -162,6 +163,24 @@ class SpdmSection(_Strict):
         return value
 
 
+#: [algorithms] field -> (enum of its names, the bits this emulator implements or None)
+_ALGORITHM_FIELDS: dict[str, tuple[type[IntFlag], int | None]] = {
+    "base_asym": (BaseAsymAlgo, IMPLEMENTED_ASYM),
+    "req_base_asym": (BaseAsymAlgo, IMPLEMENTED_ASYM),
+    "base_hash": (BaseHashAlgo, IMPLEMENTED_HASH),
+    "measurement_hash": (MeasurementHashAlgo, IMPLEMENTED_MEAS_HASH),
+    "dhe": (DheGroup, IMPLEMENTED_DHE),
+    "aead": (AeadSuite, IMPLEMENTED_AEAD),
+    "measurement_spec": (MeasurementSpec, None),
+    "key_schedule": (KeySchedule, None),
+    "opaque_data_format": (
+        OtherParams,
+        OtherParams.OPAQUE_DATA_FMT_0 | OtherParams.OPAQUE_DATA_FMT_1,
+    ),
+    "mel_spec": (MelSpec, None),
+}
+
+
 class AlgorithmsSection(_Strict):
     """[algorithms]: what the device supports, each list in priority order."""
 
@@ -177,78 +196,15 @@ class AlgorithmsSection(_Strict):
     mel_spec: list[str] = Field(default_factory=list)
     multi_key_conn: bool = False
 
-    @field_validator("base_asym")
+    @field_validator(*_ALGORITHM_FIELDS)
     @classmethod
-    def _asym(cls, v: list[str]) -> list[str]:
-        for m in parse_flag_names(BaseAsymAlgo, v, "base_asym"):
-            if not m & IMPLEMENTED_ASYM:
-                raise ValueError(f"{m.name} is not implemented by this emulator")
-        return v
-
-    @field_validator("req_base_asym")
-    @classmethod
-    def _req_asym(cls, v: list[str]) -> list[str]:
-        for m in parse_flag_names(BaseAsymAlgo, v, "req_base_asym"):
-            if not m & IMPLEMENTED_ASYM:
-                raise ValueError(f"{m.name} is not implemented by this emulator")
-        return v
-
-    @field_validator("base_hash")
-    @classmethod
-    def _hash(cls, v: list[str]) -> list[str]:
-        for m in parse_flag_names(BaseHashAlgo, v, "base_hash"):
-            if not m & IMPLEMENTED_HASH:
-                raise ValueError(f"{m.name} is not implemented by this emulator")
-        return v
-
-    @field_validator("measurement_hash")
-    @classmethod
-    def _mhash(cls, v: list[str]) -> list[str]:
-        for m in parse_flag_names(MeasurementHashAlgo, v, "measurement_hash"):
-            if not m & IMPLEMENTED_MEAS_HASH:
-                raise ValueError(f"{m.name} is not implemented by this emulator")
-        return v
-
-    @field_validator("dhe")
-    @classmethod
-    def _dhe(cls, v: list[str]) -> list[str]:
-        for m in parse_flag_names(DheGroup, v, "dhe"):
-            if not m & IMPLEMENTED_DHE:
-                raise ValueError(f"{m.name} is not implemented by this emulator")
-        return v
-
-    @field_validator("aead")
-    @classmethod
-    def _aead(cls, v: list[str]) -> list[str]:
-        for m in parse_flag_names(AeadSuite, v, "aead"):
-            if not m & IMPLEMENTED_AEAD:
-                raise ValueError(f"{m.name} is not implemented by this emulator")
-        return v
-
-    @field_validator("measurement_spec")
-    @classmethod
-    def _mspec(cls, v: list[str]) -> list[str]:
-        parse_flag_names(MeasurementSpec, v, "measurement_spec")
-        return v
-
-    @field_validator("key_schedule")
-    @classmethod
-    def _ks(cls, v: list[str]) -> list[str]:
-        parse_flag_names(KeySchedule, v, "key_schedule")
-        return v
-
-    @field_validator("opaque_data_format")
-    @classmethod
-    def _odf(cls, v: list[str]) -> list[str]:
-        for m in parse_flag_names(OtherParams, v, "opaque_data_format"):
-            if m not in (OtherParams.OPAQUE_DATA_FMT_0, OtherParams.OPAQUE_DATA_FMT_1):
-                raise ValueError(f"{m.name} is not an opaque data format")
-        return v
-
-    @field_validator("mel_spec")
-    @classmethod
-    def _mel(cls, v: list[str]) -> list[str]:
-        parse_flag_names(MelSpec, v, "mel_spec")
+    def _names(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        """Every name known to the field's enum, implemented here, listed once."""
+        field = info.field_name or ""
+        enum, implemented = _ALGORITHM_FIELDS[field]
+        for member in parse_flag_names(enum, v, field):
+            if implemented is not None and not member & implemented:
+                raise ValueError(f"{member.name} is not implemented by this emulator")
         return v
 
 
@@ -811,18 +767,7 @@ class Profile(_Strict):
 
     def algo_list(self, field: str) -> list[int]:
         """An [algorithms] list as enum members in priority order."""
-        enum: type[IntFlag] = {
-            "base_asym": BaseAsymAlgo,
-            "req_base_asym": BaseAsymAlgo,
-            "base_hash": BaseHashAlgo,
-            "measurement_hash": MeasurementHashAlgo,
-            "measurement_spec": MeasurementSpec,
-            "dhe": DheGroup,
-            "aead": AeadSuite,
-            "key_schedule": KeySchedule,
-            "opaque_data_format": OtherParams,
-            "mel_spec": MelSpec,
-        }[field]
+        enum = _ALGORITHM_FIELDS[field][0]
         return list(parse_flag_names(enum, getattr(self.algorithms, field), field))
 
 
