@@ -9,7 +9,8 @@ Checked for each payload:
 * ``binding.decode`` raises only :class:`~emulator.errors.TransportError`; what it
   accepts re-encodes to exactly the same payload;
 * ``SpdmConnection.receive`` never raises, and every payload of its reply decodes with
-  the binding to a well-formed SPDM message (the contract of :mod:`fuzz.harness`).
+  the binding to a well-formed SPDM message (the contract of :mod:`fuzz.harness`), or is
+  the DOE discovery response a DOE discovery request asked for.
 
     python3 fuzz/fuzz_transport.py -runs=20000 fuzz/corpus/transport
 """
@@ -17,6 +18,7 @@ Checked for each payload:
 from __future__ import annotations
 
 import contextlib
+import struct
 import sys
 from pathlib import Path
 
@@ -48,6 +50,27 @@ with _instrumented:
 BINDING_NAMES = ("doe", "mctp", "none")
 
 
+#: DOE discovery (PCIe r6 6.30.1.1): index -> (vendor ID, data object protocol, next index)
+DOE_PROTOCOLS = {0: (0x0001, 0x00, 1), 1: (0x0001, 0x01, 2), 2: (0x0001, 0x02, 0)}
+
+
+def check_doe_discovery(request: bytes, reply: bytes) -> None:
+    """A DOE discovery response: only for a discovery request, listing discovery, CMA/SPDM
+    and secured CMA/SPDM (vendor 0xFFFF / type 0xFF past the end, as QEMU answers)."""
+    if not (len(request) >= 12 and request[:4] == b"\x01\x00\x00\x00"):
+        raise ContractViolation(
+            f"DOE discovery reply to a request that is not a discovery request\n"
+            f"  request {request.hex()}\n  reply   {reply.hex()}"
+        )
+    index = request[8]
+    vendor, protocol, following = DOE_PROTOCOLS.get(index, (0xFFFF, 0xFF, 0))
+    want = struct.pack("<HBBIHBB", 0x0001, 0x00, 0, 3, vendor, protocol, following)
+    if reply != want:
+        raise ContractViolation(
+            f"DOE discovery index {index}: reply {reply.hex()}, expected {want.hex()}"
+        )
+
+
 def TestOneInput(data: bytes) -> None:
     if not data:
         return
@@ -71,6 +94,9 @@ def TestOneInput(data: bytes) -> None:
                 )
         reply = conn.receive(payload)
         for out in reply.payloads:
+            if binding.name == "doe" and out[2:3] == b"\x00":
+                check_doe_discovery(payload, out)
+                continue
             message = binding.decode(out)
             if not message.secured:  # (DOE padding included: the header is what is checked)
                 check_spdm_message(message.message, versions, payload)

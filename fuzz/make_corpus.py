@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import hashlib
 import importlib
+import struct
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -156,6 +157,9 @@ def make(out: Path) -> dict[str, int]:
             ]
             _write(out / "transport", bytes((index,)) + join_messages(payloads))
             counts["transport"] += 1
+    discovery = [struct.pack("<HBBI", 1, 0, 0, 3) + bytes((i, 0, 0, 0)) for i in range(4)]
+    _write(out / "transport", b"\x00" + join_messages(discovery))
+    counts["transport"] += 1
     # profile: text mode (byte 0 even) and structured mode (odd, byte 1 = which profile)
     shipped = sorted(PROFILES_DIR.glob("*.toml"))
     words: set[str] = set()
