@@ -6,6 +6,7 @@ from emulator.responder import (  # noqa: F401  (registration)
     capabilities,
     certificates,
     challenge,
+    chunking,
     encapsulated,
     key_exchange,
     measurements,

@@ -180,6 +180,20 @@ RESET_HOOKS: list[ResetHook] = []
 RequestObserver = Callable[["Responder", bytes, "int | None", bytes], None]
 REQUEST_OBSERVERS: list[RequestObserver] = []
 
+#: gates run before dispatch with (responder, request, session_id): a gate refuses a
+#: request by raising SpdmErrorResponse, and the ERROR is answered without running a
+#: handler or the observers (e.g. a chunked transfer in progress refuses other requests,
+#: as libspdm_build_response does)
+RequestGate = Callable[["Responder", bytes, "int | None"], None]
+REQUEST_GATES: list[RequestGate] = []
+
+#: response filters run after the observers with (responder, request, session_id,
+#: response) and return the response to send (e.g. a response too large for the
+#: requester becomes ERROR(LargeResponse) and is delivered by CHUNK_GET); transcripts
+#: and observers have seen the real response
+ResponseFilter = Callable[["Responder", bytes, "int | None", bytes], bytes]
+RESPONSE_FILTERS: list[ResponseFilter] = []
+
 
 class Responder:
     """One connection's SPDM responder state machine (sans-I/O).
@@ -228,19 +242,30 @@ class Responder:
         """Answer one request; an ERROR response for anything wrong with it."""
         self.last_error = ""
         try:
+            for gate in REQUEST_GATES:
+                gate(self, request, session_id)
+        except SpdmErrorResponse as err:
+            return self._error_for(request, err)
+        try:
             response = self._dispatch(request, session_id)
         except SpdmErrorResponse as err:
-            self.last_error = err.reason or err.code.name
-            log.debug(
-                "ERROR %s for %s: %s",
-                err.code.name,
-                code_name(request[1]) if len(request) > 1 else "short request",
-                err.reason,
-            )
-            response = self.error(err.code, err.data, err.extended)
+            response = self._error_for(request, err)
         for observer in REQUEST_OBSERVERS:
             observer(self, request, session_id, response)
+        for response_filter in RESPONSE_FILTERS:
+            response = response_filter(self, request, session_id, response)
         return response
+
+    def _error_for(self, request: bytes, err: SpdmErrorResponse) -> bytes:
+        """The ERROR answering ``request`` for ``err`` (and its log line)."""
+        self.last_error = err.reason or err.code.name
+        log.debug(
+            "ERROR %s for %s: %s",
+            err.code.name,
+            code_name(request[1]) if len(request) > 1 else "short request",
+            err.reason,
+        )
+        return self.error(err.code, err.data, err.extended)
 
     def error(self, code: ErrorCode | int, data: int = 0, extended: bytes = b"") -> bytes:
         """An ERROR in the connection's version (1.0 before negotiation, as libspdm)."""

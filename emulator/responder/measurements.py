@@ -13,10 +13,12 @@ answers ERROR and resets the measurement transcript:
 * signed, 1.1+: SlotID > 7 (and not 0xF), an empty slot, no public key for
   0xF, or (1.3, MULTI_KEY_CONN) a key whose KeyUsageMask lacks measurements:
   InvalidRequest;
-* 1.2+: a response over the requester's MaxSPDMmsgSize or DataTransferSize (no
-  chunking here) or over the device's own size: ResponseTooLarge with the
-  4-byte response size as extended data; 1.0/1.1 over the device's own size:
-  Unspecified.
+* 1.2+: a response over the requester's MaxSPDMmsgSize or DataTransferSize
+  or over the device's own size: ResponseTooLarge with the 4-byte response size
+  as extended data; when both sides advertised CHUNK_CAP, only the
+  MaxSPDMmsgSizes limit it (a response over a DataTransferSize is delivered by
+  CHUNK_GET, :mod:`emulator.responder.chunking`); 1.0/1.1 over the device's own
+  size: Unspecified.
 
 Transcript L1/L2 (DSP0274 "Measurement transcript", libspdm
 ``libspdm_append_message_m`` without LIBSPDM_RECORD_TRANSCRIPT_DATA_SUPPORT):
@@ -70,6 +72,7 @@ from emulator.crypto import (
 from emulator.crypto.asym import signature_size
 from emulator.device.measurements import StoredBlock
 from emulator.errors import CodecError, CryptoError
+from emulator.responder.chunking import chunking_active
 from emulator.responder.core import (
     REQUEST_OBSERVERS,
     ConnectionState,
@@ -165,6 +168,15 @@ def _too_large(size: int) -> SpdmErrorResponse:
 def _check_size(r: Responder, size: int) -> None:
     """ERROR unless a ``size``-byte response can be delivered (see the module docstring)."""
     own = min(r.device.data_transfer_size, r.device.max_spdm_msg_size)
+    if chunking_active(r):
+        # 1.2+ with CHUNK_CAP on both sides: a response over the DataTransferSizes is
+        # delivered by CHUNK_GET (emulator.responder.chunking); only MaxSPDMmsgSize limits
+        peer = r.peer
+        if peer is not None and peer.max_spdm_msg_size and size > peer.max_spdm_msg_size:
+            raise _too_large(size)
+        if size > r.device.max_spdm_msg_size:
+            raise _too_large(size)
+        return
     if r.version >= 0x12:
         peer = r.peer
         if peer is not None:

@@ -51,6 +51,10 @@ HANDSHAKE_REQUESTS = frozenset(
         int(RequestCode.GET_ENCAPSULATED_REQUEST),
         int(RequestCode.DELIVER_ENCAPSULATED_RESPONSE),
         int(RequestCode.RESPOND_IF_READY),
+        # a handshake message larger than a DataTransferSize travels in chunks (the
+        # reassembled request is checked against this set by emulator.responder.chunking)
+        int(RequestCode.CHUNK_SEND),
+        int(RequestCode.CHUNK_GET),
     }
 )
 
