@@ -168,9 +168,32 @@ class Requester:
         return self.neg.version
 
     async def send(self, request: bytes, *, session_id: int | None = None) -> bytes:
-        """Send one request and return the response bytes (ERROR raises SpdmErrorReply)."""
+        """Send one request and return the response bytes (ERROR raises SpdmErrorReply).
+
+        With SPDM 1.2+ and CHUNK_CAP on both sides, large messages are chunked
+        transparently (:mod:`emulator.requester.chunking`): a request over the
+        DataTransferSizes goes by CHUNK_SEND, and an ERROR(LargeResponse) is followed by
+        CHUNK_GETs; the log holds the request and the reassembled response.
+        """
+        from emulator.requester import chunking  # (chunking imports this module)
+
+        if chunking.needs_chunk_send(self, request):
+            return await self.send_large(request)
         reply = await self.channel.exchange(request)
         response = reply.message
+        if chunking.is_large_response(self, response):
+            response = await chunking.get_large(self, response)
+        return self._received(request, response)
+
+    async def send_large(self, request: bytes) -> bytes:
+        """Send ``request`` by CHUNK_SEND (DSP0274 large request), whatever its size, and
+        return the response to it (ERROR raises SpdmErrorReply)."""
+        from emulator.requester import chunking  # (chunking imports this module)
+
+        response = await chunking.send_large(self, request)
+        return self._received(request, response)
+
+    def _received(self, request: bytes, response: bytes) -> bytes:
         self.log.append((request, response))
         if len(response) < 4:
             raise RequesterError(
