@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from datetime import UTC, datetime
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -267,6 +268,7 @@ def verify_spdm_chain(
     expected_digest: bytes | None = None,
     trusted_roots: Sequence[bytes | x509.Certificate] | None = None,
     slot: int = 0,
+    now: datetime | None = None,
 ) -> list[x509.Certificate]:
     """Check an SPDM certificate chain as libspdm's requester does; returns the certificates.
 
@@ -276,6 +278,8 @@ def verify_spdm_chain(
     present from 1.3), leaf keyUsage with digitalSignature when present, leaf key
     of the negotiated algorithm, Hash(chain) == ``expected_digest``, and, with
     ``trusted_roots``, a first certificate that is or is issued by a trusted root.
+    With ``now``, every certificate must be valid at that time (libspdm's default
+    OpenSSL build skips this check; a careful requester does not).
     """
     where = f"slot {slot} certificate chain"
     h_len = _hash_len(hash_algo)
@@ -333,6 +337,13 @@ def verify_spdm_chain(
         raise RequesterError(f"{where}: the leaf public key is not a {name} key")
     if expected_digest is not None and _h(hash_algo, chain) != expected_digest:
         raise RequesterError(f"{where}: Hash(chain) != the DIGESTS entry of slot {slot}")
+    if now is not None:
+        for i, cert in enumerate(certs):
+            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+                raise RequesterError(
+                    f"{where}: certificate {i} is not valid now (valid "
+                    f"{cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d})"
+                )
     return certs
 
 
@@ -398,9 +409,12 @@ class IdentityFlow:
         trusted_roots: Sequence[bytes | x509.Certificate] | None = None,
         portion: int = 0x400,
         rng: Callable[[int], bytes] = os.urandom,
+        check_validity: bool = True,
     ) -> None:
         self.req = requester
         self.trusted_roots = list(trusted_roots or [])
+        #: reject certificates outside their validity period (see verify_spdm_chain)
+        self.check_validity = check_validity
         self.portion = portion
         self.rng = rng
         self.message_b = bytearray()
@@ -542,6 +556,7 @@ class IdentityFlow:
                 expected_digest=expected,
                 trusted_roots=self.trusted_roots or None,
                 slot=slot,
+                now=datetime.now(UTC) if self.check_validity else None,
             )
         else:
             h_len = _hash_len(base_hash)
