@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from datetime import UTC, datetime
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
