@@ -64,7 +64,7 @@ def server() -> Iterator[tuple[int, subprocess.Popen[str]]]:
 
 
 def test_serve_then_probe_json(server: tuple[int, subprocess.Popen[str]]) -> None:
-    port, proc = server
+    port, _proc = server
     result = run("probe", f"127.0.0.1:{port}", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)

@@ -30,13 +30,15 @@ async def running(transport: str = "doe") -> AsyncIterator[Emulator]:
 @pytest.mark.parametrize("transport", ["doe", "mctp", "none"])
 @pytest.mark.parametrize("version", [0x10, 0x11, 0x12, 0x13])
 async def test_vca_over_socket(transport: str, version: int) -> None:
-    async with running(transport) as emu:
-        async with SocketClient("127.0.0.1", emu.port, get_binding(transport)) as client:
-            requester = Requester(client, RequesterConfig(version=version))
-            neg = await requester.vca()
-            assert neg.version == version
-            conn = next(iter(emu.connections.values()))
-            assert bytes(conn.responder.transcripts.a) == bytes(requester.message_a)
+    async with (
+        running(transport) as emu,
+        SocketClient("127.0.0.1", emu.port, get_binding(transport)) as client,
+    ):
+        requester = Requester(client, RequesterConfig(version=version))
+        neg = await requester.vca()
+        assert neg.version == version
+        conn = next(iter(emu.connections.values()))
+        assert bytes(conn.responder.transcripts.a) == bytes(requester.message_a)
 
 
 async def test_100_concurrent_connections_negotiate_independently() -> None:
@@ -70,7 +72,7 @@ async def test_server_keeps_serving_after_shutdown_and_abrupt_close() -> None:
         await client.shutdown()
         await client.close()
         # abrupt close in the middle of a frame
-        reader, writer = await asyncio.open_connection("127.0.0.1", emu.port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", emu.port)
         writer.write(b"\x00\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x20\x01\x00")
         await writer.drain()
         writer.transport.abort()
@@ -81,24 +83,26 @@ async def test_server_keeps_serving_after_shutdown_and_abrupt_close() -> None:
 async def test_malformed_doe_object_gets_error_and_keeps_state(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with running() as emu:
-        async with SocketClient("127.0.0.1", emu.port, get_binding("doe")) as client:
-            requester = Requester(client, RequesterConfig(version=0x12))
-            await requester.get_version()
-            await requester.get_capabilities()
-            conn = next(iter(emu.connections.values()))
-            state = conn.responder.state
-            with caplog.at_level(logging.WARNING, logger="emulator.connection"):
-                # vendor ID 0x0002 is not PCI-SIG
-                await client.send_frame(
-                    PlatformCommand.NORMAL, bytes.fromhex("02000100 03000000 12e30000")
-                )
-                frame = await client.recv_frame()
-            assert frame.payload == bytes.fromhex("01000100 03000000 127f0100")
-            assert "vendor" in caplog.text.lower()
-            assert conn.responder.state == state
-            # ... and the negotiation continues where it was
-            assert (await requester.negotiate_algorithms()).base_hash_sel == 0x02
+    async with (
+        running() as emu,
+        SocketClient("127.0.0.1", emu.port, get_binding("doe")) as client,
+    ):
+        requester = Requester(client, RequesterConfig(version=0x12))
+        await requester.get_version()
+        await requester.get_capabilities()
+        conn = next(iter(emu.connections.values()))
+        state = conn.responder.state
+        with caplog.at_level(logging.WARNING, logger="emulator.connection"):
+            # vendor ID 0x0002 is not PCI-SIG
+            await client.send_frame(
+                PlatformCommand.NORMAL, bytes.fromhex("02000100 03000000 12e30000")
+            )
+            frame = await client.recv_frame()
+        assert frame.payload == bytes.fromhex("01000100 03000000 127f0100")
+        assert "vendor" in caplog.text.lower()
+        assert conn.responder.state == state
+        # ... and the negotiation continues where it was
+        assert (await requester.negotiate_algorithms()).base_hash_sel == 0x02
 
 
 async def test_error_reply_and_events_observed() -> None:
@@ -120,44 +124,44 @@ async def test_error_reply_and_events_observed() -> None:
 
 
 async def test_doe_discovery_answered_as_spdm_emu_does() -> None:
-    async with running() as emu:
-        async with SocketClient("127.0.0.1", emu.port, get_binding("doe")) as client:
-            seen = []
-            index = 0
-            for _ in range(4):
-                # DOE header: vendor 0x0001, type 0 (discovery), length 3 DW; DW2: index
-                await client.send_frame(
-                    PlatformCommand.NORMAL,
-                    bytes.fromhex("01000000 03000000") + bytes([index, 0, 0, 0]),
-                )
-                frame = await client.recv_frame()
-                assert frame.payload[:8] == bytes.fromhex("01000000 03000000")
-                vendor = int.from_bytes(frame.payload[8:10], "little")
-                proto, next_index = frame.payload[10], frame.payload[11]
-                seen.append((vendor, proto))
-                if next_index == 0:
-                    break
-                index = next_index
-            assert seen == [(1, 0), (1, 1), (1, 2)]
-            # past the end: QEMU's answer
+    async with (
+        running() as emu,
+        SocketClient("127.0.0.1", emu.port, get_binding("doe")) as client,
+    ):
+        seen = []
+        index = 0
+        for _ in range(4):
+            # DOE header: vendor 0x0001, type 0 (discovery), length 3 DW; DW2: index
             await client.send_frame(
-                PlatformCommand.NORMAL, bytes.fromhex("01000000 03000000 09000000")
+                PlatformCommand.NORMAL,
+                bytes.fromhex("01000000 03000000") + bytes([index, 0, 0, 0]),
             )
-            assert (await client.recv_frame()).payload == bytes.fromhex(
-                "01000000 03000000 ffffff00"
-            )
-            # and SPDM still works on the same connection
-            assert (await Requester(client).vca()).version == 0x13
+            frame = await client.recv_frame()
+            assert frame.payload[:8] == bytes.fromhex("01000000 03000000")
+            vendor = int.from_bytes(frame.payload[8:10], "little")
+            proto, next_index = frame.payload[10], frame.payload[11]
+            seen.append((vendor, proto))
+            if next_index == 0:
+                break
+            index = next_index
+        assert seen == [(1, 0), (1, 1), (1, 2)]
+        # past the end: QEMU's answer
+        await client.send_frame(PlatformCommand.NORMAL, bytes.fromhex("01000000 03000000 09000000"))
+        assert (await client.recv_frame()).payload == bytes.fromhex("01000000 03000000 ffffff00")
+        # and SPDM still works on the same connection
+        assert (await Requester(client).vca()).version == 0x13
 
 
 async def test_oob_encap_key_update_is_echoed(caplog: pytest.LogCaptureFixture) -> None:
-    async with running() as emu:
-        async with SocketClient("127.0.0.1", emu.port, get_binding("doe")) as client:
-            await Requester(client).vca()
-            with caplog.at_level(logging.INFO, logger="emulator.connection"):
-                await client.send_frame(PlatformCommand.OOB_ENCAP_KEY_UPDATE, bytes(4))
-                frame = await client.recv_frame()
-            assert frame.command == PlatformCommand.OOB_ENCAP_KEY_UPDATE and frame.payload == b""
-            assert "OOB_ENCAP_KEY_UPDATE for session 0x00000000: no such session" in caplog.text
-            # the connection goes on
-            assert (await Requester(client).vca()).version == 0x13
+    async with (
+        running() as emu,
+        SocketClient("127.0.0.1", emu.port, get_binding("doe")) as client,
+    ):
+        await Requester(client).vca()
+        with caplog.at_level(logging.INFO, logger="emulator.connection"):
+            await client.send_frame(PlatformCommand.OOB_ENCAP_KEY_UPDATE, bytes(4))
+            frame = await client.recv_frame()
+        assert frame.command == PlatformCommand.OOB_ENCAP_KEY_UPDATE and frame.payload == b""
+        assert "OOB_ENCAP_KEY_UPDATE for session 0x00000000: no such session" in caplog.text
+        # the connection goes on
+        assert (await Requester(client).vca()).version == 0x13
