@@ -485,7 +485,10 @@ async def _round_trips(
         # GET_VERSION: the smallest exchange (it also resets the connection each time)
         stats = Stats()
         get_version = q.get_version()
+        deadline = time.monotonic() + args.budget
         for i in range(args.warmup + args.round_trips):
+            if i > args.warmup + 20 and time.monotonic() > deadline:
+                break
             t0 = time.perf_counter_ns()
             msg = await exchange(get_version)
             t1 = time.perf_counter_ns()
@@ -501,7 +504,10 @@ async def _round_trips(
         # a whole VCA (3 round trips)
         vca = Stats()
         reqs = [q.get_version(), q.get_capabilities(), q.negotiate_algorithms()]
+        deadline = time.monotonic() + args.budget
         for i in range(args.warmup + args.round_trips // 3):
+            if i > args.warmup + 20 and time.monotonic() > deadline:
+                break
             t0 = time.perf_counter_ns()
             for req in reqs:
                 msg = await exchange(req)
@@ -650,6 +656,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=50, help="untimed runs first")
     p.add_argument("--round-trips", type=int, default=3000, help="socket round trips")
     p.add_argument("--connections", type=int, default=200, help="idle connections")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=20.0,
+        help="seconds at most per socket measurement (fewer samples when a peer is slow)",
+    )
     p.add_argument(
         "--c-responder",
         metavar="PATH",
