@@ -242,6 +242,7 @@ def check_device(profile: Profile) -> None:
         harness = ResponderHarness(device=device)
         for request in vca_requests(int(version)):
             harness.send(request)
+        harness.close()
 
 
 def TestOneInput(data: bytes) -> None:

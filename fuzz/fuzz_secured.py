@@ -45,6 +45,9 @@ with _instrumented:
     from fuzz.harness import (
         ConnectionHarness,
         ContractViolation,
+        SessionKeys,
+        check_device_clean,
+        fuzz_device,
         join_messages,
         record_session,
         split_messages,
@@ -90,8 +93,17 @@ def session_level(selector: int, data: bytes) -> None:
     prefix = record_session(version)
     if prefix is None:
         return
+    device = fuzz_device()
+    listeners = len(device.listeners)
     harness = ConnectionHarness(prefix)
-    keys = prefix.keys
+    try:
+        _session_records(harness, prefix.keys, data)
+    finally:
+        harness.close()
+    check_device_clean(device, listeners)
+
+
+def _session_records(harness: ConnectionHarness, keys: SessionKeys, data: bytes) -> None:
     for record, force_id in split_messages(data):
         if force_id and len(record) >= 4:
             record = struct.pack("<I", keys.session_id) + record[4:]

@@ -42,6 +42,7 @@ with _instrumented:
         FUZZ_SEED,
         ContractViolation,
         FakeClock,
+        check_device_clean,
         check_spdm_message,
         fuzz_device,
         split_messages,
@@ -77,6 +78,7 @@ def TestOneInput(data: bytes) -> None:
     binding = get_binding(BINDING_NAMES[data[0] % len(BINDING_NAMES)])
     device = fuzz_device()
     versions = [int(v) for v in device.versions]
+    listeners = len(device.listeners)
     conn = SpdmConnection(
         device, binding, rng=SeededRandom(FUZZ_SEED, "fuzz-transport"), clock=FakeClock()
     )
@@ -101,6 +103,7 @@ def TestOneInput(data: bytes) -> None:
             if not message.secured:  # (DOE padding included: the header is what is checked)
                 check_spdm_message(message.message, versions, payload)
     conn.close()
+    check_device_clean(device, listeners)
 
 
 def main() -> None:

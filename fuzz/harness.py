@@ -398,6 +398,10 @@ class ResponderHarness:
     def session_id(self) -> int | None:
         return self.prefix.session_id if self.prefix is not None else None
 
+    def close(self) -> None:
+        """End the connection as the server does (``SpdmConnection.close`` resets)."""
+        self.responder.reset()
+
     def send(self, request: bytes, in_session: bool = False) -> bytes:
         """Send one request and check the contract; return the response."""
         return self.exchange(request, self.session_id if in_session else None)
@@ -527,16 +531,33 @@ def _check_algorithms(request: bytes, response: bytes) -> None:
 
 
 def run_sequence(data: bytes) -> ResponderHarness | ConnectionHarness:
-    """The responder target's body: prefix by the first byte, then the messages."""
+    """The responder target's body: prefix by the first byte, then the messages; then the
+    connection ends, and must leave nothing behind on the shared device."""
     prefix = choose_prefix(data[0]) if data else None
+    device = fuzz_device()
+    listeners = len(device.listeners)
     harness: ResponderHarness | ConnectionHarness
     if prefix is not None and prefix.session is not None:
         harness = ConnectionHarness(prefix.session)
     else:
         harness = ResponderHarness(prefix=prefix)
-    for message, in_session in split_messages(data[1:]):
-        harness.send(message, in_session)
+    try:
+        for message, in_session in split_messages(data[1:]):
+            harness.send(message, in_session)
+    finally:
+        harness.close()
+    check_device_clean(device, listeners)
     return harness
+
+
+def check_device_clean(device: Device, listeners: int) -> None:
+    """A closed connection leaves no listener on the shared device (a per-connection leak
+    in a long-running server otherwise)."""
+    if len(device.listeners) != listeners:
+        raise ContractViolation(
+            f"the device has {len(device.listeners)} listeners after the connection closed, "
+            f"{listeners} before"
+        )
 
 
 # ---- sessions: the connection glue (DSP0277 records) around the checked responder ------------
@@ -665,6 +686,9 @@ class ConnectionHarness:
     @property
     def responder(self) -> Responder:
         return self.connection.responder
+
+    def close(self) -> None:
+        self.connection.close()
 
     def seal(self, message: bytes) -> bytes:
         """``message`` as the session's next request record."""
