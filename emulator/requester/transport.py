@@ -21,6 +21,7 @@ from emulator.server.platform import (
     command_name,
     encode_frame,
 )
+from emulator.server.server import rearm_quickack
 from emulator.transport.base import TransportBinding, TransportMessage
 
 #: spdm-emu's requester sends ``sizeof("Client Hello!")`` bytes: the NUL is included.
@@ -108,6 +109,9 @@ class SocketClient:
             await writer.drain()
         except (ConnectionError, OSError) as exc:
             raise RequesterError(f"sending {command_name(command)} failed: {exc}") from exc
+        # a responder that writes its reply in pieces without TCP_NODELAY (libspdm's) would
+        # otherwise wait for our delayed ACK: 44 ms instead of 0.3 ms per round trip
+        rearm_quickack(writer.get_extra_info("socket"))
 
     async def recv_frame(self) -> Frame:
         """Wait for the next frame; :class:`RequesterError` on timeout, EOF or bad framing."""
@@ -120,6 +124,7 @@ class SocketClient:
             async with asyncio.timeout(self.timeout):
                 while not self._frames:
                     data = await reader.read(_READ_CHUNK)
+                    rearm_quickack(self._writer.get_extra_info("socket") if self._writer else None)
                     if not data:
                         if self._decoder.pending:
                             raise RequesterError(
