@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mqtt",
         metavar="HOST[:PORT]",
         help="publish telemetry to this MQTT broker and take commands from it "
-        "(topics spdm-emulator/<device>/...; see "Fault injection" in README.md)",
+        "(topics spdm-emulator/<device>/...; see 'Fault injection' in README.md)",
     )
     group.add_argument("--mqtt-username", metavar="NAME")
     group.add_argument("--mqtt-password", metavar="PASSWORD", help=f"(or set {PASSWORD_ENV})")

@@ -509,5 +509,5 @@ def parse_fault_specs(texts: Iterable[str]) -> list[FaultRule]:
 FAULT_HELP = (
     "inject a fault: comma-separated key=value, e.g. on=GET_MEASUREMENTS,nth=2,do=error:Busy "
     "(keys: on, session, conn, version, nth, every, after, prob, seed, times, id, do; "
-    "see "Fault injection" in README.md). May be repeated."
+    "see 'Fault injection' in README.md). May be repeated."
 )
