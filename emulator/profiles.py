@@ -574,7 +574,7 @@ class DeterminismSection(_Strict):
 
 
 class FaultSection(BaseModel):
-    """[[faults]]: one fault rule, with the keys of a ``--fault`` SPEC (README.md "Fault injection"),
+    """[[faults]]: one fault rule, with the keys of a ``--fault`` SPEC (README "Fault injection"),
     e.g. ``on = "GET_MEASUREMENTS"``, ``nth = 2``, ``do = "error:Busy"``; or
     ``spec = "on=GET_MEASUREMENTS,nth=2,do=error:Busy"``.  Keys are checked by
     :func:`emulator.faults.spec.rule_from_mapping`, which names the bad one."""
