@@ -42,7 +42,7 @@ with _instrumented:
         FrameDecoder,
         encode_frame,
     )
-    from fuzz.harness import ContractViolation
+    from fuzz.harness import ContractViolation, log_to_sink
 
 
 def reference_parse(stream: bytes, max_payload: int) -> tuple[list[Frame], bool]:
@@ -121,6 +121,8 @@ def TestOneInput(data: bytes) -> None:
 
 def main() -> None:
     import atheris
+
+    log_to_sink()
 
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()

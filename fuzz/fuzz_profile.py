@@ -51,7 +51,7 @@ with _instrumented:
     from emulator.device.model import Device
     from emulator.errors import ProfileError
     from emulator.profiles import PROFILES_DIR, Profile, load_profile_text, profile_from_dict
-    from fuzz.harness import ResponderHarness, vca_requests
+    from fuzz.harness import ResponderHarness, log_to_sink, vca_requests
 
 #: file-reading keys are pointed only at files under profiles/ and certs/ (a profile may
 #: name any file; reading /dev/zero is the operator's choice, not an input bug)
@@ -272,6 +272,8 @@ def TestOneInput(data: bytes) -> None:
 
 def main() -> None:
     import atheris
+
+    log_to_sink()
 
     vocabulary()
     atheris.Setup(sys.argv, TestOneInput)

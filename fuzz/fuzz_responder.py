@@ -28,7 +28,7 @@ else:
     _instrumented = contextlib.nullcontext()
 
 with _instrumented:
-    from fuzz.harness import prefixes, run_sequence
+    from fuzz.harness import log_to_sink, prefixes, run_sequence
 
 
 def TestOneInput(data: bytes) -> None:
@@ -38,6 +38,8 @@ def TestOneInput(data: bytes) -> None:
 
 def main() -> None:
     import atheris
+
+    log_to_sink()
 
     prefixes()  # record the prefixes once, before the fuzzer starts timing
     atheris.Setup(sys.argv, TestOneInput)

@@ -49,6 +49,7 @@ with _instrumented:
         check_device_clean,
         fuzz_device,
         join_messages,
+        log_to_sink,
         record_session,
         split_messages,
     )
@@ -175,6 +176,8 @@ def corpus_inputs() -> Iterator[bytes]:
 
 def main() -> None:
     import atheris
+
+    log_to_sink()
 
     for version in SESSION_VERSIONS:
         record_session(version)

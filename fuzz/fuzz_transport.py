@@ -45,6 +45,7 @@ with _instrumented:
         check_device_clean,
         check_spdm_message,
         fuzz_device,
+        log_to_sink,
         split_messages,
     )
 
@@ -108,6 +109,8 @@ def TestOneInput(data: bytes) -> None:
 
 def main() -> None:
     import atheris
+
+    log_to_sink()
 
     fuzz_device()
     atheris.Setup(sys.argv, TestOneInput)

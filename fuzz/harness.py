@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -64,6 +65,21 @@ STRICT_SIZE = os.environ.get("FUZZ_STRICT_SIZE", "") == "1"
 
 class ContractViolation(AssertionError):
     """The code under test broke the fuzzing contract (a finding)."""
+
+
+class _FormattingSink(logging.Handler):
+    """Formats every record (a logging call that cannot format is a finding) and drops it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.getMessage()
+
+
+def log_to_sink(level: int = logging.INFO) -> None:
+    """Run the emulator's log calls as ``serve --log-level info`` would, without output
+    (the fuzzer's own output stays readable and fast)."""
+    root = logging.getLogger()
+    root.handlers[:] = [_FormattingSink()]
+    root.setLevel(level)
 
 
 # ---- input format ------------------------------------------------------------------------
