@@ -442,3 +442,20 @@ async def test_serve_mutate_against_the_requester() -> None:
     ):
         with pytest.raises(RequesterError):
             await authenticate(Requester(client, RequesterConfig(version=0x13)))
+
+
+def test_mqtt_faults_command_makes_the_rule() -> None:
+    """The control plane's ``faults`` command takes the same rule (spec or mapping)."""
+    import json
+
+    from emulator.control.commands import CommandProcessor
+
+    dev = _engine_device()
+    processor = CommandProcessor(dev, dev.faults)
+    reply = processor.handle("faults", json.dumps({"op": "add", "spec": mutate_spec("4:0.5")}))
+    assert reply["ok"], reply
+    rule = {"do": "mutate", "seed": 5, "prob": 0.25, "id": "m2"}
+    reply = processor.handle("faults", json.dumps({"op": "add", "rule": rule}))
+    assert reply["ok"], reply
+    kinds = [(r.id, r.action.kind.value, r.seed) for r in dev.faults.rules]
+    assert kinds == [("mutate", "mutate", 4), ("m2", "mutate", 5)]
