@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from emulator.codec.constants import BaseAsymAlgo
+from emulator.crypto.dhe import derive_ec_private_key
 from emulator.errors import EmulatorError
 
 __all__ = [
@@ -197,13 +198,22 @@ def asym_of_public_key(key: object) -> str:
     raise CertError(f"key: unsupported key type {type(key).__name__}")
 
 
-def _new_key(spec: _AsymSpec) -> PrivateKey:
+def _new_key(spec: _AsymSpec, key_rng: Callable[[int], bytes] | None = None) -> PrivateKey:
+    """A fresh key; with ``key_rng`` (a seeded stream) EC and EdDSA keys are derived from
+    it, so the same seed gives the same key.  RSA keys cannot be derived from a seed with
+    ``cryptography``: they are always random."""
     if spec.curve is not None:
+        if key_rng is not None:
+            return derive_ec_private_key(spec.curve, key_rng)
         return ec.generate_private_key(spec.curve)
     if spec.rsa_bits:
         return rsa.generate_private_key(public_exponent=65537, key_size=spec.rsa_bits)
     if spec.algo == BaseAsymAlgo.EDDSA_ED25519:
+        if key_rng is not None:
+            return ed25519.Ed25519PrivateKey.from_private_bytes(key_rng(32))
         return ed25519.Ed25519PrivateKey.generate()
+    if key_rng is not None:
+        return ed448.Ed448PrivateKey.from_private_bytes(key_rng(57))
     return ed448.Ed448PrivateKey.generate()
 
 
@@ -515,6 +525,7 @@ def generate_chain(
     role: Role = "responder",
     rng: Callable[[int], bytes] | None = None,
     serial_start: int | None = None,
+    key_rng: Callable[[int], bytes] | None = None,
 ) -> Chain:
     """Generate root -> intermediate -> leaf (DeviceCert model) or root -> intermediate ->
     DeviceCert CA -> alias leaf (AliasCert model, DSP0274 1.3), all keys of *asym*.
@@ -524,7 +535,9 @@ def generate_chain(
     with *serial_start*, consecutive integers.  *not_before* defaults to one day ago
     (UTC); *not_after* defaults to *not_before* + *validity_days*.  *label* (e.g.
     ``"slot1"``) goes into every common name so that chains of different slots have
-    distinct DNs.
+    distinct DNs.  With *key_rng* (a seeded stream), EC and EdDSA keys are derived from
+    it; with that, fixed serials and fixed dates the whole chain is reproducible (ECDSA
+    certificate signatures are RFC 6979 deterministic).
     """
     spec = _asym_spec(asym)
     if model not in ("device", "alias"):
@@ -573,7 +586,7 @@ def generate_chain(
             f"only up to {MAX_ROOT_NAME_LEN}"
         )
 
-    keys = [_new_key(spec) for _ in kinds]
+    keys = [_new_key(spec, key_rng) for _ in kinds]
     eku = OID_DMTF_EKU_REQUESTER_AUTH if role == "requester" else OID_DMTF_EKU_RESPONDER_AUTH
     certs: list[x509.Certificate] = []
     for i, (name, key) in enumerate(zip(names, keys, strict=True)):
@@ -637,7 +650,9 @@ def generate_chain(
                 ),
                 critical=False,
             )
-        certs.append(builder.sign(issuer_key, hash_alg))
+        # RFC 6979 ECDSA: the same keys and content give the same certificate bytes
+        deterministic = True if isinstance(issuer_key, ec.EllipticCurvePrivateKey) else None
+        certs.append(builder.sign(issuer_key, hash_alg, ecdsa_deterministic=deterministic))
 
     return Chain(
         certs=certs,

@@ -661,3 +661,39 @@ async def test_generated_and_relative_slots(tmp_path: Path) -> None:
     names = san.value.get_values_for_type(x509.OtherName)
     assert b"Vendor=1b36:Device=0010" in names[0].value  # from [device.pci]
     await flow.challenge(0)
+
+
+def test_generated_slots_are_reproducible_with_a_seed() -> None:
+    """[determinism] seed: `generate` slots give the same chains (EC and EdDSA keys)."""
+    from emulator.profiles import load_profile_text
+
+    text = """
+[device]
+name = "g"
+[spdm]
+versions = ["1.2"]
+capabilities = ["CERT_CAP", "CHAL_CAP"]
+[algorithms]
+base_asym = ["ECDSA_P256", "EDDSA_ED25519"]
+base_hash = ["SHA_256"]
+[[slots]]
+id = 0
+generate = "ecdsa-p256"
+[[slots]]
+id = 0
+generate = "ed25519"
+[determinism]
+seed = 7
+"""
+    one = load_profile_text(text).identity()
+    two = load_profile_text(text).identity()
+    other = load_profile_text(text.replace("seed = 7", "seed = 8")).identity()
+    for asym in (0x10, 0x400):
+        a, b, c = one.key_for(0, asym), two.key_for(0, asym), other.key_for(0, asym)
+        assert a is not None and b is not None and c is not None
+        assert a.spdm_chain(1) == b.spdm_chain(1)
+        assert a.spdm_chain(1) != c.spdm_chain(1)
+    unseeded = text.replace("seed = 7", "")
+    x = load_profile_text(unseeded).identity().key_for(0, 0x10)
+    y = load_profile_text(unseeded).identity().key_for(0, 0x10)
+    assert x is not None and y is not None and x.spdm_chain(1) != y.spdm_chain(1)

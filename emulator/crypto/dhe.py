@@ -168,6 +168,16 @@ def _draw(rng: Rng, n: int) -> int:
     return int.from_bytes(data, "big")
 
 
+def derive_ec_private_key(curve: ec.EllipticCurve, rng: Rng) -> ec.EllipticCurvePrivateKey:
+    """An EC private key of a NIST curve from ``rng`` bytes only (as DHE keys are made):
+    ``d = (v mod (n - 1)) + 1``, so a seeded ``rng`` gives a reproducible key."""
+    for info in _CURVES.values():
+        if info.curve().name == curve.name:
+            d = _draw(rng, info.coord_size + 8) % (info.order - 1) + 1
+            return ec.derive_private_key(d, info.curve())
+    raise CryptoError(f"curve {curve.name} is not one of P-256, P-384, P-521")
+
+
 class DheKeyPair:
     """An ephemeral DHE key pair of one group; create it with :meth:`generate`."""
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -41,6 +42,7 @@ from emulator.certs import (
 from emulator.codec.constants import BaseAsymAlgo
 from emulator.codec.identity import PUBLIC_KEY_SLOT, SLOT_COUNT, CertificateInfo, KeyUsage
 from emulator.crypto import PrivateKey, asym_algo_for_key, digest, hash_name, spdm_sign
+from emulator.device.random import SeededRandom
 from emulator.errors import CryptoError, ProfileError
 
 if TYPE_CHECKING:
@@ -250,6 +252,11 @@ def _load_certs(path: Path) -> list[bytes]:
     return split_der_chain(data)
 
 
+#: validity of chains generated under a seed (so that they are reproducible)
+GENERATED_NOT_BEFORE = datetime(2025, 1, 1, tzinfo=UTC)
+GENERATED_NOT_AFTER = datetime(2049, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
 def _load_entry(
     profile: Profile, index: int, entry: SlotSection, source: str
 ) -> tuple[PrivateKey, tuple[bytes, ...], int, str]:
@@ -258,12 +265,25 @@ def _load_entry(
     base = profile.base_dir
     if entry.generate is not None:
         model: Literal["device", "alias"] = "alias" if entry.cert_model == "alias" else "device"
+        seed = profile.determinism.seed
+        seeded: dict[str, Any] = {}
+        if seed is not None:
+            # [determinism] seed: the same profile generates the same chain (EC/EdDSA keys
+            # derived from the seed, fixed serials and dates; RSA keys stay random)
+            stream = SeededRandom(seed, f"slot{entry.id}/{index}/{entry.generate}")
+            seeded = dict(
+                key_rng=stream,
+                serial_start=0x1000 + 0x10 * index,
+                not_before=GENERATED_NOT_BEFORE,
+                not_after=GENERATED_NOT_AFTER,
+            )
         try:
             chain = generate_chain(
                 entry.generate,
                 pci_ids=_pci_ids(profile) if entry.id != PUBLIC_KEY_SLOT else None,
                 model=model,
                 label=f"slot{entry.id}" if entry.id != PUBLIC_KEY_SLOT else "pubkey",
+                **seeded,
             )
         except CertError as exc:
             raise ProfileError(source, f"{where}.generate", str(exc)) from None
