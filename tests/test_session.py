@@ -618,3 +618,26 @@ async def test_responder_initiated_key_update(device: Device, binding: str, vers
     await s.key_update(2)
     await s.end_session()
     assert not conn.oob_encap_key_update(struct.pack("<I", s.session_id))
+
+
+async def test_measurement_requester_inside_a_session(device: Device) -> None:
+    """Requester.send(session_id=) routes the measurement flow through the secured session:
+    the signed MEASUREMENTS is verified over the session's own L1/L2, and the request never
+    crosses the transport in the clear."""
+    from emulator.requester.identity import flow_for
+    from emulator.requester.measurements import get_measurements
+
+    req, _conn = await connect(device, binding="doe", version=0x13)
+    flow = flow_for(req)
+    await flow.get_digests()
+    await flow.get_certificate(0)
+    s = await open_session(req, peer_chain=CHAIN384, binding="doe")
+    plain_before = len(req.log)
+    result = await get_measurements(req, 0xFF, signed=True, session_id=s.session_id)
+    assert result.signed and result.blocks
+    assert req.log[plain_before][1][1] == ResponseCode.MEASUREMENTS
+    assert s.log[-1][0][1] == 0xE0  # GET_MEASUREMENTS went inside the session
+    with pytest.raises(RequesterError, match="no open session"):
+        await get_measurements(req, 0, session_id=0x12345678)
+    await s.end_session()
+    assert s.session_id not in req.sessions

@@ -162,6 +162,8 @@ class Requester:
         self.family: dict[str, Any] = {}
         #: every (request, response) pair, for traces and tests
         self.log: list[tuple[bytes, bytes]] = []
+        #: open secured sessions by SessionID (registered by emulator.requester.session)
+        self.sessions: dict[int, Any] = {}
 
     @property
     def version(self) -> int:
@@ -174,9 +176,17 @@ class Requester:
         transparently (:mod:`emulator.requester.chunking`): a request over the
         DataTransferSizes goes by CHUNK_SEND, and an ERROR(LargeResponse) is followed by
         CHUNK_GETs; the log holds the request and the reassembled response.
+        With ``session_id``, the request goes inside that secured session (one opened by
+        :mod:`emulator.requester.session` on this requester), and so does the answer.
         """
         from emulator.requester import chunking  # (chunking imports this module)
 
+        if session_id is not None:
+            session = self.sessions.get(session_id)
+            if session is None:
+                raise RequesterError(f"no open session 0x{session_id:08X} on this requester")
+            response: bytes = await chunking.session_send(session, request, allow_error=True)
+            return self._received(request, response)
         if chunking.needs_chunk_send(self, request):
             return await self.send_large(request)
         reply = await self.channel.exchange(request)

@@ -523,6 +523,7 @@ class RequesterSession:
         rsp = await self.send(bytes((self.version, RequestCode.END_SESSION, attributes, 0)))
         self._expect(rsp, ResponseCode.END_SESSION_ACK)
         self.ended = True
+        self.requester.sessions.pop(self.session_id, None)
 
 
 # --- opaque data (DSP0277 supported version list / version selection) -------------------------
@@ -671,6 +672,7 @@ async def key_exchange(
     s.heartbeat_period = rsp[2]
     rsp_sid, s.mut_auth_requested, s.req_slot_id_param = struct.unpack_from("<HBB", rsp, 4)
     s.session_id = (rsp_sid << 16) | s.req_session_id
+    s.requester.sessions[s.session_id] = s  # Requester.send(..., session_id=) routes here
     s.measurement_summary_hash = rsp[40 + dsize : base]
     s.secured_version = parse_version_selection(v, rsp[base + 2 : op_end]) if olen else 0x1000
     if olen and s.secured_version not in secured_versions:
@@ -844,6 +846,7 @@ async def psk_exchange(
         raise RequesterError(f"PSK_EXCHANGE_RSP: {len(rsp)} bytes")
     s.heartbeat_period = rsp[2]
     s.session_id = (rsp_sid << 16) | s.req_session_id
+    s.requester.sessions[s.session_id] = s  # Requester.send(..., session_id=) routes here
     s.measurement_summary_hash = rsp[12 : 12 + msize]
     if olen:
         s.secured_version = parse_version_selection(v, rsp[end - olen : end])
