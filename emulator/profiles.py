@@ -564,6 +564,117 @@ class SessionsSection(_Strict):
         return v
 
 
+class IdeKmSection(_Strict):
+    """[ide_km]: the PCI-SIG IDE key management responder (PCIe r6 6.33.3) carried in
+    VENDOR_DEFINED_REQUEST.  QUERY_RESP reports ``segment``/``bus``/``device``/``function``,
+    ``max_port_index`` and the IDE extended capability registers: ``ide_capability`` (None:
+    built from the stream counts: Link/Selective IDE supported, IDE_KM supported, AES-GCM
+    256, the TC and stream counts), ``ide_control``, a Link IDE Stream Control/Status pair
+    per TC (``link_tcs``), and per Selective IDE stream (``selective_streams``) its
+    Capability (``address_associations`` blocks), Control, Status, RID Association 1/2
+    and the address association registers; ``registers`` replaces all of them with the
+    given DWORDs.  Key slots exist per port, stream, direction, sub-stream and key set; at
+    most ``max_streams`` stream IDs per port hold keys (None: link TCs + selective
+    streams).  ``query_outside_session``: QUERY is answered outside a secure session
+    (KEY_PROG/K_SET_GO/K_SET_STOP always need one)."""
+
+    enabled: bool = True
+    ports: list[int] | None = None
+    max_port_index: int = Field(7, ge=0, le=0xFF)
+    segment: int = Field(0, ge=0, le=0xFF)
+    bus: int = Field(0, ge=0, le=0xFF)
+    device: int = Field(0, ge=0, le=31)
+    function: int = Field(0, ge=0, le=7)
+    ide_capability: int | None = Field(None, ge=0, le=0xFFFFFFFF)
+    ide_control: int = Field(0, ge=0, le=0xFFFFFFFF)
+    link_tcs: int = Field(1, ge=0, le=8)
+    selective_streams: int = Field(4, ge=0, le=255)
+    address_associations: int = Field(1, ge=0, le=15)
+    link_stream_control: int = Field(0, ge=0, le=0xFFFFFFFF)
+    link_stream_status: int = Field(0, ge=0, le=0xFFFFFFFF)
+    selective_stream_control: int = Field(0, ge=0, le=0xFFFFFFFF)
+    selective_stream_status: int = Field(0, ge=0, le=0xFFFFFFFF)
+    registers: list[int] | None = None
+    max_streams: int | None = Field(None, ge=1, le=256)
+    query_outside_session: bool = True
+
+    @field_validator("registers")
+    @classmethod
+    def _dwords(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
+        if len(v) < 2:
+            raise ValueError("needs at least IDE Capability and IDE Control")
+        if len(v) > 2 + 2 * 8 + 255 * (5 + 3 * 15):
+            raise ValueError(f"{len(v)} registers are more than an IDE capability holds")
+        for i, r in enumerate(v):
+            if not 0 <= r <= 0xFFFFFFFF:
+                raise ValueError(f"registers[{i}] = {r} is not a 32-bit value")
+        return v
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None:
+            for p in v:
+                if not 0 <= p <= 0xFF:
+                    raise ValueError(f"port index {p} is not 0..255")
+            if len(set(v)) != len(v):
+                raise ValueError("a port index is listed twice")
+        return v
+
+
+class VendorDefinedEntry(_Strict):
+    """[[vendor_defined]]: a canned VENDOR_DEFINED_RESPONSE.  A request with this
+    ``standard_id`` (registry number or name, e.g. 3 or "PCISIG"), ``vendor_id`` (hex, the
+    VendorID bytes as sent, e.g. "0100" for PCI-SIG 0x0001) and a payload starting with
+    ``request_prefix`` (hex; "" matches any) is answered with ``response`` (hex payload).
+    Entries are tried in order, before the built-in protocols."""
+
+    standard_id: int | str
+    vendor_id: str = ""
+    request_prefix: str = ""
+    response: str = ""
+
+    @field_validator("vendor_id", "request_prefix", "response")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        text = "".join(v.split())
+        try:
+            bytes.fromhex(text)
+        except ValueError:
+            raise ValueError(f"{v!r} is not hex") from None
+        return text
+
+    @model_validator(mode="after")
+    def _ids(self) -> VendorDefinedEntry:
+        from emulator.codec.vendor import StandardId, valid_vendor_id_len
+
+        given = self.standard_id
+        if isinstance(given, str):
+            try:
+                sid = int(given, 0)
+            except ValueError:
+                try:
+                    sid = int(StandardId[given.upper()])
+                except KeyError:
+                    names = ", ".join(m.name for m in StandardId)
+                    raise ValueError(
+                        f"standard_id {self.standard_id!r}: not a number or one of {names}"
+                    ) from None
+            self.standard_id = sid
+        else:
+            sid = given
+        if not 0 <= sid <= 0xFFFF:
+            raise ValueError(f"standard_id {sid} does not fit in 16 bits")
+        vlen = len(bytes.fromhex(self.vendor_id))
+        if not valid_vendor_id_len(sid, vlen):
+            raise ValueError(f"a {vlen}-byte vendor_id is not allowed for standard_id {sid}")
+        if len(bytes.fromhex(self.response)) > 0xFFFF:
+            raise ValueError("response is longer than 65535 bytes")
+        return self
+
+
 class DeterminismSection(_Strict):
     """[determinism]: a seed makes nonces, DHE keys and random padding reproducible."""
 
@@ -723,6 +834,8 @@ class Profile(_Strict):
     sessions: SessionsSection = Field(default_factory=SessionsSection)
     faults: list[FaultSection] = Field(default_factory=list)
     mqtt: MqttSection = Field(default_factory=MqttSection)
+    ide_km: IdeKmSection | None = None
+    vendor_defined: list[VendorDefinedEntry] = Field(default_factory=list)
     #: directory that relative file names in the profile are resolved against
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     #: the device identity built from ``slots`` (emulator.device.identity), once loaded
@@ -912,11 +1025,28 @@ def _cross_checks(p: Profile) -> list[tuple[str, str]]:
         )
     errs += _measurement_checks(p)
     errs += _session_checks(p)
+    errs += _ide_km_checks(p)
     top = max(p.versions)
     allowed = RESPONDER_CAPS_BY_VERSION[top]
     for flag in caps:
         if not flag & allowed:
             errs.append(("spdm.capabilities", f"{flag.name} does not exist in SPDM {top.text}"))
+    return errs
+
+
+def _ide_km_checks(p: Profile) -> list[tuple[str, str]]:
+    """[ide_km]: listed ports within max_port_index."""
+    errs: list[tuple[str, str]] = []
+    ide = p.ide_km
+    if ide is not None and ide.ports is not None:
+        for i, port in enumerate(ide.ports):
+            if port > ide.max_port_index:
+                errs.append(
+                    (
+                        f"ide_km.ports[{i}]",
+                        f"port {port} is above max_port_index {ide.max_port_index}",
+                    )
+                )
     return errs
 
 

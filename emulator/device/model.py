@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from emulator.codec.constants import ResponderCap, SpdmVersion
 from emulator.device.identity import Identity
@@ -17,6 +18,9 @@ from emulator.device.random import RandomSource, SeededRandom, SystemRandom
 from emulator.faults.engine import FaultEngine
 from emulator.profiles import Profile, load_profile
 from emulator.session.settings import SessionSettings
+
+if TYPE_CHECKING:
+    from emulator.responder.vendor.ide_km import IdeKmState
 
 #: Algorithm-list names of a profile's [algorithms] section.
 ALGORITHM_FIELDS = (
@@ -57,6 +61,10 @@ class Device:
     sessions: SessionSettings = field(default_factory=SessionSettings)
     #: fault rules (emulator.faults), shared by all connections; changed at run time by MQTT
     faults: FaultEngine = field(default_factory=FaultEngine)
+    #: PCIe IDE key state (IDE_KM, emulator.responder.vendor.ide_km), from the profile's
+    #: [ide_km]; on the device because IDE keys live in the port hardware that every
+    #: connection shares (None: the device does not do IDE_KM)
+    ide_km: IdeKmState | None = None
 
     def __post_init__(self) -> None:
         self.measurements.bind(self.notify)
@@ -77,6 +85,7 @@ class Device:
             identity=_identity_of(profile),
             sessions=SessionSettings.from_profile(profile),
             faults=FaultEngine(profile.fault_rules(), seed=profile.determinism.seed or 0),
+            ide_km=_ide_km_of(profile),
         )
 
     @classmethod
@@ -115,6 +124,15 @@ class Device:
         """Tell listeners (control plane, telemetry) about a runtime change."""
         for cb in list(self.listeners):
             cb(what, detail)
+
+
+def _ide_km_of(profile: Profile) -> IdeKmState | None:
+    """The IDE_KM key state of a profile with an enabled [ide_km] section."""
+    if profile.ide_km is None or not profile.ide_km.enabled:
+        return None
+    from emulator.responder.vendor.ide_km import IdeKmState
+
+    return IdeKmState.from_section(profile.ide_km)
 
 
 def _identity_of(profile: Profile) -> Identity:
