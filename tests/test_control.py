@@ -665,3 +665,18 @@ async def test_serve_cli_with_mqtt_and_fault(mqtt_broker: Broker, tmp_path: Path
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 30)
     assert proc.returncode == 0
+
+
+async def test_device_changes_are_published(running: Running, mqtt_broker: Broker) -> None:
+    """device.notify (a measurement update here) goes to <base>/device as JSON."""
+    async with Watcher(mqtt_broker) as w:
+        store = running.emulator.device.measurements
+        index = store.indices()[0]
+        store.set_value(index, bytes.fromhex("0badc0de"))
+        await until(lambda: bool(w.of("device")), "a device change message")
+        note = w.of("device")[0]
+        assert note["what"] == "measurement"
+        assert isinstance(note["time"], float)
+        assert str(index) in json.dumps(note["detail"])
+    await running.plane.stop()
+    assert running.plane._on_device not in running.emulator.device.listeners

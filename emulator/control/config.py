@@ -198,6 +198,11 @@ class Topics:
         return f"{self.base}/reply"
 
     @property
+    def device_events(self) -> str:
+        """Runtime changes of the device model (measurements, IDE keys programmed, ...)."""
+        return f"{self.base}/device"
+
+    @property
     def commands(self) -> str:
         """Subscription filter of every command topic."""
         return f"{self.base}/cmd/+"

@@ -46,6 +46,14 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=False)
 
 
+def _jsonable(obj: object) -> object:
+    """JSON for what device notifications may carry (bytes as hex, enums by name)."""
+    if isinstance(obj, bytes | bytearray):
+        return obj.hex()
+    name = getattr(obj, "name", None)
+    return name if isinstance(name, str) else str(obj)
+
+
 class ControlPlane:
     """Telemetry and runtime control of one device over MQTT."""
 
@@ -83,6 +91,9 @@ class ControlPlane:
         self._connected_event: asyncio.Event | None = None
         if fault_engine is not None:
             fault_engine.listeners.append(self._on_rules)
+        #: device-model changes (device.notify: measurement updates, IDE key events...)
+        self._notes: collections.deque[tuple[str, object, float]] = collections.deque()
+        device.listeners.append(self._on_device)
 
     # ---- the observer (sync, called by the connection for each exchange) ----------
 
@@ -114,6 +125,18 @@ class ControlPlane:
         self._state_dirty = True
         self._poke()
 
+    def _on_device(self, what: str, detail: object) -> None:
+        """Queue a device-model change for ``<base>/device`` (bounded like the events)."""
+        try:
+            if len(self._notes) >= self.config.queue_size:
+                self._notes.popleft()
+                self.dropped += 1
+            self._notes.append((what, detail, time.time()))
+            self._state_dirty = True
+            self._poke()
+        except Exception:
+            log.exception("control: device listener failed")
+
     def _changed(self, command: str) -> None:
         self._state_dirty = True
         self._poke()
@@ -140,8 +163,14 @@ class ControlPlane:
         self.config.ssl_context()  # fail now, not in the background, on bad TLS files
         self._task = asyncio.create_task(self._run(), name=f"mqtt-{self.device.name}")
 
+    def detach(self) -> None:
+        """Stop listening to the device (the plane is being discarded)."""
+        with contextlib.suppress(ValueError):
+            self.device.listeners.remove(self._on_device)
+
     async def stop(self) -> None:
         """Publish the offline state if connected, disconnect, stop the task."""
+        self.detach()
         task, self._task = self._task, None
         if task is None:
             return
@@ -337,6 +366,14 @@ class ControlPlane:
                 self._counters_changed = True
                 if self._queue and self._queue[0] is event:
                     self._queue.popleft()
+            while self._notes:
+                what, detail, stamp = self._notes[0]
+                note = {"what": what, "detail": detail, "time": stamp}
+                text = json.dumps(note, separators=(",", ":"), default=_jsonable)
+                await client.publish(self.topics.device_events, text, qos=0)
+                self.published += 1
+                if self._notes and self._notes[0][2] == stamp:
+                    self._notes.popleft()
             await self._publish_state(client)
             if self._stop.is_set():
                 return
