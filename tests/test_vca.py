@@ -295,3 +295,23 @@ def test_eddsa_only_from_12(version: int, expected: int) -> None:
     rsp = r.handle(neg_req(version, base_asym=0x480))
     assert rsp[1] == 0x63
     assert int.from_bytes(rsp[12:16], "little") == expected
+
+
+@pytest.mark.parametrize(
+    ("code", "flags"),
+    [
+        (0xE4, 0x06),  # KEY_EXCHANGE from a requester without KEY_EX_CAP
+        (0xE5, 0x06),  # FINISH
+        (0xE6, 0x06 | 0x2C0),  # PSK_EXCHANGE from a requester with KEY_EX but not PSK_CAP
+        (0xE7, 0x06 | 0x2C0),  # PSK_FINISH
+        (0x85, 0x06),  # CHUNK_SEND without CHUNK_CAP
+    ],
+)
+def test_requests_needing_a_requester_capability(r: Responder, code: int, flags: int) -> None:
+    """Both sides must have the capability (DSP0274): else UnsupportedRequest(code)."""
+    r.handle(GET_VERSION)
+    assert r.handle(caps_req(0x13, flags=flags))[1] == 0x61
+    assert r.handle(neg_req(0x13))[1] == 0x63
+    state = r.state
+    assert r.handle(bytes([0x13, code, 0, 0]) + bytes(200)) == bytes([0x13, 0x7F, 0x07, code])
+    assert r.state == state

@@ -411,15 +411,10 @@ def _process_large_request(r: Responder, request: bytes, session_id: int | None)
     min_version=0x12,
     capability=ResponderCap.CHUNK_CAP,
     session=SessionRule.EITHER,
+    peer_capability=RequesterCap.CHUNK_CAP,
 )
 def chunk_send(r: Responder, req: Request) -> bytes:
     """CHUNK_SEND -> CHUNK_SEND_ACK (with the response once the large request is whole)."""
-    if not r.peer_has(RequesterCap.CHUNK_CAP):
-        raise SpdmErrorResponse(
-            ErrorCode.UnsupportedRequest,
-            "CHUNK_SEND: the requester did not advertise CHUNK_CAP",
-            data=RequestCode.CHUNK_SEND,
-        )
     raw = req.raw
     if len(raw) < CHUNK_HEADER_SIZE:
         raise invalid(f"CHUNK_SEND is {len(raw)} bytes, needs {CHUNK_HEADER_SIZE}")

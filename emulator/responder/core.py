@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any
 
-from emulator.codec.constants import ErrorCode, RequestCode, ResponderCap, code_name
+from emulator.codec.constants import ErrorCode, RequestCode, RequesterCap, ResponderCap, code_name
 from emulator.codec.messages import HEADER_SIZE, build_error
 from emulator.device.model import Device
 from emulator.device.random import RandomSource
@@ -102,6 +102,8 @@ class HandlerSpec:
     #: the responder must advertise one of these capability bits (0: none needed)
     capability: int = 0
     session: SessionRule = SessionRule.EITHER
+    #: the requester must have advertised this GET_CAPABILITIES flag too (0: none needed)
+    peer_capability: int = 0
 
 
 #: request code -> handler, filled by the family modules at import time
@@ -114,11 +116,17 @@ def handler(
     min_version: int = 0x10,
     capability: int = 0,
     session: SessionRule = SessionRule.EITHER,
+    peer_capability: int = 0,
 ) -> Callable[[HandlerFn], HandlerFn]:
-    """Register ``fn`` as the handler of ``code`` (one module per request family)."""
+    """Register ``fn`` as the handler of ``code`` (one module per request family).
+
+    ``capability``: the device must advertise one of these bits; ``peer_capability``:
+    the requester must have set this flag (e.g. KEY_EX_CAP for KEY_EXCHANGE); otherwise
+    ERROR(UnsupportedRequest) with the request code, before the handler runs.
+    """
 
     def deco(fn: HandlerFn) -> HandlerFn:
-        HANDLERS[code] = HandlerSpec(code, fn, min_version, capability, session)
+        HANDLERS[code] = HandlerSpec(code, fn, min_version, capability, session, peer_capability)
         return fn
 
     return deco
@@ -322,4 +330,11 @@ class Responder:
                     ErrorCode.SessionRequired, f"{code_name(code)} needs a session"
                 )
             raise unexpected(f"{code_name(code)} needs a session")
+        if spec.peer_capability and not self.peer_has(spec.peer_capability):
+            flag = RequesterCap(spec.peer_capability).name
+            raise SpdmErrorResponse(
+                ErrorCode.UnsupportedRequest,
+                f"{code_name(code)}: the requester did not set {flag}",
+                data=code,
+            )
         return spec.fn(self, req)

@@ -322,15 +322,10 @@ def _mut_auth_choice(r: Responder) -> int:
     min_version=0x11,
     capability=ResponderCap.KEY_EX_CAP,
     session=SessionRule.OUTSIDE_ONLY,
+    peer_capability=RequesterCap.KEY_EX_CAP,
 )
 def key_exchange(r: Responder, req: Request) -> bytes:
     """KEY_EXCHANGE_RSP: open a session in the handshake phase."""
-    if not r.peer_has(RequesterCap.KEY_EX_CAP):
-        raise SpdmErrorResponse(
-            ErrorCode.UnsupportedRequest,
-            "KEY_EXCHANGE: the requester did not set KEY_EX_CAP",
-            data=RequestCode.KEY_EXCHANGE,
-        )
     secured_message_check(r, "KEY_EXCHANGE")
     require_negotiated(r, "KEY_EXCHANGE")
     kind = req.param1
@@ -459,15 +454,10 @@ def _provisioned_requester_chain(r: Responder) -> bytes:
     min_version=0x11,
     capability=ResponderCap.KEY_EX_CAP,
     session=SessionRule.EITHER,
+    peer_capability=RequesterCap.KEY_EX_CAP,
 )
 def finish(r: Responder, req: Request) -> bytes:
     """FINISH_RSP: verify the requester's HMAC (and signature), derive the data keys."""
-    if not r.peer_has(RequesterCap.KEY_EX_CAP):
-        raise SpdmErrorResponse(
-            ErrorCode.UnsupportedRequest,
-            "FINISH: the requester did not set KEY_EX_CAP",
-            data=RequestCode.FINISH,
-        )
     require_negotiated(r, "FINISH")
     in_clear = handshake_in_clear(r)
     if not in_clear and req.session_id is None:

@@ -71,15 +71,10 @@ PSK_CAPS = ResponderCap.PSK_CAP | ResponderCap.PSK_CAP_WITH_CONTEXT
     min_version=0x11,
     capability=PSK_CAPS,
     session=SessionRule.OUTSIDE_ONLY,
+    peer_capability=RequesterCap.PSK_CAP,
 )
 def psk_exchange(r: Responder, req: Request) -> bytes:
     """PSK_EXCHANGE_RSP: open a PSK session (handshake phase, or established without context)."""
-    if not r.peer_has(RequesterCap.PSK_CAP):
-        raise SpdmErrorResponse(
-            ErrorCode.UnsupportedRequest,
-            "PSK_EXCHANGE: the requester did not set PSK_CAP",
-            data=RequestCode.PSK_EXCHANGE,
-        )
     secured_message_check(r, "PSK_EXCHANGE")
     require_negotiated(r, "PSK_EXCHANGE")
     kind = req.param1
@@ -151,15 +146,10 @@ def psk_exchange(r: Responder, req: Request) -> bytes:
     min_version=0x11,
     capability=ResponderCap.PSK_CAP_WITH_CONTEXT,
     session=SessionRule.EITHER,
+    peer_capability=RequesterCap.PSK_CAP,
 )
 def psk_finish(r: Responder, req: Request) -> bytes:
     """PSK_FINISH_RSP: verify RequesterVerifyData, derive the data keys."""
-    if not r.peer_has(RequesterCap.PSK_CAP):
-        raise SpdmErrorResponse(
-            ErrorCode.UnsupportedRequest,
-            "PSK_FINISH: the requester did not set PSK_CAP",
-            data=RequestCode.PSK_FINISH,
-        )
     require_negotiated(r, "PSK_FINISH")
     session = current_session(r, req, "PSK_FINISH")
     if not session.use_psk:
