@@ -280,6 +280,34 @@ def parse_alg_structs(data: bytes, offset: int, count: int) -> tuple[list[AlgStr
     return out, offset
 
 
+def _encode_tail(
+    version: int, ext_asym: list[bytes], ext_hash: list[bytes], structs: list[AlgStruct]
+) -> bytes:
+    """ExtAsym/ExtHash entries, then (1.1+) the AlgStructs: what follows both fixed parts."""
+    body = b"".join(ext_asym) + b"".join(ext_hash)
+    if version >= 0x11:
+        body += b"".join(s.encode() for s in structs)
+    return body
+
+
+def _decode_tail(
+    data: bytes, off: int, n_asym: int, n_hash: int, version: int, n_structs: int, what: str
+) -> tuple[list[bytes], list[bytes], list[AlgStruct], int]:
+    """Parse :func:`_encode_tail`'s layout at ``off``; returns the parts and the end offset."""
+    n_ext = n_asym + n_hash
+    if off + 4 * n_ext > len(data):
+        raise CodecError(
+            f"{what}: {n_asym} + {n_hash} extended algorithm entries run past the "
+            f"{len(data)}-byte message"
+        )
+    ext = [data[off + 4 * i : off + 4 * i + 4] for i in range(n_ext)]
+    off += 4 * n_ext
+    structs: list[AlgStruct] = []
+    if version >= 0x11:
+        structs, off = parse_alg_structs(data, off, n_structs)
+    return ext[:n_asym], ext[n_asym:], structs, off
+
+
 @dataclass(slots=True)
 class NegotiateAlgorithmsMsg:
     """NEGOTIATE_ALGORITHMS (requests of every version)."""
@@ -298,9 +326,8 @@ class NegotiateAlgorithmsMsg:
     length: int = 0
 
     def encode(self) -> bytes:
-        tail = b"".join(self.ext_asym) + b"".join(self.ext_hash)
-        structs = b"".join(s.encode() for s in self.alg_structs) if self.version >= 0x11 else b""
-        length = NEGOTIATE_ALGORITHMS_FIXED_SIZE + len(tail) + len(structs)
+        tail = _encode_tail(self.version, self.ext_asym, self.ext_hash, self.alg_structs)
+        length = NEGOTIATE_ALGORITHMS_FIXED_SIZE + len(tail)
         fixed = NegotiateAlgorithmsFixed.build(
             version=self.version,
             code=RequestCode.NEGOTIATE_ALGORITHMS,
@@ -317,24 +344,21 @@ class NegotiateAlgorithmsMsg:
             reserved3=0,
             mel_spec=self.mel_spec,
         )
-        return fixed + tail + structs
+        return fixed + tail
 
     @classmethod
     def decode(cls, data: bytes) -> tuple[NegotiateAlgorithmsMsg, int]:
         """Parse; returns the message and the number of bytes it occupies (its real size)."""
         f = NegotiateAlgorithmsFixed.parse(data)
-        off = NEGOTIATE_ALGORITHMS_FIXED_SIZE
-        n_ext = f.ext_asym_count + f.ext_hash_count
-        if off + 4 * n_ext > len(data):
-            raise CodecError(
-                f"NEGOTIATE_ALGORITHMS: ExtAsymCount {f.ext_asym_count} + ExtHashCount "
-                f"{f.ext_hash_count} run past the {len(data)}-byte message"
-            )
-        ext = [data[off + 4 * i : off + 4 * i + 4] for i in range(n_ext)]
-        off += 4 * n_ext
-        structs: list[AlgStruct] = []
-        if f.version >= 0x11:
-            structs, off = parse_alg_structs(data, off, f.param1)
+        ext_asym, ext_hash, structs, off = _decode_tail(
+            data,
+            NEGOTIATE_ALGORITHMS_FIXED_SIZE,
+            f.ext_asym_count,
+            f.ext_hash_count,
+            f.version,
+            f.param1,
+            "NEGOTIATE_ALGORITHMS",
+        )
         msg = cls(
             version=f.version,
             measurement_spec=f.measurement_spec,
@@ -342,8 +366,8 @@ class NegotiateAlgorithmsMsg:
             base_asym=f.base_asym,
             base_hash=f.base_hash,
             mel_spec=f.mel_spec,
-            ext_asym=ext[: f.ext_asym_count],
-            ext_hash=ext[f.ext_asym_count :],
+            ext_asym=ext_asym,
+            ext_hash=ext_hash,
             alg_structs=structs,
             param2=f.param2,
             length=f.length,
@@ -368,9 +392,8 @@ class AlgorithmsMsg:
     length: int = 0
 
     def encode(self) -> bytes:
-        tail = b"".join(self.ext_asym_sel) + b"".join(self.ext_hash_sel)
-        structs = b"".join(s.encode() for s in self.alg_structs) if self.version >= 0x11 else b""
-        length = ALGORITHMS_FIXED_SIZE + len(tail) + len(structs)
+        tail = _encode_tail(self.version, self.ext_asym_sel, self.ext_hash_sel, self.alg_structs)
+        length = ALGORITHMS_FIXED_SIZE + len(tail)
         fixed = AlgorithmsFixed.build(
             version=self.version,
             code=ResponseCode.ALGORITHMS,
@@ -388,21 +411,21 @@ class AlgorithmsMsg:
             ext_hash_sel_count=len(self.ext_hash_sel),
             reserved3=0,
         )
-        return fixed + tail + structs
+        return fixed + tail
 
     @classmethod
     def decode(cls, data: bytes) -> tuple[AlgorithmsMsg, int]:
         """Parse; returns the message and the number of bytes it occupies."""
         f = AlgorithmsFixed.parse(data)
-        off = ALGORITHMS_FIXED_SIZE
-        n_ext = f.ext_asym_sel_count + f.ext_hash_sel_count
-        if off + 4 * n_ext > len(data):
-            raise CodecError("ALGORITHMS: extended selections run past the message")
-        ext = [data[off + 4 * i : off + 4 * i + 4] for i in range(n_ext)]
-        off += 4 * n_ext
-        structs: list[AlgStruct] = []
-        if f.version >= 0x11:
-            structs, off = parse_alg_structs(data, off, f.param1)
+        ext_asym, ext_hash, structs, off = _decode_tail(
+            data,
+            ALGORITHMS_FIXED_SIZE,
+            f.ext_asym_sel_count,
+            f.ext_hash_sel_count,
+            f.version,
+            f.param1,
+            "ALGORITHMS",
+        )
         msg = cls(
             version=f.version,
             measurement_spec_sel=f.measurement_spec_sel,
@@ -411,8 +434,8 @@ class AlgorithmsMsg:
             base_asym_sel=f.base_asym_sel,
             base_hash_sel=f.base_hash_sel,
             mel_spec_sel=f.mel_spec_sel,
-            ext_asym_sel=ext[: f.ext_asym_sel_count],
-            ext_hash_sel=ext[f.ext_asym_sel_count :],
+            ext_asym_sel=ext_asym,
+            ext_hash_sel=ext_hash,
             alg_structs=structs,
             length=f.length,
         )
