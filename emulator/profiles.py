@@ -20,9 +20,10 @@ import tomllib
 from collections.abc import Iterable
 from enum import IntFlag
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -110,6 +111,19 @@ def parse_flag_names(enum: type[F], names: Iterable[str], what: str) -> list[F]:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+def _file_name(value: str) -> str:
+    """A file named by a profile: not empty, no NUL byte (the OS cannot open those)."""
+    if not value.strip():
+        raise ValueError("an empty file name")
+    if "\x00" in value:
+        raise ValueError(f"file name {value!r} contains a NUL byte")
+    return value
+
+
+#: Every file name a profile holds (chains, keys, measurement files, roots, TLS files).
+FilePath = Annotated[str, AfterValidator(_file_name)]
 
 
 class PciIdsSection(_Strict):
@@ -284,7 +298,7 @@ class MeasurementEntry(_Strict):
     raw_on_request: bool = True
     description: str = ""
     value: str | None = None
-    file: str | None = None
+    file: FilePath | None = None
     text: str | None = None
     svn: int | None = Field(None, ge=0, le=0xFFFFFFFFFFFFFFFF)
     operational_mode_capabilities: int | list[str] | None = None
@@ -545,9 +559,9 @@ class SessionsSection(_Strict):
     mut_auth_mandatory: bool = False
     req_slot_id: int = Field(0, ge=0, le=7)
     #: trusted roots for the requester's chain (DER or PEM files, relative to the profile)
-    requester_roots: list[str] = Field(default_factory=list)
+    requester_roots: list[FilePath] = Field(default_factory=list)
     #: provisioned requester chain for mut_auth = "requested" (DER/PEM, root first)
-    requester_chain: str | None = None
+    requester_chain: FilePath | None = None
     unknown_session: Literal["drop", "error"] = "drop"
     terminate_on_update: bool = True
 
@@ -720,9 +734,9 @@ class MqttSection(_Strict):
     username: str | None = None
     password: str | None = None
     tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
     tls_insecure: bool = False
     topic_prefix: str = Field("spdm-emulator", min_length=1, pattern=r"^[^#+]+$")
     client_id: str | None = None
@@ -754,8 +768,8 @@ class SlotSection(_Strict):
     """
 
     id: int = Field(ge=0, le=255)
-    chain: str | None = None
-    key: str | None = None
+    chain: FilePath | None = None
+    key: FilePath | None = None
     generate: str | None = None
     provisioned: bool = True
     key_pair_id: int | None = Field(None, ge=1, le=255)

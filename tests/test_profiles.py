@@ -152,3 +152,25 @@ def test_toml_syntax_error_and_missing_file(tmp_path: Path) -> None:
 def test_capabilities_are_enum_members() -> None:
     p = load_profile_text(BASE.format(caps='capabilities = ["cache-cap", "CHUNK_CAP"]', algs=""))
     assert p.capabilities == ResponderCap.CACHE_CAP | ResponderCap.CHUNK_CAP
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        ('[sessions]\nrequester_roots = ["root\\u0000.der"]\n', "sessions.requester_roots[0]"),
+        ('[[slots]]\nid = 0\nchain = "slot\\u0000"\n', "slots[0].chain"),
+        (
+            '[[measurements]]\nindex = 1\ntype = "immutable_rom"\nfile = "rom\\u0000.bin"\n',
+            "measurements[0].file",
+        ),
+        ('[[slots]]\nid = 0\nchain = " "\n', "slots[0].chain"),
+    ],
+)
+def test_file_names_with_nul_bytes_or_empty_are_profile_errors(section: str, field: str) -> None:
+    """Found by fuzz/fuzz_profile.py: a NUL byte in a file name reached open() and raised
+    ValueError out of Device.from_profile (tests/fuzz_regressions/profile/)."""
+    text = BASE.format(caps="", algs="") + section
+    with pytest.raises(ProfileError) as info:
+        Device.from_profile(load_profile_text(text, "t.toml"))
+    assert info.value.field == field
+    assert "NUL byte" in info.value.problem or "empty file name" in info.value.problem
