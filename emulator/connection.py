@@ -20,7 +20,7 @@ from emulator.device.random import RandomSource
 from emulator.errors import SessionError, TransportError
 from emulator.faults.engine import FaultEngine, FaultExchange
 from emulator.responder import Responder
-from emulator.session.record import RecordFormat, peek_session_id
+from emulator.session.record import peek_session_id
 from emulator.session.table import (
     HANDSHAKE_REQUESTS,
     DecryptFailure,
@@ -29,7 +29,7 @@ from emulator.session.table import (
     SessionTable,
     existing_session_table,
 )
-from emulator.transport.base import TransportBinding
+from emulator.transport.base import RecordFormat, TransportBinding
 
 log = logging.getLogger("emulator.connection")
 
@@ -161,7 +161,7 @@ class SpdmConnection:
         applied once the response record is built.
         """
         r = self.responder
-        fmt = RecordFormat.for_binding(self.binding)
+        fmt = self.binding.record_format
         table = existing_session_table(r)
         sid = peek_session_id(record)
         if table is not None:

@@ -32,13 +32,13 @@ from emulator.codec.session import (
 from emulator.errors import CodecError, SessionError
 from emulator.session.record import (
     RecordError,
-    RecordFormat,
     open_record,
     parse_header,
     record_iv,
     seal_record,
 )
 from emulator.transport import get_binding
+from emulator.transport.base import RecordFormat
 
 # --- messages ---------------------------------------------------------------------------
 
@@ -343,5 +343,5 @@ def test_record_application_length_overrun_rejected() -> None:
 
 
 def test_record_format_per_binding() -> None:
-    assert RecordFormat.for_binding(get_binding("doe")) == RecordFormat(0, 0, b"")
-    assert RecordFormat.for_binding(get_binding("mctp")) == RecordFormat(2, 32, b"\x05")
+    assert get_binding("doe").record_format == RecordFormat(0, 0, b"")
+    assert get_binding("mctp").record_format == RecordFormat(2, 32, b"\x05")

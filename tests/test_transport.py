@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from emulator.errors import TransportError
 from emulator.transport import BINDINGS, get_binding
-from emulator.transport.base import SecuredRecordFormat, SocketTransport, TransportMessage
+from emulator.transport.base import RecordFormat, SocketTransport, TransportMessage
 from emulator.transport.doe import PciDoeBinding
 from emulator.transport.mctp import MctpBinding
 from emulator.transport.none import NoneBinding
@@ -176,9 +176,9 @@ def test_none_rejects() -> None:
 
 
 def test_secured_header_info() -> None:
-    assert doe.secured_header_info() == SecuredRecordFormat(0, 0)
-    assert mctp.secured_header_info() == SecuredRecordFormat(2, 32)
-    assert none.secured_header_info() == SecuredRecordFormat(0, 0)
+    assert doe.record_format == RecordFormat(0, 0)
+    assert mctp.record_format == RecordFormat(2, 32, b"\x05")
+    assert none.record_format == RecordFormat(0, 0)
 
 
 def test_socket_transport_and_names() -> None:

@@ -20,7 +20,7 @@ from emulator.profiles import Profile, load_profile
 from emulator.session.settings import SessionSettings
 
 if TYPE_CHECKING:
-    from emulator.responder.vendor.ide_km import IdeKmState
+    from emulator.responder.vendor_defined.ide_km import IdeKmState
 
 #: Algorithm-list names of a profile's [algorithms] section.
 ALGORITHM_FIELDS = (
@@ -61,7 +61,7 @@ class Device:
     sessions: SessionSettings = field(default_factory=SessionSettings)
     #: fault rules (emulator.faults), shared by all connections; changed at run time by MQTT
     faults: FaultEngine = field(default_factory=FaultEngine)
-    #: PCIe IDE key state (IDE_KM, emulator.responder.vendor.ide_km), from the profile's
+    #: PCIe IDE key state (IDE_KM, emulator.responder.vendor_defined.ide_km), from the profile's
     #: [ide_km]; on the device because IDE keys live in the port hardware that every
     #: connection shares (None: the device does not do IDE_KM)
     ide_km: IdeKmState | None = None
@@ -130,7 +130,7 @@ def _ide_km_of(profile: Profile) -> IdeKmState | None:
     """The IDE_KM key state of a profile with an enabled [ide_km] section."""
     if profile.ide_km is None or not profile.ide_km.enabled:
         return None
-    from emulator.responder.vendor.ide_km import IdeKmState
+    from emulator.responder.vendor_defined.ide_km import IdeKmState
 
     return IdeKmState.from_section(profile.ide_km)
 

@@ -13,7 +13,7 @@ from emulator.responder import (  # noqa: F401  (registration)
     psk,
     respond_if_ready,
     session_control,
-    vendor,
+    vendor_defined,
     version,
 )
 from emulator.responder.core import (

@@ -4,7 +4,6 @@ HEARTBEAT, KEY_UPDATE, END_SESSION, mutual auth) lives in ``emulator.responder``
 
 from emulator.session.record import (
     RecordError,
-    RecordFormat,
     SequenceOverflow,
     open_record,
     peek_session_id,
@@ -22,6 +21,7 @@ from emulator.session.table import (
     existing_session_table,
     session_table,
 )
+from emulator.transport.base import RecordFormat
 
 __all__ = [
     "DecryptFailure",

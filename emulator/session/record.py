@@ -22,7 +22,8 @@ Record layout (DSP0277 "Secured message format"; libspdm ``libspdm_secmes_encode
 
 On MCTP the application data carries the MCTP message type (0x05 for SPDM) in front of the
 SPDM message (libspdm ``libspdm_transport_mctp_encode_message``); PCI DOE carries the bare
-SPDM message.  :class:`RecordFormat` holds these per-binding facts.
+SPDM message.  Each binding's :class:`~emulator.transport.base.RecordFormat` holds these
+facts.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from dataclasses import dataclass
 
 from emulator.crypto.aead import AEAD_IV_SIZE, AEAD_TAG_SIZE, aead_open, aead_seal
 from emulator.errors import CryptoError, SessionError
-from emulator.transport.base import TransportBinding
 
 SESSION_ID_SIZE = 4
 LENGTH_SIZE = 2
@@ -40,8 +40,6 @@ APP_LENGTH_SIZE = 2
 TAG_SIZE = AEAD_TAG_SIZE
 #: The all-ones sequence number is never used (libspdm LIBSPDM_MAX_SPDM_SESSION_SEQUENCE_NUMBER).
 MAX_SEQUENCE_NUMBER = (1 << 64) - 1
-#: MCTP message type of SPDM, carried inside the application data of an MCTP secured record.
-MCTP_SPDM_APP_HEADER = b"\x05"
 
 
 class RecordError(SessionError):
@@ -50,34 +48,6 @@ class RecordError(SessionError):
 
 class SequenceOverflow(SessionError):
     """The direction's sequence number reached the AEAD limit: the session must end."""
-
-
-@dataclass(frozen=True, slots=True)
-class RecordFormat:
-    """How records look on one transport binding.
-
-    ``sequence_number_size``: bytes of the sequence number in the header (DOE 0, MCTP 2);
-    ``max_random_padding``: at most this many random bytes after the application data (the
-    encoder adds 1..max when max > 0, as libspdm does); ``app_header``: bytes in front of
-    the SPDM message inside the application data (MCTP: the message type 0x05).
-    """
-
-    sequence_number_size: int = 0
-    max_random_padding: int = 0
-    app_header: bytes = b""
-
-    @classmethod
-    def for_binding(cls, binding: TransportBinding) -> RecordFormat:
-        info = binding.secured_header_info()
-        return cls(
-            sequence_number_size=info.sequence_number_size,
-            max_random_padding=info.max_random_padding,
-            app_header=MCTP_SPDM_APP_HEADER if binding.name == "mctp" else b"",
-        )
-
-    @property
-    def header_size(self) -> int:
-        return SESSION_ID_SIZE + self.sequence_number_size + LENGTH_SIZE
 
 
 @dataclass(frozen=True, slots=True)

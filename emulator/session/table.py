@@ -35,11 +35,11 @@ from emulator.errors import SessionError
 from emulator.session.record import (
     MAX_SEQUENCE_NUMBER,
     RecordError,
-    RecordFormat,
     open_record,
     seal_record,
 )
 from emulator.session.settings import SessionSettings
+from emulator.transport.base import RecordFormat
 
 #: ``Responder.family`` key of the session table.
 FAMILY = "sessions"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from emulator.errors import TransportError
 from emulator.transport.base import (
-    SecuredRecordFormat,
+    RecordFormat,
     SocketTransport,
     TransportBinding,
     TransportMessage,
@@ -35,7 +35,7 @@ __all__ = [
     "MctpBinding",
     "NoneBinding",
     "PciDoeBinding",
-    "SecuredRecordFormat",
+    "RecordFormat",
     "SocketTransport",
     "TransportBinding",
     "TransportMessage",

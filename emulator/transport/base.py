@@ -30,17 +30,19 @@ class TransportMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class SecuredRecordFormat:
-    """Per-binding DSP0277 parameters (DSP0276 MCTP binding, PCIe DOE binding).
+class RecordFormat:
+    """How DSP0277 secured records look on one binding (DSP0276 MCTP, PCIe DOE, DSP0277 1.2).
 
-    ``sequence_number_size`` is the number of bytes of the implicit sequence
-    number sent in the record header (2 for MCTP, 0 for PCI DOE, as libspdm binds
-    them), ``max_random_padding`` the most random bytes the encoder may add after
-    the application data.
+    ``sequence_number_size``: bytes of the implicit sequence number sent in the record
+    header (MCTP 2, PCI DOE 0, as libspdm binds them); ``max_random_padding``: at most
+    this many random bytes after the application data (the encoder adds 1..max when max
+    > 0, as libspdm does); ``app_header``: bytes in front of the SPDM message inside the
+    application data (MCTP: the message type 0x05).
     """
 
     sequence_number_size: int = 0
     max_random_padding: int = 0
+    app_header: bytes = b""
 
 
 class TransportBinding(Protocol):
@@ -59,6 +61,12 @@ class TransportBinding(Protocol):
         """Wrap an SPDM message (or secured record) for the wire."""
         ...
 
-    def secured_header_info(self) -> SecuredRecordFormat:
+    @property
+    def record_format(self) -> RecordFormat:
         """How DSP0277 records look on this binding (sequence number size, padding)."""
+        ...
+
+    def answer_discovery(self, payload: bytes) -> bytes | None:
+        """The binding's own answer to a transport-level discovery object, or None when
+        ``payload`` is not one (PCI DOE discovery; other bindings have none)."""
         ...

@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 
 from emulator.errors import TransportError
-from emulator.transport.base import SecuredRecordFormat, SocketTransport, TransportMessage
+from emulator.transport.base import RecordFormat, SocketTransport, TransportMessage
 
 #: PCI-SIG vendor ID in DW0 of every CMA/SPDM data object.
 PCI_SIG_VENDOR_ID = 0x0001
@@ -140,6 +140,7 @@ class PciDoeBinding:
         header = _HEADER.pack(PCI_SIG_VENDOR_ID, object_type, 0, length_dw)
         return header + message + bytes(padded - len(message))
 
-    def secured_header_info(self) -> SecuredRecordFormat:
+    @property
+    def record_format(self) -> RecordFormat:
         """No sequence number on the wire and no random padding (libspdm pcidoe)."""
-        return SecuredRecordFormat(sequence_number_size=0, max_random_padding=0)
+        return RecordFormat(sequence_number_size=0, max_random_padding=0)

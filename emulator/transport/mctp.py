@@ -8,7 +8,7 @@ There is no MCTP packet header or fragmentation on the platform socket.
 from __future__ import annotations
 
 from emulator.errors import TransportError
-from emulator.transport.base import SecuredRecordFormat, SocketTransport, TransportMessage
+from emulator.transport.base import RecordFormat, SocketTransport, TransportMessage
 
 MCTP_TYPE_SPDM = 0x05
 MCTP_TYPE_SECURED_SPDM = 0x06
@@ -52,9 +52,16 @@ class MctpBinding:
         message_type = MCTP_TYPE_SECURED_SPDM if secured else MCTP_TYPE_SPDM
         return bytes((message_type,)) + message
 
-    def secured_header_info(self) -> SecuredRecordFormat:
-        """2-byte sequence number and up to 32 random padding bytes (libspdm mctp)."""
-        return SecuredRecordFormat(
+    @property
+    def record_format(self) -> RecordFormat:
+        """2-byte sequence number, up to 32 random padding bytes, the SPDM message type
+        in front of the message inside the record (libspdm mctp)."""
+        return RecordFormat(
             sequence_number_size=MCTP_SEQUENCE_NUMBER_SIZE,
             max_random_padding=MCTP_MAX_RANDOM_PADDING,
+            app_header=bytes((MCTP_TYPE_SPDM,)),
         )
+
+    def answer_discovery(self, payload: bytes) -> bytes | None:
+        """This binding has no transport-level discovery."""
+        return None

@@ -10,7 +10,7 @@ records: ``encode(secured=True)`` raises :class:`~emulator.errors.TransportError
 from __future__ import annotations
 
 from emulator.errors import TransportError
-from emulator.transport.base import SecuredRecordFormat, SocketTransport, TransportMessage
+from emulator.transport.base import RecordFormat, SocketTransport, TransportMessage
 
 
 class NoneBinding:
@@ -36,6 +36,11 @@ class NoneBinding:
             raise TransportError("cannot encode an empty SPDM message")
         return bytes(message)
 
-    def secured_header_info(self) -> SecuredRecordFormat:
+    @property
+    def record_format(self) -> RecordFormat:
         """No sequence number, no random padding (spdm-emu's none transport)."""
-        return SecuredRecordFormat(sequence_number_size=0, max_random_padding=0)
+        return RecordFormat(sequence_number_size=0, max_random_padding=0)
+
+    def answer_discovery(self, payload: bytes) -> bytes | None:
+        """This binding has no transport-level discovery."""
+        return None

@@ -10,7 +10,7 @@ LargeReq bit (Param1 bit 7) only exists from SPDM 1.4, so it is reserved here.  
 1. the profile's ``[[vendor_defined]]`` entries, in order: the first whose StandardID,
    VendorID and payload prefix match answers with its canned payload;
 2. PCI-SIG (StandardID 3, VendorID 0x0001): the payload's first byte is the PCI protocol
-   ID; IDE_KM (0x00) goes to :mod:`emulator.responder.vendor.ide_km` when the profile has
+   ID; IDE_KM (0x00) goes to :mod:`emulator.responder.vendor_defined.ide_km` when the profile has
    an enabled ``[ide_km]`` section;
 3. anything else: ERROR(UnsupportedRequest, data 0xFE), what libspdm answers when no
    vendor handler is registered.  (DMTF spdm-emu's responder answers InvalidRequest for a
@@ -44,7 +44,7 @@ from emulator.responder.core import (
     unexpected,
 )
 from emulator.responder.key_exchange import require_negotiated
-from emulator.responder.vendor import ide_km
+from emulator.responder.vendor_defined import ide_km
 from emulator.session.table import existing_session_table
 
 
