@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from emulator.codec.constants import ErrorCode, code_name
 from emulator.codec.messages import build_error
 from emulator.device.model import Device
 from emulator.device.random import RandomSource
 from emulator.errors import SessionError, TransportError
+from emulator.events import ExchangeEvent, Observer, Reply
 from emulator.faults.engine import FaultEngine, FaultExchange
 from emulator.responder import Responder
 from emulator.session.record import peek_session_id
@@ -33,53 +33,7 @@ from emulator.transport.base import RecordFormat, TransportBinding
 
 log = logging.getLogger("emulator.connection")
 
-
-@dataclass(slots=True)
-class Reply:
-    """What the server must do after one NORMAL frame.
-
-    ``payloads`` are transport payloads, each sent as one NORMAL frame, in order
-    (empty: send nothing, i.e. the response was dropped).  ``delay`` seconds are
-    waited before sending.  ``close`` closes the connection after sending.
-    ``partial`` (bytes) sends only that many bytes of the first frame (header
-    included) and then closes the connection.
-    """
-
-    payloads: list[bytes] = field(default_factory=list)
-    delay: float = 0.0
-    close: bool = False
-    partial: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ExchangeEvent:
-    """One request/response exchange, as telemetry and traces report it."""
-
-    connection: int
-    device: str
-    request: bytes
-    response: bytes | None
-    session_id: int | None = None
-    secured: bool = False
-    #: ERROR code of the response, or None
-    error: int | None = None
-    #: why the responder answered ERROR / why the transport rejected the request
-    reason: str = ""
-    #: description of each fault applied to this exchange
-    faults: tuple[str, ...] = ()
-
-    @property
-    def request_name(self) -> str:
-        return code_name(self.request[1]) if len(self.request) > 1 else "MALFORMED"
-
-    @property
-    def response_name(self) -> str:
-        if self.response is None:
-            return "NONE"
-        return code_name(self.response[1]) if len(self.response) > 1 else "MALFORMED"
-
-
-Observer = Callable[[ExchangeEvent], None]
+__all__ = ["ExchangeEvent", "Observer", "Reply", "SpdmConnection"]
 
 
 class SpdmConnection:

@@ -56,8 +56,8 @@ from emulator.codec.messages import (
     ResponseNotReadyData,
     Version,
 )
-from emulator.connection import ExchangeEvent
 from emulator.errors import CodecError, EmulatorError, TransportError
+from emulator.events import ExchangeEvent
 
 if TYPE_CHECKING:
     from emulator.app import Emulator

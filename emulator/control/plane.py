@@ -32,10 +32,10 @@ from typing import Any
 
 import aiomqtt
 
-from emulator.connection import ExchangeEvent
 from emulator.control.commands import CommandProcessor
 from emulator.control.config import ControlConfig, Topics
 from emulator.control.telemetry import StateTracker, connections_state, event_json
+from emulator.events import ExchangeEvent
 from emulator.faults.engine import FaultEngine
 from emulator.faults.spec import rule_to_dict
 

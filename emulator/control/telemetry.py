@@ -33,8 +33,8 @@ from emulator.codec.constants import (
     code_name,
 )
 from emulator.codec.messages import AlgorithmsMsg
-from emulator.connection import ExchangeEvent
 from emulator.errors import CodecError
+from emulator.events import ExchangeEvent
 
 
 def _message(direction: str, data: bytes | None) -> dict[str, Any] | None:

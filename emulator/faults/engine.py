@@ -40,7 +40,7 @@ from emulator.faults.model import (
 from emulator.faults.spec import parse_fault_spec, rule_from_mapping
 
 if TYPE_CHECKING:
-    from emulator.connection import Reply
+    from emulator.events import Reply
 
 log = logging.getLogger("emulator.faults")
 

@@ -52,7 +52,7 @@ from emulator.server.platform import (
 from emulator.transport.base import SocketTransport, TransportBinding
 
 if TYPE_CHECKING:  # the server only reads a Reply; keep the responder out of its imports
-    from emulator.connection import Reply
+    from emulator.events import Reply
 
 logger = logging.getLogger("emulator.server")
 
