@@ -60,9 +60,31 @@ class SpdmConnection:
         #: fault injection (emulator.faults): the device's engine unless one is given
         self.faults: FaultEngine | None = faults if faults is not None else device.faults
         self.closed = False
+        #: pull model (storage binding): the reply of the last delivered request, not
+        #: yet collected
+        self._kept: Reply | None = None
+
+    # ---- push and pull -----------------------------------------------------------------
+
+    def deliver(self, payload: bytes) -> None:
+        """Pull model, request half (DSP0286 IF_SEND): handle ``payload`` now and keep its
+        reply for :meth:`collect`.  A reply not collected yet is replaced, as a drive's
+        pending response is when the host sends a new command."""
+        self._kept = self.receive(payload)
+
+    def collect(self) -> Reply | None:
+        """Pull model, response half (DSP0286 IF_RECV): the kept reply, once; None when
+        no request is waiting for collection."""
+        kept, self._kept = self._kept, None
+        return kept
+
+    @property
+    def has_pending_reply(self) -> bool:
+        """A delivered request's reply waits for :meth:`collect`."""
+        return self._kept is not None
 
     def receive(self, payload: bytes) -> Reply:
-        """Handle the payload of one NORMAL frame."""
+        """Push model (platform NORMAL frames): one transport payload in, its reply out."""
         discovery = getattr(self.binding, "answer_discovery", None)
         if discovery is not None:
             answer = discovery(payload)
