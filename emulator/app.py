@@ -79,6 +79,7 @@ class Emulator:
             number=number,
             peer=peer,
             observers=[self._observe],
+            faults=self.device.faults,
         )
         self.connections[number] = conn
         for hook in self.options.on_connection:

@@ -427,7 +427,6 @@ async def test_requester_loopback_sanity(device: Device) -> None:
 async def test_session_over_the_maximum_is_refused(profile: Profile) -> None:
     from emulator.requester import SpdmErrorReply, identity
     from emulator.requester.session import ConnectionChannel, key_exchange, open_session
-    from emulator.session.table import existing_session_table
 
     assert profile.sessions.max_sessions == 4  # the default profile's (safe) default
     profile.sessions.max_sessions = 2
@@ -445,7 +444,7 @@ async def test_session_over_the_maximum_is_refused(profile: Profile) -> None:
     with pytest.raises(SpdmErrorReply) as refused:
         await key_exchange(req, peer_chain=chain, binding="doe", req_session_id=3)
     assert refused.value.error_name == "SessionLimitExceeded"
-    table = existing_session_table(conn.responder)
+    table = conn.responder.ctx.sessions
     assert table is not None and len(table) == 2
     # the refusal did not disturb the open sessions, and ending one makes room
     await second.heartbeat()

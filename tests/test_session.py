@@ -42,7 +42,7 @@ from emulator.requester.session import (
     open_session,
     psk_exchange,
 )
-from emulator.session.table import SessionTable, existing_session_table
+from emulator.session.table import SessionTable
 from emulator.transport import get_binding
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,7 +144,7 @@ def send_raw(conn: SpdmConnection, record: bytes) -> list[bytes]:
 
 
 def session_ids(conn: SpdmConnection) -> set[int]:
-    table = existing_session_table(conn.responder)
+    table = conn.responder.ctx.sessions
     return set(table.sessions) if table is not None else set()
 
 

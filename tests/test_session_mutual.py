@@ -64,7 +64,7 @@ async def test_mutual_auth_succeeds(
     if mode != "requested":
         await run_encapsulated(s, identity)
         # the responder now holds the requester's chain (CM) for TH2
-        table_session = next(iter(conn.responder.family["sessions"].sessions.values()))
+        table_session = next(iter(conn.responder.ctx.sessions.sessions.values()))
         assert table_session.peer_chain == s.mut_chain
     await finish(s, identity)
     finish_req = s.log[-1][0]
