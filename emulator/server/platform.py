@@ -6,22 +6,5 @@ platform-socket binding speaks, and bindings (the core) must not import the serv
 
 from __future__ import annotations
 
-from emulator.transport.platform import (
-    DEFAULT_MAX_PAYLOAD,
-    HEADER_SIZE,
-    Frame,
-    FrameDecoder,
-    PlatformCommand,
-    command_name,
-    encode_frame,
-)
-
-__all__ = [
-    "DEFAULT_MAX_PAYLOAD",
-    "HEADER_SIZE",
-    "Frame",
-    "FrameDecoder",
-    "PlatformCommand",
-    "command_name",
-    "encode_frame",
-]
+from emulator.transport.platform import *  # noqa: F403  (the same names)
+from emulator.transport.platform import __all__ as __all__

@@ -143,3 +143,14 @@ class FrameDecoder:
             self._payload.clear()
             self._size = None
         return frames
+
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD",
+    "HEADER_SIZE",
+    "Frame",
+    "FrameDecoder",
+    "PlatformCommand",
+    "command_name",
+    "encode_frame",
+]
