@@ -287,6 +287,30 @@ def test_packets_per_link_type() -> None:
         link_type_for("none")
 
 
+def test_link_types_come_from_the_bindings() -> None:
+    """Bindings or their names; the link type is the binding's own ``pcap_link_type``."""
+    for name in ("doe", "mctp"):
+        binding = get_binding(name)
+        assert link_type_for(binding) == link_type_for(name) == binding.pcap_link_type
+        assert pcap_packet(binding, b"\x05\x10", False) == pcap_packet(name, b"\x05\x10", False)
+    assert (LINKTYPE_PCI_DOE, LINKTYPE_MCTP) == (292, 291)
+    with pytest.raises(TransportError, match=r"'none' has no pcap link type .*; use doe or mctp$"):
+        link_type_for(get_binding("none"))
+    with pytest.raises(TransportError, match="'none' has no pcap link type"):
+        pcap_packet("none", b"\x10\x84\x00\x00", True)
+    with pytest.raises(TransportError, match="unknown transport 'pcie'"):
+        link_type_for("pcie")
+
+
+def test_recorder_takes_a_binding(tmp_path: Path) -> None:
+    rec = PcapRecorder(str(tmp_path / "m.pcap"), get_binding("mctp"), clock_ns=lambda: 0)
+    assert (rec.binding_name, rec.link_type) == ("mctp", LINKTYPE_MCTP)
+    rec.record(1, h("05 10 84 00 00"), True)
+    rec.close()
+    _, records = read_pcap((tmp_path / "m.pcap").read_bytes())
+    assert [r.data for r in records] == [h("01 00 00 c8 05 10 84 00 00")]
+
+
 def test_recorder_writes_a_byte_exact_file(tmp_path: Path) -> None:
     path = tmp_path / "cap.pcap"
     clock = iter([1_000_000_000_000_500_000, 1_000_000_001_000_000_000])

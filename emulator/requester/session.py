@@ -48,9 +48,10 @@ from emulator.codec.constants import (
     ResponseCode,
     code_name,
 )
-from emulator.errors import RequesterError
+from emulator.errors import RequesterError, TransportError
 from emulator.requester.requester import Requester, SpdmErrorReply
-from emulator.transport.base import TransportMessage
+from emulator.transport import get_binding
+from emulator.transport.base import TransportBinding, TransportMessage
 
 # --- algorithm tables (DSP0274 bits -> parameters), the requester's own copy ------------------
 
@@ -237,12 +238,18 @@ class RecordParams:
     max_random_padding: int = 0
 
     @classmethod
-    def for_binding(cls, name: str) -> RecordParams:
-        if name == "mctp":
-            return cls(2, b"\x05", 32)
-        if name == "doe":
-            return cls(0, b"", 0)
-        raise RequesterError(f"transport {name!r} has no secured-message binding")
+    def for_binding(cls, binding: str | TransportBinding) -> RecordParams:
+        """The record facts the binding (or the binding of that name) declares in its
+        ``record_format``; RequesterError if it cannot carry secured messages."""
+        try:
+            found = get_binding(binding) if isinstance(binding, str) else binding
+        except TransportError:
+            found = None
+        if found is None or not found.carries_secured:
+            name = binding if isinstance(binding, str) else binding.name
+            raise RequesterError(f"transport {name!r} has no secured-message binding")
+        fmt = found.record_format
+        return cls(fmt.sequence_number_size, fmt.app_header, fmt.max_random_padding)
 
 
 @dataclass
