@@ -79,7 +79,7 @@ async def _no_sleep(_: float) -> None:
 def original_chain_der() -> list[bytes]:
     """The slot-0 certificates the device really has for the negotiated ECDSA P-384."""
     data = (load_profile("default").base_dir / "../certs/ecdsa-p384/slot0/chain.der").read_bytes()
-    from emulator.certs import split_der_chain
+    from emulator.x509.chain import split_der_chain
 
     return split_der_chain(data)
 

@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from emulator.certs import OID_PCI_SIG_CMA, generate_chain, write_chain
 from emulator.codec.constants import ResponseCode
 from emulator.device.model import Device
 from emulator.errors import RequesterError
@@ -22,6 +21,9 @@ from emulator.requester import LoopbackChannel
 from emulator.requester.identity import authenticate_linux_cma
 from emulator.responder import Responder
 from emulator.transport.base import TransportMessage
+from emulator.x509.files import write_chain
+from emulator.x509.generate import generate_chain
+from emulator.x509.model import OID_PCI_SIG_CMA
 
 ROOT = Path(__file__).resolve().parent.parent
 CERTS = ROOT / "certs"

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from emulator.certs import split_der_chain
 from emulator.codec.constants import (
     AeadSuite,
     BaseAsymAlgo,
@@ -44,6 +43,7 @@ from emulator.requester.session import (
 )
 from emulator.session.table import SessionTable, existing_session_table
 from emulator.transport import get_binding
+from emulator.x509.chain import split_der_chain
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL_FLAGS = int(

@@ -31,19 +31,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from emulator.certs import (
-    CertError,
-    PciIds,
-    generate_chain,
-    load_chain,
-    spdm_cert_chain,
-    split_der_chain,
-)
 from emulator.codec.constants import BaseAsymAlgo
 from emulator.codec.identity import PUBLIC_KEY_SLOT, SLOT_COUNT, CertificateInfo, KeyUsage
 from emulator.crypto import PrivateKey, asym_algo_for_key, digest, hash_name, spdm_sign
 from emulator.device.random import SeededRandom
 from emulator.errors import CryptoError, ProfileError
+from emulator.x509.chain import CertError, spdm_cert_chain, split_der_chain
+from emulator.x509.files import load_chain
+from emulator.x509.generate import generate_chain
+from emulator.x509.model import PciIds
 
 if TYPE_CHECKING:
     from emulator.profiles import Profile, SlotSection
