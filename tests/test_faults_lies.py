@@ -60,7 +60,7 @@ class Setup:
             channel = self.rif
         self.req = Requester(channel, RequesterConfig())
         self.flow = IdentityFlow(self.req, rng=SeededRandom(99, "requester"))
-        self.req.family["identity"] = self.flow
+        self.req.identity_flow = self.flow
 
     async def authenticate(self, challenge: bool = True) -> Any:
         await self.req.vca()

@@ -18,7 +18,7 @@ from emulator.device.model import Device
 from emulator.errors import RequesterError
 from emulator.profiles import load_profile
 from emulator.requester import LoopbackChannel
-from emulator.requester.identity import authenticate_linux_cma
+from emulator.requester.linux_cma import authenticate_linux_cma
 from emulator.responder import Responder
 from emulator.transport.base import TransportMessage
 from emulator.x509.files import write_chain
