@@ -23,21 +23,18 @@ from emulator.connection import ExchangeEvent, SpdmConnection
 from emulator.device.model import Device
 from emulator.device.random import SeededRandom
 from emulator.errors import RequesterError
-from emulator.profiles import Profile, load_profile
+from emulator.profiles import load_profile
 from emulator.requester import Requester, RequesterConfig, SpdmErrorReply
 from emulator.requester.identity import IdentityFlow, verify_challenge_signature
 from emulator.requester.measurements import get_measurements
 from emulator.requester.not_ready import RespondIfReadyChannel
 from emulator.requester.session import ConnectionChannel, open_session
 from emulator.transport import get_binding
-
-_PROFILE: list[Profile] = []
+from tests.helpers import make_device
 
 
 def device(*specs: str, seed: int = 3) -> Device:
-    if not _PROFILE:
-        _PROFILE.append(load_profile("default"))
-    dev = Device.from_profile(_PROFILE[0])
+    dev = make_device()
     dev.seed = seed
     for spec in specs:
         dev.faults.add(spec)
