@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from emulator.certs import split_der_chain
 from emulator.codec.chunking import (
     ChunkGet,
     ChunkResponse,
@@ -54,6 +53,8 @@ from emulator.responder import Responder
 from emulator.responder.chunking import ChunkState, chunk_state
 from emulator.responder.measurements import MeasurementLog, current_log
 from emulator.transport import get_binding
+from emulator.x509.chain import split_der_chain
+from tests.helpers import make_device
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK_FLAGS = int(RequesterCap.CERT_CAP | RequesterCap.CHAL_CAP | RequesterCap.CHUNK_CAP)
@@ -86,7 +87,7 @@ _DEVICES: dict[str, Device] = {}
 
 def load(name: str) -> Device:
     if name not in _DEVICES:
-        _DEVICES[name] = Device.load(name)
+        _DEVICES[name] = make_device(name)
     return _DEVICES[name]
 
 

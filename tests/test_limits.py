@@ -32,6 +32,7 @@ from emulator.responder import Responder
 from emulator.server.platform import Frame, FrameDecoder, PlatformCommand, encode_frame
 from emulator.server.server import DEFAULT_FRAME_TIMEOUT, ServerConfig
 from emulator.transport import get_binding
+from tests.helpers import make_device
 
 LOOPBACK = "127.0.0.1"
 #: generous bound on any wait: reaching it means the limit did not act
@@ -332,7 +333,7 @@ N_REQUESTS = 1000
 
 @pytest.fixture(scope="module")
 def device(profile: Profile) -> Device:
-    return Device.from_profile(profile)
+    return make_device(profile)
 
 
 def negotiated(device: Device, version: int = 0x12) -> Responder:
@@ -431,7 +432,7 @@ async def test_session_over_the_maximum_is_refused(profile: Profile) -> None:
     assert profile.sessions.max_sessions == 4  # the default profile's (safe) default
     profile.sessions.max_sessions = 2
     try:
-        device = Device.from_profile(profile)
+        device = make_device(profile)
     finally:
         profile.sessions.max_sessions = 4
     conn = SpdmConnection(device, DOE)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from emulator.certs import generate_chain
 from emulator.codec.constants import ErrorCode, RequestCode, RequesterCap, ResponseCode
 from emulator.device.model import Device
 from emulator.errors import RequesterError
@@ -22,6 +21,7 @@ from emulator.requester.session import (
     open_session,
     run_encapsulated,
 )
+from emulator.x509.generate import generate_chain
 from tests.test_session import CHAIN384, FULL_FLAGS, connect, make_device, session_ids
 
 ROOT = Path(__file__).resolve().parent.parent

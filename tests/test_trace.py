@@ -21,9 +21,7 @@ import pytest
 from emulator import cli
 from emulator.app import Emulator, EmulatorOptions
 from emulator.connection import ExchangeEvent, Reply, SpdmConnection
-from emulator.device.model import Device
 from emulator.errors import CodecError, EmulatorError, TransportError
-from emulator.profiles import load_profile
 from emulator.requester.transport import SocketClient
 from emulator.server.platform import PlatformCommand
 from emulator.trace import (
@@ -44,6 +42,7 @@ from emulator.trace import (
     read_pcap,
 )
 from emulator.transport import get_binding
+from tests.helpers import make_device
 
 
 def h(text: str) -> bytes:
@@ -231,7 +230,7 @@ def test_tracer_clock_prefix() -> None:
 def test_tracer_on_a_live_responder() -> None:
     """The real responder's VCA answers decode in full (none shows up as malformed)."""
     out = io.StringIO()
-    device = Device.from_profile(load_profile("default"))
+    device = make_device()
     binding = get_binding("mctp")
     conn = SpdmConnection(device, binding, number=7, observers=[Tracer(out)])
     for request in (GET_VERSION, GET_CAPS_12, NEG_ALGS_12, NEG_ALGS_12):

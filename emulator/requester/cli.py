@@ -65,7 +65,7 @@ async def _run(args: argparse.Namespace, requester: Any, report: dict[str, Any])
         return
     roots = _read_roots(args.root)
     if args.mode == "linux-cma":
-        from emulator.requester.identity import authenticate_linux_cma
+        from emulator.requester.linux_cma import authenticate_linux_cma
 
         if not roots:
             report.update(ok=False, error="--mode linux-cma needs --root (the trusted root)")

@@ -82,7 +82,7 @@ _DHE: dict[int, tuple[str, Any, int]] = {
     0x10: ("ecdhe", ec.SECP384R1, 96),
     0x20: ("ecdhe", ec.SECP521R1, 132),
 }
-#: BaseAsymAlgo bit -> (family, signature size)
+#: BaseAsymAlgo bit -> (kind, signature size)
 _ASYM: dict[int, tuple[str, int]] = {
     0x001: ("rsassa", 256),
     0x002: ("rsapss", 256),
@@ -179,27 +179,27 @@ def chain_leaf_key(hash_size: int, chain: bytes) -> Any:
 
 
 def _verify(asym: int, hash_name: str, key: Any, data: bytes, signature: bytes) -> bool:
-    family, size = _ASYM[asym]
+    kind, size = _ASYM[asym]
     if len(signature) != size:
         return False
     algo = _CRYPTO_HASH[hash_name]()
     try:
-        if family == "ecdsa":
+        if kind == "ecdsa":
             half = size // 2
             der = utils.encode_dss_signature(
                 int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
             )
             key.verify(der, data, ec.ECDSA(algo))
-        elif family == "rsassa":
+        elif kind == "rsassa":
             key.verify(signature, data, padding.PKCS1v15(), algo)
-        elif family == "rsapss":
+        elif kind == "rsapss":
             key.verify(
                 signature,
                 data,
                 padding.PSS(mgf=padding.MGF1(algo), salt_length=padding.PSS.DIGEST_LENGTH),
                 algo,
             )
-        elif family == "ed25519":
+        elif kind == "ed25519":
             key.verify(signature, data)
         else:
             return False
@@ -209,24 +209,24 @@ def _verify(asym: int, hash_name: str, key: Any, data: bytes, signature: bytes) 
 
 
 def _sign(asym: int, hash_name: str, key: Any, data: bytes) -> bytes:
-    family, size = _ASYM[asym]
+    kind, size = _ASYM[asym]
     algo = _CRYPTO_HASH[hash_name]()
-    if family == "ecdsa":
+    if kind == "ecdsa":
         r_, s_ = utils.decode_dss_signature(key.sign(data, ec.ECDSA(algo)))
         half = size // 2
         return r_.to_bytes(half, "big") + s_.to_bytes(half, "big")
-    if family == "rsassa":
+    if kind == "rsassa":
         sig: bytes = key.sign(data, padding.PKCS1v15(), algo)
         return sig
-    if family == "rsapss":
+    if kind == "rsapss":
         sig = key.sign(
             data, padding.PSS(mgf=padding.MGF1(algo), salt_length=padding.PSS.DIGEST_LENGTH), algo
         )
         return sig
-    if family == "ed25519":
+    if kind == "ed25519":
         sig = key.sign(data)
         return sig
-    raise RequesterError(f"requester signing with {family} is not implemented")
+    raise RequesterError(f"requester signing with {kind} is not implemented")
 
 
 @dataclass(frozen=True)

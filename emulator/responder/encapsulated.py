@@ -362,7 +362,7 @@ def verify_requester_chain(
     certificate issued by the previous one, the leaf key matches ReqBaseAsymAlg) and
     ``..._authority`` (the first certificate is a trusted root or issued by one).
     """
-    from emulator.certs import CertError, parse_spdm_cert_chain
+    from emulator.x509.chain import CertError, parse_spdm_cert_chain
 
     try:
         parsed = parse_spdm_cert_chain(hash_name(hash_algo), chain)

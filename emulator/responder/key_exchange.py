@@ -426,8 +426,8 @@ def _message_d(r: Responder) -> bytes:
 
 def _provisioned_requester_chain(r: Responder) -> bytes:
     """The SPDM chain of the provisioned requester certificates (MutAuthRequested = 1)."""
-    from emulator.certs import spdm_cert_chain
     from emulator.crypto import hash_name
+    from emulator.x509.chain import spdm_cert_chain
 
     certs = r.device.sessions.requester_chain
     if not certs:
@@ -527,8 +527,8 @@ def _verify_requester_signature(
     r: Responder, session: Session, th: bytes, signature: bytes
 ) -> bool:
     """Check the FINISH signature with the leaf key of the requester's chain."""
-    from emulator.certs import parse_spdm_cert_chain
     from emulator.crypto import hash_name
+    from emulator.x509.chain import parse_spdm_cert_chain
 
     if not session.peer_chain:
         return False
