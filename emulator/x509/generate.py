@@ -50,7 +50,7 @@ from emulator.x509.model import (
     asym_spec,
 )
 
-__all__ = ["CERT_HASH_NAMES", "generate_chain", "spdm_extension_value"]
+__all__ = ["CERT_HASH_NAMES", "generate_chain", "generate_private_key", "spdm_extension_value"]
 
 _CertHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
 _CERT_HASHES: Final[dict[str, Callable[[], _CertHash]]] = {
@@ -80,6 +80,12 @@ def _new_key(spec: AsymSpec, key_rng: Callable[[int], bytes] | None = None) -> P
     if key_rng is not None:
         return ed448.Ed448PrivateKey.from_private_bytes(key_rng(57))
     return ed448.Ed448PrivateKey.generate()
+
+
+def generate_private_key(asym: str, key_rng: Callable[[int], bytes] | None = None) -> PrivateKey:
+    """A fresh private key of *asym* (``"ecdsa-p384"``...); with *key_rng* EC and EdDSA keys
+    are derived from that stream (RSA keys are always random)."""
+    return _new_key(asym_spec(asym), key_rng)
 
 
 # --- DER helpers ----------------------------------------------------------------------
