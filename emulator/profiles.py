@@ -282,17 +282,32 @@ def _mode_bits(value: int | list[str] | None, enum: type[IntFlag], what: str) ->
     return bits
 
 
+def _measurement_type(v: str | int) -> str | int:
+    """A DMTF measurement value type: its number or one of its names."""
+    if isinstance(v, int):
+        if v not in {int(m) for m in MeasurementValueType}:
+            raise ValueError(f"type {v} is not a DMTF measurement value type (0..10)")
+        return v
+    if _norm(v) not in MEASUREMENT_TYPE_NAMES:
+        names = ", ".join(m.name.lower() for m in MeasurementValueType)
+        raise ValueError(f"unknown measurement type {v!r}; choose from {names}")
+    return v
+
+
 class MeasurementEntry(_Strict):
     """[[measurements]]: one measurement block.
 
     The value is the raw bit stream, given by exactly one of ``value`` (hex),
     ``file`` (read as bytes, relative to the profile), ``text`` (UTF-8) or ``svn``
     (an integer, 8 bytes little-endian).  The device mode block (index 0xFE)
-    takes the four mode fields instead (integers or lists of flag names).
+    takes the four mode fields instead (integers or lists of flag names).  A
+    ``hash_extended`` block with ``mel = true`` takes no value: it is extended by the
+    entries of the measurement extension log (``[[mel]]``, DSP0274 1.3).
     """
 
     index: int = Field(ge=0, le=0xFF)
     type: str | int
+    mel: bool = False
     representation: str | None = None
     tcb: bool | None = None
     raw_on_request: bool = True
@@ -328,14 +343,7 @@ class MeasurementEntry(_Strict):
     @field_validator("type")
     @classmethod
     def _type(cls, v: str | int) -> str | int:
-        if isinstance(v, int):
-            if v not in {int(m) for m in MeasurementValueType}:
-                raise ValueError(f"type {v} is not a DMTF measurement value type (0..10)")
-            return v
-        if _norm(v) not in MEASUREMENT_TYPE_NAMES:
-            names = ", ".join(m.name.lower() for m in MeasurementValueType)
-            raise ValueError(f"unknown measurement type {v!r}; choose from {names}")
-        return v
+        return _measurement_type(v)
 
     @field_validator("representation")
     @classmethod
@@ -399,6 +407,14 @@ class MeasurementEntry(_Strict):
                 )
             if dm_state & ~dm_cap:
                 raise ValueError("device_mode_state has bits outside device_mode_capabilities")
+        elif self.mel:
+            if kind is not MeasurementValueType.HASH_EXTENDED:
+                raise ValueError("mel = true is for a hash_extended block (the MEL extends it)")
+            if sources or mode_fields:
+                given = (sources + mode_fields)[0]
+                raise ValueError(f"a block extended by the MEL takes no {given}")
+            if self.representation is not None:
+                raise ValueError("a block extended by the MEL takes no representation")
         else:
             if mode_fields:
                 raise ValueError(f"{mode_fields[0]} belongs to the device mode block (0xFE)")
@@ -833,6 +849,315 @@ class SlotSection(_Strict):
         return self
 
 
+# --- provisioning, key pairs, MEL, endpoint info, events (DSP0274 1.2 / 1.3) -------------
+
+#: [[key_pairs]] capability names -> KEY_PAIR_INFO Capabilities bits
+KEY_PAIR_CAPABILITY_NAMES: dict[str, int] = {
+    "GEN_KEY": 0x01,
+    "ERASABLE": 0x02,
+    "CERT_ASSOC": 0x04,
+    "KEY_USAGE": 0x08,
+    "ASYM_ALGO": 0x10,
+    "SHAREABLE": 0x20,
+}
+
+
+def _key_usage_names(v: list[str] | None) -> list[str] | None:
+    from emulator.codec.identity import KeyUsage
+
+    for name in v or []:
+        if _norm(name).removesuffix("_USE") not in KeyUsage.__members__:
+            raise ValueError(
+                f"unknown key usage {name!r}; choose from {', '.join(KeyUsage.__members__)}"
+            )
+    return v
+
+
+def key_usage_bits(names: list[str]) -> int:
+    """KeyUsageMask of key usage names (``KEY_EX``, ``CHALLENGE_USE``...)."""
+    from emulator.codec.identity import KeyUsage
+
+    out = 0
+    for n in names:
+        out |= KeyUsage[_norm(n).removesuffix("_USE")]
+    return out
+
+
+class KeyPairSection(_Strict):
+    """[[key_pairs]]: one key pair (DSP0274 1.3 GET_KEY_PAIR_INFO / SET_KEY_PAIR_INFO).
+
+    ``key`` (a private key file) or ``generate`` (an algorithm: a key made at load) or
+    neither (no key until SET_KEY_PAIR_INFO Generate: needs GEN_KEY).  ``capabilities``:
+    what SET_KEY_PAIR_INFO may do (GEN_KEY, ERASABLE, CERT_ASSOC, KEY_USAGE, ASYM_ALGO,
+    SHAREABLE); ``key_usage`` / ``key_usage_capabilities``: KEY_EX, CHALLENGE,
+    MEASUREMENT, ENDPOINT_INFO, STANDARDS_KEY, VENDOR_KEY; ``asym_capabilities``: the
+    algorithms it may use (default: its key's).  A [[slots]] entry with this ``id`` as
+    its ``key_pair_id`` must hold the same key; key pairs are numbered 1..N together with
+    the slot keys no entry names."""
+
+    id: int | None = Field(None, ge=1, le=255)
+    key: FilePath | None = None
+    generate: str | None = None
+    capabilities: list[str] = Field(default_factory=list)
+    key_usage: list[str] | None = None
+    key_usage_capabilities: list[str] | None = None
+    asym_capabilities: list[str] | None = None
+    description: str = ""
+
+    @field_validator("capabilities")
+    @classmethod
+    def _caps(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if _norm(name).removesuffix("_CAP") not in KEY_PAIR_CAPABILITY_NAMES:
+                raise ValueError(
+                    f"unknown key pair capability {name!r}; choose from "
+                    f"{', '.join(KEY_PAIR_CAPABILITY_NAMES)}"
+                )
+        return v
+
+    @field_validator("key_usage", "key_usage_capabilities")
+    @classmethod
+    def _usage(cls, v: list[str] | None) -> list[str] | None:
+        return _key_usage_names(v)
+
+    @field_validator("generate")
+    @classmethod
+    def _generate(cls, v: str | None) -> str | None:
+        from emulator.x509.model import ASYM_NAMES
+
+        if v is not None and v not in ASYM_NAMES:
+            raise ValueError(f"unknown algorithm {v!r}; choose from {', '.join(ASYM_NAMES)}")
+        return v
+
+    @field_validator("asym_capabilities")
+    @classmethod
+    def _asyms(cls, v: list[str] | None) -> list[str] | None:
+        from emulator.x509.model import ASYM_NAMES
+
+        for name in v or []:
+            if name not in ASYM_NAMES:
+                raise ValueError(f"unknown algorithm {name!r}; choose from {', '.join(ASYM_NAMES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KeyPairSection:
+        if self.key is not None and self.generate is not None:
+            raise ValueError("give key or generate, not both")
+        caps = self.capability_bits
+        if self.key is None and self.generate is None and not caps & 0x01:
+            raise ValueError("a key pair without key or generate needs the GEN_KEY capability")
+        if self.key_usage is not None and self.key_usage_capabilities is not None:
+            extra = key_usage_bits(self.key_usage) & ~key_usage_bits(self.key_usage_capabilities)
+            if extra:
+                raise ValueError(f"key_usage 0x{extra:04X} is outside key_usage_capabilities")
+        if (
+            self.generate is not None
+            and self.asym_capabilities is not None
+            and self.generate not in self.asym_capabilities
+        ):
+            raise ValueError(f"generate {self.generate!r} is not in asym_capabilities")
+        return self
+
+    @property
+    def capability_bits(self) -> int:
+        out = 0
+        for name in self.capabilities:
+            out |= KEY_PAIR_CAPABILITY_NAMES[_norm(name).removesuffix("_CAP")]
+        return out
+
+
+class ProvisioningSection(_Strict):
+    """[provisioning]: how the device takes certificates (DSP0274 1.2 GET_CSR,
+    SET_CERTIFICATE).  ``trusted_environment``: SET_CERTIFICATE on every slot outside a
+    secure session (else slot 0 only, as libspdm).  ``csr_needs_reset`` /
+    ``set_certificate_needs_reset`` (default: whether CERT_INSTALL_RESET_CAP is set): the
+    request is answered ERROR(ResetRequired) and completes after a device reset.
+    ``csr_organization``: O= of the subject of a CSR sent without RequesterInfo."""
+
+    trusted_environment: bool = False
+    csr_needs_reset: bool | None = None
+    set_certificate_needs_reset: bool | None = None
+    csr_organization: str = Field("spdm-emulator", min_length=1, max_length=64)
+
+
+class MelEntrySection(_Strict):
+    """[[mel]]: one entry of the measurement extension log (DSP0274 1.3 MEL, DMTF format):
+    a measurement value of ``type`` given by exactly one of ``value`` (hex), ``text``
+    (UTF-8) or ``file``; ``raw`` (default true) marks it a raw bit stream; ``index`` is
+    the hash_extended block it extends (default: the one with ``mel = true``)."""
+
+    index: int | None = Field(None, ge=1, le=0xFE)
+    type: str | int = "informational"
+    raw: bool = True
+    value: str | None = None
+    text: str | None = None
+    file: FilePath | None = None
+    description: str = ""
+    _file_data: bytes | None = PrivateAttr(default=None)
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str | int) -> str | int:
+        return _measurement_type(v)
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, v: str | None) -> str | None:
+        if v is not None:
+            data = parse_hex(v)
+            if len(data) > 0xFFFF:
+                raise ValueError(f"{len(data)} bytes, a MEL entry value holds at most 65535")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MelEntrySection:
+        given = [n for n in ("value", "text", "file") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of value (hex), text or file"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> int:
+        if isinstance(self.type, int):
+            return self.type
+        return int(MEASUREMENT_TYPE_NAMES[_norm(self.type)])
+
+    def load_file(self, base_dir: Path) -> None:
+        if self.file is None:
+            return
+        path = Path(self.file).expanduser()
+        if not path.is_absolute():
+            path = base_dir / path
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ValueError(f"no such file: {path}") from None
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+        if len(data) > 0xFFFF:
+            raise ValueError(f"{path}: {len(data)} bytes, a MEL entry value holds at most 65535")
+        self._file_data = data
+
+    def value_bytes(self) -> bytes:
+        if self.value is not None:
+            return parse_hex(self.value)
+        if self.text is not None:
+            return self.text.encode("utf-8")
+        return self._file_data or b""
+
+
+class EndpointIdentifierSection(_Strict):
+    """[[endpoint_info.identifiers]]: one device class identifier element of
+    ENDPOINT_INFO (DSP0274 1.3 10.16): ``registry`` (a registry name or number, as
+    ``vendor_defined``), ``vendor_id`` (hex, as sent) and ``sub_ids`` (hex each)."""
+
+    registry: int | str = "PCISIG"
+    vendor_id: str = ""
+    sub_ids: list[str] = Field(default_factory=list)
+
+    @field_validator("vendor_id")
+    @classmethod
+    def _vid(cls, v: str) -> str:
+        if v.strip():
+            parse_hex(v)
+        return v
+
+    @field_validator("sub_ids")
+    @classmethod
+    def _subs(cls, v: list[str]) -> list[str]:
+        for i, sub in enumerate(v):
+            try:
+                data = parse_hex(sub)
+            except ValueError as exc:
+                raise ValueError(f"sub_ids[{i}]: {exc}") from None
+            if len(data) > 0xFF:
+                raise ValueError(f"sub_ids[{i}]: {len(data)} bytes, a sub-identifier holds 255")
+        if len(v) > 0xFF:
+            raise ValueError("at most 255 sub-identifiers")
+        return v
+
+    @model_validator(mode="after")
+    def _ids(self) -> EndpointIdentifierSection:
+        from emulator.codec.vendor import StandardId, valid_vendor_id_len
+
+        given = self.registry
+        if isinstance(given, str):
+            try:
+                reg = int(given, 0)
+            except ValueError:
+                try:
+                    reg = int(StandardId[_norm(given).replace("_", "")])
+                except KeyError:
+                    names = ", ".join(m.name for m in StandardId)
+                    raise ValueError(
+                        f"registry {self.registry!r}: not a number or one of {names}"
+                    ) from None
+            self.registry = reg
+        else:
+            reg = given
+        if not 0 <= reg <= 0xFF:
+            raise ValueError(f"registry {reg} does not fit in a byte")
+        vlen = len(self.vendor_bytes)
+        if not valid_vendor_id_len(reg, vlen):
+            raise ValueError(f"a {vlen}-byte vendor_id is not allowed for registry {reg}")
+        return self
+
+    @property
+    def vendor_bytes(self) -> bytes:
+        return parse_hex(self.vendor_id) if self.vendor_id.strip() else b""
+
+    def sub_id_bytes(self) -> list[bytes]:
+        return [parse_hex(s) if s.strip() else b"" for s in self.sub_ids]
+
+
+class EndpointInfoSection(_Strict):
+    """[endpoint_info]: what ENDPOINT_INFO (device class identifier) reports; without
+    ``identifiers``, one PCI-SIG element: VendorID = [device.pci] vendor_id and
+    sub-identifiers device_id, class_code, revision, subsystem vendor and ID (LE)."""
+
+    identifiers: list[EndpointIdentifierSection] | None = Field(None, min_length=1, max_length=255)
+
+
+#: [events] supported type names -> DMTF event type IDs
+DMTF_EVENT_NAMES: dict[str, int] = {
+    "EVENT_LOST": 1,
+    "MEASUREMENT_CHANGED": 2,
+    "MEASUREMENT_PRE_UPDATE": 3,
+    "CERTIFICATE_CHANGED": 4,
+}
+
+
+class EventsSection(_Strict):
+    """[events]: the DMTF event types the device notifies (EVENT_CAP, DSP0274 1.3 10.26):
+    EVENT_LOST, MEASUREMENT_CHANGED, MEASUREMENT_PRE_UPDATE, CERTIFICATE_CHANGED; and how
+    many undelivered events a session keeps before the oldest are reported lost."""
+
+    supported: list[str] = Field(default_factory=lambda: list(DMTF_EVENT_NAMES), min_length=1)
+    queue_limit: int = Field(32, ge=1, le=4096)
+
+    @field_validator("supported")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for name in v:
+            key = _norm(name)
+            if key not in DMTF_EVENT_NAMES:
+                raise ValueError(
+                    f"unknown event type {name!r}; choose from {', '.join(DMTF_EVENT_NAMES)}"
+                )
+            if key in seen:
+                raise ValueError(f"event type {name!r} is listed twice")
+            seen.add(key)
+        return v
+
+    @property
+    def type_ids(self) -> list[int]:
+        return sorted(DMTF_EVENT_NAMES[_norm(n)] for n in self.supported)
+
+
 class Profile(_Strict):
     """A whole device profile (the TOML document)."""
 
@@ -850,6 +1175,11 @@ class Profile(_Strict):
     mqtt: MqttSection = Field(default_factory=MqttSection)
     ide_km: IdeKmSection | None = None
     vendor_defined: list[VendorDefinedEntry] = Field(default_factory=list)
+    key_pairs: list[KeyPairSection] = Field(default_factory=list)
+    provisioning: ProvisioningSection = Field(default_factory=ProvisioningSection)
+    mel: list[MelEntrySection] = Field(default_factory=list)
+    endpoint_info: EndpointInfoSection = Field(default_factory=EndpointInfoSection)
+    events: EventsSection = Field(default_factory=EventsSection)
     #: directory that relative file names in the profile are resolved against
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     #: the device identity built from ``slots`` (emulator.device.identity), once loaded
@@ -1045,6 +1375,71 @@ def _cross_checks(p: Profile) -> list[tuple[str, str]]:
     for flag in caps:
         if not flag & allowed:
             errs.append(("spdm.capabilities", f"{flag.name} does not exist in SPDM {top.text}"))
+    errs += _provisioning_checks(p)
+    return errs
+
+
+def _provisioning_checks(p: Profile) -> list[tuple[str, str]]:
+    """[provisioning], [[key_pairs]], [[mel]], [events] against the capabilities."""
+    errs: list[tuple[str, str]] = []
+    caps = p.capabilities
+    C = ResponderCap
+    for flag in (C.SET_CERT_CAP, C.CSR_CAP):
+        if flag in caps and C.CERT_CAP not in caps:
+            errs.append(("spdm.capabilities", f"{flag.name} needs CERT_CAP"))
+    if C.CERT_INSTALL_RESET_CAP in caps and not caps & (C.SET_CERT_CAP | C.CSR_CAP):
+        errs.append(("spdm.capabilities", "CERT_INSTALL_RESET_CAP needs SET_CERT_CAP or CSR_CAP"))
+    prov = p.provisioning
+    needs = (("csr_needs_reset", C.CSR_CAP), ("set_certificate_needs_reset", C.SET_CERT_CAP))
+    for name, flag in needs:
+        if getattr(prov, name):
+            if C.CERT_INSTALL_RESET_CAP not in caps:
+                errs.append((f"provisioning.{name}", "needs CERT_INSTALL_RESET_CAP"))
+            if flag not in caps:
+                errs.append((f"provisioning.{name}", f"needs {flag.name}"))
+    if C.SET_KEY_PAIR_INFO_CAP in caps and C.GET_KEY_PAIR_INFO_CAP not in caps:
+        errs.append(("spdm.capabilities", "SET_KEY_PAIR_INFO_CAP needs GET_KEY_PAIR_INFO_CAP"))
+    if (
+        caps & (C.GET_KEY_PAIR_INFO_CAP | C.CSR_CAP)
+        and not p.key_pairs
+        and not any(s.provisioned for s in p.slots)
+    ):
+        errs.append(("key_pairs", "GET_KEY_PAIR_INFO_CAP / CSR_CAP need a key pair"))
+    seen: dict[int, int] = {}
+    for i, kp in enumerate(p.key_pairs):
+        if kp.id is not None:
+            if kp.id in seen:
+                errs.append(
+                    (f"key_pairs[{i}].id", f"id {kp.id} is used by key_pairs[{seen[kp.id]}]")
+                )
+            seen[kp.id] = i
+    if caps & (C.EP_INFO_CAP_SIG) and not caps & (C.CERT_CAP | C.PUB_KEY_ID_CAP):
+        errs.append(("spdm.capabilities", "EP_INFO_CAP_SIG needs CERT_CAP or PUB_KEY_ID_CAP"))
+    if C.EVENT_CAP in caps:
+        if C.ENCAP_CAP not in caps:
+            errs.append(
+                ("spdm.capabilities", "EVENT_CAP needs ENCAP_CAP (SEND_EVENT is encapsulated)")
+            )
+        if not caps & (C.KEY_EX_CAP | C.PSK_CAP | C.PSK_CAP_WITH_CONTEXT):
+            errs.append(("spdm.capabilities", "EVENT_CAP needs sessions (KEY_EX_CAP or PSK_CAP)"))
+    mel_blocks = [m.index for m in p.measurements if m.mel]
+    if C.MEL_CAP in caps:
+        if not mel_blocks:
+            errs.append(("measurements", "MEL_CAP needs a hash_extended block with mel = true"))
+        if not caps & (C.MEAS_CAP_NO_SIG | C.MEAS_CAP_SIG):
+            errs.append(("spdm.capabilities", "MEL_CAP needs MEAS_CAP"))
+    for i, entry in enumerate(p.mel):
+        if entry.index is None:
+            if len(mel_blocks) != 1:
+                errs.append(
+                    (
+                        f"mel[{i}].index",
+                        f"{len(mel_blocks)} blocks have mel = true: name the one this entry "
+                        "extends",
+                    )
+                )
+        elif entry.index not in mel_blocks:
+            errs.append((f"mel[{i}].index", f"block {entry.index} is not a mel = true block"))
     return errs
 
 
@@ -1216,6 +1611,11 @@ def load_profile_text(
             m.load_file(profile._base_dir)
         except ValueError as exc:
             raise ProfileError(source, f"measurements[{i}].file", str(exc)) from None
+    for i, e in enumerate(profile.mel):
+        try:
+            e.load_file(profile._base_dir)
+        except ValueError as exc:
+            raise ProfileError(source, f"mel[{i}].file", str(exc)) from None
     profile._source = source
     if profile.slots:
         profile.identity()  # load the slot files now: a bad slot fails the profile load

@@ -35,7 +35,6 @@ from emulator.codec.constants import (
     MEAS_CAP_MASK,
     BaseAsymAlgo,
     BaseHashAlgo,
-    OtherParams,
     RequestCode,
     RequesterCap,
     ResponderCap,
@@ -436,12 +435,9 @@ class IdentityFlow:
 
     @property
     def multi_key(self) -> bool:
-        alg = self.req.neg.algorithms
-        return bool(
-            self.req.version >= 0x13
-            and alg is not None
-            and alg.other_params_sel & OtherParams.MULTI_KEY_CONN
-        )
+        """A multi-key connection for the responder's keys (what we asked in
+        NEGOTIATE_ALGORITHMS): DIGESTS and CERTIFICATE carry the key fields."""
+        return self.req.neg.multi_key_rsp
 
     async def _send(self, request: bytes) -> bytes:
         return await self.req.send(request)

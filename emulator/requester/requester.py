@@ -121,6 +121,9 @@ class RequesterConfig:
     req_base_asym: int = ALL_ASYM
     key_schedule: int = int(KeySchedule.SPDM)
     mel_spec: int = 0
+    #: SPDM 1.3: ask for a multi-key connection with the responder's keys (MULTI_KEY_CONN
+    #: in NEGOTIATE_ALGORITHMS) when it offers MULTI_KEY_CAP_NEG (always with _ONLY)
+    multi_key_conn: bool = False
 
 
 @dataclass
@@ -134,6 +137,17 @@ class Negotiated:
     rsp_data_transfer_size: int = 0
     rsp_max_spdm_msg_size: int = 0
     algorithms: AlgorithmsMsg | None = None
+    #: 1.3 multi-key connection for the responder's keys (what NEGOTIATE_ALGORITHMS asked)
+    multi_key_rsp: bool = False
+
+    @property
+    def multi_key_req(self) -> bool:
+        """1.3 multi-key connection for the requester's keys (ALGORITHMS selection)."""
+        return bool(
+            self.version >= 0x13
+            and self.algorithms is not None
+            and self.algorithms.other_params_sel & OtherParams.MULTI_KEY_CONN
+        )
 
     @property
     def base_hash(self) -> int:
@@ -310,15 +324,24 @@ class Requester:
             ):
                 if value:
                     structs.append(AlgStruct(alg_type, value))
+        other = cfg.other_params & ~OtherParams.MULTI_KEY_CONN if version >= 0x12 else 0
+        if version >= 0x13 and self._wants_multi_key():
+            other |= OtherParams.MULTI_KEY_CONN
         return NegotiateAlgorithmsMsg(
             version=version,
             measurement_spec=cfg.measurement_spec,
-            other_params=cfg.other_params if version >= 0x12 else 0,
+            other_params=other,
             base_asym=cfg.base_asym,
             base_hash=cfg.base_hash,
             mel_spec=cfg.mel_spec if version >= 0x13 else 0,
             alg_structs=structs,
         ).encode()
+
+    def _wants_multi_key(self) -> bool:
+        """libspdm's rule: MULTI_KEY_CONN when the responder has MULTI_KEY_CAP_ONLY, or
+        _NEG and this requester wants it."""
+        rsp = (self.neg.rsp_flags >> 26) & 3
+        return rsp == 1 or (rsp == 2 and self.config.multi_key_conn)
 
     async def negotiate_algorithms(self) -> AlgorithmsMsg:
         """NEGOTIATE_ALGORITHMS; checks that each selection is one bit we offered."""
@@ -355,6 +378,14 @@ class Requester:
             raise RequesterError("ALGORITHMS: MeasurementHashAlgo has more than one bit")
         if alg.base_hash_sel == 0:
             raise RequesterError("ALGORITHMS: no hash algorithm selected")
+        if self.version >= 0x13:
+            ours = (cfg.flags >> 26) & 3 if self.version >= 0x11 else 0
+            selected = bool(alg.other_params_sel & OtherParams.MULTI_KEY_CONN)
+            if selected and not ours:
+                raise RequesterError("ALGORITHMS: MULTI_KEY_CONN without our MULTI_KEY_CAP")
+            if ours == 1 and not selected:
+                raise RequesterError("ALGORITHMS: MULTI_KEY_CAP_ONLY but no MULTI_KEY_CONN")
+        self.neg.multi_key_rsp = self.version >= 0x13 and self._wants_multi_key()
         self.neg.algorithms = alg
         self.message_a += request + response[:size]
         return alg

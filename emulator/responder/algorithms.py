@@ -110,9 +110,14 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
     if version >= 0x13:
         if caps & ResponderCap.MEL_CAP:
             sel.mel_spec = select(dev.priorities["mel_spec"], msg.mel_spec)
+        # DSP0274 1.3 "multi-key connection", as libspdm: the requester decides for the
+        # responder's keys (MULTI_KEY_CONN in its OtherParamsSupport), the responder for
+        # the requester's (MULTI_KEY_CONN in OtherParamsSelection)
         multi = (peer >> 26) & 3
-        if multi == 1 or (multi == 2 and dev.profile.algorithms.multi_key_conn):
+        sel.multi_key_req = multi == 1 or (multi == 2 and dev.profile.algorithms.multi_key_conn)
+        if sel.multi_key_req:
             sel.other_params |= OtherParams.MULTI_KEY_CONN
+        sel.multi_key_rsp = bool(msg.other_params & OtherParams.MULTI_KEY_CONN)
     response_structs: list[AlgStruct] = []
     if version >= 0x11:
         for st in msg.alg_structs:
@@ -147,9 +152,12 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
             raise invalid("no common key schedule")
     if version >= 0x13:
         only = caps & ResponderCap.MULTI_KEY_CAP_ONLY and not caps & ResponderCap.MULTI_KEY_CAP_NEG
-        if not sel.other_params & OtherParams.MULTI_KEY_CONN:
+        if not sel.multi_key_rsp:
             if only:
-                raise invalid("the device only works with multi-key connections")
+                raise invalid(
+                    "the device only works with multi-key connections: OtherParamsSupport "
+                    "needs MULTI_KEY_CONN"
+                )
         elif not caps & (ResponderCap.MULTI_KEY_CAP_ONLY | ResponderCap.MULTI_KEY_CAP_NEG):
             raise invalid("the requester wants a multi-key connection the device cannot do")
 

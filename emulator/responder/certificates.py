@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 from emulator.codec.constants import (
     ErrorCode,
-    OtherParams,
     RequestCode,
     RequesterCap,
     ResponderCap,
@@ -84,8 +83,9 @@ def message_d(r: Responder) -> bytes:
 
 
 def multi_key(r: Responder) -> bool:
-    """True when 1.3 MULTI_KEY_CONN was negotiated (multi-key DIGESTS / CERTIFICATE fields)."""
-    return r.version >= 0x13 and bool(r.algorithms.other_params & OtherParams.MULTI_KEY_CONN)
+    """True in a 1.3 multi-key connection for the responder's keys (the requester set
+    MULTI_KEY_CONN in NEGOTIATE_ALGORITHMS): multi-key DIGESTS / CERTIFICATE fields."""
+    return r.version >= 0x13 and r.algorithms.multi_key_rsp
 
 
 def reset_via_request_code(r: Responder, code: int) -> None:
@@ -143,9 +143,22 @@ def observe(r: Responder, request: bytes, response: bytes) -> None:
     reset_via_request_code(r, request[1])
 
 
+def _reset_pending(req: Request, slots: int, what: str) -> None:
+    """ERROR(ResetRequired) while a SET_CERTIFICATE of these slots waits for a device
+    reset (CERT_INSTALL_RESET_CAP; libspdm ``cert_slot_reset_mask``)."""
+    prov = req.device.provisioning
+    pending = prov.reset_pending_slots & slots if prov is not None else 0
+    if pending:
+        raise SpdmErrorResponse(
+            ErrorCode.ResetRequired,
+            f"{what}: slot mask 0x{pending:02X} takes a new chain at the next device reset",
+        )
+
+
 def get_digests(r: Responder, req: Request) -> bytes:
     """DIGESTS: Hash(SPDM cert chain) of every slot provisioned for the negotiated asym."""
     require_negotiated(r, "GET_DIGESTS")
+    _reset_pending(req, 0xFF, "GET_DIGESTS")
     reset_via_request_code(r, RequestCode.GET_DIGESTS)
     asym = r.algorithms.base_asym
     base_hash = r.algorithms.base_hash
@@ -212,6 +225,7 @@ def get_certificate(r: Responder, req: Request) -> bytes:
     slot = msg.slot_id
     if slot >= SLOT_COUNT:
         raise invalid(f"SlotID {slot} is not 0..7")
+    _reset_pending(req, 1 << slot, "GET_CERTIFICATE")
     size_requested = msg.slot_size_requested
     key = req.device.identity.key_for(slot, r.algorithms.base_asym)
     if key is None and not size_requested:

@@ -42,6 +42,13 @@ class NegotiatedAlgorithms:
     aead: int = 0
     req_base_asym: int = 0
     key_schedule: int = 0
+    #: 1.3 multi-key connection for the responder's keys: the requester set MULTI_KEY_CONN
+    #: in NEGOTIATE_ALGORITHMS (DIGESTS/CERTIFICATE key fields, message D, KeyPairID in
+    #: GET_CSR / SET_CERTIFICATE, KeyUsageMask checks)
+    multi_key_rsp: bool = False
+    #: 1.3 multi-key connection for the requester's keys: MULTI_KEY_CONN in ALGORITHMS
+    #: (encapsulated DIGESTS key fields, message EncapD in the FINISH transcript)
+    multi_key_req: bool = False
 
 
 @dataclass(slots=True)

@@ -322,7 +322,7 @@ def key_exchange(r: Responder, req: Request) -> bytes:
     ct, slot_key = _slot_key_material(r, req, req.param2)
     if r.version >= 0x13:
         if (
-            r.algorithms.other_params & OtherParams.MULTI_KEY_CONN
+            r.algorithms.multi_key_rsp
             and req.param2 != PUBLIC_KEY_SLOT
             and not getattr(slot_key, "key_usage", KeyUsage.KEY_EX) & KeyUsage.KEY_EX
         ):
@@ -419,7 +419,7 @@ def key_exchange(r: Responder, req: Request) -> bytes:
 
 def _message_d(r: Responder) -> bytes:
     """Message D (1.3 MULTI_KEY_CONN only), as the identity family recorded it."""
-    if r.version >= 0x13 and r.algorithms.other_params & OtherParams.MULTI_KEY_CONN:
+    if r.version >= 0x13 and r.algorithms.multi_key_rsp:
         return message_d(r)
     return b""
 

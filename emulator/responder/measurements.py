@@ -46,7 +46,6 @@ from typing import TYPE_CHECKING
 from emulator.codec.constants import (
     OPAQUE_DATA_FMT_MASK,
     ErrorCode,
-    OtherParams,
     RequestCode,
     ResponderCap,
     ResponseCode,
@@ -170,7 +169,7 @@ def _signing_key(r: Responder, device: Device, req: GetMeasurementsRequest) -> P
         raise invalid(f"signed GET_MEASUREMENTS: {what} for the negotiated algorithm")
     if (
         r.version >= 0x13
-        and r.algorithms.other_params & OtherParams.MULTI_KEY_CONN
+        and r.algorithms.multi_key_rsp
         and slot != PUBLIC_KEY_SLOT
         and not key.key_usage & _KEY_USAGE_MEASUREMENT
     ):

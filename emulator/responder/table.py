@@ -21,6 +21,7 @@ from emulator.responder import (
     encapsulated,
     key_exchange,
     measurements,
+    provisioning,
     psk,
     respond_if_ready,
     session_control,
@@ -138,6 +139,35 @@ def build_table() -> dict[int, HandlerSpec]:
             encapsulated.deliver_encapsulated_response,
             min_version=0x11,
             capability=_ENCAP,
+            session=_ANY,
+        ),
+        # provisioning (1.2 10.13-10.14, 1.3 10.13-10.15)
+        HandlerSpec(
+            RequestCode.GET_CSR,
+            provisioning.get_csr,
+            min_version=0x12,
+            capability=ResponderCap.CSR_CAP,
+            session=_ANY,
+        ),
+        HandlerSpec(
+            RequestCode.SET_CERTIFICATE,
+            provisioning.set_certificate,
+            min_version=0x12,
+            capability=ResponderCap.SET_CERT_CAP,
+            session=_ANY,
+        ),
+        HandlerSpec(
+            RequestCode.GET_KEY_PAIR_INFO,
+            provisioning.get_key_pair_info,
+            min_version=0x13,
+            capability=ResponderCap.GET_KEY_PAIR_INFO_CAP,
+            session=_ANY,
+        ),
+        HandlerSpec(
+            RequestCode.SET_KEY_PAIR_INFO,
+            provisioning.set_key_pair_info,
+            min_version=0x13,
+            capability=ResponderCap.SET_KEY_PAIR_INFO_CAP,
             session=_ANY,
         ),
         # ResponseNotReady (10.17), vendor-defined (10.18), large messages (10.24-10.25)
