@@ -873,16 +873,6 @@ def _key_usage_names(v: list[str] | None) -> list[str] | None:
     return v
 
 
-def key_usage_bits(names: list[str]) -> int:
-    """KeyUsageMask of key usage names (``KEY_EX``, ``CHALLENGE_USE``...)."""
-    from emulator.codec.identity import KeyUsage
-
-    out = 0
-    for n in names:
-        out |= KeyUsage[_norm(n).removesuffix("_USE")]
-    return out
-
-
 class KeyPairSection(_Strict):
     """[[key_pairs]]: one key pair (DSP0274 1.3 GET_KEY_PAIR_INFO / SET_KEY_PAIR_INFO).
 
@@ -947,6 +937,8 @@ class KeyPairSection(_Strict):
         if self.key is None and self.generate is None and not caps & 0x01:
             raise ValueError("a key pair without key or generate needs the GEN_KEY capability")
         if self.key_usage is not None and self.key_usage_capabilities is not None:
+            from emulator.codec.identity import key_usage_bits
+
             extra = key_usage_bits(self.key_usage) & ~key_usage_bits(self.key_usage_capabilities)
             if extra:
                 raise ValueError(f"key_usage 0x{extra:04X} is outside key_usage_capabilities")

@@ -89,6 +89,15 @@ class KeyUsage(IntFlag):
 KEY_USAGE_MASK = 0xC00F
 
 
+def key_usage_bits(names: list[str]) -> int:
+    """KeyUsageMask of profile names (``KEY_EX``, ``challenge-use``...); KeyError if one
+    is unknown (profiles validate the names first)."""
+    out = 0
+    for n in names:
+        out |= KeyUsage[n.strip().upper().replace("-", "_").replace(" ", "_").removesuffix("_USE")]
+    return out
+
+
 def _need(data: bytes, size: int, what: str) -> None:
     if len(data) < size:
         raise CodecError(f"{what}: {len(data)} bytes, need {size}")

@@ -396,8 +396,8 @@ def build_identity(profile: Profile, source: str = "<profile>") -> Identity:
     a key pair (:func:`emulator.device.keypairs.plan_key_pairs` numbers them with the
     [[key_pairs]] entries); the plan is kept on the identity (``key_pair_plan``).
     """
+    from emulator.codec.identity import key_usage_bits
     from emulator.device.keypairs import plan_key_pairs
-    from emulator.profiles import key_usage_bits
 
     offered = 0
     for bit in profile.algo_list("base_asym"):

@@ -253,8 +253,7 @@ def build_key_pairs(
     its capabilities and usages; an implicit one (a slot key) fixed, with the slot's key
     usage.  ``slot_usage`` / ``slot_masks``: KeyPairID -> key usage of its slots / the
     slots it backs (0..7)."""
-    from emulator.codec.identity import KEY_USAGE_MASK
-    from emulator.profiles import key_usage_bits
+    from emulator.codec.identity import KEY_USAGE_MASK, key_usage_bits
 
     out: list[KeyPair] = []
     for kpid in sorted(plan.pairs):

@@ -196,7 +196,8 @@ async def get_key_pair_info(
     cur = msg.current_asym_algo
     if cur & (cur - 1) or cur & ~msg.asym_algo_capabilities:
         raise RequesterError(
-            f"KEY_PAIR_INFO: CurrentAsymAlgo 0x{cur:X} is not one of 0x{msg.asym_algo_capabilities:X}"
+            f"KEY_PAIR_INFO: CurrentAsymAlgo 0x{cur:X} is not one bit of "
+            f"0x{msg.asym_algo_capabilities:X}"
         )
     if msg.current_key_usage & ~msg.key_usage_capabilities:
         raise RequesterError("KEY_PAIR_INFO: CurrentKeyUsage outside KeyUsageCapabilities")
