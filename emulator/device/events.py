@@ -179,8 +179,16 @@ class EventQueue:
     def _enforce_limit(self) -> None:
         """Drop the oldest undelivered events beyond the limit; report them lost."""
         limit = self.settings.queue_limit
-        while len(self._waiting) > limit:
-            victim = next((e for e in self._waiting if e.instance_id not in self._in_flight), None)
+        while sum(e.event_type != DmtfEventType.EVENT_LOST for e in self._waiting) > limit:
+            victim = next(
+                (
+                    e
+                    for e in self._waiting
+                    if e.instance_id not in self._in_flight
+                    and e.event_type != DmtfEventType.EVENT_LOST
+                ),
+                None,
+            )
             if victim is None:
                 return
             self._waiting.remove(victim)

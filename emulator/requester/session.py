@@ -259,6 +259,8 @@ class RequesterIdentity:
     certs_der: list[bytes]
     key: Any
     slot_id: int = 0
+    #: the KeyPairID our DIGESTS reports in a multi-key connection (1.3)
+    key_pair_id: int = 1
 
 
 class ConnectionChannel:
@@ -308,6 +310,9 @@ class RequesterSession:
     message_k: bytearray = field(default_factory=bytearray)
     message_f: bytearray = field(default_factory=bytearray)
     mut_chain: bytes = b""
+    #: the first encapsulated DIGESTS this requester sent (1.3 message EncapD: in the
+    #: FINISH transcript when ALGORITHMS made our keys a multi-key connection)
+    encap_d: bytes = b""
     handshake_secret: bytes = b""
     req_finished_key: bytes = b""
     rsp_finished_key: bytes = b""
@@ -723,16 +728,21 @@ async def run_encapsulated(s: RequesterSession, identity: RequesterIdentity) -> 
         s._expect(rsp, ResponseCode.ENCAPSULATED_REQUEST)
         request_id, request = rsp[2], rsp[4:]
     ack_size = 8 if v >= 0x12 else 4
+    multi = s.requester.neg.multi_key_req
     while request:
         if request[1] == RequestCode.GET_DIGESTS:
             mask = 1 << identity.slot_id
             answer = bytes((v, ResponseCode.DIGESTS, mask if v >= 0x13 else 0, mask))
             answer += _hash(s.hash_name, chain)
+            if multi:  # KeyPairID, CertificateInfo (DeviceCert), KeyUsageMask
+                answer += bytes((identity.key_pair_id, 1)) + struct.pack("<H", 0x0003)
+            if multi and not s.encap_d:
+                s.encap_d = answer
         elif request[1] == RequestCode.GET_CERTIFICATE:
             offset, length = struct.unpack_from("<HH", request, 4)
             portion = chain[offset : offset + length]
             remainder = len(chain) - offset - len(portion)
-            answer = bytes((v, ResponseCode.CERTIFICATE, request[2] & 0x0F, 0))
+            answer = bytes((v, ResponseCode.CERTIFICATE, request[2] & 0x0F, 1 if multi else 0))
             answer += struct.pack("<HH", len(portion), remainder) + portion
         else:
             answer = bytes((v, ResponseCode.ERROR, ErrorCode.UnsupportedRequest, request[1]))
@@ -762,6 +772,7 @@ async def finish(s: RequesterSession, identity: RequesterIdentity | None = None)
     s.message_f = bytearray(header)
     th_pre = s.th_prefix + bytes(s.message_k)
     if mut:
+        th_pre += s.encap_d  # empty unless our keys make a multi-key connection
         th_pre += _hash(s.hash_name, s.mut_chain)
     signature = b""
     if mut:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from emulator.codec.messages import build_response_not_ready
 from emulator.crypto import HashObject
 from emulator.responder.base import ConnectionState
-from emulator.session.table import SessionTable
+from emulator.session.table import EncapState, SessionTable
 
 
 @dataclass(slots=True)
@@ -199,3 +199,8 @@ class ConnectionContext:
     not_ready: NotReadyState = field(default_factory=NotReadyState)
     #: secure sessions (DSP0274 1.3 10.19+); None until the first KEY_EXCHANGE/PSK_EXCHANGE
     sessions: SessionTable | None = None
+    #: an encapsulated flow of the connection, not of a session (GET_ENDPOINT_INFO armed by
+    #: spdm-emu's OOB_ENCAP_ENDPOINT_INFO); None when there is none
+    encap: EncapState | None = None
+    #: EPInfo the requester sent in the last encapsulated ENDPOINT_INFO
+    peer_endpoint_info: bytes | None = None

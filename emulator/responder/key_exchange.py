@@ -28,8 +28,9 @@ signature-included bit must match MutAuthRequested; the requester signature (mut
 context "requester-finish signing") over A || Hash(Ct) || K || Hash(CM) || FINISH header and
 RequesterVerifyData = HMAC(request finished key, Hash(... || signature)) are checked (failure:
 ERROR(DecryptError), then the session ends); FINISH_RSP carries ResponderVerifyData only in
-the clear; the data keys come from TH2 = Hash(A || Hash(Ct) || K || [Hash(CM)] || F), and the
-session becomes ESTABLISHED once FINISH_RSP is sent.
+the clear; the data keys come from TH2 = Hash(A || Hash(Ct) || K || [EncapD] || [Hash(CM)] ||
+F), and the session becomes ESTABLISHED once FINISH_RSP is sent (EncapD: the first
+encapsulated DIGESTS, when the requester's keys make a 1.3 multi-key connection).
 """
 
 from __future__ import annotations
@@ -384,6 +385,8 @@ def key_exchange(r: Responder, req: Request) -> bytes:
         mut_auth_requested=mut,
         req_slot_id=settings.req_slot_id,
     )
+    if session.session_policy & SessionPolicy.EVENT_ALL_POLICY and r.version >= 0x13:
+        subscribe_all_events(r, session)
     if mut == MutAuthRequested.REQUESTED:
         session.peer_chain = _provisioned_requester_chain(r)
     elif mut:
@@ -415,6 +418,15 @@ def key_exchange(r: Responder, req: Request) -> bytes:
         session.message_k += response.verify_data
     table.add(session)
     return response.encode()
+
+
+def subscribe_all_events(r: Responder, session: Session) -> None:
+    """SessionPolicy EventAllPolicy (1.3): the session is subscribed to every supported
+    event type from its start (DSP0274 1.3 KEY_EXCHANGE / PSK_EXCHANGE)."""
+    from emulator.device.events import EventQueue
+
+    session.events = EventQueue(r.device.events)
+    session.events.subscribe_all()
 
 
 def _message_d(r: Responder) -> bytes:
@@ -517,8 +529,11 @@ def finish(r: Responder, req: Request) -> Response:
 
 
 def _th_with(session: Session, f: bytes | bytearray) -> bytes:
+    """A || [D] || Hash(Ct) || K || [EncapD] || [Hash(CM)] || F (EncapD: the first
+    encapsulated DIGESTS when the requester's keys make a 1.3 multi-key connection)."""
     out = session.th_prefix + bytes(session.message_k)
     if session.mut_auth_requested and session.peer_chain:
+        out += session.encap_digests
         out += digest(session.schedule.hash_algo, session.peer_chain)
     return out + bytes(f)
 

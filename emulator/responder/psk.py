@@ -33,6 +33,7 @@ from emulator.codec.constants import ErrorCode, RequestCode, ResponderCap
 from emulator.codec.session import (
     PskExchangeRequest,
     PskExchangeResponse,
+    SessionPolicy,
     build_psk_finish_rsp,
 )
 from emulator.crypto import digest, hash_size, hmac_digest
@@ -59,6 +60,7 @@ from emulator.responder.key_exchange import (
     require_negotiated,
     secured_message_check,
     session_type,
+    subscribe_all_events,
 )
 from emulator.session.table import Session, SessionState
 
@@ -118,6 +120,12 @@ def psk_exchange(r: Responder, req: Request) -> Response:
         session_policy=req.param2 if r.version >= 0x12 else 0,
         psk_hint=msg.psk_hint,
     )
+    if (
+        r.version >= 0x13
+        and session.session_policy & SessionPolicy.EVENT_ALL_POLICY
+        and r.device.capabilities & ResponderCap.EVENT_CAP
+    ):
+        subscribe_all_events(r, session)
     session.th_prefix = bytes(r.transcripts.a)
     session.message_k += req.raw[:size]
     session.message_k += response.encode_unverified()

@@ -19,8 +19,11 @@ from emulator.responder import (
     challenge,
     chunking,
     encapsulated,
+    endpoint_info,
+    events,
     key_exchange,
     measurements,
+    mel,
     provisioning,
     psk,
     respond_if_ready,
@@ -32,8 +35,10 @@ from emulator.responder.base import HandlerSpec, SessionRule
 
 _OUT = SessionRule.OUTSIDE_ONLY
 _ANY = SessionRule.EITHER
+_IN = SessionRule.INSIDE_ONLY
 _ENCAP = ResponderCap.ENCAP_CAP | ResponderCap.MUT_AUTH_CAP
 _MEAS = ResponderCap.MEAS_CAP_NO_SIG | ResponderCap.MEAS_CAP_SIG
+_EP_INFO = ResponderCap.EP_INFO_CAP_NO_SIG | ResponderCap.EP_INFO_CAP_SIG
 
 
 def build_table() -> dict[int, HandlerSpec]:
@@ -74,6 +79,21 @@ def build_table() -> dict[int, HandlerSpec]:
             RequestCode.GET_MEASUREMENTS,
             measurements.get_measurements,
             capability=_MEAS,
+            session=_ANY,
+        ),
+        HandlerSpec(
+            RequestCode.GET_MEASUREMENT_EXTENSION_LOG,
+            mel.get_measurement_extension_log,
+            min_version=0x13,
+            capability=ResponderCap.MEL_CAP,
+            session=_ANY,
+        ),
+        # endpoint info (1.3 10.16)
+        HandlerSpec(
+            RequestCode.GET_ENDPOINT_INFO,
+            endpoint_info.get_endpoint_info,
+            min_version=0x13,
+            capability=_EP_INFO,
             session=_ANY,
         ),
         # sessions (10.19-10.23)
@@ -169,6 +189,21 @@ def build_table() -> dict[int, HandlerSpec]:
             min_version=0x13,
             capability=ResponderCap.SET_KEY_PAIR_INFO_CAP,
             session=_ANY,
+        ),
+        # events (1.3 10.26-10.28): SEND_EVENT goes to the requester, encapsulated
+        HandlerSpec(
+            RequestCode.GET_SUPPORTED_EVENT_TYPES,
+            events.get_supported_event_types,
+            min_version=0x13,
+            capability=ResponderCap.EVENT_CAP,
+            session=_IN,
+        ),
+        HandlerSpec(
+            RequestCode.SUBSCRIBE_EVENT_TYPES,
+            events.subscribe_event_types,
+            min_version=0x13,
+            capability=ResponderCap.EVENT_CAP,
+            session=_IN,
         ),
         # ResponseNotReady (10.17), vendor-defined (10.18), large messages (10.24-10.25)
         HandlerSpec(RequestCode.RESPOND_IF_READY, respond_if_ready.respond_if_ready, session=_ANY),

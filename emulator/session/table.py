@@ -32,6 +32,7 @@ from enum import Enum
 
 from emulator.codec.constants import RequestCode
 from emulator.crypto.keyschedule import DataSecrets, HandshakeSecrets, KeySchedule, TrafficKeys
+from emulator.device.events import EventQueue
 from emulator.errors import SessionError
 from emulator.session.record import (
     MAX_SEQUENCE_NUMBER,
@@ -111,6 +112,10 @@ class EncapState:
     chain_total: int = 0
     digests: bytes = b""
     done: bool = False
+    #: GET_ENDPOINT_INFO (spdm-emu OOB_ENCAP_ENDPOINT_INFO): the signature was requested
+    #: with this requester slot, and what came back (EPInfo)
+    endpoint_info_slot: int | None = None
+    peer_endpoint_info: bytes | None = None
 
 
 @dataclass
@@ -134,7 +139,12 @@ class Session:
     req_slot_id: int = 0
     #: the requester's SPDM certificate chain (mutual authentication), and its hash (CM)
     peer_chain: bytes = b""
+    #: the first encapsulated DIGESTS of the session (1.3 message EncapD: in the FINISH
+    #: transcript when the requester's keys make a multi-key connection)
+    encap_digests: bytes = b""
     encap: EncapState | None = None
+    #: the event subscription and the events waiting for it (EVENT_CAP, SPDM 1.3)
+    events: EventQueue | None = None
     #: TH pieces: A (+ D) (+ Hash(Ct)) snapshot, message K and message F
     th_prefix: bytes = b""
     message_k: bytearray = field(default_factory=bytearray)
@@ -381,7 +391,11 @@ class SessionTable:
 
     def _on_device_change(self, what: str, detail: object) -> None:
         """A measurement that changed for requesters is a runtime update (DSP0274
-        SessionPolicy TerminationPolicy); a pending one (no MEAS_FRESH_CAP) is not yet."""
+        SessionPolicy TerminationPolicy); a pending one (no MEAS_FRESH_CAP) is not yet.
+        Sessions that subscribed to events queue the ones the change means."""
+        for session in list(self.sessions.values()):
+            if session.events is not None:
+                session.events.on_device_change(what, detail)
         if not self.settings.terminate_on_update or what != "measurement":
             return
         if isinstance(detail, dict) and detail.get("pending"):
