@@ -58,7 +58,7 @@ class SpdmConnection:
         self.responder = Responder(device, rng=rng, clock=clock, connection_number=number)
         self.observers: list[Observer] = list(observers)
         #: fault injection (emulator.faults): the device's engine unless one is given
-        self.faults: FaultEngine | None = faults if faults is not None else device.faults
+        self.faults: FaultEngine | None = faults
         self.closed = False
         #: pull model (storage binding): the reply of the last delivered request, not
         #: yet collected

@@ -18,11 +18,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from emulator.app import build_fault_engine
 from emulator.codec.constants import ErrorCode, RequestCode
 from emulator.connection import ExchangeEvent, SpdmConnection
 from emulator.device.model import Device
 from emulator.device.random import SeededRandom
 from emulator.errors import RequesterError
+from emulator.faults.engine import FaultEngine
 from emulator.profiles import Profile, load_profile
 from emulator.requester import Requester, RequesterConfig, SpdmErrorReply
 from emulator.requester.identity import IdentityFlow, verify_challenge_signature
@@ -34,24 +36,30 @@ from emulator.transport import get_binding
 _PROFILE: list[Profile] = []
 
 
-def device(*specs: str, seed: int = 3) -> Device:
+def device(*specs: str, seed: int = 3) -> tuple[Device, FaultEngine]:
+    """A device and its fault engine (the profile's rules, then ``specs``)."""
     if not _PROFILE:
         _PROFILE.append(load_profile("default"))
     dev = Device.from_profile(_PROFILE[0])
     dev.seed = seed
+    engine = build_fault_engine(_PROFILE[0])
     for spec in specs:
-        dev.faults.add(spec)
-    return dev
+        engine.add(spec)
+    return dev, engine
 
 
 class Setup:
     """Device -> SpdmConnection (DOE) -> requester (+ identity flow with seeded nonces)."""
 
     def __init__(self, *specs: str, not_ready: bool = False, seed: int = 3) -> None:
-        self.device = device(*specs, seed=seed)
+        self.device, self.engine = device(*specs, seed=seed)
         self.events: list[ExchangeEvent] = []
         self.conn = SpdmConnection(
-            self.device, get_binding("doe"), number=1, observers=[self.events.append]
+            self.device,
+            get_binding("doe"),
+            number=1,
+            observers=[self.events.append],
+            faults=self.engine,
         )
         channel: Any = ConnectionChannel(self.conn)
         self.rif: RespondIfReadyChannel | None = None
@@ -134,7 +142,7 @@ async def test_signature_by_another_key() -> None:
     m1 = bytes(s.req.message_a) + bytes(s.flow.message_b) + request + response[:off]
     slot_key = s.device.identity.key_for(0, 0x80)
     assert slot_key is not None
-    other = s.device.faults.material.other_key(slot_key.key)
+    other = s.engine.material.other_key(slot_key.key)
     neg = s.req.neg
     assert verify_challenge_signature(
         neg.version, neg.base_asym, neg.base_hash, other.public_key(), m1, signature

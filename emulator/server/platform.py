@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from emulator.errors import FrameError
+from emulator.options import DEFAULT_MAX_PAYLOAD as DEFAULT_MAX_PAYLOAD  # QEMU's buffer
 
 HEADER_SIZE = 12
-#: QEMU's SPDM_SOCKET_MAX_MESSAGE_BUFFER_SIZE: the largest message it accepts.
-DEFAULT_MAX_PAYLOAD = 0x1200
 _HEADER = struct.Struct(">III")
 _U32_MAX = 0xFFFF_FFFF
 
