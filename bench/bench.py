@@ -5,7 +5,7 @@ Four measurements, each reported as median and p95 (``time.perf_counter_ns``, wa
 runs first, the garbage collector paused while timing):
 
 1. ``core``   - per-message cost of the sans-I/O responder (``Responder.handle``) for
-   every request family registered in ``emulator.responder.HANDLERS``: GET_VERSION,
+   every request family in the dispatch table ``emulator.responder.DEFAULT_TABLE``: GET_VERSION,
    GET_CAPABILITIES, NEGOTIATE_ALGORITHMS, then GET_DIGESTS, GET_CERTIFICATE, CHALLENGE,
    GET_MEASUREMENTS, KEY_EXCHANGE when present.  Each sample uses a fresh responder brought
    to the right state by untimed requests; only the measured request is timed.
@@ -326,7 +326,7 @@ STEPS = [
 
 
 def bench_core(args: argparse.Namespace) -> list[str]:
-    from emulator.responder import HANDLERS, Responder
+    from emulator.responder import DEFAULT_TABLE, Responder
 
     device = Device.from_profile(load_profile(args.profile))
     q = Requests(args.version)
@@ -335,7 +335,7 @@ def bench_core(args: argparse.Namespace) -> list[str]:
         f"{args.version & 0xF}, profile {args.profile}, ECDSA P-384 / SHA-384):"
     ]
     for step in STEPS:
-        if step.code not in HANDLERS:
+        if step.code not in DEFAULT_TABLE:
             out.append(f"  {step.name:56} not registered")
             continue
         samples = max(20, int(args.samples * step.weight))

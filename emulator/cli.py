@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import functools
 import json
 import logging
@@ -169,12 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = psub.add_parser("check", help="validate profile files")
     check.add_argument("profile", nargs="+", help="profile names or files")
 
-    try:
-        from emulator.certs import add_certs_subparser
-    except ImportError:  # pragma: no cover - certs is part of the package
-        pass
-    else:
-        add_certs_subparser(sub)  # type: ignore[arg-type]
+    add_certs_subparser(sub)  # type: ignore[arg-type]
     return parser
 
 
@@ -503,8 +499,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "profiles":
             return _profiles(args)
         if args.command == "certs":
-            from emulator.certs import run_certs
-
             return run_certs(args)
     except ProfileError as exc:
         print(f"spdm-emulator: profile error: {exc}", file=sys.stderr)
@@ -516,6 +510,229 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     parser.print_help()
     return 2
+
+
+# --- certs generate | verify (emulator.x509: generation, checks, slot files) ----------------
+
+_GENERATE_HELP = """\
+Generate SPDM test certificate chains (root CA -> intermediate CA -> leaf; with
+--model alias: root -> intermediate -> DeviceCert CA -> alias leaf).
+
+Layout: with one --asym, slots go to DIR/slot<N>/; with several, to
+DIR/<asym>/slot<N>/.  Each slot gets an independent chain (its own keys and DNs).
+--slots N with --first-slot K writes slots K..K+N-1 (SPDM has slots 0..7).
+
+Each slot directory holds root/intermediate[/device_ca]/leaf .der and .pem,
+leaf.key.pem (PKCS#8, UNENCRYPTED: test keys only), chain.der/chain.pem (root
+first) and info.json.  Install a root in a Linux guest with:
+  keyctl padd asymmetric "" %:.cma < DIR/slot0/root.der
+
+An existing non-empty slot directory is refused unless --force.
+"""
+
+
+def add_certs_subparser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``certs generate`` and ``certs verify`` to a CLI's subparsers."""
+    from emulator.x509.model import ASYM_NAMES, QEMU_NVME_PCI_IDS
+
+    certs = subparsers.add_parser(
+        "certs",
+        help="generate or check SPDM test certificate chains",
+        description="Generate or check SPDM test certificate chains (test keys only).",
+    )
+    sub = certs.add_subparsers(dest="certs_command", metavar="{generate,verify}")
+    sub.required = True
+    gen = sub.add_parser(
+        "generate",
+        help="generate certificate chains into a directory",
+        description=_GENERATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gen.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    gen.add_argument(
+        "--asym",
+        action="append",
+        metavar="ALG[,ALG...]",
+        help=f"key algorithm, repeatable or comma-separated, or 'all' "
+        f"({', '.join(ASYM_NAMES)}; default ecdsa-p384)",
+    )
+    gen.add_argument(
+        "--slots",
+        type=int,
+        default=1,
+        metavar="N",
+        help="number of slots per algorithm (default 1)",
+    )
+    gen.add_argument(
+        "--first-slot", type=int, default=0, metavar="K", help="first slot number (default 0)"
+    )
+    gen.add_argument(
+        "--pci-ids",
+        metavar="VENDOR:DEVICE:CC:REV[:SSVID:SSID[:DSN]]",
+        help="hex PCI identity for the leaf's subjectAltName (Linux CMA checks it); "
+        f"default {QEMU_NVME_PCI_IDS.spec()} (QEMU NVMe) for responder chains, none for "
+        "--requester; 'none' omits the subjectAltName",
+    )
+    gen.add_argument(
+        "--model",
+        choices=("device", "alias"),
+        default="device",
+        help="DSP0274 1.3 certificate model (default device)",
+    )
+    gen.add_argument(
+        "--requester",
+        action="store_true",
+        help="requester chains for mutual authentication (EKU requester-auth)",
+    )
+    gen.add_argument(
+        "--hash",
+        metavar="HASH",
+        help="certificate signature hash sha256|sha384|sha512 (default by key size; "
+        "not used for EdDSA)",
+    )
+    gen.add_argument(
+        "--not-before", metavar="YYYY-MM-DD", help="validity start (default: yesterday, UTC)"
+    )
+    gen.add_argument(
+        "--not-after",
+        metavar="YYYY-MM-DD",
+        help="validity end, inclusive (23:59:59 UTC); default not-before + --days",
+    )
+    gen.add_argument(
+        "--days", type=int, default=10950, metavar="N", help="validity in days (default 10950)"
+    )
+    gen.add_argument(
+        "--subject-prefix",
+        default="spdm-emulator",
+        metavar="TEXT",
+        help="organisation name in every DN (default spdm-emulator)",
+    )
+    gen.add_argument("--force", action="store_true", help="overwrite existing slot directories")
+    ver = sub.add_parser(
+        "verify",
+        help="check slot directories written by 'certs generate'",
+        description="Load each slot directory and check links, signatures, CA flags, the "
+        "leaf's basicConstraints and that leaf.key.pem matches the leaf.",
+    )
+    ver.add_argument("slot_dirs", nargs="+", metavar="SLOT_DIR")
+
+
+def _certs_date(text: str, what: str, end_of_day: bool) -> datetime.datetime:
+    from emulator.x509.chain import CertError
+
+    try:
+        day = datetime.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        raise CertError(f"{what}: {text!r} is not a date YYYY-MM-DD") from None
+    return day + datetime.timedelta(hours=23, minutes=59, seconds=59) if end_of_day else day
+
+
+def _certs_asyms(values: Sequence[str] | None) -> list[str]:
+    from emulator.x509.chain import CertError
+    from emulator.x509.model import ASYM_NAMES, asym_spec
+
+    if not values:
+        return ["ecdsa-p384"]
+    out: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            name = item.strip().lower()
+            if not name:
+                continue
+            names = list(ASYM_NAMES) if name == "all" else [name]
+            for n in names:
+                asym_spec(n)
+                if n not in out:
+                    out.append(n)
+    if not out:
+        raise CertError("asym: no algorithm given")
+    return out
+
+
+def _certs_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from emulator.x509.chain import CertError, normalise_hash_name
+    from emulator.x509.files import write_chain
+    from emulator.x509.generate import CERT_HASH_NAMES, generate_chain
+    from emulator.x509.model import QEMU_NVME_PCI_IDS, PciIds, Role, asym_spec
+
+    asyms = _certs_asyms(args.asym)
+    if args.slots < 1 or args.first_slot < 0 or args.first_slot + args.slots > 8:
+        raise CertError(
+            f"slots: --first-slot {args.first_slot} --slots {args.slots} leaves SPDM slots 0..7"
+        )
+    role: Role = "requester" if args.requester else "responder"
+    pci_ids: PciIds | None
+    if args.pci_ids is None:
+        pci_ids = None if args.requester else QEMU_NVME_PCI_IDS
+    elif args.pci_ids.strip().lower() == "none":
+        pci_ids = None
+    else:
+        pci_ids = PciIds.parse(args.pci_ids)
+    hash_name = None if args.hash is None else normalise_hash_name(args.hash, CERT_HASH_NAMES)
+    not_before = _certs_date(args.not_before, "--not-before", False) if args.not_before else None
+    not_after = _certs_date(args.not_after, "--not-after", True) if args.not_after else None
+    out = Path(args.out)
+    slots = range(args.first_slot, args.first_slot + args.slots)
+    targets = [(a, out / a if len(asyms) > 1 else out) for a in asyms]
+    if not args.force:
+        for _, base in targets:
+            for slot in slots:
+                d = base / f"slot{slot}"
+                if d.is_dir() and any(d.iterdir()):
+                    raise CertError(f"{d}: exists and is not empty (use --force to overwrite)")
+                if d.exists() and not d.is_dir():
+                    raise CertError(f"{d}: exists and is not a directory")
+    for asym, base in targets:
+        spec = asym_spec(asym)
+        for slot in slots:
+            chain = generate_chain(
+                asym,
+                hash_name=hash_name if spec.default_hash is not None else None,
+                pci_ids=pci_ids,
+                model=args.model,
+                validity_days=args.days,
+                not_before=not_before,
+                not_after=not_after,
+                subject_prefix=args.subject_prefix,
+                label=f"slot{slot}",
+                role=role,
+            )
+            slot_dir = write_chain(chain, base, slot)
+            print(f"{slot_dir}: {asym} {args.model} {role} chain")
+    return 0
+
+
+def _certs_verify(args: argparse.Namespace) -> int:
+    from emulator.x509.files import load_chain
+
+    for d in args.slot_dirs:
+        chain = load_chain(d)
+        leaf = chain.leaf
+        print(
+            f"{d}: OK {chain.asym} {chain.model} {chain.role}, {len(chain.certs)} certificates, "
+            f"leaf valid {leaf.not_valid_before_utc:%Y-%m-%d}..{leaf.not_valid_after_utc:%Y-%m-%d}"
+        )
+    return 0
+
+
+def run_certs(args: argparse.Namespace) -> int:
+    """Run ``certs generate|verify``; errors print one line on stderr and return 2."""
+    from emulator.x509.chain import CertError
+
+    try:
+        if args.certs_command == "generate":
+            return _certs_generate(args)
+        if args.certs_command == "verify":
+            return _certs_verify(args)
+        raise CertError(f"certs: unknown command {args.certs_command!r}")
+    except CertError as exc:
+        print(f"spdm-emulator certs: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"spdm-emulator certs: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,43 +1,91 @@
-"""Sans-I/O glue for one requester connection: transport -> session -> responder.
+"""Sans-I/O glue for one requester connection: binding -> session layer -> responder.
 
-:class:`SpdmConnection` owns the per-connection :class:`~emulator.responder.Responder`
-and turns the payload of each platform-socket NORMAL frame into a :class:`Reply`:
-what to send back, and socket-level actions (delay, drop, close, partial frame)
-that fault injection asks for.  The asyncio server executes the reply; nothing
-here touches a socket or a clock.
+:class:`SpdmConnection` is the model of aioquic's ``QuicConnection``: data in (one
+transport payload), typed effects out (a :class:`~emulator.events.Reply`: what to send,
+and socket actions a fault asks for) and events to observers.  The asyncio server
+carries the reply out; nothing here touches a socket or a clock.
+
+One exchange, in order (faults are hooks at named points, :class:`FaultHooks`):
+
+1. binding: discovery objects answered by the binding, then ``decode`` (a malformed
+   transport message gets ERROR(InvalidRequest) and never reaches the responder);
+2. session layer (secured records only, :mod:`emulator.session.layer`): open, phase;
+3. fault hook **request** (may answer instead of the responder, or pass a fault context:
+   a lying device view, replayed randomness, a ResponseNotReady);
+4. responder pipeline (:mod:`emulator.responder.core`);
+5. fault hook **response** (before encryption);
+6. session layer: seal, with fault hook **record** (after encryption);
+7. fault hook **socket** (delay, drop, close, partial frame, copies);
+8. session layer: commit what the handlers decided (sessions established / ended).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 from emulator.codec.constants import ErrorCode, code_name
 from emulator.codec.messages import build_error
 from emulator.device.model import Device
 from emulator.device.random import RandomSource
-from emulator.errors import SessionError, TransportError
+from emulator.errors import TransportError
 from emulator.events import ExchangeEvent, Observer, Reply
-from emulator.faults.engine import FaultEngine, FaultExchange
-from emulator.responder import Responder
-from emulator.session.record import peek_session_id
-from emulator.session.table import (
-    HANDSHAKE_REQUESTS,
-    DecryptFailure,
-    Session,
-    SessionState,
-    SessionTable,
-    existing_session_table,
-)
-from emulator.transport.base import RecordFormat, TransportBinding
+from emulator.responder import FaultContext, Responder, SessionCommit
+from emulator.responder.base import end
+from emulator.responder.encapsulated import arm_key_update
+from emulator.session.layer import Disposition, SessionLayer
+from emulator.session.table import Session
+from emulator.transport.base import TransportBinding
 
 log = logging.getLogger("emulator.connection")
 
-__all__ = ["ExchangeEvent", "Observer", "Reply", "SpdmConnection"]
+__all__ = ["ExchangeEvent", "ExchangeFaults", "FaultHooks", "Observer", "Reply", "SpdmConnection"]
+
+
+class ExchangeFaults(Protocol):
+    """The faults firing on one exchange (:class:`emulator.faults.engine.FaultExchange`),
+    called at the named points of the module docstring."""
+
+    #: descriptions of the faults applied, for the exchange event
+    applied: list[str]
+    #: what the responder must see differently in this exchange (None: nothing)
+    context: FaultContext | None
+
+    def on_request(self, request: bytes) -> tuple[bytes, bytes | None]:
+        """The request the responder sees, and a response when it must be skipped."""
+        ...
+
+    def on_response(self, response: bytes, request: bytes) -> bytes:
+        """The response the requester gets (``request``: the one it answers)."""
+        ...
+
+    @property
+    def skip_sequence_number(self) -> bool:
+        """Seal this response with the next sequence number."""
+        ...
+
+    def on_record(self, record: bytes, *, sequence_skipped: bool = False) -> bytes:
+        """The secured record as sent."""
+        ...
+
+    def on_reply(self, reply: Reply) -> Reply:
+        """Socket actions on the reply."""
+        ...
+
+
+class FaultHooks(Protocol):
+    """Fault injection, plugged in from outside (the app composes it)."""
+
+    def begin(
+        self, responder: Responder, request: bytes, *, connection: int, session_id: int | None
+    ) -> ExchangeFaults | None:
+        """The faults that fire on this request (None: none, the usual case)."""
+        ...
 
 
 class SpdmConnection:
-    """Transport -> (session) -> responder for one socket connection (sans-I/O)."""
+    """Binding -> (session layer) -> responder for one socket connection (sans-I/O)."""
 
     def __init__(
         self,
@@ -49,16 +97,17 @@ class SpdmConnection:
         rng: RandomSource | None = None,
         clock: Callable[[], float] | None = None,
         observers: Iterable[Observer] = (),
-        faults: FaultEngine | None = None,
+        faults: FaultHooks | None = None,
     ) -> None:
         self.device = device
         self.binding = binding
         self.number = number
         self.peer = peer
         self.responder = Responder(device, rng=rng, clock=clock, connection_number=number)
+        self.sessions = SessionLayer(self.responder, binding.record_format, number)
         self.observers: list[Observer] = list(observers)
-        #: fault injection (emulator.faults): the device's engine unless one is given
-        self.faults: FaultEngine | None = faults
+        #: fault injection (emulator.faults), composed by the app; None: no faults
+        self.faults: FaultHooks | None = faults
         self.closed = False
         #: pull model (storage binding): the reply of the last delivered request, not
         #: yet collected
@@ -85,12 +134,10 @@ class SpdmConnection:
 
     def receive(self, payload: bytes) -> Reply:
         """Push model (platform NORMAL frames): one transport payload in, its reply out."""
-        discovery = getattr(self.binding, "answer_discovery", None)
+        discovery = self.binding.answer_discovery(payload)
         if discovery is not None:
-            answer = discovery(payload)
-            if answer is not None:
-                log.info("conn %d: DOE discovery index %d", self.number, payload[8])
-                return Reply([answer])
+            log.info("conn %d: %s discovery answered", self.number, self.binding.name)
+            return Reply([discovery])
         try:
             msg = self.binding.decode(payload)
         except TransportError as exc:
@@ -98,160 +145,90 @@ class SpdmConnection:
             # keeps a requester (or QEMU, which blocks until it gets an answer) moving.
             log.warning("conn %d: rejected %s message: %s", self.number, self.binding.name, exc)
             response = build_error(self.responder.version or 0x10, ErrorCode.InvalidRequest)
-            self._emit(
-                ExchangeEvent(
-                    self.number,
-                    self.device.name,
-                    payload,
-                    response,
-                    error=ErrorCode.InvalidRequest,
-                    reason=str(exc),
-                )
-            )
+            self._emit(payload, response, None, False, reason=str(exc))
             return Reply([self.binding.encode(response)])
         if msg.secured:
             return self._secured(msg.message)
-        fx = self._faults(msg.message, None)
-        if fx is None:
-            response = self.responder.handle(msg.message)
-        else:  # fault stages around the responder: request, then response
-            response = fx.run(msg.message, self.responder.handle)
+        response, commits, fx, reason = self._exchange(msg.message, None)
         reply = Reply([self.binding.encode(response)])
-        if fx is not None:
-            fx.on_reply(reply)  # socket stage: delay, drop, close, partial, copies
-        self._log(msg.message, response, None)
-        self._emit(self._event(msg.message, response, None, False, fx))
-        self._after_response(None)  # e.g. FINISH in the clear: the session is established now
-        return reply
+        return self._finish(msg.message, response, None, False, commits, fx, reason, reply)
+
+    # ---- the exchange ------------------------------------------------------------------
+
+    def _exchange(
+        self, request: bytes, session_id: int | None
+    ) -> tuple[bytes, Sequence[SessionCommit], ExchangeFaults | None, str]:
+        """Steps 3-5: fault hook, responder, fault hook.  Returns the response, the
+        commits, the faults and the error reason."""
+        fx = None
+        if self.faults is not None:
+            fx = self.faults.begin(
+                self.responder, request, connection=self.number, session_id=session_id
+            )
+        if fx is None:
+            outcome = self.responder.respond(request, session_id)
+            return outcome.response, outcome.commits, None, outcome.reason
+        request, canned = fx.on_request(request)
+        if canned is not None:
+            return fx.on_response(canned, request), (), fx, ""
+        outcome = self.responder.respond(request, session_id, fx.context)
+        response = fx.on_response(outcome.response, outcome.request)
+        return response, outcome.commits, fx, outcome.reason
 
     def _secured(self, record: bytes) -> Reply:
-        """A DSP0277 secured record: decode it with the session's keys, answer in the session.
-
-        As libspdm's responder: an unknown (or heartbeat-expired) session is dropped (or
-        answered with a plain ERROR(InvalidSession) when the profile says
-        ``unknown_session = "error"``); a record that does not decode gets
-        ERROR(DecryptError) under the session's response key and the session ends; in
-        the handshake phase only FINISH, PSK_FINISH and the encapsulated requests are
-        accepted (UnexpectedRequest otherwise).  Session state changes that must follow
-        the response (established after FINISH_RSP, ended after END_SESSION_ACK) are
-        applied once the response record is built.
-        """
-        r = self.responder
-        fmt = self.binding.record_format
-        table = existing_session_table(r)
-        sid = peek_session_id(record)
-        if table is not None:
-            now = r.clock()
-            for gone in table.expire(now):
-                log.info("conn %d: session 0x%08X ended: heartbeat timeout", self.number, gone)
-            if table.runtime_update_pending:
-                table.apply_runtime_update()
-        session = table.get(sid) if table is not None else None
-        if table is None or session is None or sid is None:
-            return self._unknown_session(record, sid)
-        try:
-            app = session.open_request(record, fmt)
-        except DecryptFailure as exc:
-            r.last_error = str(exc)
-            log.info("conn %d: session 0x%08X: %s", self.number, session.session_id, exc)
-            response = r.error(ErrorCode.DecryptError)
-            session.pending_end = True
-            reply = self._seal(table, session, fmt, response)
-            self._emit(self._event(record, response, session.session_id, True))
-            self._after_response(session.session_id)
+        """A DSP0277 secured record through the session layer (its module docstring)."""
+        opened = self.sessions.open(record)
+        session = opened.session
+        if opened.disposition is Disposition.UNKNOWN_SESSION or session is None:
+            if not opened.response:
+                self._emit(record, None, opened.session_id, True, reason=opened.reason)
+                return Reply([])
+            self._emit(record, opened.response, opened.session_id, True, reason=opened.reason)
+            return Reply([self.binding.encode(opened.response)])
+        sid = session.session_id
+        if opened.disposition is Disposition.DECRYPT_ERROR:
+            reply = self._seal(session, opened.response, None)
+            self._emit(record, opened.response, sid, True, reason=opened.reason)
+            self.sessions.commit((end(sid),), sid)
             return reply
-        fx: FaultExchange | None = None
-        if fmt.app_header and not app.startswith(fmt.app_header):
-            # not an SPDM message (another MCTP message type inside the session)
-            request = app
-            r.last_error = "the secured record does not carry an SPDM message"
-            response = r.error(ErrorCode.UnsupportedRequest, app[0] if app else 0)
+        commits: Sequence[SessionCommit] = ()
+        fx: ExchangeFaults | None = None
+        if opened.disposition is Disposition.REFUSED:
+            response, reason = opened.response, opened.reason
         else:
-            request = app[len(fmt.app_header) :]
-            code = request[1] if len(request) > 1 else 0
-            if session.state is SessionState.HANDSHAKING and code not in HANDSHAKE_REQUESTS:
-                r.last_error = "only FINISH/PSK_FINISH/encapsulated requests in the handshake"
-                response = r.error(ErrorCode.UnexpectedRequest)
-            else:
-                fx = self._faults(request, session.session_id)
+            response, commits, fx, reason = self._exchange(opened.request, sid)
+        reply = self._seal(session, response, fx)
+        return self._finish(opened.request, response, sid, True, commits, fx, reason, reply)
 
-                def handle(msg: bytes) -> bytes:
-                    return r.handle(msg, session_id=session.session_id)
-
-                response = handle(request) if fx is None else fx.run(request, handle)
-        reply = self._seal(table, session, fmt, response, fx)
-        if fx is not None:
-            fx.on_reply(reply)
-        self._log(request, response, session.session_id)
-        self._emit(self._event(request, response, session.session_id, True, fx))
-        self._after_response(session.session_id)
-        return reply
-
-    def _seal(
-        self,
-        table: SessionTable,
-        session: Session,
-        fmt: RecordFormat,
-        response: bytes,
-        fx: FaultExchange | None = None,
-    ) -> Reply:
-        """Encrypt ``response`` into the session; no reply if the sequence number ran out.
-
-        Record-stage faults (``fx``) alter the encrypted record: a sequence number is
-        skipped before sealing for ``record:bad_seq``, the MAC or SessionID is changed after.
-        """
-        skipped = False
-        try:
-            if fx is not None and fx.skip_sequence_number:
-                session.response_keys().sequence += 1
-                skipped = True
-            record = session.seal_response(fmt.app_header + response, fmt, self.responder.rng)
-        except SessionError as exc:
-            log.warning("conn %d: session 0x%08X ended: %s", self.number, session.session_id, exc)
-            table.terminate(session.session_id)
+    def _seal(self, session: Session, response: bytes, fx: ExchangeFaults | None) -> Reply:
+        """Step 6: the response record, with the record fault hook; no reply when the
+        sequence number ran out."""
+        skip = fx is not None and fx.skip_sequence_number
+        record = self.sessions.seal(session, response, skip_sequence_number=skip)
+        if record is None:
             return Reply([])
         if fx is not None:
-            record = fx.on_record(record, sequence_skipped=skipped)
+            record = fx.on_record(record, sequence_skipped=skip)
         return Reply([self.binding.encode(record, secured=True)])
 
-    def _unknown_session(self, record: bytes, sid: int | None) -> Reply:
-        r = self.responder
-        what = f"0x{sid:08X}" if sid is not None else "(none)"
-        r.last_error = f"secured record for unknown session {what}"
-        settings = getattr(self.device, "sessions", None)
-        if settings is not None and getattr(settings, "unknown_session", "drop") == "error":
-            response = r.error(ErrorCode.InvalidSession)
-            self._emit(self._event(record, response, sid, True))
-            return Reply([self.binding.encode(response)])
-        log.info("conn %d: dropped a secured record for unknown session %s", self.number, what)
-        self._emit(
-            ExchangeEvent(
-                self.number, self.device.name, record, None, sid, True, None, r.last_error
-            )
-        )
-        return Reply([])
-
-    def _after_response(self, session_id: int | None) -> None:
-        """Session changes that follow the response (libspdm ``libspdm_build_response``)."""
-        r = self.responder
-        table = existing_session_table(r)
-        if table is None:
-            return
-        now = r.clock()
-        reset = False
-        for session in list(table.sessions.values()):
-            if session.pending_end:
-                reset = reset or session.pending_clear_negotiated_state
-                table.terminate(session.session_id)
-                continue
-            if session.pending_established:
-                session.pending_established = False
-                session.state = SessionState.ESTABLISHED
-                session.start_watchdog(now)
-            elif session.session_id == session_id and session.state is SessionState.ESTABLISHED:
-                session.start_watchdog(now)  # any message in the session restarts the watchdog
-        if reset:
-            r.reset()
+    def _finish(
+        self,
+        request: bytes,
+        response: bytes,
+        session_id: int | None,
+        secured: bool,
+        commits: Sequence[SessionCommit],
+        fx: ExchangeFaults | None,
+        reason: str,
+        reply: Reply,
+    ) -> Reply:
+        """Steps 7 and 8: the socket fault hook, the log and event, the commits."""
+        if fx is not None:
+            fx.on_reply(reply)
+        self._log(request, response, session_id, reason)
+        self._emit(request, response, session_id, secured, fx, reason)
+        self.sessions.commit(commits, session_id)
+        return reply
 
     def oob_encap_key_update(self, payload: bytes) -> bool:
         """Platform command OOB_ENCAP_KEY_UPDATE (0x8001, spdm-emu): ``payload`` is the
@@ -259,8 +236,6 @@ class SpdmConnection:
         encapsulated KEY_UPDATE for the session's next GET_ENCAPSULATED_REQUEST; spdm-emu
         answers the command with an empty OOB_ENCAP_KEY_UPDATE frame.  False when there is
         no such session."""
-        from emulator.responder.encapsulated import arm_key_update
-
         sid = int.from_bytes(payload, "little") if len(payload) == 4 else 0
         armed = arm_key_update(self.responder, sid)
         log.info(
@@ -279,36 +254,7 @@ class SpdmConnection:
 
     # ---- helpers ---------------------------------------------------------------------
 
-    def _faults(self, request: bytes, session_id: int | None) -> FaultExchange | None:
-        """The faults that fire on this request (None: none, the usual case)."""
-        if self.faults is None:
-            return None
-        return self.faults.begin(
-            self.responder, request, connection=self.number, session_id=session_id
-        )
-
-    def _event(
-        self,
-        request: bytes,
-        response: bytes,
-        session_id: int | None,
-        secured: bool,
-        fx: FaultExchange | None = None,
-    ) -> ExchangeEvent:
-        error = response[2] if len(response) > 2 and response[1] == 0x7F else None
-        return ExchangeEvent(
-            self.number,
-            self.device.name,
-            request,
-            response,
-            session_id,
-            secured,
-            error,
-            self.responder.last_error,
-            tuple(fx.applied) if fx is not None else (),
-        )
-
-    def _log(self, request: bytes, response: bytes, session_id: int | None) -> None:
+    def _log(self, request: bytes, response: bytes, session_id: int | None, reason: str) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
         where = f" session 0x{session_id:08X}" if session_id is not None else ""
@@ -319,14 +265,39 @@ class SpdmConnection:
                 rsp += f"({ErrorCode(response[2]).name})"
             except ValueError:
                 rsp += f"(0x{response[2]:02X})"
-            if self.responder.last_error:
-                rsp += f": {self.responder.last_error}"
+            if reason:
+                rsp += f": {reason}"
         log.info("conn %d%s: %s -> %s", self.number, where, req, rsp)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("conn %d  req %s", self.number, request.hex(" "))
             log.debug("conn %d  rsp %s", self.number, response.hex(" "))
 
-    def _emit(self, event: ExchangeEvent) -> None:
+    def _emit(
+        self,
+        request: bytes,
+        response: bytes | None,
+        session_id: int | None,
+        secured: bool,
+        fx: ExchangeFaults | None = None,
+        reason: str = "",
+    ) -> None:
+        """Tell every observer about one exchange (an observer never breaks the device)."""
+        if not self.observers:
+            return
+        error = None
+        if response is not None and len(response) > 2 and response[1] == 0x7F:
+            error = response[2]
+        event = ExchangeEvent(
+            self.number,
+            self.device.name,
+            request,
+            response,
+            session_id,
+            secured,
+            error,
+            reason,
+            tuple(fx.applied) if fx is not None else (),
+        )
         for obs in self.observers:
             try:
                 obs(event)

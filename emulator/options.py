@@ -5,7 +5,8 @@ defaults are these fields' defaults), what the pytest plugin builds from a marke
 parameter, and what :class:`emulator.app.Emulator` and
 :class:`emulator.server.server.SpdmServer` read.  Nothing else restates a default.
 
-This module imports nothing of the emulator at run time, so any layer may read it.
+It imports only the platform-socket codec's constant at run time, so any layer
+above the transport may read it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# QEMU's SPDM_SOCKET_MAX_MESSAGE_BUFFER_SIZE, a property of the platform-socket frame
+# (so defined with its codec): the default frame payload limit.
+from emulator.transport.platform import DEFAULT_MAX_PAYLOAD
+
 if TYPE_CHECKING:
     from emulator.faults.model import FaultRule
     from emulator.profiles import Profile
 
-#: QEMU's SPDM_SOCKET_MAX_MESSAGE_BUFFER_SIZE: the largest platform-socket payload it
-#: accepts, so the default frame payload limit.
-DEFAULT_MAX_PAYLOAD = 0x1200
 #: the TCP port QEMU's examples use (``spdm_port=2323``), as spdm-emu's responder
 DEFAULT_PORT = 2323
 #: seconds allowed to receive one whole frame once it started (and to send one reply)

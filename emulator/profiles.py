@@ -786,7 +786,7 @@ class SlotSection(_Strict):
     @field_validator("generate")
     @classmethod
     def _generate(cls, v: str | None) -> str | None:
-        from emulator.certs import ASYM_NAMES
+        from emulator.x509.model import ASYM_NAMES
 
         if v is not None and v not in ASYM_NAMES:
             raise ValueError(f"unknown algorithm {v!r}; choose from {', '.join(ASYM_NAMES)}")
@@ -900,7 +900,7 @@ class Profile(_Strict):
 
 def _slot_checks(p: Profile) -> list[tuple[str, str]]:
     """[[slots]] rules that need no file: ids, capabilities, generated algorithms."""
-    from emulator.certs import base_asym_algo
+    from emulator.x509.model import base_asym_algo
 
     errs: list[tuple[str, str]] = []
     caps = p.capabilities

@@ -57,6 +57,9 @@ from emulator.codec.messages import (
 )
 from emulator.errors import CodecError, EmulatorError, TransportError
 from emulator.events import ExchangeEvent
+from emulator.transport import TransportBinding, bindings_with_pcap, get_binding
+from emulator.transport.doe import LINKTYPE_PCI_DOE
+from emulator.transport.mctp import LINKTYPE_MCTP
 
 if TYPE_CHECKING:
     from emulator.app import Emulator
@@ -304,10 +307,6 @@ class Tracer:
 # pcap
 # ---------------------------------------------------------------------------------------
 
-#: libspdm ``industry_standard/link_type_ex.h``: packets start with the MCTP transport
-#: header (DSP0236 8.1) / the DOE data object header.
-LINKTYPE_MCTP = 291
-LINKTYPE_PCI_DOE = 292
 #: Classic pcap, microsecond timestamps, version 2.4 (libspdm ``industry_standard/pcap.h``).
 PCAP_MAGIC = 0xA1B2C3D4
 PCAP_VERSION = (2, 4)
@@ -317,24 +316,21 @@ PCAP_SNAPLEN = 0x10000
 _GLOBAL_HEADER = struct.Struct("<IHHiIII")
 _RECORD_HEADER = struct.Struct("<IIII")
 
-#: MCTP transport header of a captured packet: header version 1, null destination and
-#: source EIDs, SOM|EOM, tag 0; the tag-owner bit (0x08) is set on requests.
-MCTP_HEADER_VERSION = 0x01
-MCTP_FLAGS_SOM_EOM = 0xC0
-MCTP_FLAG_TAG_OWNER = 0x08
 
-_LINK_TYPES = {"mctp": LINKTYPE_MCTP, "doe": LINKTYPE_PCI_DOE}
+def _binding(binding: str | TransportBinding) -> TransportBinding:
+    return get_binding(binding) if isinstance(binding, str) else binding
 
 
-def link_type_for(binding_name: str) -> int:
-    """The pcap link type of a transport binding ("doe" -> 292, "mctp" -> 291)."""
-    try:
-        return _LINK_TYPES[binding_name]
-    except KeyError:
+def link_type_for(binding: str | TransportBinding) -> int:
+    """The pcap link type of a transport binding, or of the one of that name ("doe" -> 292,
+    "mctp" -> 291): the binding's ``pcap_link_type``."""
+    found = _binding(binding)
+    if found.pcap_link_type is None:
+        usable = " or ".join(bindings_with_pcap())
         raise TransportError(
-            f"pcap: transport {binding_name!r} has no pcap link type spdm_dump reads; "
-            f"use doe or mctp"
-        ) from None
+            f"pcap: transport {found.name!r} has no pcap link type spdm_dump reads; use {usable}"
+        )
+    return found.pcap_link_type
 
 
 def pcap_global_header(link_type: int, snaplen: int = PCAP_SNAPLEN) -> bytes:
@@ -349,17 +345,16 @@ def pcap_record(data: bytes, timestamp_ns: int, snaplen: int = PCAP_SNAPLEN) -> 
     return _RECORD_HEADER.pack(sec, rest_ns // 1000, len(included), len(data)) + included
 
 
-def pcap_packet(binding_name: str, payload: bytes, from_requester: bool) -> bytes:
-    """A platform-socket transport payload as a packet of :func:`link_type_for`'s type.
+def pcap_packet(binding: str | TransportBinding, payload: bytes, from_requester: bool) -> bytes:
+    """A platform-socket transport payload as a packet of :func:`link_type_for`'s type,
+    as the binding frames it (``pcap_packet``).
 
     DOE: the data object as is.  MCTP: the MCTP transport header, then the payload
     (message type byte + message).
     """
-    link_type = link_type_for(binding_name)
-    if link_type == LINKTYPE_PCI_DOE:
-        return payload
-    flags = MCTP_FLAGS_SOM_EOM | (MCTP_FLAG_TAG_OWNER if from_requester else 0)
-    return bytes((MCTP_HEADER_VERSION, 0, 0, flags)) + payload
+    found = _binding(binding)
+    link_type_for(found)  # the same error as link_type_for for a binding without one
+    return found.pcap_packet(payload, from_requester)
 
 
 class PcapWriter:
@@ -448,14 +443,15 @@ class PcapRecorder:
     def __init__(
         self,
         path: str,
-        binding_name: str,
+        binding: str | TransportBinding,
         *,
         clock_ns: Callable[[], int] = time.time_ns,
         opener: Callable[[str], BinaryIO] = _open_binary,
     ) -> None:
         self.path = path
-        self.binding_name = binding_name
-        self.link_type = link_type_for(binding_name)
+        self.binding = _binding(binding)
+        self.binding_name = self.binding.name
+        self.link_type = link_type_for(self.binding)
         self.clock_ns = clock_ns
         self._opener = opener
         self.per_connection = "{conn}" in path
@@ -481,7 +477,7 @@ class PcapRecorder:
     ) -> None:
         """Append one transport payload (as sent on the platform socket)."""
         ts = self.clock_ns() if timestamp_ns is None else timestamp_ns
-        packet = pcap_packet(self.binding_name, payload, from_requester)
+        packet = self.binding.pcap_packet(payload, from_requester)
         self._writer(connection).write(packet, ts)
 
     def record_exchange(self, connection: int, request: bytes, reply: Reply) -> None:
@@ -557,7 +553,7 @@ def attach_tracing(
     tracer: Tracer | None = None
     recorder: PcapRecorder | None = None
     if pcap is not None:
-        recorder = PcapRecorder(pcap, emulator.binding.name)
+        recorder = PcapRecorder(pcap, emulator.binding)
         emulator.on_connection.append(recorder.attach)
     if trace is not None:
         stream, owned = open_trace_stream(trace)

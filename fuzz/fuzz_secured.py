@@ -41,7 +41,6 @@ else:
 with _instrumented:
     from emulator.errors import SessionError
     from emulator.session.record import open_record, seal_record
-    from emulator.session.table import existing_session_table
     from fuzz.harness import (
         ConnectionHarness,
         ContractViolation,
@@ -108,7 +107,7 @@ def _session_records(harness: ConnectionHarness, keys: SessionKeys, data: bytes)
     for record, force_id in split_messages(data):
         if force_id and len(record) >= 4:
             record = struct.pack("<I", keys.session_id) + record[4:]
-        table = existing_session_table(harness.responder)
+        table = harness.responder.ctx.sessions
         alive = table is not None and table.get(keys.session_id) is not None
         authentic = False
         if alive:
@@ -130,7 +129,7 @@ def _session_records(harness: ConnectionHarness, keys: SessionKeys, data: bytes)
         if authentic:
             harness.req_seq += 1
         elif alive and len(record) > 4 and record[:4] == struct.pack("<I", keys.session_id):
-            table = existing_session_table(harness.responder)
+            table = harness.responder.ctx.sessions
             if table is not None and table.get(keys.session_id) is not None:
                 raise ContractViolation(
                     f"a record that does not authenticate left session "

@@ -38,7 +38,7 @@ from emulator.device.model import Device
 from emulator.device.random import SeededRandom
 from emulator.profiles import load_profile
 from emulator.requester import Requester, RequesterConfig
-from emulator.responder import HANDLERS, ConnectionState, Responder
+from emulator.responder import DEFAULT_TABLE, ConnectionState, Responder
 from emulator.transport.base import TransportMessage
 
 if TYPE_CHECKING:
@@ -357,7 +357,7 @@ def expected_error(
     if len(request) < 4:
         return int(ErrorCode.InvalidRequest)
     code = request[1]
-    if code not in HANDLERS:
+    if code not in DEFAULT_TABLE:
         return int(ErrorCode.UnsupportedRequest)
     if code == RequestCode.GET_VERSION:
         if in_session:

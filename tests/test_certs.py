@@ -1,4 +1,4 @@
-"""Certificate chains (emulator/certs.py) and the committed test chains under certs/.
+"""Certificate chains (emulator/x509/) and the committed test chains under certs/.
 
 Expected DER fragments below are written out by hand from X.509 (RFC 5280), DSP0274 1.3
 (SPDM OIDs under 1.3.6.1.4.1.412.274) and PCIe r6.1 sec 6.31.3 (otherName 2.23.147), and
@@ -23,8 +23,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 
-from emulator import certs as C
+from emulator.cli import add_certs_subparser, run_certs
 from emulator.errors import EmulatorError
+from emulator.x509.chain import CertError, parse_spdm_cert_chain, spdm_cert_chain, split_der_chain
+from emulator.x509.files import load_chain, write_chain
+from emulator.x509.generate import generate_chain
+from emulator.x509.model import ASYM_NAMES, QEMU_NVME_PCI_IDS, PciIds, base_asym_algo
 
 REPO = Path(__file__).resolve().parent.parent
 CERTS = REPO / "certs"
@@ -136,7 +140,7 @@ def sign_and_verify(key: object, pub: object) -> None:
 
 
 def test_committed_set_is_complete() -> None:
-    expected = {f"{a}/slot0" for a in C.ASYM_NAMES} | {
+    expected = {f"{a}/slot0" for a in ASYM_NAMES} | {
         "ecdsa-p384/slot1",
         "ecdsa-p384/slot2",
         "ecdsa-p384/slot3",
@@ -217,7 +221,7 @@ EXPECTED_KEYS = {
 }
 
 
-@pytest.mark.parametrize("asym", C.ASYM_NAMES)
+@pytest.mark.parametrize("asym", ASYM_NAMES)
 def test_committed_key_types_and_signature_hashes(asym: str) -> None:
     want_key, want_hash = EXPECTED_KEYS[asym]
     for f in slot_cert_files(CERTS / asym / "slot0"):
@@ -284,16 +288,16 @@ def test_committed_extension_bytes(slot_dir: Path) -> None:
 
 def test_committed_chains_load() -> None:
     for slot_dir in SLOT_DIRS:
-        chain = C.load_chain(slot_dir)
+        chain = load_chain(slot_dir)
         assert chain.der_chain() == (slot_dir / "chain.der").read_bytes()
         assert chain.root_der() == (slot_dir / "root.der").read_bytes()
-    alias = C.load_chain(CERTS / "ecdsa-p384-alias" / "slot0")
+    alias = load_chain(CERTS / "ecdsa-p384-alias" / "slot0")
     assert alias.model == "alias" and len(alias.certs) == 4
-    req = C.load_chain(CERTS / "requester" / "ecdsa-p384" / "slot0")
+    req = load_chain(CERTS / "requester" / "ecdsa-p384" / "slot0")
     assert req.role == "requester" and req.pci_ids is None
-    p384 = C.load_chain(CERTS / "ecdsa-p384" / "slot0")
-    assert p384.pci_ids == C.QEMU_NVME_PCI_IDS
-    assert p384.base_asym_algo() == C.base_asym_algo("ecdsa-p384")
+    p384 = load_chain(CERTS / "ecdsa-p384" / "slot0")
+    assert p384.pci_ids == QEMU_NVME_PCI_IDS
+    assert p384.base_asym_algo() == base_asym_algo("ecdsa-p384")
 
 
 def test_committed_slots_are_independent() -> None:
@@ -316,57 +320,57 @@ def test_spdm_cert_chain_layout(hash_name: str, hash_fn: type) -> None:
     body = b"".join(ders)
     digest = hash_fn(ders[0]).digest()
     expected = struct.pack("<HH", 4 + len(digest) + len(body), 0) + digest + body
-    got = C.spdm_cert_chain(hash_name, ders)
+    got = spdm_cert_chain(hash_name, ders)
     assert got == expected
     assert int.from_bytes(got[:2], "little") == len(got)
-    parsed = C.parse_spdm_cert_chain(hash_name, got)
+    parsed = parse_spdm_cert_chain(hash_name, got)
     assert parsed.certs == ders and parsed.root_hash == digest and parsed.root_hash_ok
-    assert C.load_chain(slot).spdm_cert_chain(hash_name) == expected
+    assert load_chain(slot).spdm_cert_chain(hash_name) == expected
 
 
 def test_spdm_cert_chain_errors() -> None:
     root = (CERTS / "ecdsa-p256" / "slot0" / "root.der").read_bytes()
-    with pytest.raises(C.CertError, match="16-bit Length"):
-        C.spdm_cert_chain("sha256", [root] * 200)
-    with pytest.raises(C.CertError, match="at least one"):
-        C.spdm_cert_chain("sha256", [])
-    with pytest.raises(C.CertError, match="hash"):
-        C.spdm_cert_chain("md5", [root])
-    good = C.spdm_cert_chain("sha256", [root])
-    with pytest.raises(C.CertError, match="Length field"):
-        C.parse_spdm_cert_chain("sha256", good + b"\x00")
+    with pytest.raises(CertError, match="16-bit Length"):
+        spdm_cert_chain("sha256", [root] * 200)
+    with pytest.raises(CertError, match="at least one"):
+        spdm_cert_chain("sha256", [])
+    with pytest.raises(CertError, match="hash"):
+        spdm_cert_chain("md5", [root])
+    good = spdm_cert_chain("sha256", [root])
+    with pytest.raises(CertError, match="Length field"):
+        parse_spdm_cert_chain("sha256", good + b"\x00")
     bad_hash = good[:4] + bytes(32) + good[36:]
-    assert not C.parse_spdm_cert_chain("sha256", bad_hash).root_hash_ok
+    assert not parse_spdm_cert_chain("sha256", bad_hash).root_hash_ok
 
 
 def test_split_der_chain() -> None:
     slot = CERTS / "rsa-4096" / "slot0"
     ders = [f.read_bytes() for f in slot_cert_files(slot)]
-    assert C.split_der_chain(b"".join(ders)) == ders
+    assert split_der_chain(b"".join(ders)) == ders
     assert ders[0][:2] == b"\x30\x82"  # long-form lengths are exercised
-    with pytest.raises(C.CertError, match="offset 0"):
-        C.split_der_chain(b"\x04\x00")
-    with pytest.raises(C.CertError, match="claims"):
-        C.split_der_chain(ders[0][:-1])
-    with pytest.raises(C.CertError, match="0x80"):
-        C.split_der_chain(b"\x30\x80\x00\x00")
-    with pytest.raises(C.CertError, match="empty"):
-        C.split_der_chain(b"")
+    with pytest.raises(CertError, match="offset 0"):
+        split_der_chain(b"\x04\x00")
+    with pytest.raises(CertError, match="claims"):
+        split_der_chain(ders[0][:-1])
+    with pytest.raises(CertError, match="0x80"):
+        split_der_chain(b"\x30\x80\x00\x00")
+    with pytest.raises(CertError, match="empty"):
+        split_der_chain(b"")
 
 
 # --- PCI IDs ----------------------------------------------------------------------------
 
 
 def test_pci_ids_parse_and_strings() -> None:
-    ids = C.PciIds.parse("1b36:0010:010802:02:1af4:1100")
-    assert ids == C.QEMU_NVME_PCI_IDS
+    ids = PciIds.parse("1b36:0010:010802:02:1af4:1100")
+    assert ids == QEMU_NVME_PCI_IDS
     assert ids.san_string().encode() == QEMU_SAN_TEXT
     assert ids.spec() == "1b36:0010:010802:02:1af4:1100"
-    no_ss = C.PciIds.parse("8086:0B60:10802:0")
+    no_ss = PciIds.parse("8086:0B60:10802:0")
     assert no_ss.san_string() == "Vendor=8086:Device=0b60:CC=010802:REV=00"
-    dsn = C.PciIds.parse("1b36:0010:010802:02:1af4:1100:123456789abcdef")
+    dsn = PciIds.parse("1b36:0010:010802:02:1af4:1100:123456789abcdef")
     assert dsn.san_string() == QEMU_SAN_TEXT.decode() + ":0123456789abcdef"
-    assert C.PciIds.parse(dsn.spec()) == dsn
+    assert PciIds.parse(dsn.spec()) == dsn
 
 
 @pytest.mark.parametrize(
@@ -382,14 +386,14 @@ def test_pci_ids_parse_and_strings() -> None:
     ],
 )
 def test_pci_ids_parse_errors(text: str, needle: str) -> None:
-    with pytest.raises(C.CertError) as exc:
-        C.PciIds.parse(text)
+    with pytest.raises(CertError) as exc:
+        PciIds.parse(text)
     assert needle in str(exc.value)
     assert isinstance(exc.value, EmulatorError)
 
 
 def test_san_without_subsystem_ids_bytes() -> None:
-    chain = C.generate_chain("ecdsa-p256", pci_ids=C.PciIds.parse("8086:0b60:010802:00"))
+    chain = generate_chain("ecdsa-p256", pci_ids=PciIds.parse("8086:0b60:010802:00"))
     text = b"Vendor=8086:Device=0b60:CC=010802:REV=00"  # 40 = 0x28 bytes
     expected = bytes.fromhex("303c 0603551d11 0435 3033 a031 0603678113 a02a 0c28") + text
     assert expected in chain.leaf_der()
@@ -406,9 +410,7 @@ def test_san_without_subsystem_ids_bytes() -> None:
 def test_generate_device_chain_deterministic_fields() -> None:
     nb = datetime(2025, 1, 1, tzinfo=UTC)
     na = datetime(2060, 12, 31, 23, 59, 59, tzinfo=UTC)
-    chain = C.generate_chain(
-        "ecdsa-p256", not_before=nb, not_after=na, serial_start=1, label="slot5"
-    )
+    chain = generate_chain("ecdsa-p256", not_before=nb, not_after=na, serial_start=1, label="slot5")
     assert [c.serial_number for c in chain.certs] == [1, 2, 3]
     assert len(chain.certs) == 3 and len(chain.ca_keys) == 2
     for c in chain.certs:
@@ -430,15 +432,15 @@ def test_generate_device_chain_deterministic_fields() -> None:
 
 
 def test_generate_serials_from_injected_rng() -> None:
-    chain = C.generate_chain("ecdsa-p256", rng=lambda n: b"\xff" * n)
+    chain = generate_chain("ecdsa-p256", rng=lambda n: b"\xff" * n)
     assert [c.serial_number for c in chain.certs] == [(1 << 127) - 1] * 3
-    zero = C.generate_chain("ed25519", rng=lambda n: bytes(n))
+    zero = generate_chain("ed25519", rng=lambda n: bytes(n))
     assert [c.serial_number for c in zero.certs] == [1, 1, 1]
     assert all(c.signature_hash_algorithm is None for c in zero.certs)
 
 
 def test_generate_alias_model() -> None:
-    chain = C.generate_chain("ecdsa-p256", model="alias", pci_ids=C.QEMU_NVME_PCI_IDS)
+    chain = generate_chain("ecdsa-p256", model="alias", pci_ids=QEMU_NVME_PCI_IDS)
     assert len(chain.certs) == 4
     ders = chain.cert_ders()
     cas = [
@@ -458,36 +460,36 @@ def test_generate_alias_model() -> None:
 
 
 def test_generate_requester_chain() -> None:
-    chain = C.generate_chain("ecdsa-p256", role="requester")
+    chain = generate_chain("ecdsa-p256", role="requester")
     assert eku_ext(4) in chain.leaf_der() and eku_ext(3) not in chain.leaf_der()
     assert "requester" in chain.root.subject.rfc4514_string()
 
 
 def test_generate_errors() -> None:
-    with pytest.raises(C.CertError, match="unknown algorithm 'dsa-1024'"):
-        C.generate_chain("dsa-1024")
-    with pytest.raises(C.CertError, match="no separate hash"):
-        C.generate_chain("ed25519", hash_name="sha256")
-    with pytest.raises(C.CertError, match="unknown hash"):
-        C.generate_chain("ecdsa-p256", hash_name="md5")
-    with pytest.raises(C.CertError, match="not after"):
-        C.generate_chain(
+    with pytest.raises(CertError, match="unknown algorithm 'dsa-1024'"):
+        generate_chain("dsa-1024")
+    with pytest.raises(CertError, match="no separate hash"):
+        generate_chain("ed25519", hash_name="sha256")
+    with pytest.raises(CertError, match="unknown hash"):
+        generate_chain("ecdsa-p256", hash_name="md5")
+    with pytest.raises(CertError, match="not after"):
+        generate_chain(
             "ecdsa-p256",
             not_before=datetime(2030, 1, 1, tzinfo=UTC),
             not_after=datetime(2029, 1, 1, tzinfo=UTC),
         )
-    with pytest.raises(C.CertError, match="root DN"):
-        C.generate_chain("ecdsa-p256", subject_prefix="x" * 80)
+    with pytest.raises(CertError, match="root DN"):
+        generate_chain("ecdsa-p256", subject_prefix="x" * 80)
 
 
 def test_generate_explicit_hash() -> None:
-    chain = C.generate_chain("ecdsa-p256", hash_name="SHA-384")
+    chain = generate_chain("ecdsa-p256", hash_name="SHA-384")
     assert all(isinstance(c.signature_hash_algorithm, hashes.SHA384) for c in chain.certs)
 
 
 def test_write_and_load_chain(tmp_path: Path) -> None:
-    chain = C.generate_chain("ecdsa-p256", model="alias", pci_ids=C.QEMU_NVME_PCI_IDS)
-    slot_dir = C.write_chain(chain, tmp_path, 2)
+    chain = generate_chain("ecdsa-p256", model="alias", pci_ids=QEMU_NVME_PCI_IDS)
+    slot_dir = write_chain(chain, tmp_path, 2)
     assert slot_dir == tmp_path / "slot2"
     assert sorted(p.name for p in slot_dir.iterdir()) == sorted(
         [
@@ -501,24 +503,24 @@ def test_write_and_load_chain(tmp_path: Path) -> None:
     info = json.loads((slot_dir / "info.json").read_text())
     assert info["model"] == "alias" and info["slot"] == 2
     assert info["pci_ids"] == "1b36:0010:010802:02:1af4:1100"
-    loaded = C.load_chain(slot_dir)
+    loaded = load_chain(slot_dir)
     assert loaded.der_chain() == chain.der_chain()
-    assert loaded.model == "alias" and loaded.pci_ids == C.QEMU_NVME_PCI_IDS
+    assert loaded.model == "alias" and loaded.pci_ids == QEMU_NVME_PCI_IDS
     # a device-model chain written over it leaves no stale device_ca files behind
-    C.write_chain(C.generate_chain("ecdsa-p256"), tmp_path, 2)
+    write_chain(generate_chain("ecdsa-p256"), tmp_path, 2)
     assert not (slot_dir / "device_ca.der").exists()
-    with pytest.raises(C.CertError, match="slot"):
-        C.write_chain(chain, tmp_path, 8)
+    with pytest.raises(CertError, match="slot"):
+        write_chain(chain, tmp_path, 8)
 
 
 def test_load_chain_detects_mismatched_key(tmp_path: Path) -> None:
     slot = tmp_path / "slot0"
     shutil.copytree(CERTS / "ecdsa-p384" / "slot0", slot)
     shutil.copy(CERTS / "ecdsa-p384" / "slot1" / "leaf.key.pem", slot / "leaf.key.pem")
-    with pytest.raises(C.CertError, match="does not match"):
-        C.load_chain(slot)
-    with pytest.raises(C.CertError, match="cannot read"):
-        C.load_chain(tmp_path / "missing")
+    with pytest.raises(CertError, match="does not match"):
+        load_chain(slot)
+    with pytest.raises(CertError, match="cannot read"):
+        load_chain(tmp_path / "missing")
 
 
 # --- CLI --------------------------------------------------------------------------------
@@ -527,8 +529,8 @@ def test_load_chain_detects_mismatched_key(tmp_path: Path) -> None:
 def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="spdm-emulator")
     sub = parser.add_subparsers(dest="command")
-    C.add_certs_subparser(sub)
-    return C.run_certs(parser.parse_args(argv))
+    add_certs_subparser(sub)
+    return run_certs(parser.parse_args(argv))
 
 
 DATES = ["--not-before", "2025-01-01", "--not-after", "2030-06-30"]

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from emulator.certs import split_der_chain
 from emulator.codec.chunking import (
     ChunkGet,
     ChunkResponse,
@@ -54,6 +53,8 @@ from emulator.responder import Responder
 from emulator.responder.chunking import ChunkState, chunk_state
 from emulator.responder.measurements import MeasurementLog, current_log
 from emulator.transport import get_binding
+from emulator.x509.chain import split_der_chain
+from tests.helpers import make_device
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK_FLAGS = int(RequesterCap.CERT_CAP | RequesterCap.CHAL_CAP | RequesterCap.CHUNK_CAP)
@@ -86,7 +87,7 @@ _DEVICES: dict[str, Device] = {}
 
 def load(name: str) -> Device:
     if name not in _DEVICES:
-        _DEVICES[name] = Device.load(name)
+        _DEVICES[name] = make_device(name)
     return _DEVICES[name]
 
 
@@ -581,7 +582,7 @@ async def test_requester_early_error_and_send_large() -> None:
     assert rsp[1] == ResponseCode.MEASUREMENTS and rsp[4] == 1
     sends = [t for t in rc.state(q).transfers if t.kind == "send"]
     assert [t.handle for t in sends] == [0, 1]
-    assert r.family["chunking"].requests_completed == 1
+    assert r.ctx.chunking.requests_completed == 1
 
 
 # --- in a secure session ----------------------------------------------------------------------
@@ -638,7 +639,7 @@ async def test_chunking_in_a_secure_session() -> None:
     # a CHUNK_GET outside the session cannot read a response produced in the session
     r = conn.responder
     assert r.handle(request, session_id=s.session_id)[2] == 0x0F
-    handle = r.family["chunking"].pending.handle
+    handle = r.ctx.chunking.pending.handle
     assert r.handle(chunk_get(0x12, handle, 0)) == err(0x12, 0x04)
     assert r.handle(chunk_get(0x12, handle, 0), session_id=s.session_id)[1] == 0x06
     r.handle(bytes((0x10, 0x84, 0, 0)))  # GET_VERSION ends everything
@@ -682,4 +683,4 @@ async def test_chunk_send_in_the_handshake_phase() -> None:
     rsp = await rc.session_send(s, get_meas(0x12, 0xFF))
     assert rsp[1] == ResponseCode.MEASUREMENTS
     # NEGOTIATE_ALGORITHMS (48 bytes), KEY_EXCHANGE, the GET_MEASUREMENTS above, FINISH
-    assert conn.responder.family["chunking"].requests_completed == 4
+    assert conn.responder.ctx.chunking.requests_completed == 4

@@ -25,13 +25,14 @@ from emulator.faults.engine import FaultEngine
 from emulator.faults.model import ActionKind, FaultSpecError, LieKind, Stage
 from emulator.faults.spec import parse_fault_spec, rule_from_mapping
 from emulator.options import RunOptions
-from emulator.profiles import PROFILES_DIR, Profile, load_profile, load_profile_text
+from emulator.profiles import PROFILES_DIR, load_profile_text
 from emulator.requester import Requester, RequesterConfig, SpdmErrorReply
 from emulator.requester.not_ready import NotReady, send_if_ready
 from emulator.requester.transport import SocketClient
 from emulator.server.server import SpdmServer
 from emulator.transport import get_binding
 from emulator.transport.base import TransportMessage
+from tests import helpers
 
 LOOPBACK = "127.0.0.1"
 
@@ -63,17 +64,12 @@ class ConnChannel:
         return self.conn.binding.decode(self.pending.pop(0))
 
 
-_PROFILE: list[Profile] = []
-
-
 def make_device(*specs: str, seed: int | None = 1) -> tuple[Device, FaultEngine]:
     """A device and its fault engine (the profile's rules, then ``specs``), as the app
     builds them."""
-    if not _PROFILE:  # loading the default profile's chains takes a while: do it once
-        _PROFILE.append(load_profile("default"))
-    device = Device.from_profile(_PROFILE[0])
+    device = helpers.make_device()
     device.seed = seed
-    engine = build_fault_engine(_PROFILE[0])
+    engine = build_fault_engine(device.profile)
     for spec in specs:
         engine.add(spec)
     return device, engine

@@ -25,24 +25,21 @@ from emulator.device.model import Device
 from emulator.device.random import SeededRandom
 from emulator.errors import RequesterError
 from emulator.faults.engine import FaultEngine
-from emulator.profiles import Profile, load_profile
+from emulator.profiles import load_profile
 from emulator.requester import Requester, RequesterConfig, SpdmErrorReply
 from emulator.requester.identity import IdentityFlow, verify_challenge_signature
 from emulator.requester.measurements import get_measurements
 from emulator.requester.not_ready import RespondIfReadyChannel
 from emulator.requester.session import ConnectionChannel, open_session
 from emulator.transport import get_binding
-
-_PROFILE: list[Profile] = []
+from tests.helpers import make_device
 
 
 def device(*specs: str, seed: int = 3) -> tuple[Device, FaultEngine]:
     """A device and its fault engine (the profile's rules, then ``specs``)."""
-    if not _PROFILE:
-        _PROFILE.append(load_profile("default"))
-    dev = Device.from_profile(_PROFILE[0])
+    dev = make_device()
     dev.seed = seed
-    engine = build_fault_engine(_PROFILE[0])
+    engine = build_fault_engine(dev.profile)
     for spec in specs:
         engine.add(spec)
     return dev, engine
@@ -68,7 +65,7 @@ class Setup:
             channel = self.rif
         self.req = Requester(channel, RequesterConfig())
         self.flow = IdentityFlow(self.req, rng=SeededRandom(99, "requester"))
-        self.req.family["identity"] = self.flow
+        self.req.identity_flow = self.flow
 
     async def authenticate(self, challenge: bool = True) -> Any:
         await self.req.vca()
@@ -87,7 +84,7 @@ async def _no_sleep(_: float) -> None:
 def original_chain_der() -> list[bytes]:
     """The slot-0 certificates the device really has for the negotiated ECDSA P-384."""
     data = (load_profile("default").base_dir / "../certs/ecdsa-p384/slot0/chain.der").read_bytes()
-    from emulator.certs import split_der_chain
+    from emulator.x509.chain import split_der_chain
 
     return split_der_chain(data)
 

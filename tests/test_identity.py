@@ -32,6 +32,7 @@ from emulator.requester import LoopbackChannel, Requester, RequesterConfig, Spdm
 from emulator.requester.identity import flow_for, verify_challenge_signature
 from emulator.responder import ConnectionState, Responder
 from emulator.responder.certificates import message_d
+from tests import helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 CERTS = ROOT / "certs"
@@ -73,18 +74,18 @@ def spdm_chain(slot_dir: Path, hash_name: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def default_device() -> Device:
-    return Device.load("default")
+    return helpers.make_device()
 
 
 @pytest.fixture(scope="module")
 def multi_device() -> Device:
-    return Device.load("multi-slot")
+    return helpers.make_device("multi-slot")
 
 
 def make_device(tmp_path: Path, body: str, name: str = "t") -> Device:
     path = tmp_path / f"{name}.toml"
     path.write_text(f'[device]\nname = "{name}"\n' + body)
-    return Device.from_profile(load_profile(path))
+    return helpers.make_device(path)
 
 
 async def connect(
@@ -652,7 +653,7 @@ async def test_generated_and_relative_slots(tmp_path: Path) -> None:
     body = BASE.format(asym='["ECDSA_P256", "ECDSA_P384"]')
     body += slot(id=0, generate="ecdsa-p256") + slot(id=0, chain="chains/ecdsa-p384/slot0")
     (tmp_path / "sub" / "p.toml").write_text('[device]\nname = "gen"\n' + body)
-    dev = Device.from_profile(load_profile(tmp_path / "sub" / "p.toml"))
+    dev = helpers.make_device(tmp_path / "sub" / "p.toml")
     _r, req = await connect(dev, 0x13, A.ECDSA_P256)
     flow = flow_for(req)
     await flow.get_digests()

@@ -13,15 +13,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from emulator.certs import OID_PCI_SIG_CMA, generate_chain, write_chain
 from emulator.codec.constants import ResponseCode
 from emulator.device.model import Device
 from emulator.errors import RequesterError
-from emulator.profiles import load_profile
 from emulator.requester import LoopbackChannel
-from emulator.requester.identity import authenticate_linux_cma
+from emulator.requester.linux_cma import authenticate_linux_cma
 from emulator.responder import Responder
 from emulator.transport.base import TransportMessage
+from emulator.x509.files import write_chain
+from emulator.x509.generate import generate_chain
+from emulator.x509.model import OID_PCI_SIG_CMA
+from tests.helpers import make_device
 
 ROOT = Path(__file__).resolve().parent.parent
 CERTS = ROOT / "certs"
@@ -30,7 +32,7 @@ SAN = "Vendor=1b36:Device=0010:CC=010802:REV=02:SSVID=1af4:SSID=1100"
 
 @pytest.fixture(scope="module")
 def device() -> Device:
-    return Device.load("default")
+    return make_device()
 
 
 def root_of(asym_dir: str) -> bytes:
@@ -87,7 +89,7 @@ id = 0
 chain = "{slot_dir}"
 """
     )
-    return Device.from_profile(load_profile(path))
+    return make_device(path)
 
 
 async def test_rejects_chain_without_san(tmp_path: Path) -> None:
@@ -208,6 +210,6 @@ id = 0
 chain = "{CERTS / "ecdsa-p384" / "slot0"}"
 """
     )
-    dev = Device.from_profile(load_profile(path))
+    dev = make_device(path)
     with pytest.raises(RequesterError, match="CERT_CAP/CHAL_CAP"):
         await authenticate_linux_cma(LoopbackChannel(Responder(dev)), [root_of("ecdsa-p384")], SAN)

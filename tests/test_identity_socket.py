@@ -16,6 +16,7 @@ from emulator.requester.identity import flow_for, verify_challenge_signature
 from emulator.requester.transport import SocketClient
 from emulator.server.server import SpdmServer
 from emulator.transport import get_binding
+from tests.helpers import make_device
 
 A = BaseAsymAlgo
 H = BaseHashAlgo
@@ -25,7 +26,7 @@ Serve = Callable[[str], Awaitable[int]]
 
 @pytest.fixture(scope="module")
 def device() -> Device:
-    return Device.load("default")
+    return make_device()
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from emulator.requester.transport import SocketClient
 from emulator.responder import Responder
 from emulator.server.platform import Frame, FrameDecoder, PlatformCommand, encode_frame
 from emulator.transport import get_binding
+from tests.helpers import make_device
 
 LOOPBACK = "127.0.0.1"
 #: generous bound on any wait: reaching it means the limit did not act
@@ -332,7 +333,7 @@ N_REQUESTS = 1000
 
 @pytest.fixture(scope="module")
 def device(profile: Profile) -> Device:
-    return Device.from_profile(profile)
+    return make_device(profile)
 
 
 def negotiated(device: Device, version: int = 0x12) -> Responder:
@@ -427,12 +428,11 @@ async def test_requester_loopback_sanity(device: Device) -> None:
 async def test_session_over_the_maximum_is_refused(profile: Profile) -> None:
     from emulator.requester import SpdmErrorReply, identity
     from emulator.requester.session import ConnectionChannel, key_exchange, open_session
-    from emulator.session.table import existing_session_table
 
     assert profile.sessions.max_sessions == 4  # the default profile's (safe) default
     profile.sessions.max_sessions = 2
     try:
-        device = Device.from_profile(profile)
+        device = make_device(profile)
     finally:
         profile.sessions.max_sessions = 4
     conn = SpdmConnection(device, DOE)
@@ -445,7 +445,7 @@ async def test_session_over_the_maximum_is_refused(profile: Profile) -> None:
     with pytest.raises(SpdmErrorReply) as refused:
         await key_exchange(req, peer_chain=chain, binding="doe", req_session_id=3)
     assert refused.value.error_name == "SessionLimitExceeded"
-    table = existing_session_table(conn.responder)
+    table = conn.responder.ctx.sessions
     assert table is not None and len(table) == 2
     # the refusal did not disturb the open sessions, and ending one makes room
     await second.heartbeat()

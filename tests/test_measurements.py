@@ -41,6 +41,7 @@ from emulator.requester.requester import (
 from emulator.responder import Responder
 from emulator.responder.measurements import current_log
 from emulator.transport.base import TransportMessage
+from tests.helpers import make_device
 
 ROOT = Path(__file__).resolve().parent.parent
 P256_SLOT0 = ROOT / "certs" / "ecdsa-p256" / "slot0"
@@ -98,7 +99,7 @@ text = "1.0.9"
 
 
 def device(text: str | None = None) -> Device:
-    return Device.from_profile(load_profile_text(text or profile_text(), "test.toml", ROOT))
+    return make_device(load_profile_text(text or profile_text(), "test.toml", ROOT))
 
 
 class CountingRng:

@@ -57,6 +57,7 @@ from emulator.requester import (
     RequesterConfig,
     SpdmErrorReply,
     identity,
+    linux_cma,
     measurements,
     session,
 )
@@ -514,7 +515,7 @@ async def test_linux_cma_sequence_through_qemu(spdm_responder: SpdmResponder) ->
     GET_CERTIFICATE, the SAN check against QEMU's NVMe IDs, then CHALLENGE."""
     root = committed_root(BaseAsymAlgo.ECDSA_P384)
     async with QemuNvmeDoe(spdm_responder.port) as dev:
-        report = await identity.authenticate_linux_cma(dev, [root], QEMU_NVME_SAN)
+        report = await linux_cma.authenticate_linux_cma(dev, [root], QEMU_NVME_SAN)
     assert report.ok and report.slot == 0
     assert (report.version, report.base_asym) == (0x13, BaseAsymAlgo.ECDSA_P384)
     # the kernel reads every provisioned slot, each whole chain in one request; every

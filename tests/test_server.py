@@ -19,7 +19,14 @@ from emulator.requester.transport import CLIENT_HELLO, SocketClient
 from emulator.server import server as server_mod
 from emulator.server.platform import Frame, FrameDecoder, PlatformCommand, encode_frame
 from emulator.server.server import SERVER_HELLO, SpdmServer, configure_socket
-from emulator.transport import get_binding
+from emulator.transport import (
+    CommandAnswer,
+    Endpoint,
+    RecordFormat,
+    SocketTransport,
+    TransportMessage,
+    get_binding,
+)
 
 LOOPBACK = "127.0.0.1"
 
@@ -653,3 +660,185 @@ async def test_client_rejects_non_normal_reply(make_server: ServerMaker) -> None
         # an MCTP client talking to a DOE server: answered UNKNOWN
         with pytest.raises(RequesterError, match="got UNKNOWN"):
             await client.exchange(b"\x10\x84\x00\x00")
+
+
+# --------------------------------------------------------------------------- binding commands
+
+IF_SEND = PlatformCommand.STORAGE_IF_SEND
+IF_RECV = PlatformCommand.STORAGE_IF_RECV
+ACK = PlatformCommand.STORAGE_ACK_STATUS
+PULL_T = 4
+STATUS_OK = b"\x00\x00"
+STATUS_NOTHING = b"\x40\x02"
+
+
+class FakePullBinding:
+    """A pull-model binding in the storage style: IF_SEND delivers a request and is acked,
+    a later IF_RECV collects its reply (an ack, then the reply as NORMAL frames), or gets
+    an error status when nothing is pending.  Payloads are bare messages."""
+
+    name = "fake-pull"
+    socket_transport = SocketTransport.LINUX_MCTP  # transport type 4, as QEMU's NVMe
+    pcap_link_type = None
+    carries_secured = False
+    platform_commands = frozenset({IF_SEND, IF_RECV})
+    record_format = RecordFormat()
+
+    def decode(self, payload: bytes) -> TransportMessage:
+        return TransportMessage(payload)
+
+    def encode(self, message: bytes, secured: bool = False) -> bytes:
+        return message
+
+    def answer_discovery(self, payload: bytes) -> bytes | None:
+        return None
+
+    def pcap_packet(self, payload: bytes, from_requester: bool) -> bytes:
+        raise AssertionError("no pcap here")
+
+    def _ack(self, status: bytes) -> Frame:
+        return Frame(ACK, PULL_T, status)
+
+    def handle_command(self, command: int, payload: bytes, endpoint: Endpoint) -> CommandAnswer:
+        if command == IF_SEND:
+            endpoint.deliver(payload)
+            return CommandAnswer([self._ack(STATUS_OK)])
+        assert command == IF_RECV
+        reply = endpoint.collect()
+        if reply is None:
+            return CommandAnswer([self._ack(STATUS_NOTHING)])
+        return CommandAnswer([self._ack(STATUS_OK)], reply)
+
+
+class PullConn(FakeConn):
+    """FakeConn with the pull half, logging every call."""
+
+    def __init__(self, number: int, peer: str) -> None:
+        super().__init__(number, peer)
+        self.calls: list[str] = []
+        self.kept: Reply | None = None
+
+    def deliver(self, payload: bytes) -> None:
+        self.calls.append(f"deliver {payload.decode()}")
+        self.kept = self.receive(payload)
+
+    def collect(self) -> Reply | None:
+        self.calls.append("collect")
+        kept, self.kept = self.kept, None
+        return kept
+
+    @property
+    def has_pending_reply(self) -> bool:
+        return self.kept is not None
+
+
+@pytest.fixture
+async def pull_server() -> AsyncIterator[tuple[SpdmServer, list[PullConn]]]:
+    conns: list[PullConn] = []
+
+    def factory(number: int, peer: str) -> PullConn:
+        conns.append(PullConn(number, peer))
+        return conns[-1]
+
+    srv = SpdmServer(RunOptions(host=LOOPBACK, port=0), FakePullBinding(), factory)
+    async with srv:
+        yield srv, conns
+
+
+async def test_pull_binding_delivers_then_collects(
+    pull_server: tuple[SpdmServer, list[PullConn]],
+) -> None:
+    """IF_SEND reaches deliver (answered by the binding's ack alone); a later IF_RECV
+    collects the reply: the ack, then the reply's payloads as NORMAL frames."""
+    srv, conns = pull_server
+    peer = await RawPeer.open(srv.port)
+    await peer.send_frame(IF_SEND, PULL_T, b"req")
+    assert await peer.recv_frame() == Frame(ACK, PULL_T, STATUS_OK)
+    await wait_until(lambda: bool(conns) and conns[0].has_pending_reply, "the delivered reply")
+    assert conns[0].calls == ["deliver req"]
+    await peer.send_frame(IF_RECV, PULL_T)
+    assert await peer.recv_frame() == Frame(ACK, PULL_T, STATUS_OK)
+    assert await peer.recv_frame() == Frame(PlatformCommand.NORMAL, PULL_T, b"1:req")
+    assert conns[0].calls == ["deliver req", "collect"]
+    # two payloads in one reply: both follow the ack, in order
+    await peer.send_frame(IF_SEND, PULL_T, b"two")
+    await peer.recv_frame()
+    await peer.send_frame(IF_RECV, PULL_T)
+    assert [await peer.recv_frame() for _ in range(3)] == [
+        Frame(ACK, PULL_T, STATUS_OK),
+        Frame(PlatformCommand.NORMAL, PULL_T, b"one"),
+        Frame(PlatformCommand.NORMAL, PULL_T, b"two"),
+    ]
+    await peer.close()
+
+
+async def test_pull_binding_collect_with_nothing_pending(
+    pull_server: tuple[SpdmServer, list[PullConn]],
+) -> None:
+    srv, conns = pull_server
+    peer = await RawPeer.open(srv.port)
+    await peer.send_frame(IF_RECV, PULL_T)
+    assert await peer.recv_frame() == Frame(ACK, PULL_T, STATUS_NOTHING)
+    await peer.send_frame(IF_SEND, PULL_T, b"once")
+    await peer.recv_frame()
+    await peer.send_frame(IF_RECV, PULL_T)
+    assert [await peer.recv_frame() for _ in range(2)][1].payload == b"1:once"
+    await peer.send_frame(IF_RECV, PULL_T)  # collected already
+    assert await peer.recv_frame() == Frame(ACK, PULL_T, STATUS_NOTHING)
+    assert conns[0].calls == ["collect", "deliver once", "collect", "collect"]
+    assert conns[0].received == [b"once"]
+    await peer.close()
+
+
+async def test_pull_binding_commands_and_generic_ones(
+    pull_server: tuple[SpdmServer, list[PullConn]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server answers only the binding's commands through it (NORMAL is not one of
+    this binding's: UNKNOWN), checks their transport type, keeps TEST for itself, and
+    carries out a collected reply's effects (close)."""
+    srv, conns = pull_server
+    peer = await RawPeer.open(srv.port)
+    with caplog.at_level(logging.WARNING, logger="emulator.server"):
+        await peer.send_frame(PlatformCommand.NORMAL, PULL_T, b"x")
+        assert await peer.recv_frame() == Frame(PlatformCommand.UNKNOWN, PULL_T)
+        await peer.send_frame(IF_SEND, DOE_T, b"x")
+        assert await peer.recv_frame() == Frame(PlatformCommand.UNKNOWN, PULL_T)
+    assert "unsupported platform command NORMAL" in caplog.text
+    assert "STORAGE_IF_SEND frame with transport type 2 (PCI_DOE)" in caplog.text
+    await peer.send_frame(PlatformCommand.TEST, PULL_T, CLIENT_HELLO)
+    assert await peer.recv_frame() == Frame(PlatformCommand.TEST, PULL_T, SERVER_HELLO)
+    assert conns[0].calls == []
+    await peer.send_frame(IF_SEND, PULL_T, b"close")
+    await peer.recv_frame()
+    await peer.send_frame(IF_RECV, PULL_T)
+    assert await peer.recv_frame() == Frame(ACK, PULL_T, STATUS_OK)
+    assert await peer.recv_frame() == Frame(PlatformCommand.NORMAL, PULL_T, b"bye")
+    assert await peer.read_to_eof() == b""
+    await wait_until(lambda: conns[0].closed == 1, "the endpoint closed")
+
+
+async def test_pull_binding_drives_a_real_connection() -> None:
+    """The real SpdmConnection behind the pull binding: GET_VERSION sent with IF_SEND,
+    VERSION collected with IF_RECV."""
+    from emulator.connection import SpdmConnection
+    from emulator.device.model import Device
+    from emulator.profiles import load_profile
+
+    device = Device.from_profile(load_profile("default"))
+    binding = FakePullBinding()
+
+    def factory(number: int, peer: str) -> SpdmConnection:
+        return SpdmConnection(device, binding, number=number, peer=peer)
+
+    srv = SpdmServer(RunOptions(host=LOOPBACK, port=0), binding, factory)
+    async with srv:
+        peer = await RawPeer.open(srv.port)
+        await peer.send_frame(IF_SEND, PULL_T, bytes.fromhex("10840000"))
+        assert await peer.recv_frame() == Frame(ACK, PULL_T, STATUS_OK)
+        await peer.send_frame(IF_RECV, PULL_T)
+        assert await peer.recv_frame() == Frame(ACK, PULL_T, STATUS_OK)
+        version = await peer.recv_frame()
+        assert version.command == PlatformCommand.NORMAL and version.payload[:2] == b"\x10\x04"
+        await peer.send_frame(IF_RECV, PULL_T)
+        assert await peer.recv_frame() == Frame(ACK, PULL_T, STATUS_NOTHING)
+        await peer.close()

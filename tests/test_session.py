@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from emulator.certs import split_der_chain
 from emulator.codec.constants import (
     AeadSuite,
     BaseAsymAlgo,
@@ -32,7 +30,6 @@ from emulator.codec.measurements import request_size
 from emulator.connection import SpdmConnection
 from emulator.device.model import Device
 from emulator.errors import RequesterError
-from emulator.profiles import PROFILES_DIR, profile_from_dict
 from emulator.requester import Requester, RequesterConfig, SpdmErrorReply
 from emulator.requester.session import (
     ConnectionChannel,
@@ -42,8 +39,10 @@ from emulator.requester.session import (
     open_session,
     psk_exchange,
 )
-from emulator.session.table import SessionTable, existing_session_table
+from emulator.session.table import SessionTable
 from emulator.transport import get_binding
+from emulator.x509.chain import split_der_chain
+from tests import helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL_FLAGS = int(
@@ -85,15 +84,10 @@ def make_device(add: tuple[str, ...] = (), remove: tuple[str, ...] = (), **sessi
 
 
 def _load_device(add: tuple[str, ...], remove: tuple[str, ...], sessions: dict[str, Any]) -> Device:
-    data = tomllib.loads((PROFILES_DIR / "default.toml").read_text())
+    data = helpers.profile_data()
     caps = [c for c in data["spdm"]["capabilities"] if c not in remove]
-    data["spdm"]["capabilities"] = caps + [c for c in add if c not in caps]
-    data.setdefault("sessions", {}).update(sessions)
-    profile = profile_from_dict(data, "test-profile")
-    profile._base_dir = PROFILES_DIR
-    for m in profile.measurements:
-        m.load_file(PROFILES_DIR)
-    return Device.from_profile(profile)
+    spdm = {**data["spdm"], "capabilities": caps + [c for c in add if c not in caps]}
+    return helpers.make_device(spdm=spdm, sessions={**data.get("sessions", {}), **sessions})
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +138,7 @@ def send_raw(conn: SpdmConnection, record: bytes) -> list[bytes]:
 
 
 def session_ids(conn: SpdmConnection) -> set[int]:
-    table = existing_session_table(conn.responder)
+    table = conn.responder.ctx.sessions
     return set(table.sessions) if table is not None else set()
 
 

@@ -345,3 +345,18 @@ def test_record_application_length_overrun_rejected() -> None:
 def test_record_format_per_binding() -> None:
     assert get_binding("doe").record_format == RecordFormat(0, 0, b"")
     assert get_binding("mctp").record_format == RecordFormat(2, 32, b"\x05")
+
+
+def test_requester_record_params_come_from_the_binding() -> None:
+    """The requester's own record code takes its facts from the binding's record_format."""
+    from emulator.errors import RequesterError
+    from emulator.requester.session import RecordParams
+
+    assert RecordParams.for_binding("mctp") == RecordParams(2, b"\x05", 32)
+    assert RecordParams.for_binding("doe") == RecordParams(0, b"", 0)
+    assert RecordParams.for_binding(get_binding("mctp")) == RecordParams.for_binding("MCTP")
+    for name in ("none", "pcie"):
+        with pytest.raises(RequesterError, match=f"transport '{name}' has no secured-message"):
+            RecordParams.for_binding(name)
+    with pytest.raises(RequesterError, match="'none' has no secured-message binding"):
+        RecordParams.for_binding(get_binding("none"))

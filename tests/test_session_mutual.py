@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from emulator.certs import generate_chain
 from emulator.codec.constants import ErrorCode, RequestCode, RequesterCap, ResponseCode
 from emulator.device.model import Device
 from emulator.errors import RequesterError
@@ -22,6 +21,7 @@ from emulator.requester.session import (
     open_session,
     run_encapsulated,
 )
+from emulator.x509.generate import generate_chain
 from tests.test_session import CHAIN384, FULL_FLAGS, connect, make_device, session_ids
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +64,7 @@ async def test_mutual_auth_succeeds(
     if mode != "requested":
         await run_encapsulated(s, identity)
         # the responder now holds the requester's chain (CM) for TH2
-        table_session = next(iter(conn.responder.family["sessions"].sessions.values()))
+        table_session = next(iter(conn.responder.ctx.sessions.sessions.values()))
         assert table_session.peer_chain == s.mut_chain
     await finish(s, identity)
     finish_req = s.log[-1][0]

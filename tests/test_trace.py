@@ -21,10 +21,8 @@ import pytest
 from emulator import cli
 from emulator.app import Emulator
 from emulator.connection import ExchangeEvent, Reply, SpdmConnection
-from emulator.device.model import Device
 from emulator.errors import CodecError, EmulatorError, TransportError
 from emulator.options import RunOptions
-from emulator.profiles import load_profile
 from emulator.requester.transport import SocketClient
 from emulator.server.platform import PlatformCommand
 from emulator.trace import (
@@ -42,6 +40,7 @@ from emulator.trace import (
     read_pcap,
 )
 from emulator.transport import get_binding
+from tests.helpers import make_device
 
 
 def h(text: str) -> bytes:
@@ -229,7 +228,7 @@ def test_tracer_clock_prefix() -> None:
 def test_tracer_on_a_live_responder() -> None:
     """The real responder's VCA answers decode in full (none shows up as malformed)."""
     out = io.StringIO()
-    device = Device.from_profile(load_profile("default"))
+    device = make_device()
     binding = get_binding("mctp")
     conn = SpdmConnection(device, binding, number=7, observers=[Tracer(out)])
     for request in (GET_VERSION, GET_CAPS_12, NEG_ALGS_12, NEG_ALGS_12):
@@ -283,6 +282,30 @@ def test_packets_per_link_type() -> None:
     assert pcap_packet("mctp", h("05 10 04 00 00"), False) == h("01 00 00 c0 05 10 04 00 00")
     with pytest.raises(TransportError, match="'none' has no pcap link type"):
         link_type_for("none")
+
+
+def test_link_types_come_from_the_bindings() -> None:
+    """Bindings or their names; the link type is the binding's own ``pcap_link_type``."""
+    for name in ("doe", "mctp"):
+        binding = get_binding(name)
+        assert link_type_for(binding) == link_type_for(name) == binding.pcap_link_type
+        assert pcap_packet(binding, b"\x05\x10", False) == pcap_packet(name, b"\x05\x10", False)
+    assert (LINKTYPE_PCI_DOE, LINKTYPE_MCTP) == (292, 291)
+    with pytest.raises(TransportError, match=r"'none' has no pcap link type .*; use doe or mctp$"):
+        link_type_for(get_binding("none"))
+    with pytest.raises(TransportError, match="'none' has no pcap link type"):
+        pcap_packet("none", b"\x10\x84\x00\x00", True)
+    with pytest.raises(TransportError, match="unknown transport 'pcie'"):
+        link_type_for("pcie")
+
+
+def test_recorder_takes_a_binding(tmp_path: Path) -> None:
+    rec = PcapRecorder(str(tmp_path / "m.pcap"), get_binding("mctp"), clock_ns=lambda: 0)
+    assert (rec.binding_name, rec.link_type) == ("mctp", LINKTYPE_MCTP)
+    rec.record(1, h("05 10 84 00 00"), True)
+    rec.close()
+    _, records = read_pcap((tmp_path / "m.pcap").read_bytes())
+    assert [r.data for r in records] == [h("01 00 00 c8 05 10 84 00 00")]
 
 
 def test_recorder_writes_a_byte_exact_file(tmp_path: Path) -> None:

@@ -7,11 +7,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from emulator.errors import TransportError
-from emulator.transport import BINDINGS, get_binding
+from emulator.events import Reply
+from emulator.transport import (
+    BINDINGS,
+    REGISTRY,
+    binding_description,
+    binding_names,
+    bindings_with_pcap,
+    get_binding,
+)
 from emulator.transport.base import RecordFormat, SocketTransport, TransportMessage
 from emulator.transport.doe import PciDoeBinding
 from emulator.transport.mctp import MctpBinding
 from emulator.transport.none import NoneBinding
+from emulator.transport.platform import PlatformCommand
 
 GET_VERSION = bytes.fromhex("10840000")
 # GET_CAPABILITIES 1.0: 4 bytes; a 5-byte message exercises padding.
@@ -200,3 +209,56 @@ def test_registry() -> None:
 def test_registry_unknown_lists_choices() -> None:
     with pytest.raises(TransportError, match=r"'pcie'.*doe, mctp, none"):
         get_binding("pcie")
+
+
+def test_registry_names_descriptions_and_order() -> None:
+    assert binding_names() == ("doe", "mctp", "none")
+    assert [entry.name for entry in REGISTRY] == list(binding_names())
+    for entry in REGISTRY:
+        assert BINDINGS[entry.name] is entry.binding
+        assert binding_description(entry.name) == entry.description
+        assert entry.description and "\n" not in entry.description
+    assert "DOE" in binding_description("DOE") and "MCTP" in binding_description(" mctp ")
+    with pytest.raises(TransportError, match=r"unknown transport 'tcp': choose one of doe, mctp"):
+        binding_description("tcp")
+
+
+def test_registry_is_what_the_package_exports() -> None:
+    from emulator.transport import registry
+
+    assert BINDINGS is registry.BINDINGS and get_binding is registry.get_binding
+
+
+def test_bindings_declare_their_wire() -> None:
+    """pcap link types (libspdm link_type_ex.h), secured messages, platform commands."""
+    assert (doe.pcap_link_type, mctp.pcap_link_type, none.pcap_link_type) == (292, 291, None)
+    assert bindings_with_pcap() == ("doe", "mctp")
+    assert (doe.carries_secured, mctp.carries_secured, none.carries_secured) == (
+        True,
+        True,
+        False,
+    )
+    for binding in (doe, mctp, none):
+        assert binding.platform_commands == {PlatformCommand.NORMAL}
+    assert doe.pcap_packet(b"\x01\x00\x01\x00", True) == b"\x01\x00\x01\x00"
+    assert mctp.pcap_packet(b"\x05\x10", False) == bytes.fromhex("010000c0 0510")
+    with pytest.raises(TransportError, match="no pcap link type"):
+        none.pcap_packet(b"\x10\x84\x00\x00", True)
+
+
+class _PushOnly:
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+
+    def receive(self, payload: bytes) -> Reply:
+        self.payloads.append(payload)
+        return Reply([b"answer"], delay=0.5)
+
+
+def test_push_bindings_hand_normal_to_receive() -> None:
+    for binding in (doe, mctp, none):
+        endpoint = _PushOnly()
+        answer = binding.handle_command(PlatformCommand.NORMAL, b"req", endpoint)  # type: ignore[arg-type]
+        assert endpoint.payloads == [b"req"]
+        assert answer.frames == [] and answer.reply == Reply([b"answer"], delay=0.5)
+        assert answer.reply_command == PlatformCommand.NORMAL

@@ -10,6 +10,7 @@ from emulator.device.model import Device
 from emulator.profiles import load_profile_text
 from emulator.requester import LoopbackChannel, Requester, RequesterConfig
 from emulator.responder import ConnectionState, Responder
+from tests.helpers import make_device
 
 
 def h(text: str) -> bytes:
@@ -40,7 +41,7 @@ def neg_req(version: int, **kw: object) -> bytes:
 
 @pytest.fixture
 def device() -> Device:
-    return Device.load("default")
+    return make_device()
 
 
 @pytest.fixture
@@ -112,7 +113,7 @@ def test_capabilities_10_masks_newer_flags() -> None:
         aead = ["AES_128_GCM"]
         """
     )
-    r = Responder(Device.from_profile(profile))
+    r = Responder(make_device(profile))
     r.handle(GET_VERSION)
     assert r.handle(caps_req(0x10))[8:12] == bytes(4)  # KEY_EX/MAC/ENCRYPT are 1.1 flags
     r.handle(GET_VERSION)
@@ -124,7 +125,7 @@ def test_capabilities_unsupported_version_is_version_mismatch() -> None:
         '[device]\nname = "x"\n[spdm]\nversions = ["1.1", "1.2"]\n'
         '[algorithms]\nbase_hash = ["SHA_256"]\n'
     )
-    r = Responder(Device.from_profile(profile))
+    r = Responder(make_device(profile))
     assert r.handle(GET_VERSION) == h("10 04 00 00 00 02 0011 0012")
     assert r.handle(caps_req(0x13)) == h("10 7f 41 00")
     assert r.state == ConnectionState.AFTER_VERSION
@@ -202,7 +203,7 @@ def test_algorithms_selection_with_other_priority() -> None:
         '[algorithms]\nbase_asym = ["ECDSA_P256", "ECDSA_P384"]\n'
         'base_hash = ["SHA_256", "SHA_384"]\ndhe = ["SECP_256_R1"]\naead = ["AES_128_GCM"]\n'
     )
-    r = Responder(Device.from_profile(profile))
+    r = Responder(make_device(profile))
     r.handle(GET_VERSION)
     r.handle(caps_req(0x12))
     rsp = r.handle(neg_req(0x12))
@@ -245,7 +246,7 @@ def test_negotiate_field_errors(r: Responder, request_: bytes, why: str) -> None
 
 
 def test_negotiate_length_field_must_match() -> None:
-    r = Responder(Device.load("default"))
+    r = Responder(make_device())
     r.handle(GET_VERSION)
     r.handle(caps_req(0x12))
     req = bytearray(neg_req(0x12))
@@ -268,7 +269,7 @@ def test_get_version_resets_everything(r: Responder) -> None:
 
 
 async def test_requester_transcript_matches_responder() -> None:
-    responder = Responder(Device.load("default"))
+    responder = Responder(make_device())
     for version in (0x10, 0x11, 0x12, 0x13):
         requester = Requester(LoopbackChannel(responder), RequesterConfig(version=version))
         neg = await requester.vca()
@@ -279,7 +280,7 @@ async def test_requester_transcript_matches_responder() -> None:
 
 
 async def test_requester_picks_highest_common_version() -> None:
-    requester = Requester(LoopbackChannel(Responder(Device.load("default"))))
+    requester = Requester(LoopbackChannel(Responder(make_device())))
     assert (await requester.vca()).version == 0x13
 
 
@@ -289,7 +290,7 @@ def test_eddsa_only_from_12(version: int, expected: int) -> None:
         '[device]\nname = "x"\n[spdm]\nversions = ["1.1", "1.2"]\n'
         '[algorithms]\nbase_asym = ["EDDSA_ED25519", "ECDSA_P384"]\nbase_hash = ["SHA_384"]\n'
     )
-    r = Responder(Device.from_profile(profile))
+    r = Responder(make_device(profile))
     r.handle(GET_VERSION)
     r.handle(caps_req(version))
     rsp = r.handle(neg_req(version, base_asym=0x480))

@@ -10,7 +10,6 @@ opened here with ``cryptography``'s AESGCM directly.
 from __future__ import annotations
 
 import struct
-import tomllib
 from typing import Any
 
 import pytest
@@ -39,36 +38,19 @@ from emulator.codec.vendor import (
 from emulator.connection import SpdmConnection
 from emulator.device.model import Device
 from emulator.errors import CodecError, ProfileError
-from emulator.profiles import PROFILES_DIR, profile_from_dict
+from emulator.profiles import profile_from_dict
 from emulator.requester import Requester, RequesterConfig, SpdmErrorReply
 from emulator.requester.requester import LoopbackChannel
 from emulator.requester.session import ConnectionChannel, open_session
 from emulator.requester.vendor import IdeKmRequester, vendor_defined
 from emulator.responder import Responder
 from emulator.transport import get_binding
+from tests.helpers import make_device, profile_data
 from tests.test_session import CHAIN384, FULL_FLAGS
 
 V12 = 0x12
 KEY = bytes(range(0x40, 0x60))
 IFV = bytes.fromhex("0000000001000000")  # spdm-emu: iv[0] = 0, iv[1] = 1 (u32 LE)
-
-
-def _profile_data() -> dict[str, Any]:
-    return tomllib.loads((PROFILES_DIR / "default.toml").read_text())
-
-
-def make_device(**changes: Any) -> Device:
-    data = _profile_data()
-    for key, value in changes.items():
-        if value is None:
-            data.pop(key, None)
-        else:
-            data[key] = value
-    profile = profile_from_dict(data, "test-profile")
-    profile._base_dir = PROFILES_DIR
-    for m in profile.measurements:
-        m.load_file(PROFILES_DIR)
-    return Device.from_profile(profile)
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +288,7 @@ async def test_canned_vendor_table() -> None:
     ],
 )
 def test_canned_table_profile_errors(entry: dict[str, Any], field: str, problem: str) -> None:
-    data = _profile_data()
+    data = profile_data()
     data["vendor_defined"] = [entry]
     with pytest.raises(ProfileError) as exc:
         profile_from_dict(data, "p.toml")
@@ -314,7 +296,7 @@ def test_canned_table_profile_errors(entry: dict[str, Any], field: str, problem:
 
 
 def test_ide_km_profile_errors() -> None:
-    data = _profile_data()
+    data = profile_data()
     data["ide_km"] = {"max_port_index": 1, "ports": [0, 2]}
     with pytest.raises(ProfileError) as exc:
         profile_from_dict(data, "p.toml")

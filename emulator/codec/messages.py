@@ -64,8 +64,6 @@ def build_response_not_ready(
 
 # --- GET_VERSION / VERSION (DSP0274 10.3) ----------------------------------------------
 
-GetVersion = Header
-
 Version = Layout(
     "VERSION",
     cs.Struct(
@@ -112,9 +110,6 @@ def _caps_struct(with_sizes: bool) -> cs.Struct:
     return cs.Struct(*fields)
 
 
-#: GET_CAPABILITIES 1.1 (12 bytes) and 1.2+ (20 bytes); 1.0 is the bare header.
-GetCapabilities11 = Layout("GET_CAPABILITIES 1.1", _caps_struct(False))
-GetCapabilities12 = Layout("GET_CAPABILITIES 1.2", _caps_struct(True))
 #: CAPABILITIES 1.0/1.1 (12 bytes) and 1.2+ (20 bytes).
 Capabilities11 = Layout("CAPABILITIES 1.1", _caps_struct(False))
 Capabilities12 = Layout("CAPABILITIES 1.2", _caps_struct(True))

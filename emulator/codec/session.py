@@ -416,10 +416,6 @@ class PskExchangeResponse:
         )
 
 
-def build_psk_finish(version: int, verify_data: bytes) -> bytes:
-    return build_header(version, RequestCode.PSK_FINISH) + verify_data
-
-
 def build_psk_finish_rsp(version: int) -> bytes:
     return build_header(version, ResponseCode.PSK_FINISH_RSP)
 
@@ -427,16 +423,8 @@ def build_psk_finish_rsp(version: int) -> bytes:
 # --- HEARTBEAT, KEY_UPDATE, END_SESSION (DSP0274 10.14-10.16) ---------------------------
 
 
-def build_heartbeat(version: int) -> bytes:
-    return build_header(version, RequestCode.HEARTBEAT)
-
-
 def build_heartbeat_ack(version: int) -> bytes:
     return build_header(version, ResponseCode.HEARTBEAT_ACK)
-
-
-def build_key_update(version: int, operation: int, tag: int) -> bytes:
-    return build_header(version, RequestCode.KEY_UPDATE, operation, tag)
 
 
 def build_key_update_ack(version: int, operation: int, tag: int) -> bytes:
@@ -454,17 +442,9 @@ def build_end_session_ack(version: int) -> bytes:
 # --- encapsulated requests (DSP0274 10.17 / 10.18) --------------------------------------
 
 
-def build_get_encapsulated_request(version: int) -> bytes:
-    return build_header(version, RequestCode.GET_ENCAPSULATED_REQUEST)
-
-
 def build_encapsulated_request(version: int, request_id: int, payload: bytes) -> bytes:
     """ENCAPSULATED_REQUEST: Param1 = RequestID, then the request for the requester."""
     return build_header(version, ResponseCode.ENCAPSULATED_REQUEST, request_id) + payload
-
-
-def build_deliver_encapsulated_response(version: int, request_id: int, payload: bytes) -> bytes:
-    return build_header(version, RequestCode.DELIVER_ENCAPSULATED_RESPONSE, request_id) + payload
 
 
 def encapsulated_ack_header_size(version: int) -> int:
@@ -661,8 +641,3 @@ def parse_aead_limit(opaque: OpaqueData) -> int | None:
                 raise CodecError(f"AEAD limit exponent {data[2]} is over 64")
             return data[2]
     return None
-
-
-def secured_version_number(text_or_byte: int) -> int:
-    """A DSP0277 version byte (0x12) as the u16 VersionNumber of the opaque data (0x1200)."""
-    return (text_or_byte & 0xFF) << 8

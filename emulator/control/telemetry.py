@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from enum import IntFlag
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emulator.codec.constants import (
     AeadSuite,
@@ -35,6 +35,9 @@ from emulator.codec.constants import (
 from emulator.codec.messages import AlgorithmsMsg
 from emulator.errors import CodecError
 from emulator.events import ExchangeEvent
+
+if TYPE_CHECKING:
+    from emulator.connection import SpdmConnection
 
 
 def _message(direction: str, data: bytes | None) -> dict[str, Any] | None:
@@ -172,24 +175,17 @@ class StateTracker:
         return [dict(v) for _, v in sorted(self.connections.items())]
 
 
-def connection_state(number: int, conn: Any) -> dict[str, Any]:
+def connection_state(number: int, conn: SpdmConnection) -> dict[str, Any]:
     """The live state of one :class:`~emulator.connection.SpdmConnection`."""
     r = conn.responder
     a = r.algorithms
     sessions = []
-    with contextlib.suppress(ImportError):
-        from emulator.session.table import existing_session_table
-
-        table = existing_session_table(r)
-        if table is not None:
-            for sid, session in sorted(table.sessions.items()):
-                sessions.append(
-                    {
-                        "id": f"0x{sid:08X}",
-                        "state": getattr(session.state, "name", str(session.state)),
-                        "psk": bool(getattr(session, "use_psk", False)),
-                    }
-                )
+    table = r.ctx.sessions
+    if table is not None:
+        for sid, session in sorted(table.sessions.items()):
+            sessions.append(
+                {"id": f"0x{sid:08X}", "state": session.state.name, "psk": session.use_psk}
+            )
     return {
         "connection": number,
         "peer": getattr(conn, "peer", ""),

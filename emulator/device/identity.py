@@ -31,19 +31,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from emulator.certs import (
-    CertError,
-    PciIds,
-    generate_chain,
-    load_chain,
-    spdm_cert_chain,
-    split_der_chain,
-)
 from emulator.codec.constants import BaseAsymAlgo
 from emulator.codec.identity import PUBLIC_KEY_SLOT, SLOT_COUNT, CertificateInfo, KeyUsage
 from emulator.crypto import PrivateKey, asym_algo_for_key, digest, hash_name, spdm_sign
 from emulator.device.random import SeededRandom
 from emulator.errors import CryptoError, ProfileError
+from emulator.x509.chain import CertError, spdm_cert_chain, split_der_chain
+from emulator.x509.files import load_chain
+from emulator.x509.generate import generate_chain
+from emulator.x509.model import PciIds
 
 if TYPE_CHECKING:
     from emulator.profiles import Profile, SlotSection
@@ -99,14 +95,6 @@ class SlotKey:
         return bool(asym and self.asym_mask & asym)
 
     @property
-    def leaf_der(self) -> bytes:
-        return self.certs_der[-1] if self.certs_der else b""
-
-    @property
-    def root_der(self) -> bytes:
-        return self.certs_der[0] if self.certs_der else b""
-
-    @property
     def public_key_der(self) -> bytes:
         """The key's SubjectPublicKeyInfo DER (what PUB_KEY_ID_CAP provisions)."""
         return self.key.public_key().public_bytes(
@@ -155,8 +143,7 @@ class Identity:
     """The certificate slots of one device (shared by its connections).
 
     ``supported_mask`` (the 1.3 SupportedSlotMask) has a bit for every slot the
-    profile declares, provisioned or not.  Runtime changes (SET_CERTIFICATE)
-    go through :meth:`install` / :meth:`erase`.
+    profile declares, provisioned or not.
     """
 
     def __init__(self, keys: Iterable[SlotKey] = (), supported_mask: int = 0) -> None:
@@ -202,20 +189,6 @@ class Identity:
         for k in self.provisioned(asym):
             mask |= 1 << k.slot_id
         return mask
-
-    def install(self, key: SlotKey) -> None:
-        """Provision ``key`` in its slot, replacing a key of the same algorithm family."""
-        self.keys = [
-            k for k in self.keys if not (k.slot_id == key.slot_id and k.asym_mask & key.asym_mask)
-        ]
-        self.keys.append(key)
-        self.keys.sort(key=lambda k: k.slot_id)
-        if key.slot_id < SLOT_COUNT:
-            self.supported_mask |= 1 << key.slot_id
-
-    def erase(self, slot_id: int) -> None:
-        """Empty a slot (it stays supported)."""
-        self.keys = [k for k in self.keys if k.slot_id != slot_id]
 
 
 # --- building from a profile ------------------------------------------------------------------

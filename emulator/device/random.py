@@ -30,8 +30,7 @@ class SeededRandom:
     """Deterministic byte stream: SHA-256(seed || label || counter) blocks.
 
     Not for production secrets; it exists so that fixed-nonce, fixed-key runs are
-    reproducible.  ``fork(label)`` derives an independent stream (e.g. one per
-    connection) that does not depend on how much the parent consumed.
+    reproducible; streams with different labels are independent.
     """
 
     def __init__(self, seed: int | bytes, label: str = "") -> None:
@@ -49,7 +48,3 @@ class SeededRandom:
             self._buffer += block
         out, self._buffer = self._buffer[:n], self._buffer[n:]
         return out
-
-    def fork(self, label: str) -> SeededRandom:
-        """An independent stream for ``label`` (e.g. ``"conn-3"``)."""
-        return SeededRandom(self._seed, self._label.decode() + "/" + label)

@@ -6,10 +6,14 @@ for a :class:`FaultExchange` per request and calls its stages in order::
 
     fx = engine.begin(responder, request, connection=n, session_id=sid)   # None: no fault
     request, response = fx.on_request(request)     # response set: the responder is skipped
-    response = responder.handle(request) if response is None else response
-    response = fx.on_response(response)            # before encryption
+    outcome = responder.respond(request, sid, fx.context)   # lies, replayed rng, not-ready
+    response = fx.on_response(outcome.response, outcome.request)   # before encryption
     record = fx.on_record(record)                  # after encryption (secured only)
     fx.on_reply(reply)                             # delay / drop / close / partial / copies
+
+The responder is never changed from here: what a fault wants it to see differently in one
+exchange (a lying device view, recorded or replayed random bytes, a ResponseNotReady) goes
+in the exchange's :class:`~emulator.responder.FaultContext`.
 
 Determinism: ``prob`` draws come from a SHA-256 stream per rule keyed by the rule's
 seed (or the engine's) and the rule id, and happen only for exchanges that match the
@@ -21,13 +25,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from emulator.codec.constants import RequestCode, code_name
 from emulator.codec.messages import build_error
 from emulator.device.random import RandomSource, SeededRandom
-from emulator.faults import hostile, mutate, notready
-from emulator.faults.hooks import LIES_KEY, ActiveLies
+from emulator.faults import hostile, mutate
 from emulator.faults.lies import VIEW_LIES, DeviceView, LieMaterial
 from emulator.faults.model import (
     ActionKind,
@@ -38,6 +42,7 @@ from emulator.faults.model import (
     Stage,
 )
 from emulator.faults.spec import parse_fault_spec, rule_from_mapping
+from emulator.responder import Deferral, FaultContext
 
 if TYPE_CHECKING:
     from emulator.events import Reply
@@ -46,6 +51,19 @@ log = logging.getLogger("emulator.faults")
 
 #: ``listener(what, detail)``: "added" / "removed" / "cleared" rule changes
 RuleListener = Callable[[str, object], None]
+
+
+class _HasVersion(Protocol):
+    version: int
+
+
+@dataclass(slots=True)
+class ActiveLies:
+    """Lies wanted in the current exchange (kind -> rule id) and those told (the device
+    view marks what was read through it)."""
+
+    wanted: dict[LieKind, str] = field(default_factory=dict)
+    told: set[LieKind] = field(default_factory=set)
 
 
 class FaultEngine:
@@ -148,7 +166,7 @@ class FaultEngine:
 
     def begin(
         self,
-        responder: Any,
+        responder: _HasVersion,
         request: bytes,
         *,
         connection: int = 0,
@@ -156,15 +174,7 @@ class FaultEngine:
     ) -> FaultExchange | None:
         """Match the rules against one request; None when nothing is to be done."""
         code = request[1] if len(request) > 1 else -1
-        releasing = False
-        if notready.PENDING_KEY in responder.family:
-            if code == RequestCode.RESPOND_IF_READY:
-                releasing = notready.ready(responder, request, session_id) is not None
-            else:  # the requester moved on instead of sending RESPOND_IF_READY
-                notready.discard(responder)
         if not self._rules:
-            if releasing:
-                return FaultExchange(self, responder, request, connection, session_id, [], False)
             return None
         version = responder.version or (request[0] if request else 0)
         fired: list[FaultRule] = []
@@ -197,7 +207,7 @@ class FaultEngine:
                 continue
             rule.fired += 1
             fired.append(rule)
-        if not fired and not remember and not releasing:
+        if not fired and not remember:
             return None
         return FaultExchange(self, responder, request, connection, session_id, fired, remember)
 
@@ -248,11 +258,12 @@ class FaultExchange:
         self.applied: list[str] = []
         self._remember = remember_random
         self._random: _ReplayRandom | None = None
-        self._saved_rng: RandomSource | None = None
         self._lies: ActiveLies | None = None
-        self._saved_device: Any = None
         self._lie_rules: dict[LieKind, FaultRule] = {}
-        self._answered = False
+        #: the ResponseNotReady rule and where its entry goes in ``applied``
+        self._deferred: tuple[FaultRule, int] | None = None
+        #: what the responder sees differently in this exchange (lies, rng, not-ready)
+        self.context: FaultContext | None = None
 
     def _rules(self, stage: Stage) -> list[FaultRule]:
         return [r for r in self.fired if r.action.stage is stage]
@@ -286,24 +297,12 @@ class FaultExchange:
         """Returns the request the responder sees, and a response when it must be skipped."""
         r = self.responder
         response: bytes | None = None
+        defer: Deferral | None = None
         replay: bytes | None = None
-        if self.code == RequestCode.RESPOND_IF_READY:
-            waiting = notready.ready(r, request, self.session_id)
-            if waiting is not None:
-                # The responder runs the deferred request itself (libspdm calls its handler
-                # on the cached copy), so its transcripts and observers see that request.
-                notready.discard(r)
-                log.info(
-                    "conn %d: RESPOND_IF_READY releases the deferred %s (token 0x%02X)",
-                    self.connection,
-                    code_name(waiting.request_code),
-                    waiting.token,
-                )
-                request = waiting.request
         for rule in self._rules(Stage.REQUEST):
             a = rule.action
             if a.kind in (ActionKind.ERROR, ActionKind.NOT_READY):
-                if response is not None:
+                if response is not None or defer is not None:
                     self._skipped(rule, "an earlier fault already answered this request")
                     continue
                 if a.kind is ActionKind.ERROR:
@@ -312,17 +311,9 @@ class FaultExchange:
                     self._applied(rule)
                 elif self.code == RequestCode.RESPOND_IF_READY or len(request) < 4:
                     self._skipped(rule, "ResponseNotReady needs an ordinary request")
-                else:
-                    response = notready.defer(
-                        r,
-                        request,
-                        self.session_id,
-                        rdt_exponent=a.rdt,
-                        rdtm=a.rdtm,
-                        token=a.token,
-                        repeat=a.repeat,
-                    )
-                    self._applied(rule, f"token 0x{response[6]:02X}")
+                else:  # the responder keeps the request (its token is known after)
+                    defer = Deferral(a.rdt, a.rdtm, a.token, a.repeat)
+                    self._deferred = (rule, len(self.applied))
             elif a.kind is ActionKind.TAMPER:
                 try:
                     offsets = a.offsets or (mutate.nonce_offset_request(request),)
@@ -343,33 +334,34 @@ class FaultExchange:
                     self._lies = ActiveLies()
                 self._lies.wanted[a.lie] = rule.id
                 self._lie_rules[a.lie] = rule
-        if response is not None:
-            self._answered = True
-            return request, response
-        if self._lies is not None:
-            r.family[LIES_KEY] = self._lies
-            view_lies = set(self._lies.wanted) & VIEW_LIES
-            if view_lies:
-                # this connection sees a lying device for this exchange only
-                self._saved_device = r.device
-                r.device = DeviceView(r.device, view_lies, self.engine.material, self._lies.told)
-        if self._remember or replay is not None:
-            self._saved_rng = r.rng
-            self._random = _ReplayRandom(r.rng, replay)
-            r.rng = self._random
         self.request = request
+        if response is not None:
+            return request, response
+        if defer is not None:
+            self.context = FaultContext(defer=defer)
+            return request, None
+        device: Any = None
+        if self._lies is not None:
+            view_lies = set(self._lies.wanted) & VIEW_LIES
+            if view_lies:  # this exchange sees a lying device
+                device = DeviceView(r.device, view_lies, self.engine.material, self._lies.told)
+        if self._remember or replay is not None:
+            self._random = _ReplayRandom(r.rng, replay)
+        if device is not None or self._random is not None:
+            self.context = FaultContext(device=device, rng=self._random)
         return request, None
 
     # ---- stage 2: after the responder, before encryption ---------------------------
 
-    def _finish_responder(self) -> None:
-        r = self.responder
-        if self._saved_device is not None:
-            r.device = self._saved_device
-            self._saved_device = None
-        if self._saved_rng is not None:
-            r.rng = self._saved_rng
-            self._saved_rng = None
+    def _finish_responder(self, response: bytes) -> None:
+        """Account for what the responder did with the fault context."""
+        if self._deferred is not None:
+            deferring, at = self._deferred
+            self._deferred = None
+            text = f"{deferring.id}: {deferring.action_text} (token 0x{response[6]:02X})"
+            self.applied.insert(at, text)
+            self.engine.applied_total += 1
+            log.warning("conn %d: fault %s on %s", self.connection, text, code_name(self.code))
         rnd = self._random
         if rnd is not None:
             rule = self._lie_rules.get(LieKind.REUSED_NONCE)
@@ -382,8 +374,6 @@ class FaultExchange:
                 self.engine._random_memory[self.code] = bytes(rnd.drawn)
             self._random = None
         if self._lies is not None:
-            if r.family.get(LIES_KEY) is self._lies:
-                del r.family[LIES_KEY]
             for kind, _rule_id in self._lies.wanted.items():
                 rule = self._lie_rules[kind]
                 if kind in self._lies.told:
@@ -392,9 +382,13 @@ class FaultExchange:
                     self._skipped(rule, f"nothing in this exchange can tell lie:{kind.value}")
             self._lies = None
 
-    def on_response(self, response: bytes) -> bytes:
-        """Corrupt the response (before encryption); returns what the requester gets."""
-        self._finish_responder()
+    def on_response(self, response: bytes, request: bytes | None = None) -> bytes:
+        """Corrupt the response (before encryption); returns what the requester gets.
+        ``request``: the request the response answers (the deferred one when
+        RESPOND_IF_READY released it)."""
+        self._finish_responder(response)
+        if request is not None:
+            self.request = request
         r = self.responder
         for rule in self._rules(Stage.RESPONSE):
             a = rule.action
@@ -509,17 +503,6 @@ class FaultExchange:
                 reply.payloads = [p for p in reply.payloads for _ in range(a.copies)]
             self._applied(rule, detail)
         return reply
-
-    def run(self, request: bytes, handle: Callable[[bytes], bytes]) -> bytes:
-        """Stages 1 and 2 around ``handle`` (the responder): the response the requester gets."""
-        request, response = self.on_request(request)
-        if response is None:
-            try:
-                response = handle(request)
-            except BaseException:
-                self._finish_responder()
-                raise
-        return self.on_response(response)
 
 
 def attach(emulator: Any) -> FaultEngine:

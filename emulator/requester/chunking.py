@@ -50,8 +50,6 @@ from emulator.requester.requester import Requester, SpdmErrorReply
 if TYPE_CHECKING:
     from emulator.requester.session import RequesterSession
 
-FAMILY = "chunking"
-
 #: sends one SPDM message and returns the response bytes as they came (ERROR included)
 RawSend = Callable[[bytes], Awaitable[bytes]]
 
@@ -82,7 +80,7 @@ class ChunkTransfer:
 
 @dataclass
 class ChunkingState:
-    """Per-requester chunking state (``Requester.family["chunking"]``)."""
+    """Per-requester chunking state (``Requester.chunking_state``)."""
 
     #: the Handle of the next CHUNK_SEND transfer (libspdm starts at 0, +1 per transfer)
     next_send_handle: int = 0
@@ -90,11 +88,10 @@ class ChunkingState:
 
 
 def state(req: Requester) -> ChunkingState:
-    st = req.family.get(FAMILY)
-    if not isinstance(st, ChunkingState):
-        st = ChunkingState()
-        req.family[FAMILY] = st
-    return st
+    """The requester's chunking state (made on first use)."""
+    if req.chunking_state is None:
+        req.chunking_state = ChunkingState()
+    return req.chunking_state
 
 
 def negotiated(req: Requester) -> bool:

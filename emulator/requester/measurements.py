@@ -54,8 +54,6 @@ from emulator.codec.measurements import (
 from emulator.errors import CodecError, RequesterError
 from emulator.requester.requester import Requester
 
-FAMILY = "measurements"
-
 PublicKey = (
     rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
 )
@@ -98,7 +96,7 @@ _SIGN_CONTEXT = b"responder-measurements signing"
 
 
 @dataclass(slots=True)
-class _ReqLog:
+class MeasurementTranscript:
     """The requester's own L1/L2 bytes and where in ``Requester.log`` it was last extended."""
 
     data: bytearray = field(default_factory=bytearray)
@@ -192,30 +190,18 @@ def verify_signature(
 def _fetched_leaf_key(req: Requester, slot: int) -> PublicKey | None:
     """The leaf key of ``slot`` if the identity flow (emulator.requester.identity) verified
     its chain on this requester."""
-    flow = req.family.get("identity")
-    chains = getattr(flow, "chains", None)
-    held = chains.get(slot) if isinstance(chains, dict) else None
-    key = getattr(held, "leaf_key", None)
-    if isinstance(
-        key,
-        rsa.RSAPublicKey
-        | ec.EllipticCurvePublicKey
-        | ed25519.Ed25519PublicKey
-        | ed448.Ed448PublicKey,
-    ):
-        return key
-    return None
+    flow = req.identity_flow
+    held = flow.chains.get(slot) if flow is not None else None
+    return held.leaf_key if held is not None else None
 
 
-def _log(req: Requester) -> _ReqLog:
-    st = req.family.get(FAMILY)
-    if not isinstance(st, _ReqLog):
-        st = _ReqLog(log_position=len(req.log))
-        req.family[FAMILY] = st
-    return st
+def _log(req: Requester) -> MeasurementTranscript:
+    if req.measurement_transcript is None:
+        req.measurement_transcript = MeasurementTranscript(log_position=len(req.log))
+    return req.measurement_transcript
 
 
-def _sync_log(req: Requester, st: _ReqLog) -> None:
+def _sync_log(req: Requester, st: MeasurementTranscript) -> None:
     """Reset L1/L2 if any other request succeeded (or a GET_MEASUREMENTS failed) since."""
     for request, response in req.log[st.log_position :]:
         is_error = len(response) > 1 and response[1] == ResponseCode.ERROR
@@ -225,7 +211,7 @@ def _sync_log(req: Requester, st: _ReqLog) -> None:
     st.log_position = len(req.log)
 
 
-def _fail(st: _ReqLog, problem: str) -> RequesterError:
+def _fail(st: MeasurementTranscript, problem: str) -> RequesterError:
     st.data.clear()
     return RequesterError(f"MEASUREMENTS: {problem}")
 

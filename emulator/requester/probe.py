@@ -53,7 +53,7 @@ async def probe_device(
         return
     roots = _read_roots(root_files)
     if mode == "linux-cma":
-        from emulator.requester.identity import authenticate_linux_cma
+        from emulator.requester.linux_cma import authenticate_linux_cma
 
         if not roots:
             report.update(ok=False, error="--mode linux-cma needs --root (the trusted root)")

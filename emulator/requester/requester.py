@@ -12,7 +12,7 @@ QEMU's DOE mailbox, or a responder in-process (:class:`LoopbackChannel`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from emulator.codec.constants import (
     AeadSuite,
@@ -41,6 +41,12 @@ from emulator.codec.messages import (
 )
 from emulator.errors import CodecError, RequesterError
 from emulator.transport.base import TransportMessage
+
+if TYPE_CHECKING:
+    from emulator.requester.chunking import ChunkingState
+    from emulator.requester.identity import IdentityFlow
+    from emulator.requester.measurements import MeasurementTranscript
+    from emulator.requester.session import RequesterSession
 
 
 class Channel(Protocol):
@@ -158,12 +164,16 @@ class Requester:
         self.neg = Negotiated()
         #: message A (VCA) exactly as exchanged, for transcript checks
         self.message_a = bytearray()
-        #: per-family state (each flow owns its key)
-        self.family: dict[str, Any] = {}
+        #: CHUNK_SEND handles and transfers (emulator.requester.chunking), made on first use
+        self.chunking_state: ChunkingState | None = None
+        #: GET_DIGESTS / GET_CERTIFICATE / CHALLENGE state (emulator.requester.identity)
+        self.identity_flow: IdentityFlow | None = None
+        #: this requester's L1/L2 (emulator.requester.measurements), made on first use
+        self.measurement_transcript: MeasurementTranscript | None = None
         #: every (request, response) pair, for traces and tests
         self.log: list[tuple[bytes, bytes]] = []
         #: open secured sessions by SessionID (registered by emulator.requester.session)
-        self.sessions: dict[int, Any] = {}
+        self.sessions: dict[int, RequesterSession] = {}
 
     @property
     def version(self) -> int:

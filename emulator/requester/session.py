@@ -48,9 +48,10 @@ from emulator.codec.constants import (
     ResponseCode,
     code_name,
 )
-from emulator.errors import RequesterError
+from emulator.errors import RequesterError, TransportError
 from emulator.requester.requester import Requester, SpdmErrorReply
-from emulator.transport.base import TransportMessage
+from emulator.transport import get_binding
+from emulator.transport.base import TransportBinding, TransportMessage
 
 # --- algorithm tables (DSP0274 bits -> parameters), the requester's own copy ------------------
 
@@ -81,7 +82,7 @@ _DHE: dict[int, tuple[str, Any, int]] = {
     0x10: ("ecdhe", ec.SECP384R1, 96),
     0x20: ("ecdhe", ec.SECP521R1, 132),
 }
-#: BaseAsymAlgo bit -> (family, signature size)
+#: BaseAsymAlgo bit -> (kind, signature size)
 _ASYM: dict[int, tuple[str, int]] = {
     0x001: ("rsassa", 256),
     0x002: ("rsapss", 256),
@@ -178,27 +179,27 @@ def chain_leaf_key(hash_size: int, chain: bytes) -> Any:
 
 
 def _verify(asym: int, hash_name: str, key: Any, data: bytes, signature: bytes) -> bool:
-    family, size = _ASYM[asym]
+    kind, size = _ASYM[asym]
     if len(signature) != size:
         return False
     algo = _CRYPTO_HASH[hash_name]()
     try:
-        if family == "ecdsa":
+        if kind == "ecdsa":
             half = size // 2
             der = utils.encode_dss_signature(
                 int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
             )
             key.verify(der, data, ec.ECDSA(algo))
-        elif family == "rsassa":
+        elif kind == "rsassa":
             key.verify(signature, data, padding.PKCS1v15(), algo)
-        elif family == "rsapss":
+        elif kind == "rsapss":
             key.verify(
                 signature,
                 data,
                 padding.PSS(mgf=padding.MGF1(algo), salt_length=padding.PSS.DIGEST_LENGTH),
                 algo,
             )
-        elif family == "ed25519":
+        elif kind == "ed25519":
             key.verify(signature, data)
         else:
             return False
@@ -208,24 +209,24 @@ def _verify(asym: int, hash_name: str, key: Any, data: bytes, signature: bytes) 
 
 
 def _sign(asym: int, hash_name: str, key: Any, data: bytes) -> bytes:
-    family, size = _ASYM[asym]
+    kind, size = _ASYM[asym]
     algo = _CRYPTO_HASH[hash_name]()
-    if family == "ecdsa":
+    if kind == "ecdsa":
         r_, s_ = utils.decode_dss_signature(key.sign(data, ec.ECDSA(algo)))
         half = size // 2
         return r_.to_bytes(half, "big") + s_.to_bytes(half, "big")
-    if family == "rsassa":
+    if kind == "rsassa":
         sig: bytes = key.sign(data, padding.PKCS1v15(), algo)
         return sig
-    if family == "rsapss":
+    if kind == "rsapss":
         sig = key.sign(
             data, padding.PSS(mgf=padding.MGF1(algo), salt_length=padding.PSS.DIGEST_LENGTH), algo
         )
         return sig
-    if family == "ed25519":
+    if kind == "ed25519":
         sig = key.sign(data)
         return sig
-    raise RequesterError(f"requester signing with {family} is not implemented")
+    raise RequesterError(f"requester signing with {kind} is not implemented")
 
 
 @dataclass(frozen=True)
@@ -237,12 +238,18 @@ class RecordParams:
     max_random_padding: int = 0
 
     @classmethod
-    def for_binding(cls, name: str) -> RecordParams:
-        if name == "mctp":
-            return cls(2, b"\x05", 32)
-        if name == "doe":
-            return cls(0, b"", 0)
-        raise RequesterError(f"transport {name!r} has no secured-message binding")
+    def for_binding(cls, binding: str | TransportBinding) -> RecordParams:
+        """The record facts the binding (or the binding of that name) declares in its
+        ``record_format``; RequesterError if it cannot carry secured messages."""
+        try:
+            found = get_binding(binding) if isinstance(binding, str) else binding
+        except TransportError:
+            found = None
+        if found is None or not found.carries_secured:
+            name = binding if isinstance(binding, str) else binding.name
+            raise RequesterError(f"transport {name!r} has no secured-message binding")
+        fmt = found.record_format
+        return cls(fmt.sequence_number_size, fmt.app_header, fmt.max_random_padding)
 
 
 @dataclass

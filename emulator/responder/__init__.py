@@ -1,37 +1,33 @@
-"""The sans-I/O SPDM responder: one module per request family, as libspdm has one file
-per handler.  Importing this package registers every family's handlers."""
+"""The sans-I/O SPDM responder: one module per request family (as libspdm has one file
+per handler), one explicit dispatch table (:mod:`emulator.responder.table`) and one
+pipeline (:mod:`emulator.responder.core`)."""
 
-from emulator.responder import (  # noqa: F401  (registration)
-    algorithms,
-    capabilities,
-    certificates,
-    challenge,
-    chunking,
-    encapsulated,
-    key_exchange,
-    measurements,
-    psk,
-    respond_if_ready,
-    session_control,
-    vendor_defined,
-    version,
-)
-from emulator.responder.core import (
-    HANDLERS,
+from emulator.responder.base import (
     ConnectionState,
+    HandlerSpec,
     Request,
-    Responder,
+    Response,
+    SessionCommit,
     SessionRule,
     SpdmErrorResponse,
-    handler,
 )
+from emulator.responder.context import ConnectionContext
+from emulator.responder.core import Deferral, FaultContext, Outcome, Responder
+from emulator.responder.table import DEFAULT_TABLE, build_table
 
 __all__ = [
-    "HANDLERS",
+    "DEFAULT_TABLE",
+    "ConnectionContext",
     "ConnectionState",
+    "Deferral",
+    "FaultContext",
+    "HandlerSpec",
+    "Outcome",
     "Request",
     "Responder",
+    "Response",
+    "SessionCommit",
     "SessionRule",
     "SpdmErrorResponse",
-    "handler",
+    "build_table",
 ]

@@ -11,12 +11,13 @@ answer is ERROR(InvalidRequest) and the connection stays after CAPABILITIES.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from emulator.codec.constants import (
     AlgType,
     BaseAsymAlgo,
     MeasurementSpec,
     OtherParams,
-    RequestCode,
     RequesterCap,
     ResponderCap,
 )
@@ -28,16 +29,11 @@ from emulator.codec.messages import (
     NegotiateAlgorithmsMsg,
 )
 from emulator.errors import CodecError
-from emulator.responder.core import (
-    ConnectionState,
-    NegotiatedAlgorithms,
-    Request,
-    Responder,
-    SessionRule,
-    handler,
-    invalid,
-    unexpected,
-)
+from emulator.responder.base import ConnectionState, Request, invalid, unexpected
+from emulator.responder.context import NegotiatedAlgorithms
+
+if TYPE_CHECKING:
+    from emulator.responder.core import Responder
 
 _STRUCT_FIELD = {
     AlgType.DHE: "dhe",
@@ -58,7 +54,6 @@ def select(priority: list[int], offered: int) -> int:
     return 0
 
 
-@handler(RequestCode.NEGOTIATE_ALGORITHMS, session=SessionRule.OUTSIDE_ONLY)
 def negotiate_algorithms(r: Responder, req: Request) -> bytes:
     """Select algorithms and answer ALGORITHMS; the VCA transcript is complete after it."""
     if r.state != ConnectionState.AFTER_CAPABILITIES:

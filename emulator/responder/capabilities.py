@@ -9,28 +9,29 @@ spec forbids (reserved PSK_CAP values, KEY_EX without MAC/ENCRYPT, ...).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from emulator.codec.constants import (
     MIN_DATA_TRANSFER_SIZE_V12,
     REQUESTER_CAPS_BY_VERSION,
     RESPONDER_CAPS_BY_VERSION,
     ErrorCode,
-    RequestCode,
     RequesterCap,
     ResponseCode,
 )
 from emulator.codec.messages import CapabilitiesMsg, get_capabilities_size
 from emulator.errors import CodecError
-from emulator.responder.core import (
+from emulator.responder.base import (
     ConnectionState,
-    PeerCapabilities,
     Request,
-    Responder,
-    SessionRule,
     SpdmErrorResponse,
-    handler,
     invalid,
     unexpected,
 )
+from emulator.responder.context import PeerCapabilities
+
+if TYPE_CHECKING:
+    from emulator.responder.core import Responder
 
 MAX_CT_EXPONENT = 31
 
@@ -89,7 +90,6 @@ def requester_flags_problem(flags: int, version: int) -> str | None:
     return None
 
 
-@handler(RequestCode.GET_CAPABILITIES, session=SessionRule.OUTSIDE_ONLY)
 def get_capabilities(r: Responder, req: Request) -> bytes:
     """Record the requester's capabilities and answer with the device's."""
     if req.in_session:

@@ -23,7 +23,7 @@ Behaviour follows libspdm (``libspdm_rsp_digests.c``, ``libspdm_rsp_certificate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from emulator.codec.constants import (
     ErrorCode,
@@ -43,21 +43,17 @@ from emulator.codec.identity import (
     GetCertificateMsg,
 )
 from emulator.errors import CodecError, EmulatorError
-from emulator.responder.core import (
-    REQUEST_OBSERVERS,
-    RESET_HOOKS,
+from emulator.responder.base import (
     ConnectionState,
     Request,
-    Responder,
-    SessionRule,
     SpdmErrorResponse,
-    handler,
     invalid,
     unexpected,
 )
 
-#: Key of this family's per-connection state in ``Responder.family``.
-FAMILY = "identity"
+if TYPE_CHECKING:
+    from emulator.responder.core import Responder
+
 #: SPDM_MAX_CERTIFICATE_CHAIN_SIZE: the 16-bit Length/Offset space of a chain.
 MAX_CHAIN_SIZE = 0xFFFF
 #: What SlotSizeRequested reports for a slot's storage when SET_CERT_CAP is set
@@ -82,30 +78,9 @@ M1_RESETTING_REQUESTS = frozenset(
 )
 
 
-@dataclass(slots=True)
-class IdentityConnState:
-    """Per-connection identity state.
-
-    ``message_d`` is the first DIGESTS after VCA when MULTI_KEY_CONN was
-    negotiated (DSP0274 1.3 "message D"); ``digest_window_closed`` is set once a
-    request other than GET_DIGESTS was handled after VCA (then no DIGESTS joins D).
-    """
-
-    message_d: bytes = b""
-    digest_window_closed: bool = False
-
-
-def conn_state(r: Responder) -> IdentityConnState:
-    state = r.family.get(FAMILY)
-    if not isinstance(state, IdentityConnState):
-        state = IdentityConnState()
-        r.family[FAMILY] = state
-    return state
-
-
 def message_d(r: Responder) -> bytes:
     """Message D for the KEY_EXCHANGE transcript (empty unless 1.3 MULTI_KEY_CONN)."""
-    return conn_state(r).message_d
+    return r.ctx.identity.message_d
 
 
 def multi_key(r: Responder) -> bool:
@@ -121,7 +96,7 @@ def reset_via_request_code(r: Responder, code: int) -> None:
     KEY_EXCHANGE, ...) should call it too; it empties B and C when they arrive
     before the connection is authenticated.
     """
-    st = conn_state(r)
+    st = r.ctx.identity
     if code != RequestCode.GET_DIGESTS and r.state >= ConnectionState.NEGOTIATED:
         st.digest_window_closed = True
     if code in M1_RESETTING_REQUESTS:
@@ -137,12 +112,6 @@ def require_negotiated(r: Responder, what: str) -> None:
     if r.state < ConnectionState.NEGOTIATED:
         raise unexpected(f"{what} before NEGOTIATE_ALGORITHMS")
 
-
-def _reset_hook(r: Responder) -> None:
-    r.family.pop(FAMILY, None)
-
-
-RESET_HOOKS.append(_reset_hook)
 
 #: Requests whose own handlers apply the resets (ours), or that never do (VCA, chunks).
 _SELF_OR_EXEMPT = frozenset(
@@ -160,8 +129,9 @@ _SELF_OR_EXEMPT = frozenset(
 )
 
 
-def _observe(r: Responder, request: bytes, session_id: int | None, response: bytes) -> None:
-    """Apply :func:`reset_via_request_code` for the other families' requests.
+def observe(r: Responder, request: bytes, response: bytes) -> None:
+    """Pipeline step "observe": :func:`reset_via_request_code` for the other families'
+    requests.
 
     libspdm calls it inside each handler once the request passed its checks, so
     a successful response is taken as "processed"; an ERROR leaves B and C alone.
@@ -173,17 +143,13 @@ def _observe(r: Responder, request: bytes, session_id: int | None, response: byt
     reset_via_request_code(r, request[1])
 
 
-REQUEST_OBSERVERS.append(_observe)
-
-
-@handler(RequestCode.GET_DIGESTS, capability=ResponderCap.CERT_CAP, session=SessionRule.EITHER)
 def get_digests(r: Responder, req: Request) -> bytes:
     """DIGESTS: Hash(SPDM cert chain) of every slot provisioned for the negotiated asym."""
     require_negotiated(r, "GET_DIGESTS")
     reset_via_request_code(r, RequestCode.GET_DIGESTS)
     asym = r.algorithms.base_asym
     base_hash = r.algorithms.base_hash
-    identity = r.device.identity
+    identity = req.device.identity
     keys = identity.provisioned(asym)
     if not keys:
         raise SpdmErrorResponse(
@@ -208,7 +174,7 @@ def get_digests(r: Responder, req: Request) -> bytes:
     if not req.in_session:
         r.transcripts.b += req.raw[:GET_DIGESTS_SIZE]
         r.transcripts.b += response
-        st = conn_state(r)
+        st = r.ctx.identity
         if mk and not st.digest_window_closed and not st.message_d:
             st.message_d = response
     if r.state < ConnectionState.AFTER_DIGESTS:
@@ -236,7 +202,6 @@ def max_portion(r: Responder) -> int:
     return max(0, min(limit - CERTIFICATE_HEADER_SIZE, MAX_CHAIN_SIZE))
 
 
-@handler(RequestCode.GET_CERTIFICATE, capability=ResponderCap.CERT_CAP, session=SessionRule.EITHER)
 def get_certificate(r: Responder, req: Request) -> bytes:
     """CERTIFICATE: one portion of a slot's SPDM certificate chain."""
     require_negotiated(r, "GET_CERTIFICATE")
@@ -248,7 +213,7 @@ def get_certificate(r: Responder, req: Request) -> bytes:
     if slot >= SLOT_COUNT:
         raise invalid(f"SlotID {slot} is not 0..7")
     size_requested = msg.slot_size_requested
-    key = r.device.identity.key_for(slot, r.algorithms.base_asym)
+    key = req.device.identity.key_for(slot, r.algorithms.base_asym)
     if key is None and not size_requested:
         raise invalid(f"slot {slot} is empty")
     try:

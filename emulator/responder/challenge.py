@@ -11,7 +11,7 @@ session" (core, UnexpectedRequest) come first.
 
 The response: Param1 = SlotID (bits 3:0; BasicMutAuthReq stays 0), Param2 =
 provisioned slot mask (0 for 0xFF), CertChainHash = Hash(SPDM cert chain of the
-slot), a 32-byte nonce from ``r.rng``, the measurement summary hash (empty for
+slot), a 32-byte nonce from ``req.rng``, the measurement summary hash (empty for
 type 0 or a device without MEAS_CAP), OpaqueDataLength/OpaqueData (0 in 1.2+
 unless an opaque data format was negotiated, else the identity's configured
 opaque data), the 1.3 RequesterContext echoed, and the signature over
@@ -26,12 +26,13 @@ On success the connection is AUTHENTICATED and B and C are emptied.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from emulator.codec.constants import (
     MEAS_CAP_MASK,
     OPAQUE_DATA_FMT_MASK,
     ErrorCode,
     RequestCode,
-    ResponderCap,
 )
 from emulator.codec.identity import (
     PUBLIC_KEY_SLOT,
@@ -45,25 +46,24 @@ from emulator.codec.identity import (
 )
 from emulator.crypto import CHALLENGE_AUTH_SIGN_CONTEXT, hash_size
 from emulator.errors import CodecError, EmulatorError
+from emulator.responder.base import (
+    ConnectionState,
+    Request,
+    SpdmErrorResponse,
+    invalid,
+)
 from emulator.responder.certificates import (
     multi_key,
     require_negotiated,
     reset_via_request_code,
 )
-from emulator.responder.core import (
-    ConnectionState,
-    Request,
-    Responder,
-    SessionRule,
-    SpdmErrorResponse,
-    handler,
-    invalid,
-)
+
+if TYPE_CHECKING:
+    from emulator.responder.core import Responder
 
 NONCE_SIZE = 32
 
 
-@handler(RequestCode.CHALLENGE, capability=ResponderCap.CHAL_CAP, session=SessionRule.OUTSIDE_ONLY)
 def challenge(r: Responder, req: Request) -> bytes:
     """CHALLENGE_AUTH signed over M1 with the key of the requested slot."""
     require_negotiated(r, "CHALLENGE")
@@ -74,7 +74,7 @@ def challenge(r: Responder, req: Request) -> bytes:
         msg, size = ChallengeMsg.decode(req.raw)
     except CodecError as exc:
         raise invalid(str(exc)) from None
-    dev = r.device
+    dev = req.device
     alg = r.algorithms
     measures = bool(dev.capabilities & MEAS_CAP_MASK)
     kind = msg.measurement_summary_type
@@ -125,7 +125,7 @@ def challenge(r: Responder, req: Request) -> bytes:
     opaque = dev.identity.challenge_opaque_data
     if r.version >= 0x12 and not alg.other_params & OPAQUE_DATA_FMT_MASK:
         opaque = b""
-    nonce = r.rng(NONCE_SIZE)
+    nonce = req.rng(NONCE_SIZE)
     auth = ChallengeAuthMsg(
         version=r.version,
         attributes=slot & SLOT_ID_MASK,

@@ -44,7 +44,7 @@ per connection and does not check.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from emulator.codec.chunking import (
     CHUNK_GET_SIZE,
@@ -68,78 +68,28 @@ from emulator.codec.constants import (
     code_name,
 )
 from emulator.errors import CodecError
-from emulator.responder.core import (
-    HANDLERS,
-    REQUEST_GATES,
-    REQUEST_OBSERVERS,
-    RESPONSE_FILTERS,
-    Request,
-    Responder,
-    SessionRule,
-    SpdmErrorResponse,
-    handler,
-    invalid,
-    unexpected,
-)
-from emulator.session.table import HANDSHAKE_REQUESTS, SessionState, existing_session_table
+from emulator.responder.base import Request, invalid, unexpected
+from emulator.responder.context import ChunkState, IncomingRequest, PendingResponse
+
+if TYPE_CHECKING:
+    from emulator.responder.core import Responder
 
 log = logging.getLogger("emulator.responder.chunking")
 
-FAMILY = "chunking"
 #: first-chunk overhead: CHUNK_SEND/CHUNK_RESPONSE header + LargeMessageSize
 _FIRST_OVERHEAD = CHUNK_HEADER_SIZE + LARGE_MESSAGE_SIZE_FIELD
 
 
-@dataclass(slots=True)
-class PendingResponse:
-    """A large response waiting for CHUNK_GET (libspdm ``chunk_context.get``)."""
-
-    handle: int
-    message: bytes
-    session_id: int | None
-    #: the ChunkSeqNo the next CHUNK_GET must carry
-    seq: int = 0
-    #: bytes of ``message`` already sent
-    sent: int = 0
-
-
-@dataclass(slots=True)
-class IncomingRequest:
-    """A large request arriving by CHUNK_SEND (libspdm ``chunk_context.send``)."""
-
-    handle: int
-    session_id: int | None
-    size: int
-    data: bytearray
-    #: ChunkSeqNo of the last chunk accepted
-    seq: int = 0
-
-
-@dataclass(slots=True)
-class ChunkState:
-    """Per-connection chunking state (``r.family["chunking"]``)."""
-
-    #: libspdm's chunk_context.get.chunk_handle counter
-    get_handle: int = 0
-    pending: PendingResponse | None = None
-    incoming: IncomingRequest | None = None
-    #: large responses stored / large requests completed (telemetry, tests)
-    responses_stored: int = 0
-    requests_completed: int = 0
-
-
 def _state(r: Responder) -> ChunkState:
-    st = r.family.get(FAMILY)
-    if not isinstance(st, ChunkState):
-        st = ChunkState()
-        r.family[FAMILY] = st
+    st = r.ctx.chunking
+    if st is None:
+        st = r.ctx.chunking = ChunkState()
     return st
 
 
 def chunk_state(r: Responder) -> ChunkState | None:
     """The connection's chunking state, if any chunking happened (tests, telemetry)."""
-    st = r.family.get(FAMILY)
-    return st if isinstance(st, ChunkState) else None
+    return r.ctx.chunking
 
 
 def chunking_active(r: Responder) -> bool:
@@ -167,12 +117,13 @@ def _context(sid: int | None) -> str:
 # --- the request gate ------------------------------------------------------------------
 
 
-def _gate(r: Responder, request: bytes, session_id: int | None) -> None:
-    """Refuse requests that would interrupt a chunked transfer (libspdm_build_response)."""
-    st = r.family.get(FAMILY)
-    if not isinstance(st, ChunkState) or (st.pending is None and st.incoming is None):
+def gate(r: Responder, request: bytes, session_id: int | None) -> None:
+    """Pipeline step "gate": refuse requests that would interrupt a chunked transfer
+    (DSP0274 1.3 10.24; libspdm_build_response)."""
+    st = r.ctx.chunking
+    if st is None or not st.in_transfer:
         return
-    if len(request) < 4 or request[1] not in HANDLERS:
+    if len(request) < 4 or request[1] not in r.table:
         return  # the generic rules answer (InvalidRequest, UnsupportedRequest)
     code = request[1]
     if code == RequestCode.GET_VERSION:
@@ -202,9 +153,6 @@ def _gate(r: Responder, request: bytes, session_id: int | None) -> None:
         )
 
 
-REQUEST_GATES.append(_gate)
-
-
 # --- the response filter ---------------------------------------------------------------
 
 
@@ -214,8 +162,9 @@ def _too_large(r: Responder, size: int, why: str) -> bytes:
     return r.error(ErrorCode.ResponseTooLarge, 0, size.to_bytes(4, "little"))
 
 
-def _filter(r: Responder, request: bytes, session_id: int | None, response: bytes) -> bytes:
-    """Turn a response the requester cannot receive at once into ERROR(LargeResponse)."""
+def size_filter(r: Responder, request: bytes, session_id: int | None, response: bytes) -> bytes:
+    """Pipeline step "filter": a response the requester cannot receive at once becomes
+    ERROR(LargeResponse) (DSP0274 1.3 10.24); transcripts saw the real response."""
     if len(response) < 2 or not chunking_active(r):
         return response
     if response[1] == ResponseCode.CHUNK_RESPONSE:
@@ -261,13 +210,9 @@ def _filter(r: Responder, request: bytes, session_id: int | None, response: byte
     return build_large_response_error(r.version, st.get_handle)
 
 
-RESPONSE_FILTERS.append(_filter)
-
-
 # --- CHUNK_GET -------------------------------------------------------------------------
 
 
-@handler(RequestCode.CHUNK_GET, min_version=0x12, session=SessionRule.EITHER)
 def chunk_get(r: Responder, req: Request) -> bytes:
     """CHUNK_GET -> CHUNK_RESPONSE: the next chunk of the pending large response."""
     if not chunking_active(r):
@@ -384,35 +329,18 @@ def _next_chunk_problem(
 def _process_large_request(r: Responder, request: bytes, session_id: int | None) -> bytes:
     """Answer a reassembled large request as if it had arrived whole."""
     code = request[1] if len(request) >= 2 else -1
-    if code in (RequestCode.CHUNK_SEND, RequestCode.CHUNK_GET) or code not in HANDLERS:
+    if code in (RequestCode.CHUNK_SEND, RequestCode.CHUNK_GET) or code not in r.table:
         r.last_error = f"the large request is {code_name(code) if code >= 0 else 'empty'}"
         return r.error(ErrorCode.InvalidRequest)
-    table = existing_session_table(r)
+    table = r.ctx.sessions
     session = table.get(session_id) if table is not None else None
-    if (
-        session is not None
-        and session.state is SessionState.HANDSHAKING
-        and code not in HANDSHAKE_REQUESTS
-    ):
+    if session is not None and not session.accepts(code):
         # what the connection layer answers to such a request sent whole
         r.last_error = f"{code_name(code)} in the handshake phase (sent by CHUNK_SEND)"
         return r.error(ErrorCode.UnexpectedRequest)
-    try:
-        response = r._dispatch(request, session_id)
-    except SpdmErrorResponse as err:
-        response = r._error_for(request, err)
-    for observer in REQUEST_OBSERVERS:
-        observer(r, request, session_id, response)
-    return response
+    return r.dispatch(request, session_id)
 
 
-@handler(
-    RequestCode.CHUNK_SEND,
-    min_version=0x12,
-    capability=ResponderCap.CHUNK_CAP,
-    session=SessionRule.EITHER,
-    peer_capability=RequesterCap.CHUNK_CAP,
-)
 def chunk_send(r: Responder, req: Request) -> bytes:
     """CHUNK_SEND -> CHUNK_SEND_ACK (with the response once the large request is whole)."""
     raw = req.raw

@@ -1,10 +1,21 @@
-"""The sans-I/O responder core: ``Responder.handle(request) -> response``.
+"""The sans-I/O responder pipeline: ``Responder.respond(request) -> Outcome``.
 
-Request families live in their own modules (``version.py``, ``capabilities.py``,
-...) and register a handler with :func:`handler`.  The core does what is common
-to every request (DSP0274 "Generic SPDM message format" and "Ordering of
-messages"): header length, version byte, unknown codes, capability gating,
-the connection-state order, and ERROR construction from :class:`SpdmErrorResponse`.
+Every request goes through the same steps, in this order (libspdm
+``libspdm_build_response`` does the same work in one function):
+
+1. **release** (DSP0274 1.3 10.17): a RESPOND_IF_READY that matches the deferred request
+   stands for it from here on; any other request ends the wait.
+2. **fault defer**: a fault context may answer ResponseNotReady and keep the request.
+3. **gate** (:func:`emulator.responder.chunking.gate`): a large-message transfer in
+   progress refuses other requests (DSP0274 1.3 10.24).
+4. **dispatch**: header length, the dispatch-table line of the code (``table.py``), its
+   version / capability / connection-state / session / requester-capability rules, then
+   the handler.  An :class:`SpdmErrorResponse` becomes the ERROR.
+5. **observe**: transcript resets that depend on which request came next (B/C by
+   :func:`emulator.responder.certificates.observe`, L1/L2 by
+   :func:`emulator.responder.measurements.observe`).
+6. **filter** (:func:`emulator.responder.chunking.size_filter`): a response larger than
+   the requester can take becomes ERROR(LargeResponse) for CHUNK_GET.
 
 The core never does I/O, never reads the clock and never calls ``os.urandom``:
 randomness and time come in through ``rng`` and ``clock``.
@@ -14,201 +25,82 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum, IntEnum
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from emulator.codec.constants import ErrorCode, RequestCode, RequesterCap, ResponderCap, code_name
 from emulator.codec.messages import HEADER_SIZE, build_error
-from emulator.device.model import Device
 from emulator.device.random import RandomSource
+from emulator.responder import certificates, chunking, measurements
+from emulator.responder.base import (
+    ConnectionState,
+    HandlerSpec,
+    Request,
+    Response,
+    SessionCommit,
+    SessionRule,
+    SpdmErrorResponse,
+    invalid,
+    unexpected,
+)
+from emulator.responder.context import (
+    ConnectionContext,
+    DeferredRequest,
+    NegotiatedAlgorithms,
+    PeerCapabilities,
+    Transcripts,
+)
+from emulator.responder.table import DEFAULT_TABLE
+from emulator.session.table import SessionTable
+
+if TYPE_CHECKING:
+    from emulator.device.model import Device
 
 log = logging.getLogger("emulator.responder")
 
 
-class ConnectionState(IntEnum):
-    """Connection state, in the order DSP0274 requires (libspdm's connection_state)."""
+@dataclass(frozen=True, slots=True)
+class Deferral:
+    """A fault's ResponseNotReady (DSP0274 1.3 10.17): keep the request, answer
+    ERROR(ResponseNotReady) with these values (``token`` None: the connection's next)."""
 
-    NOT_STARTED = 0
-    AFTER_VERSION = 1
-    AFTER_CAPABILITIES = 2
-    NEGOTIATED = 3
-    AFTER_DIGESTS = 4
-    AFTER_CERTIFICATE = 5
-    AUTHENTICATED = 6
-
-
-class SessionRule(Enum):
-    """Where a request may be sent (DSP0274 table "SPDM request codes", session column)."""
-
-    OUTSIDE_ONLY = "outside"  # e.g. GET_VERSION, KEY_EXCHANGE
-    EITHER = "either"  # e.g. GET_MEASUREMENTS
-    INSIDE_ONLY = "inside"  # e.g. HEARTBEAT, KEY_UPDATE, END_SESSION
-
-
-class SpdmErrorResponse(Exception):
-    """Raised by a handler to answer with ERROR(code, data[, extended data]).
-
-    ``reason`` is for the log only (the wire carries just the code and data).
-    """
-
-    def __init__(
-        self, code: ErrorCode, reason: str = "", data: int = 0, extended: bytes = b""
-    ) -> None:
-        super().__init__(f"{code.name}: {reason}" if reason else code.name)
-        self.code = code
-        self.reason = reason
-        self.data = data
-        self.extended = extended
-
-
-def invalid(reason: str) -> SpdmErrorResponse:
-    """ERROR(InvalidRequest) with a log reason."""
-    return SpdmErrorResponse(ErrorCode.InvalidRequest, reason)
-
-
-def unexpected(reason: str) -> SpdmErrorResponse:
-    """ERROR(UnexpectedRequest) with a log reason."""
-    return SpdmErrorResponse(ErrorCode.UnexpectedRequest, reason)
+    rdt_exponent: int = 1
+    rdtm: int = 2
+    token: int | None = None
+    repeat: int = 0
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
-    """A request as the handlers see it: the raw bytes and the parsed header."""
+class FaultContext:
+    """What a fault changes in one exchange, passed in explicitly: the device as this
+    exchange sees it (a lying view), the randomness it draws from (recorded or
+    replayed), a ResponseNotReady to answer instead of running the handler."""
 
-    raw: bytes
-    version: int
-    code: int
-    param1: int
-    param2: int
-    session_id: int | None = None
-
-    @property
-    def in_session(self) -> bool:
-        return self.session_id is not None
-
-
-HandlerFn = Callable[["Responder", Request], bytes]
+    device: Device | None = None
+    rng: RandomSource | None = None
+    defer: Deferral | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class HandlerSpec:
-    """How the core gates one request code before its handler runs."""
+class Outcome:
+    """The result of one request: the response, the request it answers (the deferred
+    one when RESPOND_IF_READY released it), the session commits to apply once the
+    response is sent, and why it is an ERROR (for logs and telemetry)."""
 
-    code: RequestCode
-    fn: HandlerFn
-    min_version: int = 0x10
-    #: the responder must advertise one of these capability bits (0: none needed)
-    capability: int = 0
-    session: SessionRule = SessionRule.EITHER
-    #: the requester must have advertised this GET_CAPABILITIES flag too (0: none needed)
-    peer_capability: int = 0
-
-
-#: request code -> handler, filled by the family modules at import time
-HANDLERS: dict[int, HandlerSpec] = {}
-
-
-def handler(
-    code: RequestCode,
-    *,
-    min_version: int = 0x10,
-    capability: int = 0,
-    session: SessionRule = SessionRule.EITHER,
-    peer_capability: int = 0,
-) -> Callable[[HandlerFn], HandlerFn]:
-    """Register ``fn`` as the handler of ``code`` (one module per request family).
-
-    ``capability``: the device must advertise one of these bits; ``peer_capability``:
-    the requester must have set this flag (e.g. KEY_EX_CAP for KEY_EXCHANGE); otherwise
-    ERROR(UnsupportedRequest) with the request code, before the handler runs.
-    """
-
-    def deco(fn: HandlerFn) -> HandlerFn:
-        HANDLERS[code] = HandlerSpec(code, fn, min_version, capability, session, peer_capability)
-        return fn
-
-    return deco
-
-
-@dataclass(slots=True)
-class PeerCapabilities:
-    """What the requester said in GET_CAPABILITIES."""
-
-    version: int
-    ct_exponent: int = 0
-    flags: int = 0
-    data_transfer_size: int = 0
-    max_spdm_msg_size: int = 0
-
-
-@dataclass(slots=True)
-class NegotiatedAlgorithms:
-    """The selections sent in ALGORITHMS (one bit each, 0 when not negotiated)."""
-
-    measurement_spec: int = 0
-    other_params: int = 0
-    measurement_hash: int = 0
-    base_asym: int = 0
-    base_hash: int = 0
-    mel_spec: int = 0
-    dhe: int = 0
-    aead: int = 0
-    req_base_asym: int = 0
-    key_schedule: int = 0
-
-
-@dataclass(slots=True)
-class Transcripts:
-    """Connection transcripts (DSP0274 "Transcript and transcript hash calculation").
-
-    ``a`` is VCA (GET_VERSION .. ALGORITHMS); ``b`` GET_DIGESTS/GET_CERTIFICATE;
-    ``c`` CHALLENGE/CHALLENGE_AUTH.  Measurement (L1/L2) and session (TH)
-    transcripts belong to their families.
-    """
-
-    a: bytearray = field(default_factory=bytearray)
-    b: bytearray = field(default_factory=bytearray)
-    c: bytearray = field(default_factory=bytearray)
-
-    def reset(self) -> None:
-        self.a.clear()
-        self.b.clear()
-        self.c.clear()
-
-
-#: reset hooks run on GET_VERSION / reset(): families clear their own state there
-ResetHook = Callable[["Responder"], None]
-RESET_HOOKS: list[ResetHook] = []
-
-#: observers run after every request with (responder, request, session_id, response):
-#: families whose state spans requests react here (e.g. L1/L2 is reset by any other
-#: request, libspdm_reset_message_buffer_via_request_code)
-RequestObserver = Callable[["Responder", bytes, "int | None", bytes], None]
-REQUEST_OBSERVERS: list[RequestObserver] = []
-
-#: gates run before dispatch with (responder, request, session_id): a gate refuses a
-#: request by raising SpdmErrorResponse, and the ERROR is answered without running a
-#: handler or the observers (e.g. a chunked transfer in progress refuses other requests,
-#: as libspdm_build_response does)
-RequestGate = Callable[["Responder", bytes, "int | None"], None]
-REQUEST_GATES: list[RequestGate] = []
-
-#: response filters run after the observers with (responder, request, session_id,
-#: response) and return the response to send (e.g. a response too large for the
-#: requester becomes ERROR(LargeResponse) and is delivered by CHUNK_GET); transcripts
-#: and observers have seen the real response
-ResponseFilter = Callable[["Responder", bytes, "int | None", bytes], bytes]
-RESPONSE_FILTERS: list[ResponseFilter] = []
+    response: bytes
+    request: bytes
+    commits: tuple[SessionCommit, ...] = ()
+    reason: str = ""
 
 
 class Responder:
     """One connection's SPDM responder state machine (sans-I/O).
 
-    ``handle(request, session_id)`` takes the bytes of one SPDM request (already
-    decrypted when it arrived in a session) and returns the bytes of the
-    response.  It never raises for bad input: every problem is an ERROR message.
+    ``respond(request, session_id)`` takes the bytes of one SPDM request (already
+    decrypted when it arrived in a session) and returns an :class:`Outcome`;
+    ``handle`` returns just the response bytes.  Neither raises for bad input: every
+    problem is an ERROR message.
     """
 
     def __init__(
@@ -218,51 +110,178 @@ class Responder:
         rng: RandomSource | None = None,
         clock: Callable[[], float] | None = None,
         connection_number: int = 0,
+        table: Mapping[int, HandlerSpec] | None = None,
     ) -> None:
         self.device = device
         self.rng: RandomSource = rng or device.random_source(f"conn-{connection_number}")
         self.clock: Callable[[], float] = clock or time.monotonic
         self.connection_number = connection_number
-        self.state = ConnectionState.NOT_STARTED
-        self.version = 0
-        self.peer: PeerCapabilities | None = None
-        self.algorithms = NegotiatedAlgorithms()
-        self.transcripts = Transcripts()
-        #: per-family state, keyed by family name (each family owns its entry)
-        self.family: dict[str, Any] = {}
+        #: request code -> handler spec (``table.py``); one per responder
+        self.table: Mapping[int, HandlerSpec] = table if table is not None else DEFAULT_TABLE
+        self.ctx = ConnectionContext()
         #: the last error reason (for logs / telemetry)
         self.last_error: str = ""
+        self._commits: list[SessionCommit] = []
+
+    # ---- negotiated state (in the context) -------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        return self.ctx.state
+
+    @state.setter
+    def state(self, value: ConnectionState) -> None:
+        self.ctx.state = value
+
+    @property
+    def version(self) -> int:
+        return self.ctx.version
+
+    @version.setter
+    def version(self, value: int) -> None:
+        self.ctx.version = value
+
+    @property
+    def peer(self) -> PeerCapabilities | None:
+        return self.ctx.peer
+
+    @peer.setter
+    def peer(self, value: PeerCapabilities | None) -> None:
+        self.ctx.peer = value
+
+    @property
+    def algorithms(self) -> NegotiatedAlgorithms:
+        return self.ctx.algorithms
+
+    @algorithms.setter
+    def algorithms(self, value: NegotiatedAlgorithms) -> None:
+        self.ctx.algorithms = value
+
+    @property
+    def transcripts(self) -> Transcripts:
+        return self.ctx.transcripts
+
+    def session_table(self) -> SessionTable:
+        """The connection's session table, created (and listening to the device's runtime
+        changes) on first use."""
+        table = self.ctx.sessions
+        if table is None:
+            table = SessionTable(self.device.sessions)
+            table.listen(self.device.listeners)
+            self.ctx.sessions = table
+        return table
 
     # ---- public API ------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget everything negotiated (GET_VERSION, DSP0274 1.2.1 margin 185)."""
-        self.state = ConnectionState.NOT_STARTED
-        self.version = 0
-        self.peer = None
-        self.algorithms = NegotiatedAlgorithms()
-        self.transcripts.reset()
-        for hook in RESET_HOOKS:
-            hook(self)
-        self.family.clear()
+        """Forget everything negotiated (GET_VERSION, DSP0274 1.3 10.3; a closed
+        connection): every session ends and the context starts anew."""
+        table = self.ctx.sessions
+        if table is not None:
+            table.clear()
+            table.detach()
+        self.ctx = ConnectionContext()
 
     def handle(self, request: bytes, session_id: int | None = None) -> bytes:
         """Answer one request; an ERROR response for anything wrong with it."""
+        return self.respond(request, session_id).response
+
+    def respond(
+        self, request: bytes, session_id: int | None = None, fault: FaultContext | None = None
+    ) -> Outcome:
+        """Run the pipeline (module docstring) on one request."""
         self.last_error = ""
+        self._commits = []
+        request = self._release(request, session_id)
+        if fault is not None and fault.defer is not None and len(request) >= HEADER_SIZE:
+            return Outcome(self._defer(request, session_id, fault.defer), request)
         try:
-            for gate in REQUEST_GATES:
-                gate(self, request, session_id)
+            chunking.gate(self, request, session_id)
         except SpdmErrorResponse as err:
-            return self._error_for(request, err)
+            return Outcome(self._error_for(request, err), request, (), self.last_error)
+        response = self.dispatch(request, session_id, fault)
+        response = chunking.size_filter(self, request, session_id, response)
+        return Outcome(response, request, tuple(self._commits), self.last_error)
+
+    def dispatch(
+        self, request: bytes, session_id: int | None, fault: FaultContext | None = None
+    ) -> bytes:
+        """Steps 4 and 5 for one request: the checks, the handler, the observers.  Also
+        what a reassembled CHUNK_SEND request goes through (DSP0274 1.3 10.25)."""
         try:
-            response = self._dispatch(request, session_id)
+            result = self._run_handler(request, session_id, fault)
         except SpdmErrorResponse as err:
+            self._commits.extend(err.commits)
             response = self._error_for(request, err)
-        for observer in REQUEST_OBSERVERS:
-            observer(self, request, session_id, response)
-        for response_filter in RESPONSE_FILTERS:
-            response = response_filter(self, request, session_id, response)
+        else:
+            if isinstance(result, Response):
+                self._commits.extend(result.commits)
+                response = result.message
+            else:
+                response = result
+        certificates.observe(self, request, response)
+        measurements.observe(self, request, session_id, response)
         return response
+
+    def error(self, code: ErrorCode | int, data: int = 0, extended: bytes = b"") -> bytes:
+        """An ERROR in the connection's version (1.0 before negotiation, as libspdm)."""
+        return build_error(self.version or 0x10, code, data, extended)
+
+    def has_cap(self, cap: ResponderCap) -> bool:
+        return self.device.supports(cap)
+
+    def peer_has(self, flag: int) -> bool:
+        peer = self.ctx.peer
+        return peer is not None and bool(peer.flags & flag)
+
+    # ---- pipeline steps --------------------------------------------------------------
+
+    def _release(self, request: bytes, session_id: int | None) -> bytes:
+        """Step 1: the deferred request, when ``request`` is the RESPOND_IF_READY that
+        releases it (same version and session context, Param1 = its code, Param2 = its
+        token, no "still not ready" left); any request but RESPOND_IF_READY ends the wait.
+        A RESPOND_IF_READY that does not match is answered by its handler."""
+        nr = self.ctx.not_ready
+        waiting = nr.deferred
+        if waiting is None:
+            return request
+        if len(request) < 2 or request[1] != RequestCode.RESPOND_IF_READY:
+            nr.deferred = None
+            return request
+        if (
+            len(request) >= HEADER_SIZE
+            and request[0] == self.version
+            and session_id == waiting.session_id
+            and request[2] == waiting.request_code
+            and request[3] == waiting.token
+            and waiting.remaining == 0
+        ):
+            nr.deferred = None
+            log.info(
+                "conn %d: RESPOND_IF_READY releases the deferred %s (token 0x%02X)",
+                self.connection_number,
+                code_name(waiting.request_code),
+                waiting.token,
+            )
+            return waiting.request
+        return request
+
+    def _defer(self, request: bytes, session_id: int | None, spec: Deferral) -> bytes:
+        """Step 2: keep ``request`` for RESPOND_IF_READY, answer ERROR(ResponseNotReady)."""
+        nr = self.ctx.not_ready
+        waiting = DeferredRequest(
+            request=bytes(request),
+            session_id=session_id,
+            request_code=request[1],
+            token=nr.take_token() if spec.token is None else spec.token & 0xFF,
+            rdt_exponent=spec.rdt_exponent,
+            rdtm=spec.rdtm,
+            remaining=spec.repeat,
+        )
+        nr.deferred = waiting
+        # the ERROR's version is the connection's (1.0 before negotiation), as the core's
+        version = 0x10 if request[1] == RequestCode.GET_VERSION else (self.version or 0x10)
+        return waiting.error(version)
 
     def _error_for(self, request: bytes, err: SpdmErrorResponse) -> bytes:
         """The ERROR answering ``request`` for ``err`` (and its log line)."""
@@ -275,30 +294,22 @@ class Responder:
         )
         return self.error(err.code, err.data, err.extended)
 
-    def error(self, code: ErrorCode | int, data: int = 0, extended: bytes = b"") -> bytes:
-        """An ERROR in the connection's version (1.0 before negotiation, as libspdm)."""
-        return build_error(self.version or 0x10, code, data, extended)
-
-    def has_cap(self, cap: ResponderCap) -> bool:
-        return self.device.supports(cap)
-
-    def peer_has(self, flag: int) -> bool:
-        return self.peer is not None and bool(self.peer.flags & flag)
-
-    # ---- dispatch -------------------------------------------------------------------
-
-    def _dispatch(self, raw: bytes, session_id: int | None) -> bytes:
+    def _run_handler(
+        self, raw: bytes, session_id: int | None, fault: FaultContext | None
+    ) -> bytes | Response:
+        """Step 4: the generic checks of DSP0274 1.3 9 in its order, then the handler."""
         if len(raw) < HEADER_SIZE:
             raise invalid(f"{len(raw)}-byte request is shorter than the 4-byte header")
         version, code, p1, p2 = raw[0], raw[1], raw[2], raw[3]
-        spec = HANDLERS.get(code)
+        spec = self.table.get(code)
         if spec is None:
             raise SpdmErrorResponse(
                 ErrorCode.UnsupportedRequest, f"unknown request code 0x{code:02X}", data=code
             )
-        req = Request(raw, version, code, p1, p2, session_id)
-        if code == RequestCode.GET_VERSION or code == RequestCode.GET_CAPABILITIES:
-            # these two check their own version byte and state
+        device = self.device if fault is None or fault.device is None else fault.device
+        rng = self.rng if fault is None or fault.rng is None else fault.rng
+        req = Request(raw, version, code, p1, p2, session_id, device, rng)
+        if spec.own_ordering:
             return spec.fn(self, req)
         if self.state < ConnectionState.AFTER_CAPABILITIES:
             if self.state == ConnectionState.NOT_STARTED:

@@ -31,6 +31,7 @@ DELIVER with another RequestID or no payload -> InvalidRequest.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -52,18 +53,19 @@ from emulator.codec.session import (
 )
 from emulator.crypto import check_key_matches, hash_name, hash_size, public_key_of_cert
 from emulator.errors import EmulatorError
-from emulator.responder.certificates import reset_via_request_code
-from emulator.responder.core import (
+from emulator.responder.base import (
     Request,
-    Responder,
-    SessionRule,
     SpdmErrorResponse,
-    handler,
+    end,
     invalid,
     unexpected,
 )
+from emulator.responder.certificates import reset_via_request_code
 from emulator.responder.key_exchange import require_negotiated
-from emulator.session.table import EncapState, Session, SessionState, session_table
+from emulator.session.table import EncapState, Session, SessionState
+
+if TYPE_CHECKING:
+    from emulator.responder.core import Responder
 
 #: libspdm SPDM_MAX_CERTIFICATE_CHAIN_SIZE (the 16-bit Offset/Length space).
 MAX_CHAIN_SIZE = 0xFFFF
@@ -73,7 +75,12 @@ CERTIFICATE_HEADER_SIZE = 8
 
 
 class EncapFailure(Exception):
-    """The requester's encapsulated response is unusable (InvalidResponseCode)."""
+    """The requester's encapsulated response is unusable (InvalidResponseCode);
+    ``end_session``: the session ends with the ERROR (libspdm frees it)."""
+
+    def __init__(self, reason: str, *, end_session: bool = False) -> None:
+        super().__init__(reason)
+        self.end_session = end_session
 
 
 def encap_supported(r: Responder) -> bool:
@@ -109,7 +116,7 @@ def _active_encap(r: Responder, req: Request) -> tuple[Session, EncapState] | No
     it: with HANDSHAKE_IN_THE_CLEAR its requester sends the whole handshake phase,
     encapsulated messages included, in the clear.
     """
-    table = session_table(r)
+    table = r.session_table()
     sid = req.session_id if req.session_id is not None else table.latest_session_id
     session = table.get(sid)
     if session is None or session.encap is None or session.encap.done:
@@ -165,20 +172,15 @@ def _advance(r: Responder, session: Session, need_continue: bool) -> bytes:
     return encap.last_request
 
 
-def _fail(session: Session, reason: str) -> SpdmErrorResponse:
+def _fail(session: Session, reason: str, *, end_session: bool = False) -> SpdmErrorResponse:
     encap = session.encap
     if encap is not None:
         encap.done = True
         encap.current = 0
-    return SpdmErrorResponse(ErrorCode.InvalidResponseCode, reason)
+    commits = (end(session.session_id),) if end_session else ()
+    return SpdmErrorResponse(ErrorCode.InvalidResponseCode, reason, commits=commits)
 
 
-@handler(
-    RequestCode.GET_ENCAPSULATED_REQUEST,
-    min_version=0x11,
-    capability=ResponderCap.ENCAP_CAP | ResponderCap.MUT_AUTH_CAP,
-    session=SessionRule.EITHER,
-)
 def get_encapsulated_request(r: Responder, req: Request) -> bytes:
     """ENCAPSULATED_REQUEST with the first request of the pending flow."""
     _check_supported(r, RequestCode.GET_ENCAPSULATED_REQUEST)
@@ -200,12 +202,6 @@ def get_encapsulated_request(r: Responder, req: Request) -> bytes:
     return build_encapsulated_request(r.version, encap.request_id, payload)
 
 
-@handler(
-    RequestCode.DELIVER_ENCAPSULATED_RESPONSE,
-    min_version=0x11,
-    capability=ResponderCap.ENCAP_CAP | ResponderCap.MUT_AUTH_CAP,
-    session=SessionRule.EITHER,
-)
 def deliver_encapsulated_response(r: Responder, req: Request) -> bytes:
     """Process the requester's answer; ENCAPSULATED_RESPONSE_ACK with the next request."""
     _check_supported(r, RequestCode.DELIVER_ENCAPSULATED_RESPONSE)
@@ -237,7 +233,9 @@ def deliver_encapsulated_response(r: Responder, req: Request) -> bytes:
         else:
             raise EncapFailure("no encapsulated request is awaiting an answer")
     except EncapFailure as exc:
-        raise _fail(session, f"encapsulated {_name(encap.current)}: {exc}") from None
+        raise _fail(
+            session, f"encapsulated {_name(encap.current)}: {exc}", end_session=exc.end_session
+        ) from None
     if stop:
         encap.done = True
         encap.current = 0
@@ -335,8 +333,7 @@ def _process_key_update(r: Responder, session: Session, encap: EncapState, rsp: 
     if rsp[0] != r.version:
         raise EncapFailure(f"KEY_UPDATE_ACK version 0x{rsp[0]:02X}, expected 0x{r.version:02X}")
     if rsp[1] == ResponseCode.ERROR and rsp[2] == ErrorCode.DecryptError:
-        session.pending_end = True  # libspdm frees the session
-        raise EncapFailure("the requester could not decrypt: the session ends")
+        raise EncapFailure("the requester could not decrypt: the session ends", end_session=True)
     sent = encap.last_request
     if len(rsp) != 4 or rsp[1] != ResponseCode.KEY_UPDATE_ACK or rsp[2:4] != sent[2:4]:
         raise EncapFailure(f"expected KEY_UPDATE_ACK echoing {sent[2:4].hex()}, got {rsp.hex()}")
@@ -348,7 +345,7 @@ def arm_key_update(r: Responder, session_id: int) -> bool:
     GET_ENCAPSULATED_REQUEST of the session gets KEY_UPDATE(UpdateKey), then
     VerifyNewKey under the new response key (libspdm ``libspdm_rsp_encap_key_update.c``).
     ``session_id`` 0 names the latest session.  False when there is no such session."""
-    table = session_table(r)
+    table = r.session_table()
     session = table.get(session_id or table.latest_session_id)
     if session is None:
         return False
@@ -365,7 +362,7 @@ def verify_requester_chain(
     certificate issued by the previous one, the leaf key matches ReqBaseAsymAlg) and
     ``..._authority`` (the first certificate is a trusted root or issued by one).
     """
-    from emulator.certs import CertError, parse_spdm_cert_chain
+    from emulator.x509.chain import CertError, parse_spdm_cert_chain
 
     try:
         parsed = parse_spdm_cert_chain(hash_name(hash_algo), chain)

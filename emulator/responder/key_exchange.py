@@ -35,6 +35,7 @@ session becomes ESTABLISHED once FINISH_RSP is sent.
 from __future__ import annotations
 
 import hmac as _hmac
+from typing import TYPE_CHECKING
 
 from emulator.codec.constants import (
     MEAS_CAP_MASK,
@@ -78,28 +79,22 @@ from emulator.crypto import (
     spdm_verify,
 )
 from emulator.errors import CodecError, CryptoError, EmulatorError
-from emulator.responder.certificates import message_d, reset_via_request_code
-from emulator.responder.core import (
-    RESET_HOOKS,
+from emulator.responder.base import (
     ConnectionState,
     Request,
-    Responder,
-    SessionRule,
+    Response,
     SpdmErrorResponse,
-    handler,
+    end,
+    establish,
     invalid,
     unexpected,
 )
+from emulator.responder.certificates import message_d, reset_via_request_code
 from emulator.session.record import MAX_SEQUENCE_NUMBER
-from emulator.session.table import (
-    EncapState,
-    Session,
-    SessionState,
-    SessionTable,
-    SessionType,
-    existing_session_table,
-    session_table,
-)
+from emulator.session.table import EncapState, Session, SessionState, SessionTable, SessionType
+
+if TYPE_CHECKING:
+    from emulator.responder.core import Responder
 
 #: RequestCode values of the encapsulated flow (mutual authentication).
 ENCAP_GET_DIGESTS = int(RequestCode.GET_DIGESTS)
@@ -134,7 +129,7 @@ def current_session(r: Responder, req: Request, what: str) -> Session:
     """The session the request arrived in (SessionRequired / Unspecified when outside one)."""
     if req.session_id is None:
         raise no_session_error(r, f"{what} outside a session")
-    session = session_table(r).get(req.session_id)
+    session = r.session_table().get(req.session_id)
     if session is None:
         raise no_session_error(r, f"{what}: session 0x{req.session_id:08X} is not known")
     return session
@@ -177,12 +172,13 @@ def check_summary_type(r: Responder, kind: int) -> int:
     return size
 
 
-def measurement_summary(r: Responder, kind: int, size: int) -> bytes:
+def measurement_summary(r: Responder, req: Request, kind: int, size: int) -> bytes:
+    """MeasurementSummaryHash of the device as this exchange sees it."""
     if not size:
         return b""
     alg = r.algorithms
     try:
-        value = r.device.measurement_summary_hash(kind, alg.measurement_hash, alg.base_hash)
+        value = req.device.measurement_summary_hash(kind, alg.measurement_hash, alg.base_hash)
     except EmulatorError as exc:
         raise SpdmErrorResponse(ErrorCode.Unspecified, f"measurement summary: {exc}") from None
     if len(value) != size:
@@ -245,8 +241,8 @@ def key_schedule(r: Responder) -> KeySchedule:
         raise SpdmErrorResponse(ErrorCode.Unspecified, f"key schedule: {exc}") from None
 
 
-def new_session_id(r: Responder, table: SessionTable, req_session_id: int) -> int:
-    sid = table.allocate_id(req_session_id, r.rng)
+def new_session_id(req: Request, table: SessionTable, req_session_id: int) -> int:
+    sid = table.allocate_id(req_session_id, req.rng)
     if sid is None:
         raise SpdmErrorResponse(
             ErrorCode.SessionLimitExceeded,
@@ -274,9 +270,9 @@ def th_finish(session: Session) -> bytes:
 # --- KEY_EXCHANGE ----------------------------------------------------------------------------
 
 
-def _slot_key_material(r: Responder, slot: int) -> tuple[bytes, object]:
+def _slot_key_material(r: Responder, req: Request, slot: int) -> tuple[bytes, object]:
     """(Ct, SlotKey) of the slot KEY_EXCHANGE names; InvalidRequest when it is not usable."""
-    identity = r.device.identity
+    identity = req.device.identity
     asym = r.algorithms.base_asym
     if r.device.capabilities & ResponderCap.CERT_CAP:
         if slot >= 8:
@@ -317,20 +313,13 @@ def _mut_auth_choice(r: Responder) -> int:
     return int(mode)
 
 
-@handler(
-    RequestCode.KEY_EXCHANGE,
-    min_version=0x11,
-    capability=ResponderCap.KEY_EX_CAP,
-    session=SessionRule.OUTSIDE_ONLY,
-    peer_capability=RequesterCap.KEY_EX_CAP,
-)
 def key_exchange(r: Responder, req: Request) -> bytes:
     """KEY_EXCHANGE_RSP: open a session in the handshake phase."""
     secured_message_check(r, "KEY_EXCHANGE")
     require_negotiated(r, "KEY_EXCHANGE")
     kind = req.param1
     summary_size = check_summary_type(r, kind)
-    ct, slot_key = _slot_key_material(r, req.param2)
+    ct, slot_key = _slot_key_material(r, req, req.param2)
     if r.version >= 0x13:
         if (
             r.algorithms.other_params & OtherParams.MULTI_KEY_CONN
@@ -357,18 +346,18 @@ def key_exchange(r: Responder, req: Request) -> bytes:
     )
     mut = _mut_auth_choice(r)
     schedule = key_schedule(r)
-    table = session_table(r)
+    table = r.session_table()
     reset_via_request_code(r, RequestCode.KEY_EXCHANGE)
     in_clear = handshake_in_clear(r)
 
-    sid = new_session_id(r, table, msg.req_session_id)
-    random_data = r.rng(RANDOM_DATA_SIZE)
+    sid = new_session_id(req, table, msg.req_session_id)
+    random_data = req.rng(RANDOM_DATA_SIZE)
     try:
-        dhe = DheKeyPair.generate(alg.dhe, r.rng)
+        dhe = DheKeyPair.generate(alg.dhe, req.rng)
         shared = dhe.shared_secret(msg.exchange_data)
     except CryptoError as exc:
         raise SpdmErrorResponse(ErrorCode.Unspecified, f"KEY_EXCHANGE: {exc}") from None
-    summary = measurement_summary(r, kind, summary_size)
+    summary = measurement_summary(r, req, kind, summary_size)
     settings = r.device.sessions
     req_slot_param = settings.req_slot_id if mut == MutAuthRequested.REQUESTED else 0
     response = KeyExchangeResponse(
@@ -437,8 +426,8 @@ def _message_d(r: Responder) -> bytes:
 
 def _provisioned_requester_chain(r: Responder) -> bytes:
     """The SPDM chain of the provisioned requester certificates (MutAuthRequested = 1)."""
-    from emulator.certs import spdm_cert_chain
     from emulator.crypto import hash_name
+    from emulator.x509.chain import spdm_cert_chain
 
     certs = r.device.sessions.requester_chain
     if not certs:
@@ -449,14 +438,7 @@ def _provisioned_requester_chain(r: Responder) -> bytes:
 # --- FINISH ----------------------------------------------------------------------------------
 
 
-@handler(
-    RequestCode.FINISH,
-    min_version=0x11,
-    capability=ResponderCap.KEY_EX_CAP,
-    session=SessionRule.EITHER,
-    peer_capability=RequesterCap.KEY_EX_CAP,
-)
-def finish(r: Responder, req: Request) -> bytes:
+def finish(r: Responder, req: Request) -> Response:
     """FINISH_RSP: verify the requester's HMAC (and signature), derive the data keys."""
     require_negotiated(r, "FINISH")
     in_clear = handshake_in_clear(r)
@@ -464,7 +446,7 @@ def finish(r: Responder, req: Request) -> bytes:
         raise no_session_error(r, "FINISH must be sent in the session")
     if in_clear and req.session_id is not None:
         raise no_session_error(r, "FINISH must be sent in the clear (HANDSHAKE_IN_THE_CLEAR)")
-    table = session_table(r)
+    table = r.session_table()
     sid = req.session_id if req.session_id is not None else table.latest_session_id
     session = table.get(sid)
     if session is None:
@@ -502,15 +484,21 @@ def finish(r: Responder, req: Request) -> bytes:
     if mut:
         signature = raw[4 : 4 + sig_size]
         if not _verify_requester_signature(r, session, _th_with(session, f), signature):
-            session.pending_end = True
-            raise SpdmErrorResponse(ErrorCode.DecryptError, "FINISH requester signature invalid")
+            raise SpdmErrorResponse(
+                ErrorCode.DecryptError,
+                "FINISH requester signature invalid",
+                commits=(end(session.session_id),),
+            )
         f += signature
     verify = raw[4 + sig_size : total]
     th_hash = digest(alg.base_hash, _th_with(session, f))
     expected = hmac_digest(alg.base_hash, session.request_finished_key, th_hash)
     if not _hmac.compare_digest(expected, verify):
-        session.pending_end = True
-        raise SpdmErrorResponse(ErrorCode.DecryptError, "FINISH RequesterVerifyData mismatch")
+        raise SpdmErrorResponse(
+            ErrorCode.DecryptError,
+            "FINISH RequesterVerifyData mismatch",
+            commits=(end(session.session_id),),
+        )
     f += verify
     response = build_finish_rsp(r.version)
     f += response
@@ -525,8 +513,7 @@ def finish(r: Responder, req: Request) -> bytes:
     session.message_f = f
     th2 = digest(alg.base_hash, th_finish(session))
     session.install_data(session.schedule.data(session.handshake_secret, th2))
-    session.pending_established = True
-    return response
+    return Response(response, (establish(session.session_id),))
 
 
 def _th_with(session: Session, f: bytes | bytearray) -> bytes:
@@ -540,8 +527,8 @@ def _verify_requester_signature(
     r: Responder, session: Session, th: bytes, signature: bytes
 ) -> bool:
     """Check the FINISH signature with the leaf key of the requester's chain."""
-    from emulator.certs import parse_spdm_cert_chain
     from emulator.crypto import hash_name
+    from emulator.x509.chain import parse_spdm_cert_chain
 
     if not session.peer_chain:
         return False
@@ -559,14 +546,3 @@ def _verify_requester_signature(
         )
     except (EmulatorError, ValueError, TypeError):
         return False
-
-
-def _reset_hook(r: Responder) -> None:
-    """GET_VERSION (or a closed connection) ends every session of the connection."""
-    table = existing_session_table(r)
-    if table is not None:
-        table.clear()
-        table.detach()
-
-
-RESET_HOOKS.append(_reset_hook)

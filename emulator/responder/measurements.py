@@ -41,7 +41,7 @@ requester rejects anything else).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from emulator.codec.constants import (
     OPAQUE_DATA_FMT_MASK,
@@ -64,7 +64,6 @@ from emulator.codec.measurements import (
 )
 from emulator.crypto import (
     MEASUREMENTS_SIGN_CONTEXT,
-    HashObject,
     PrivateKey,
     new_hash,
     spdm_sign_hash,
@@ -72,22 +71,22 @@ from emulator.crypto import (
 from emulator.crypto.asym import signature_size
 from emulator.device.measurements import StoredBlock
 from emulator.errors import CodecError, CryptoError
-from emulator.responder.chunking import chunking_active
-from emulator.responder.core import (
-    REQUEST_OBSERVERS,
+from emulator.responder.base import (
     ConnectionState,
     Request,
-    Responder,
-    SessionRule,
     SpdmErrorResponse,
-    handler,
     invalid,
     unexpected,
 )
+from emulator.responder.chunking import chunking_active
+from emulator.responder.context import MeasurementLog
+
+if TYPE_CHECKING:
+    from emulator.device.model import Device
+    from emulator.responder.core import Responder
 
 log = logging.getLogger("emulator.responder.measurements")
 
-FAMILY = "measurements"
 #: identity slot id of the raw public key (PUB_KEY_ID_CAP); SlotIDParam 0xF selects it
 _IDENTITY_PUBLIC_KEY_SLOT = 0xFF
 #: KeyUsageMask bit "measurement use" (DSP0274 1.3 GET_KEY_PAIR_INFO)
@@ -98,52 +97,20 @@ _MAX_LOGS = 64
 _TRANSPARENT = {RequestCode.GET_MEASUREMENTS, RequestCode.CHUNK_GET, RequestCode.CHUNK_SEND}
 
 
-@dataclass(slots=True)
-class MeasurementLog:
-    """L1/L2 of one context (outside sessions or one session): a running hash."""
-
-    hash: HashObject
-    #: index -> generation of every block reported in this log (content-changed)
-    seen: dict[int, int] = field(default_factory=dict)
-    #: bytes hashed so far (for logs and tests)
-    length: int = 0
-
-    def update(self, data: bytes) -> None:
-        self.hash.update(data)
-        self.length += len(data)
-
-
-@dataclass(slots=True)
-class MeasurementsState:
-    """Per-connection state of the measurement family (``r.family["measurements"]``)."""
-
-    logs: dict[int | None, MeasurementLog] = field(default_factory=dict)
-
-
-def _state(r: Responder) -> MeasurementsState:
-    st = r.family.get(FAMILY)
-    if not isinstance(st, MeasurementsState):
-        st = MeasurementsState()
-        r.family[FAMILY] = st
-    return st
-
-
 def reset_log(r: Responder, session_id: int | None) -> None:
     """Forget L1/L2 of one context (libspdm_reset_message_m)."""
-    st = r.family.get(FAMILY)
-    if isinstance(st, MeasurementsState):
-        st.logs.pop(session_id, None)
+    r.ctx.measurements.logs.pop(session_id, None)
 
 
 def current_log(r: Responder, session_id: int | None) -> MeasurementLog | None:
     """The open L1/L2 log of a context, if any (tests and telemetry)."""
-    st = r.family.get(FAMILY)
-    return st.logs.get(session_id) if isinstance(st, MeasurementsState) else None
+    return r.ctx.measurements.logs.get(session_id)
 
 
-def _observe(r: Responder, request: bytes, session_id: int | None, response: bytes) -> None:
-    """Reset L1/L2 as libspdm does after each request (see the module docstring)."""
-    if len(request) < 2 or FAMILY not in r.family:
+def observe(r: Responder, request: bytes, session_id: int | None, response: bytes) -> None:
+    """Pipeline step "observe": reset L1/L2 as libspdm does after each request (see the
+    module docstring)."""
+    if len(request) < 2 or not r.ctx.measurements.logs:
         return
     is_error = len(response) >= 2 and response[1] == ResponseCode.ERROR
     code = request[1]
@@ -152,9 +119,6 @@ def _observe(r: Responder, request: bytes, session_id: int | None, response: byt
             reset_log(r, session_id)
     elif code not in _TRANSPARENT and not is_error:
         reset_log(r, session_id)
-
-
-REQUEST_OBSERVERS.append(_observe)
 
 
 def _too_large(size: int) -> SpdmErrorResponse:
@@ -193,12 +157,12 @@ def _check_size(r: Responder, size: int) -> None:
         )
 
 
-def _signing_key(r: Responder, req: GetMeasurementsRequest) -> PrivateKey:
+def _signing_key(r: Responder, device: Device, req: GetMeasurementsRequest) -> PrivateKey:
     """The private key for a signed response (InvalidRequest if the slot cannot sign)."""
     slot = req.slot_id & SLOT_ID_MASK if r.version >= 0x11 else 0
     if slot != PUBLIC_KEY_SLOT and slot >= 8:
         raise invalid(f"SlotIDParam {slot} is not a slot (0..7, or 0xF for the public key)")
-    identity = r.device.identity
+    identity = device.identity
     asym = r.algorithms.base_asym
     key = identity.key_for(_IDENTITY_PUBLIC_KEY_SLOT if slot == PUBLIC_KEY_SLOT else slot, asym)
     if key is None:
@@ -215,8 +179,10 @@ def _signing_key(r: Responder, req: GetMeasurementsRequest) -> PrivateKey:
     return private
 
 
-def _collect(r: Responder, op: int, raw: bool) -> tuple[list[StoredBlock], list[MeasurementBlock]]:
-    store = r.device.measurements
+def _collect(
+    r: Responder, device: Device, op: int, raw: bool
+) -> tuple[list[StoredBlock], list[MeasurementBlock]]:
+    store = device.measurements
     if op == OPERATION_COUNT:
         return store.snapshot(), []
     mhash = r.algorithms.measurement_hash
@@ -233,11 +199,6 @@ def _collect(r: Responder, op: int, raw: bool) -> tuple[list[StoredBlock], list[
         raise SpdmErrorResponse(ErrorCode.Unspecified, f"measurement hash: {exc}") from None
 
 
-@handler(
-    RequestCode.GET_MEASUREMENTS,
-    capability=ResponderCap.MEAS_CAP_NO_SIG | ResponderCap.MEAS_CAP_SIG,
-    session=SessionRule.EITHER,
-)
 def get_measurements(r: Responder, req: Request) -> bytes:
     """DSP0274 10.11: answer GET_MEASUREMENTS with MEASUREMENTS (or ERROR)."""
     alg = r.algorithms
@@ -253,10 +214,10 @@ def get_measurements(r: Responder, req: Request) -> bytes:
     if signed and not r.has_cap(ResponderCap.MEAS_CAP_SIG):
         raise invalid("a signature was requested but the device has MEAS_CAP=01b (no signing)")
     op = request.operation
-    stored, blocks = _collect(r, op, request.raw_requested)
-    key = _signing_key(r, request) if signed else None
+    stored, blocks = _collect(r, req.device, op, request.raw_requested)
+    key = _signing_key(r, req.device, request) if signed else None
 
-    st = _state(r)
+    st = r.ctx.measurements
     sid = req.session_id
     log_ = st.logs.get(sid)
     param2 = 0
@@ -264,7 +225,7 @@ def get_measurements(r: Responder, req: Request) -> bytes:
         param2 = request.slot_id & SLOT_ID_MASK
         if r.version >= 0x12:
             changed = log_ is not None and any(
-                (b := r.device.measurements.get(i)) is None or b.generation != g
+                (b := req.device.measurements.get(i)) is None or b.generation != g
                 for i, g in log_.seen.items()
             )
             param2 |= CONTENT_CHANGE_DETECTED if changed else CONTENT_NO_CHANGE_DETECTED
@@ -278,7 +239,7 @@ def get_measurements(r: Responder, req: Request) -> bytes:
         param2=param2,
         number_of_blocks=0 if op == OPERATION_COUNT else len(blocks),
         record=b"".join(b.encode() for b in blocks),
-        nonce=r.rng(32),
+        nonce=req.rng(32),
         opaque=opaque,
         requester_context=request.requester_context,
     )

@@ -27,8 +27,9 @@ session is ESTABLISHED with the data keys of TH2 = Hash(A || K || F).
 from __future__ import annotations
 
 import hmac as _hmac
+from typing import TYPE_CHECKING
 
-from emulator.codec.constants import ErrorCode, RequestCode, RequesterCap, ResponderCap
+from emulator.codec.constants import ErrorCode, RequestCode, ResponderCap
 from emulator.codec.session import (
     PskExchangeRequest,
     PskExchangeResponse,
@@ -36,16 +37,16 @@ from emulator.codec.session import (
 )
 from emulator.crypto import digest, hash_size, hmac_digest
 from emulator.errors import CodecError, CryptoError
-from emulator.responder.certificates import reset_via_request_code
-from emulator.responder.core import (
+from emulator.responder.base import (
     Request,
-    Responder,
-    SessionRule,
+    Response,
     SpdmErrorResponse,
-    handler,
+    end,
+    establish,
     invalid,
     unexpected,
 )
+from emulator.responder.certificates import reset_via_request_code
 from emulator.responder.key_exchange import (
     check_summary_type,
     current_session,
@@ -59,21 +60,17 @@ from emulator.responder.key_exchange import (
     secured_message_check,
     session_type,
 )
-from emulator.session.table import Session, SessionState, session_table
+from emulator.session.table import Session, SessionState
+
+if TYPE_CHECKING:
+    from emulator.responder.core import Responder
 
 #: libspdm LIBSPDM_PSK_MAX_HINT_LENGTH.
 MAX_PSK_HINT_LENGTH = 32
 PSK_CAPS = ResponderCap.PSK_CAP | ResponderCap.PSK_CAP_WITH_CONTEXT
 
 
-@handler(
-    RequestCode.PSK_EXCHANGE,
-    min_version=0x11,
-    capability=PSK_CAPS,
-    session=SessionRule.OUTSIDE_ONLY,
-    peer_capability=RequesterCap.PSK_CAP,
-)
-def psk_exchange(r: Responder, req: Request) -> bytes:
+def psk_exchange(r: Responder, req: Request) -> Response:
     """PSK_EXCHANGE_RSP: open a PSK session (handshake phase, or established without context)."""
     secured_message_check(r, "PSK_EXCHANGE")
     require_negotiated(r, "PSK_EXCHANGE")
@@ -90,17 +87,17 @@ def psk_exchange(r: Responder, req: Request) -> bytes:
     )
     settings = r.device.sessions
     schedule = key_schedule(r)
-    table = session_table(r)
+    table = r.session_table()
     with_context = bool(r.device.capabilities & ResponderCap.PSK_CAP_WITH_CONTEXT)
-    sid = new_session_id(r, table, msg.req_session_id)
+    sid = new_session_id(req, table, msg.req_session_id)
     reset_via_request_code(r, RequestCode.PSK_EXCHANGE)
     psk = settings.psk_for_hint(msg.psk_hint)
     if psk is None:
         raise SpdmErrorResponse(
             ErrorCode.Unspecified, f"PSK_EXCHANGE: no PSK for hint {msg.psk_hint!r}"
         )
-    summary = measurement_summary(r, kind, summary_size)
-    context = r.rng(settings.psk_context_length) if with_context else b""
+    summary = measurement_summary(r, req, kind, summary_size)
+    context = req.rng(settings.psk_context_length) if with_context else b""
     response = PskExchangeResponse(
         version=r.version,
         heartbeat_period=heartbeat_period(r),
@@ -135,20 +132,13 @@ def psk_exchange(r: Responder, req: Request) -> bytes:
     if not with_context:
         th2 = digest(alg.base_hash, session.th_prefix + bytes(session.message_k))
         session.install_data(schedule.data(session.handshake_secret, th2))
-        session.state = SessionState.ESTABLISHED
-        session.start_watchdog(r.clock())
     table.add(session)
-    return response.encode()
+    if not with_context:  # no PSK_FINISH: the session is established once this is sent
+        return Response(response.encode(), (establish(sid),))
+    return Response(response.encode())
 
 
-@handler(
-    RequestCode.PSK_FINISH,
-    min_version=0x11,
-    capability=ResponderCap.PSK_CAP_WITH_CONTEXT,
-    session=SessionRule.EITHER,
-    peer_capability=RequesterCap.PSK_CAP,
-)
-def psk_finish(r: Responder, req: Request) -> bytes:
+def psk_finish(r: Responder, req: Request) -> Response:
     """PSK_FINISH_RSP: verify RequesterVerifyData, derive the data keys."""
     require_negotiated(r, "PSK_FINISH")
     session = current_session(r, req, "PSK_FINISH")
@@ -166,13 +156,15 @@ def psk_finish(r: Responder, req: Request) -> bytes:
     th = session.th_prefix + bytes(session.message_k) + bytes(f)
     expected = hmac_digest(alg.base_hash, session.request_finished_key, digest(alg.base_hash, th))
     if not _hmac.compare_digest(expected, req.raw[4:]):
-        session.pending_end = True
-        raise SpdmErrorResponse(ErrorCode.DecryptError, "PSK_FINISH RequesterVerifyData mismatch")
+        raise SpdmErrorResponse(
+            ErrorCode.DecryptError,
+            "PSK_FINISH RequesterVerifyData mismatch",
+            commits=(end(session.session_id),),
+        )
     f += req.raw[4:]
     response = build_psk_finish_rsp(r.version)
     f += response
     session.message_f = f
     th2 = digest(alg.base_hash, session.th_prefix + bytes(session.message_k) + bytes(f))
     session.install_data(session.schedule.data(session.handshake_secret, th2))
-    session.pending_established = True
-    return response
+    return Response(response, (establish(session.session_id),))

@@ -1,13 +1,16 @@
-"""RESPOND_IF_READY (DSP0274 10.17 "ResponseNotReady", request code 0xFF).
+"""RESPOND_IF_READY (DSP0274 1.3 10.17 "ResponseNotReady", request code 0xFF).
 
-After a ResponseNotReady (given by a fault, :mod:`emulator.faults.notready`), the
-requester sends RESPOND_IF_READY with Param1 = the original request code and
-Param2 = the token.  The responder then runs the kept request and answers with its
-real response.  Checks follow libspdm ``libspdm_rsp_respond_if_ready.c``:
+After a ResponseNotReady (given by a fault), the requester sends RESPOND_IF_READY with
+Param1 = the original request code and Param2 = the token.  A RESPOND_IF_READY that
+matches the deferred request is released by the pipeline itself (step "release" of
+:mod:`emulator.responder.core`): the deferred request runs, and its real response is the
+answer.  This handler answers the ones that do not match, with libspdm's checks
+(``libspdm_rsp_respond_if_ready.c``):
 
 * the same session context as the original request, else UnexpectedRequest;
 * Param1 not the original request code (or Param1 = RESPOND_IF_READY): InvalidRequest;
-* Param2 not the token: InvalidRequest.
+* Param2 not the token: InvalidRequest;
+* a fault that repeats "not ready": ResponseNotReady again.
 
 With no deferred request at all this emulator answers UnexpectedRequest (libspdm
 compares Param1 with stale error data and so answers InvalidRequest).  The version
@@ -16,27 +19,22 @@ byte and the connection state are checked by the core as for every request.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from emulator.codec.constants import ErrorCode, RequestCode, code_name
-from emulator.faults.notready import PENDING_KEY, pending
-from emulator.responder.core import (
-    Request,
-    Responder,
-    SessionRule,
-    SpdmErrorResponse,
-    handler,
-    invalid,
-    unexpected,
-)
+from emulator.responder.base import Request, SpdmErrorResponse, invalid, unexpected
+
+if TYPE_CHECKING:
+    from emulator.responder.core import Responder
 
 
 def _session(sid: int | None) -> str:
     return "outside a session" if sid is None else f"in session 0x{sid:08X}"
 
 
-@handler(RequestCode.RESPOND_IF_READY, session=SessionRule.EITHER)
 def respond_if_ready(r: Responder, req: Request) -> bytes:
-    """Answer the deferred request, or ERROR if this RESPOND_IF_READY does not match it."""
-    waiting = pending(r)
+    """ERROR for a RESPOND_IF_READY that does not release the deferred request."""
+    waiting = r.ctx.not_ready.deferred
     if waiting is None:
         raise unexpected("RESPOND_IF_READY, but no request is waiting (no ResponseNotReady sent)")
     if req.session_id != waiting.session_id:
@@ -53,13 +51,9 @@ def respond_if_ready(r: Responder, req: Request) -> bytes:
         raise invalid(
             f"RESPOND_IF_READY Param2 (token) 0x{req.param2:02X}, expected 0x{waiting.token:02X}"
         )
-    if waiting.remaining > 0:
-        waiting.remaining -= 1
-        error = waiting.error(r.version)
-        raise SpdmErrorResponse(
-            ErrorCode.ResponseNotReady, "still not ready (fault repeat)", extended=error[4:]
-        )
-    del r.family[PENDING_KEY]
-    # Run the kept request through the normal gating and its handler, as libspdm calls
-    # the original request's handler on its cached copy.
-    return r._dispatch(waiting.request, waiting.session_id)
+    # only a fault that repeats "not ready" gets here (a match is released before dispatch)
+    waiting.remaining = max(0, waiting.remaining - 1)
+    error = waiting.error(r.version)
+    raise SpdmErrorResponse(
+        ErrorCode.ResponseNotReady, "still not ready (fault repeat)", extended=error[4:]
+    )

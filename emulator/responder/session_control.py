@@ -23,6 +23,8 @@ session, so there is no transport padding to tolerate): else InvalidRequest.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from emulator.codec.constants import ErrorCode, RequestCode, RequesterCap, ResponderCap
 from emulator.codec.session import (
     END_SESSION_CLEAR_NEGOTIATED_STATE,
@@ -31,18 +33,20 @@ from emulator.codec.session import (
     build_heartbeat_ack,
     build_key_update_ack,
 )
-from emulator.responder.certificates import reset_via_request_code
-from emulator.responder.core import (
+from emulator.responder.base import (
     Request,
-    Responder,
-    SessionRule,
+    Response,
     SpdmErrorResponse,
-    handler,
+    end,
     invalid,
     unexpected,
 )
+from emulator.responder.certificates import reset_via_request_code
 from emulator.responder.key_exchange import current_session, require_negotiated
 from emulator.session.table import Session, SessionState
+
+if TYPE_CHECKING:
+    from emulator.responder.core import Responder
 
 HEADER_ONLY = 4
 
@@ -66,12 +70,6 @@ def _require_both(r: Responder, flag: int, code: RequestCode) -> None:
         )
 
 
-@handler(
-    RequestCode.HEARTBEAT,
-    min_version=0x11,
-    capability=ResponderCap.HBEAT_CAP,
-    session=SessionRule.EITHER,
-)
 def heartbeat(r: Responder, req: Request) -> bytes:
     """HEARTBEAT_ACK (the watchdog restart is the connection's job)."""
     _require_both(r, RequesterCap.HBEAT_CAP, RequestCode.HEARTBEAT)
@@ -82,12 +80,6 @@ def heartbeat(r: Responder, req: Request) -> bytes:
     return build_heartbeat_ack(r.version)
 
 
-@handler(
-    RequestCode.KEY_UPDATE,
-    min_version=0x11,
-    capability=ResponderCap.KEY_UPD_CAP,
-    session=SessionRule.EITHER,
-)
 def key_update(r: Responder, req: Request) -> bytes:
     """KEY_UPDATE_ACK: derive the next key generation of one or both directions."""
     _require_both(r, RequesterCap.KEY_UPD_CAP, RequestCode.KEY_UPDATE)
@@ -111,15 +103,16 @@ def key_update(r: Responder, req: Request) -> bytes:
     return build_key_update_ack(r.version, op, tag)
 
 
-@handler(RequestCode.END_SESSION, min_version=0x11, session=SessionRule.EITHER)
-def end_session(r: Responder, req: Request) -> bytes:
+def end_session(r: Responder, req: Request) -> Response:
     """END_SESSION_ACK; the session ends once the ACK is sent."""
     session = _established(r, req, "END_SESSION")
     reset_via_request_code(r, RequestCode.END_SESSION)
     session.end_session_attributes = req.param1
-    session.pending_end = True
-    if req.param1 & END_SESSION_CLEAR_NEGOTIATED_STATE and (
-        r.device.capabilities & ResponderCap.CACHE_CAP
-    ):
-        session.pending_clear_negotiated_state = True
-    return build_end_session_ack(r.version)
+    clear = bool(
+        req.param1 & END_SESSION_CLEAR_NEGOTIATED_STATE
+        and r.device.capabilities & ResponderCap.CACHE_CAP
+    )
+    return Response(
+        build_end_session_ack(r.version),
+        (end(session.session_id, clear_negotiated_state=clear),),
+    )

@@ -7,19 +7,16 @@ transcripts and sessions are all forgotten.
 
 from __future__ import annotations
 
-from emulator.codec.constants import ErrorCode, RequestCode
+from typing import TYPE_CHECKING
+
+from emulator.codec.constants import ErrorCode
 from emulator.codec.messages import build_error, build_version_response
-from emulator.responder.core import (
-    ConnectionState,
-    Request,
-    Responder,
-    SessionRule,
-    handler,
-    unexpected,
-)
+from emulator.responder.base import ConnectionState, Request, unexpected
+
+if TYPE_CHECKING:
+    from emulator.responder.core import Responder
 
 
-@handler(RequestCode.GET_VERSION, session=SessionRule.OUTSIDE_ONLY)
 def get_version(r: Responder, req: Request) -> bytes:
     """Answer VERSION with the profile's versions; reset the connection first."""
     if req.in_session:

@@ -1,10 +1,13 @@
 """asyncio platform-socket server: one task per TCP connection, frames handled in order.
 
-The server speaks spdm-emu's platform socket protocol (see :mod:`emulator.server.platform`).
-NORMAL frames go to a per-connection :class:`ConnectionLike` (normally
-:class:`emulator.connection.SpdmConnection`), whose :class:`~emulator.connection.Reply`
-is executed here: delay, send, partial frame, close.  TEST, SHUTDOWN and CONTINUE are
-answered by the server itself; any other command is answered with UNKNOWN.
+The server speaks spdm-emu's platform socket protocol (see :mod:`emulator.transport.platform`).
+The commands the binding declares (``binding.platform_commands``: NORMAL for DOE, MCTP and
+none) go to the binding with the per-connection :class:`ConnectionLike` (normally
+:class:`emulator.connection.SpdmConnection`); the binding drives it (push ``receive``, or
+pull ``deliver``/``collect``) and returns a :class:`~emulator.transport.base.CommandAnswer`
+that is executed here: its frames, then the :class:`~emulator.events.Reply` (delay, send,
+partial frame, close).  TEST, SHUTDOWN, CONTINUE and OOB_ENCAP_KEY_UPDATE are answered by
+the server itself; any other command is answered with UNKNOWN.
 
 Differences from spdm-emu's ``spdm_responder_emu`` (deliberate):
 
@@ -13,9 +16,9 @@ Differences from spdm-emu's ``spdm_responder_emu`` (deliberate):
   when it exits).
 * CONTINUE is answered and the connection stays open (spdm-emu answers and closes it;
   its requester closes the socket right after anyway).
-* A NORMAL frame whose transport type is not the binding's is answered with UNKNOWN and
-  never reaches the responder (spdm-emu stops reading at the bad header, leaving the
-  stream out of step).
+* A NORMAL frame (any command of the binding's) whose transport type is not the
+  binding's is answered with UNKNOWN and never reaches the responder (spdm-emu stops
+  reading at the bad header, leaving the stream out of step).
 * Many connections are served at once, each with its own responder state.
 
 Socket tuning (PROTOCOL.md "Socket performance on loopback"): TCP_NODELAY on every
@@ -49,7 +52,7 @@ from emulator.server.platform import (
     command_name,
     encode_frame,
 )
-from emulator.transport.base import SocketTransport, TransportBinding
+from emulator.transport.base import CommandAnswer, Endpoint, SocketTransport, TransportBinding
 
 if TYPE_CHECKING:  # the server only reads a Reply; keep the responder out of its imports
     from emulator.events import Reply
@@ -62,12 +65,11 @@ _READ_CHUNK = 64 * 1024
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 
-class ConnectionLike(Protocol):
-    """What the server needs from a per-connection SPDM endpoint."""
-
-    def receive(self, payload: bytes) -> Reply:
-        """Handle the payload of one NORMAL frame and say what to send back."""
-        ...
+class ConnectionLike(Endpoint, Protocol):
+    """What the server needs from a per-connection SPDM endpoint: what the binding drives
+    (:class:`~emulator.transport.base.Endpoint`: push ``receive``, pull ``deliver`` /
+    ``collect``) and ``close``.  A push-only endpoint (``receive`` alone) serves the push
+    bindings (DOE, MCTP, none)."""
 
     def close(self) -> None:
         """The connection is gone; called exactly once."""
@@ -356,7 +358,7 @@ class SpdmServer:
                 logging.WARNING,
             ) from None
 
-    def _frame(self, command: PlatformCommand, payload: bytes = b"") -> Frame:
+    def _frame(self, command: int, payload: bytes = b"") -> Frame:
         return Frame(int(command), int(self.binding.socket_transport), payload)
 
     async def _handle_frame(
@@ -371,25 +373,8 @@ class SpdmServer:
                 len(frame.payload),
             )
         command = frame.command
-        if command == PlatformCommand.NORMAL:
-            expected = int(self.binding.socket_transport)
-            if frame.transport != expected:
-                logger.warning(
-                    "conn %d: NORMAL frame with transport type %s, but this server speaks %s "
-                    "(%s); not passed to the responder, answering UNKNOWN",
-                    number,
-                    _transport_name(frame.transport),
-                    _transport_name(expected),
-                    self.binding.name,
-                )
-                await self._send(number, writer, self._frame(PlatformCommand.UNKNOWN))
-                return
-            try:
-                reply = conn.receive(frame.payload)
-            except Exception:
-                logger.exception("conn %d: the responder raised; closing the connection", number)
-                raise _Closing("responder error", logging.ERROR) from None
-            await self._execute(number, writer, reply)
+        if command in self.binding.platform_commands:
+            await self._binding_command(number, conn, writer, frame)
         elif command == PlatformCommand.TEST:
             await self._send(number, writer, self._frame(PlatformCommand.TEST, SERVER_HELLO))
         elif command == PlatformCommand.SHUTDOWN:
@@ -414,12 +399,47 @@ class SpdmServer:
             )
             await self._send(number, writer, self._frame(PlatformCommand.UNKNOWN))
 
-    async def _execute(self, number: int, writer: asyncio.StreamWriter, reply: Reply) -> None:
-        """Carry out a :class:`Reply`: delay, then send, truncate or close."""
+    async def _binding_command(
+        self, number: int, conn: ConnectionLike, writer: asyncio.StreamWriter, frame: Frame
+    ) -> None:
+        """A command the binding handles: check the transport type, let the binding drive
+        the endpoint, carry out its :class:`CommandAnswer`."""
+        expected = int(self.binding.socket_transport)
+        if frame.transport != expected:
+            logger.warning(
+                "conn %d: %s frame with transport type %s, but this server speaks %s "
+                "(%s); not passed to the responder, answering UNKNOWN",
+                number,
+                command_name(frame.command),
+                _transport_name(frame.transport),
+                _transport_name(expected),
+                self.binding.name,
+            )
+            await self._send(number, writer, self._frame(PlatformCommand.UNKNOWN))
+            return
+        try:
+            answer: CommandAnswer = self.binding.handle_command(frame.command, frame.payload, conn)
+        except Exception:
+            logger.exception("conn %d: the responder raised; closing the connection", number)
+            raise _Closing("responder error", logging.ERROR) from None
+        for out in answer.frames:
+            await self._send(number, writer, out)
+        if answer.reply is not None:
+            await self._execute(number, writer, answer.reply, answer.reply_command)
+
+    async def _execute(
+        self,
+        number: int,
+        writer: asyncio.StreamWriter,
+        reply: Reply,
+        command: int = PlatformCommand.NORMAL,
+    ) -> None:
+        """Carry out a :class:`Reply`: delay, then send (each payload one ``command``
+        frame), truncate or close."""
         if reply.delay > 0:
             logger.debug("conn %d: delaying the reply by %.3f s", number, reply.delay)
             await asyncio.sleep(reply.delay)
-        frames = [self._frame(PlatformCommand.NORMAL, payload) for payload in reply.payloads]
+        frames = [self._frame(command, payload) for payload in reply.payloads]
         for frame in frames:
             if len(frame.payload) > self.config.max_payload:
                 logger.warning(

@@ -18,8 +18,6 @@ from emulator.session.table import (
     SessionState,
     SessionTable,
     SessionType,
-    existing_session_table,
-    session_table,
 )
 from emulator.transport.base import RecordFormat
 
@@ -35,10 +33,8 @@ __all__ = [
     "SessionState",
     "SessionTable",
     "SessionType",
-    "existing_session_table",
     "open_record",
     "peek_session_id",
     "record_iv",
     "seal_record",
-    "session_table",
 ]

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from emulator.certs import split_der_chain
 from emulator.codec.session import MutAuthRequested
 from emulator.errors import ProfileError
+from emulator.x509.chain import split_der_chain
 
 if TYPE_CHECKING:
     from emulator.profiles import Profile

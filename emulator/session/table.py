@@ -10,11 +10,13 @@ State, as libspdm sets it (``libspdm_rsp_receive_send.c``):
 
 * KEY_EXCHANGE_RSP / PSK_EXCHANGE_RSP -> HANDSHAKING: records use the handshake keys;
 * the FINISH_RSP / PSK_FINISH_RSP record is still protected with the handshake keys; the
-  session becomes ESTABLISHED only after it is sent (:attr:`Session.pending_established`),
-  then records use the data keys (sequence numbers restart at 0);
-* END_SESSION_ACK is sent under the session's keys, then the session is gone
-  (:attr:`Session.pending_end`); a record that fails decoding gets ERROR(DecryptError)
-  under the session's keys and the session is gone too.
+  session becomes ESTABLISHED only after it is sent (the handler's
+  :class:`~emulator.responder.base.SessionCommit`, applied by
+  :mod:`emulator.session.layer`), then records use the data keys (sequence numbers
+  restart at 0);
+* END_SESSION_ACK is sent under the session's keys, then the session is gone (a
+  commit too); a record that fails decoding gets ERROR(DecryptError) under the
+  session's keys and the session is gone too.
 
 The table allocates session IDs: ReqSessionID from the request, RspSessionID drawn from
 the injected random source (never 0, never one already in use); SessionID =
@@ -27,7 +29,6 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any
 
 from emulator.codec.constants import RequestCode
 from emulator.crypto.keyschedule import DataSecrets, HandshakeSecrets, KeySchedule, TrafficKeys
@@ -41,8 +42,6 @@ from emulator.session.record import (
 from emulator.session.settings import SessionSettings
 from emulator.transport.base import RecordFormat
 
-#: ``Responder.family`` key of the session table.
-FAMILY = "sessions"
 #: Requests accepted in a session's handshake phase (DSP0274 "Session handshake phase").
 HANDSHAKE_REQUESTS = frozenset(
     {
@@ -154,14 +153,15 @@ class Session:
     last_key_update: tuple[int, int] | None = None
     #: heartbeat watchdog: the session ends when a record arrives after this (clock seconds)
     deadline: float | None = None
-    #: applied after the current response went out (see the module docstring)
-    pending_established: bool = False
-    pending_end: bool = False
-    #: END_SESSION asked to clear the negotiated state (CACHE_CAP): reset after sending
-    pending_clear_negotiated_state: bool = False
     end_session_attributes: int = 0
 
     # ---- keys ------------------------------------------------------------------------
+
+    def accepts(self, code: int) -> bool:
+        """The session's phase allows request ``code`` (DSP0274 1.3 10.19 "Session
+        handshake phase": only FINISH, PSK_FINISH and the encapsulated, not-ready and
+        chunk requests before the session is established)."""
+        return self.state is SessionState.ESTABLISHED or code in HANDSHAKE_REQUESTS
 
     @property
     def mac_only(self) -> bool:
@@ -395,22 +395,3 @@ class SessionTable:
         for sid in gone:
             self.terminate(sid)
         return gone
-
-
-def session_table(r: Any) -> SessionTable:
-    """The session table of a responder (``r.family["sessions"]``), created on first use."""
-    table = r.family.get(FAMILY)
-    if not isinstance(table, SessionTable):
-        settings = getattr(r.device, "sessions", None)
-        table = SessionTable(settings if isinstance(settings, SessionSettings) else None)
-        r.family[FAMILY] = table
-        listeners = getattr(r.device, "listeners", None)
-        if isinstance(listeners, list):
-            table.listen(listeners)
-    return table
-
-
-def existing_session_table(r: Any) -> SessionTable | None:
-    """The session table if one was created (no side effect)."""
-    table = r.family.get(FAMILY)
-    return table if isinstance(table, SessionTable) else None

@@ -1,9 +1,11 @@
-"""Transport bindings (PCI DOE, MCTP, none) and their registry."""
+"""Transport bindings (PCI DOE, MCTP, none), the platform-socket frame and the registry."""
 
 from __future__ import annotations
 
-from emulator.errors import TransportError
 from emulator.transport.base import (
+    CommandAnswer,
+    Endpoint,
+    PushFraming,
     RecordFormat,
     SocketTransport,
     TransportBinding,
@@ -12,32 +14,32 @@ from emulator.transport.base import (
 from emulator.transport.doe import PciDoeBinding
 from emulator.transport.mctp import MctpBinding
 from emulator.transport.none import NoneBinding
-
-#: Every binding by its command-line / profile name.
-BINDINGS: dict[str, TransportBinding] = {
-    "doe": PciDoeBinding(),
-    "mctp": MctpBinding(),
-    "none": NoneBinding(),
-}
-
-
-def get_binding(name: str) -> TransportBinding:
-    """Return the binding called ``name`` (case-insensitive): "doe", "mctp" or "none"."""
-    binding = BINDINGS.get(name.strip().lower())
-    if binding is None:
-        choices = ", ".join(sorted(BINDINGS))
-        raise TransportError(f"unknown transport {name!r}: choose one of {choices}")
-    return binding
-
+from emulator.transport.registry import (
+    BINDINGS,
+    REGISTRY,
+    BindingEntry,
+    binding_description,
+    binding_names,
+    bindings_with_pcap,
+    get_binding,
+)
 
 __all__ = [
     "BINDINGS",
+    "REGISTRY",
+    "BindingEntry",
+    "CommandAnswer",
+    "Endpoint",
     "MctpBinding",
     "NoneBinding",
     "PciDoeBinding",
+    "PushFraming",
     "RecordFormat",
     "SocketTransport",
     "TransportBinding",
     "TransportMessage",
+    "binding_description",
+    "binding_names",
+    "bindings_with_pcap",
     "get_binding",
 ]

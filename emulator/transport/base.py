@@ -1,14 +1,23 @@
 """The transport-binding interface shared by DOE, MCTP and "none".
 
-A binding turns the payload of a platform-socket NORMAL frame into an SPDM (or
-DSP0277 secured) message and back.  Bindings are pure: no I/O, no state.
+A binding owns everything about its wire (ARCHITECTURE.md): the platform-socket commands
+it handles and what it does with them (:meth:`TransportBinding.handle_command`, driving a
+connection through the push or the pull :class:`Endpoint` API), the payload framing
+(``decode``/``encode``), the DSP0277 record format, transport-level discovery and its
+pcap link type.  Bindings are pure: no I/O, no state of their own (a connection's state is
+the endpoint's).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from emulator.transport.platform import Frame, PlatformCommand
+
+if TYPE_CHECKING:  # a binding drives an endpoint; it never builds one
+    from emulator.events import Reply
 
 
 class SocketTransport(IntEnum):
@@ -45,13 +54,86 @@ class RecordFormat:
     app_header: bytes = b""
 
 
+class Endpoint(Protocol):
+    """One requester's connection as a binding drives it (normally
+    :class:`emulator.connection.SpdmConnection`).
+
+    Push (request/response bindings, platform NORMAL): ``receive`` handles one transport
+    payload and returns its reply.  Pull (the storage binding, DSP0286 IF_SEND/IF_RECV):
+    ``deliver`` handles a request and keeps its reply, a later ``collect`` takes it (None
+    when nothing waits); ``has_pending_reply`` tells whether one waits.
+    """
+
+    def receive(self, payload: bytes) -> Reply:
+        """Push: one transport payload in, its reply out."""
+        ...
+
+    def deliver(self, payload: bytes) -> None:
+        """Pull, request half: handle ``payload`` now, keep its reply for :meth:`collect`."""
+        ...
+
+    def collect(self) -> Reply | None:
+        """Pull, response half: the kept reply, once; None when no request waits."""
+        ...
+
+    @property
+    def has_pending_reply(self) -> bool:
+        """A delivered request's reply waits for :meth:`collect`."""
+        ...
+
+
+@dataclass(slots=True)
+class CommandAnswer:
+    """What the server sends for one platform command a binding handled.
+
+    ``frames`` are sent first, as they are (e.g. a storage status).  ``reply``, the
+    endpoint's :class:`~emulator.events.Reply`, is carried out after them: its delay, then
+    each payload as one ``reply_command`` frame, then its partial frame or close.  No
+    frames and no reply: nothing is sent.
+    """
+
+    frames: list[Frame] = field(default_factory=list)
+    reply: Reply | None = None
+    reply_command: int = PlatformCommand.NORMAL
+
+
+class PushFraming:
+    """The platform framing of the request/response bindings (spdm-emu, QEMU's DOE): a
+    NORMAL frame carries one request, its reply leaves as NORMAL frames."""
+
+    #: the platform-socket commands this binding handles
+    platform_commands: frozenset[int] = frozenset({PlatformCommand.NORMAL})
+
+    def handle_command(self, command: int, payload: bytes, endpoint: Endpoint) -> CommandAnswer:
+        """NORMAL: hand the payload to the endpoint, send back what it replies."""
+        return CommandAnswer(reply=endpoint.receive(payload))
+
+
 class TransportBinding(Protocol):
-    """Encode/decode one transport binding (PCI DOE, MCTP, none)."""
+    """One transport binding (PCI DOE, MCTP, none): its wire, from frame to record."""
 
     #: short name used on the command line and in profiles ("doe", "mctp", "none")
     name: str
     #: the platform-socket transport type this binding uses
     socket_transport: SocketTransport
+    #: pcap link type of its captures (libspdm ``link_type_ex.h``); None: spdm_dump reads none
+    pcap_link_type: int | None
+    #: whether the binding can carry DSP0277 secured messages (it tells them from plain ones)
+    carries_secured: bool
+    #: the platform-socket commands :meth:`handle_command` handles; the server answers the
+    #: generic ones (TEST, SHUTDOWN, CONTINUE, OOB_ENCAP_KEY_UPDATE) and UNKNOWN to the rest
+    platform_commands: frozenset[int]
+
+    def handle_command(self, command: int, payload: bytes, endpoint: Endpoint) -> CommandAnswer:
+        """Handle one of :attr:`platform_commands` for ``endpoint``: what to send back.
+
+        Exceptions are the endpoint's (a responder bug): the server closes the connection.
+        """
+        ...
+
+    def pcap_packet(self, payload: bytes, from_requester: bool) -> bytes:
+        """A transport payload as one packet of :attr:`pcap_link_type` (the binding has one)."""
+        ...
 
     def decode(self, payload: bytes) -> TransportMessage:
         """Decode a frame payload; raise :class:`~emulator.errors.TransportError` if malformed."""

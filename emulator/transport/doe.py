@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 
 from emulator.errors import TransportError
-from emulator.transport.base import RecordFormat, SocketTransport, TransportMessage
+from emulator.transport.base import PushFraming, RecordFormat, SocketTransport, TransportMessage
 
 #: PCI-SIG vendor ID in DW0 of every CMA/SPDM data object.
 PCI_SIG_VENDOR_ID = 0x0001
@@ -27,6 +27,9 @@ DOE_TYPE_SPDM = 0x01
 DOE_TYPE_SECURED_SPDM = 0x02
 
 DOE_HEADER_SIZE = 8
+#: pcap link type of DOE captures (libspdm ``industry_standard/link_type_ex.h``): each
+#: packet is a whole data object, DOE header first.
+LINKTYPE_PCI_DOE = 292
 #: Largest data object: 2^18 DWORDs (a length field of 0).
 DOE_MAX_SIZE_DW = 1 << 18
 DOE_MAX_SIZE = DOE_MAX_SIZE_DW * 4
@@ -43,11 +46,17 @@ DISCOVERY_PROTOCOLS = (
 )
 
 
-class PciDoeBinding:
-    """Encode/decode PCI DOE data objects (types 1 and 2), as libspdm's pcidoe transport."""
+class PciDoeBinding(PushFraming):
+    """Encode/decode PCI DOE data objects (types 1 and 2), as libspdm's pcidoe transport.
+
+    Platform socket: NORMAL frames of transport type 2 (spdm-emu ``--trans PCI_DOE``,
+    QEMU's ``spdm_trans=doe``).
+    """
 
     name: str = "doe"
     socket_transport: SocketTransport = SocketTransport.PCI_DOE
+    pcap_link_type: int | None = LINKTYPE_PCI_DOE
+    carries_secured: bool = True
 
     def decode(self, payload: bytes) -> TransportMessage:
         """Check a whole data object and return its payload (padding included)."""
@@ -144,3 +153,7 @@ class PciDoeBinding:
     def record_format(self) -> RecordFormat:
         """No sequence number on the wire and no random padding (libspdm pcidoe)."""
         return RecordFormat(sequence_number_size=0, max_random_padding=0)
+
+    def pcap_packet(self, payload: bytes, from_requester: bool) -> bytes:
+        """The data object as is (spdm-emu's ``--pcap``, link type 292)."""
+        return payload

@@ -8,7 +8,7 @@ There is no MCTP packet header or fragmentation on the platform socket.
 from __future__ import annotations
 
 from emulator.errors import TransportError
-from emulator.transport.base import RecordFormat, SocketTransport, TransportMessage
+from emulator.transport.base import PushFraming, RecordFormat, SocketTransport, TransportMessage
 
 MCTP_TYPE_SPDM = 0x05
 MCTP_TYPE_SECURED_SPDM = 0x06
@@ -17,13 +17,26 @@ SESSION_ID_SIZE = 4
 #: libspdm LIBSPDM_MCTP_SEQUENCE_NUMBER_COUNT / LIBSPDM_MCTP_MAX_RANDOM_NUMBER_COUNT.
 MCTP_SEQUENCE_NUMBER_SIZE = 2
 MCTP_MAX_RANDOM_PADDING = 32
+#: pcap link type of MCTP captures (libspdm ``industry_standard/link_type_ex.h``): each
+#: packet starts with the MCTP transport header (DSP0236 8.1).
+LINKTYPE_MCTP = 291
+#: MCTP transport header of a captured packet: header version 1, null destination and
+#: source EIDs, SOM|EOM, tag 0; the tag-owner bit (0x08) is set on requests.
+MCTP_HEADER_VERSION = 0x01
+MCTP_FLAGS_SOM_EOM = 0xC0
+MCTP_FLAG_TAG_OWNER = 0x08
 
 
-class MctpBinding:
-    """Encode/decode MCTP messages of type SPDM and secured SPDM."""
+class MctpBinding(PushFraming):
+    """Encode/decode MCTP messages of type SPDM and secured SPDM.
+
+    Platform socket: NORMAL frames of transport type 1 (spdm-emu ``--trans MCTP``).
+    """
 
     name: str = "mctp"
     socket_transport: SocketTransport = SocketTransport.MCTP
+    pcap_link_type: int | None = LINKTYPE_MCTP
+    carries_secured: bool = True
 
     def decode(self, payload: bytes) -> TransportMessage:
         """Strip the message-type byte; reject other MCTP message types."""
@@ -65,3 +78,9 @@ class MctpBinding:
     def answer_discovery(self, payload: bytes) -> bytes | None:
         """This binding has no transport-level discovery."""
         return None
+
+    def pcap_packet(self, payload: bytes, from_requester: bool) -> bytes:
+        """The MCTP transport header, then the payload (message type byte + message), as
+        spdm-emu's ``--pcap`` writes them (link type 291)."""
+        flags = MCTP_FLAGS_SOM_EOM | (MCTP_FLAG_TAG_OWNER if from_requester else 0)
+        return bytes((MCTP_HEADER_VERSION, 0, 0, flags)) + payload

@@ -10,14 +10,20 @@ records: ``encode(secured=True)`` raises :class:`~emulator.errors.TransportError
 from __future__ import annotations
 
 from emulator.errors import TransportError
-from emulator.transport.base import RecordFormat, SocketTransport, TransportMessage
+from emulator.transport.base import PushFraming, RecordFormat, SocketTransport, TransportMessage
 
 
-class NoneBinding:
-    """Bare SPDM messages, no transport header (spdm-emu ``--trans NONE``)."""
+class NoneBinding(PushFraming):
+    """Bare SPDM messages, no transport header (spdm-emu ``--trans NONE``).
+
+    Platform socket: NORMAL frames of transport type 0.  No pcap link type that
+    spdm_dump reads, no secured messages.
+    """
 
     name: str = "none"
     socket_transport: SocketTransport = SocketTransport.NONE
+    pcap_link_type: int | None = None
+    carries_secured: bool = False
 
     def decode(self, payload: bytes) -> TransportMessage:
         """Return the payload as a plain SPDM message."""
@@ -44,3 +50,7 @@ class NoneBinding:
     def answer_discovery(self, payload: bytes) -> bytes | None:
         """This binding has no transport-level discovery."""
         return None
+
+    def pcap_packet(self, payload: bytes, from_requester: bool) -> bytes:
+        """No pcap link type carries bare SPDM messages."""
+        raise TransportError("the 'none' transport has no pcap link type")

@@ -22,6 +22,8 @@ answer starts with the request's protocol ID, as spdm-emu's ``pci_doe`` dispatch
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from emulator.codec.constants import ErrorCode, RequestCode
 from emulator.codec.vendor import (
     PCISIG_VENDOR_ID_BYTES,
@@ -33,19 +35,13 @@ from emulator.codec.vendor import (
     valid_vendor_id_len,
 )
 from emulator.errors import CodecError
+from emulator.responder.base import Request, SpdmErrorResponse, invalid, unexpected
 from emulator.responder.certificates import reset_via_request_code
-from emulator.responder.core import (
-    Request,
-    Responder,
-    SessionRule,
-    SpdmErrorResponse,
-    handler,
-    invalid,
-    unexpected,
-)
 from emulator.responder.key_exchange import require_negotiated
 from emulator.responder.vendor_defined import ide_km
-from emulator.session.table import existing_session_table
+
+if TYPE_CHECKING:
+    from emulator.responder.core import Responder
 
 
 def _unsupported(reason: str) -> SpdmErrorResponse:
@@ -77,12 +73,11 @@ def _pcisig(r: Responder, req: Request, payload: bytes) -> bytes:
     raise _unsupported(f"PCI-SIG protocol 0x{protocol:02X} is not supported")
 
 
-@handler(RequestCode.VENDOR_DEFINED_REQUEST, session=SessionRule.EITHER)
 def vendor_defined(r: Responder, req: Request) -> bytes:
     """VENDOR_DEFINED_RESPONSE, or ERROR(UnsupportedRequest) for an unknown vendor."""
     require_negotiated(r, "VENDOR_DEFINED_REQUEST")
     if req.session_id is not None:
-        table = existing_session_table(r)
+        table = r.ctx.sessions
         if table is None or table.get(req.session_id) is None:
             raise unexpected(f"VENDOR_DEFINED_REQUEST in unknown session 0x{req.session_id:08X}")
     try:

@@ -52,10 +52,11 @@ from emulator.codec.vendor import (
     KpAckStatus,
     SubStream,
 )
-from emulator.responder.core import Request, Responder, SpdmErrorResponse, invalid
+from emulator.responder.base import Request, SpdmErrorResponse, invalid
 
 if TYPE_CHECKING:
     from emulator.profiles import IdeKmSection, Profile
+    from emulator.responder.core import Responder
 
 log = logging.getLogger("emulator.responder.ide_km")
 

@@ -1,0 +1,162 @@
+"""The dispatch table: one line per request code, read top to bottom (libspdm
+``m_libspdm_get_response_struct[]``).  DSP0274 1.3 table 4 gives the codes; each line
+says the least version, the capability the device must advertise, where the request may
+be sent, and the requester capability it needs.
+
+Adding a request = one module with its handler + one line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from emulator.codec.constants import RequestCode, RequesterCap, ResponderCap
+from emulator.responder import (
+    algorithms,
+    capabilities,
+    certificates,
+    challenge,
+    chunking,
+    encapsulated,
+    key_exchange,
+    measurements,
+    psk,
+    respond_if_ready,
+    session_control,
+    vendor_defined,
+    version,
+)
+from emulator.responder.base import HandlerSpec, SessionRule
+
+_OUT = SessionRule.OUTSIDE_ONLY
+_ANY = SessionRule.EITHER
+_ENCAP = ResponderCap.ENCAP_CAP | ResponderCap.MUT_AUTH_CAP
+_MEAS = ResponderCap.MEAS_CAP_NO_SIG | ResponderCap.MEAS_CAP_SIG
+
+
+def build_table() -> dict[int, HandlerSpec]:
+    """The responder's request code -> handler spec."""
+    lines = (
+        # VCA (DSP0274 1.3 10.3-10.5): these two check their own version and state
+        HandlerSpec(RequestCode.GET_VERSION, version.get_version, session=_OUT, own_ordering=True),
+        HandlerSpec(
+            RequestCode.GET_CAPABILITIES,
+            capabilities.get_capabilities,
+            session=_OUT,
+            own_ordering=True,
+        ),
+        HandlerSpec(
+            RequestCode.NEGOTIATE_ALGORITHMS, algorithms.negotiate_algorithms, session=_OUT
+        ),
+        # identity (10.6-10.9)
+        HandlerSpec(
+            RequestCode.GET_DIGESTS,
+            certificates.get_digests,
+            capability=ResponderCap.CERT_CAP,
+            session=_ANY,
+        ),
+        HandlerSpec(
+            RequestCode.GET_CERTIFICATE,
+            certificates.get_certificate,
+            capability=ResponderCap.CERT_CAP,
+            session=_ANY,
+        ),
+        HandlerSpec(
+            RequestCode.CHALLENGE,
+            challenge.challenge,
+            capability=ResponderCap.CHAL_CAP,
+            session=_OUT,
+        ),
+        # measurements (10.11)
+        HandlerSpec(
+            RequestCode.GET_MEASUREMENTS,
+            measurements.get_measurements,
+            capability=_MEAS,
+            session=_ANY,
+        ),
+        # sessions (10.19-10.23)
+        HandlerSpec(
+            RequestCode.KEY_EXCHANGE,
+            key_exchange.key_exchange,
+            min_version=0x11,
+            capability=ResponderCap.KEY_EX_CAP,
+            session=_OUT,
+            peer_capability=RequesterCap.KEY_EX_CAP,
+        ),
+        HandlerSpec(
+            RequestCode.FINISH,
+            key_exchange.finish,
+            min_version=0x11,
+            capability=ResponderCap.KEY_EX_CAP,
+            session=_ANY,
+            peer_capability=RequesterCap.KEY_EX_CAP,
+        ),
+        HandlerSpec(
+            RequestCode.PSK_EXCHANGE,
+            psk.psk_exchange,
+            min_version=0x11,
+            capability=psk.PSK_CAPS,
+            session=_OUT,
+            peer_capability=RequesterCap.PSK_CAP,
+        ),
+        HandlerSpec(
+            RequestCode.PSK_FINISH,
+            psk.psk_finish,
+            min_version=0x11,
+            capability=ResponderCap.PSK_CAP_WITH_CONTEXT,
+            session=_ANY,
+            peer_capability=RequesterCap.PSK_CAP,
+        ),
+        HandlerSpec(
+            RequestCode.HEARTBEAT,
+            session_control.heartbeat,
+            min_version=0x11,
+            capability=ResponderCap.HBEAT_CAP,
+            session=_ANY,
+        ),
+        HandlerSpec(
+            RequestCode.KEY_UPDATE,
+            session_control.key_update,
+            min_version=0x11,
+            capability=ResponderCap.KEY_UPD_CAP,
+            session=_ANY,
+        ),
+        HandlerSpec(
+            RequestCode.END_SESSION, session_control.end_session, min_version=0x11, session=_ANY
+        ),
+        # encapsulated requests: mutual authentication, responder key update (10.15)
+        HandlerSpec(
+            RequestCode.GET_ENCAPSULATED_REQUEST,
+            encapsulated.get_encapsulated_request,
+            min_version=0x11,
+            capability=_ENCAP,
+            session=_ANY,
+        ),
+        HandlerSpec(
+            RequestCode.DELIVER_ENCAPSULATED_RESPONSE,
+            encapsulated.deliver_encapsulated_response,
+            min_version=0x11,
+            capability=_ENCAP,
+            session=_ANY,
+        ),
+        # ResponseNotReady (10.17), vendor-defined (10.18), large messages (10.24-10.25)
+        HandlerSpec(RequestCode.RESPOND_IF_READY, respond_if_ready.respond_if_ready, session=_ANY),
+        HandlerSpec(
+            RequestCode.VENDOR_DEFINED_REQUEST, vendor_defined.vendor_defined, session=_ANY
+        ),
+        HandlerSpec(RequestCode.CHUNK_GET, chunking.chunk_get, min_version=0x12, session=_ANY),
+        HandlerSpec(
+            RequestCode.CHUNK_SEND,
+            chunking.chunk_send,
+            min_version=0x12,
+            capability=ResponderCap.CHUNK_CAP,
+            session=_ANY,
+            peer_capability=RequesterCap.CHUNK_CAP,
+        ),
+    )
+    return {int(line.code): line for line in lines}
+
+
+#: The table every responder uses unless it is given its own (read-only).
+DEFAULT_TABLE: Mapping[int, HandlerSpec] = MappingProxyType(build_table())
