@@ -183,6 +183,8 @@ class PushFraming:
     platform_commands: frozenset[int] = frozenset({PlatformCommand.NORMAL})
     #: spdm-emu's DEFAULT_SPDM_PLATFORM_PORT, the port QEMU's examples use
     default_port: int = 2323
+    #: how a peer connects, for ``serve``'s banner (``{port}``: the port)
+    client_hint: str = "QEMU: -device nvme,drive=...,serial=...,spdm_port={port}"
 
     def stream_codec(self, max_payload: int) -> StreamCodec:
         """Platform-socket frames (spdm-emu ``command.h``) of at most ``max_payload`` bytes."""
@@ -209,6 +211,8 @@ class TransportBinding(Protocol):
     platform_commands: frozenset[int]
     #: the TCP port ``serve`` listens on when none is given (2323; DSP0287: 4194)
     default_port: int
+    #: how a peer connects, one line for ``serve``'s banner (``{port}``: the port)
+    client_hint: str
 
     def stream_codec(self, max_payload: int) -> StreamCodec:
         """A new codec for one connection's byte stream (platform-socket frames, or the

@@ -359,6 +359,9 @@ class StorageBinding:
         {PlatformCommand.STORAGE_IF_SEND, PlatformCommand.STORAGE_IF_RECV}
     )
     default_port: int = 2323
+    client_hint: str = (
+        "QEMU >= 10.2: -device nvme,drive=...,serial=...,spdm_port={port},spdm_trans=nvme"
+    )
 
     def stream_codec(self, max_payload: int) -> StreamCodec:
         return StorageStreamCodec(max_payload)

@@ -174,6 +174,9 @@ class TcpBinding(PushFraming):
     pcap_link_type: int | None = LINKTYPE_SPDM_TCP
     carries_secured: bool = True
     default_port: int = TCP_SPDM_PORT
+    client_hint: str = (
+        "DSP0287 on the stream, or libspdm: spdm_requester_emu --trans TCP --port {port}"
+    )
 
     def stream_codec(self, max_payload: int) -> StreamCodec:
         """DSP0287 on the stream, or platform frames: decided by the first bytes."""
