@@ -287,9 +287,17 @@ class ConnectionChannel:
         self.binding = connection.binding
 
     async def exchange(self, message: bytes, secured: bool = False) -> TransportMessage:
-        reply = self.connection.receive(self.binding.encode(message, secured=secured))
+        """One request in, its reply out, as the binding frames each direction (storage:
+        the request with its storage header, the reply bare: ``encode_request`` /
+        ``decode_response``; the others frame both the same way)."""
+        encode = getattr(self.binding, "encode_request", self.binding.encode)
+        reply = self.connection.receive(encode(message, secured=secured))
         if not reply.payloads:
             raise RequesterError("the responder sent no reply (message dropped)")
+        decode_response = getattr(self.binding, "decode_response", None)
+        if decode_response is not None:
+            response: TransportMessage = decode_response(reply.payloads[0], secured)
+            return response
         decoded: TransportMessage = self.binding.decode(reply.payloads[0])
         return decoded
 
