@@ -265,6 +265,8 @@ class _RawStream:
         self._size: int | None = None
         #: bytes of an oversized message still to skip
         self._skip = 0
+        #: the error that ended the stream (raised again by every later feed)
+        self.error: FrameError | None = None
 
     @property
     def pending(self) -> int:
@@ -279,6 +281,10 @@ class _RawStream:
         return self._size - len(self._buffer)
 
     def feed(self, data: bytes) -> list[Frame | bytes]:
+        """The messages ``data`` completed; as FrameDecoder, an error after some of them
+        returns those first, and the next call raises it."""
+        if self.error is not None:
+            raise self.error
         out: list[Frame | bytes] = []
         view = memoryview(data)
         offset, end = 0, len(view)
@@ -294,7 +300,14 @@ class _RawStream:
                 offset += take
                 if len(self._buffer) < HEADER_SIZE:
                     break
-                size = message_size(bytes(self._buffer))
+                try:
+                    size = message_size(bytes(self._buffer))
+                except FrameError as exc:
+                    self.error = exc
+                    self._buffer.clear()
+                    if out:
+                        return out
+                    raise
                 if size > self.max_payload:
                     log.warning(
                         "DSP0287 message of %d bytes is over the limit of %d: skipped, "
@@ -334,7 +347,6 @@ class TcpStreamCodec:
         self._sniffed = bytearray()
         self._platform: PlatformStreamCodec | None = None
         self._raw: _RawStream | None = None
-        self._error: FrameError | None = None
 
     @property
     def mode(self) -> str | None:
@@ -349,7 +361,9 @@ class TcpStreamCodec:
     def error(self) -> FrameError | None:
         if self._platform is not None:
             return self._platform.error
-        return self._error
+        if self._raw is not None:
+            return self._raw.error
+        return None
 
     @property
     def pending(self) -> int:
@@ -368,12 +382,10 @@ class TcpStreamCodec:
         return self.SNIFF - len(self._sniffed)
 
     def feed(self, data: bytes) -> list[Frame | bytes]:
-        if self._error is not None:
-            raise self._error
         if self._platform is not None:
             return self._platform.feed(data)
         if self._raw is not None:
-            return self._feed_raw(data)
+            return self._raw.feed(data)
         self._sniffed += data
         if len(self._sniffed) < self.SNIFF:
             return []
@@ -381,18 +393,10 @@ class TcpStreamCodec:
         if start[2] == BINDING_VERSION:
             log.debug("DSP0287 stream (binding header first)")
             self._raw = _RawStream(self.max_payload)
-            return self._feed_raw(start)
+            return self._raw.feed(start)
         log.debug("platform-socket frames (spdm-emu --trans TCP)")
         self._platform = PlatformStreamCodec(self.max_payload)
         return self._platform.feed(start)
-
-    def _feed_raw(self, data: bytes) -> list[Frame | bytes]:
-        assert self._raw is not None
-        try:
-            return self._raw.feed(data)
-        except FrameError as exc:
-            self._error = exc
-            raise
 
     def encode(self, frame: Frame) -> bytes:
         if self._raw is None:
