@@ -54,7 +54,8 @@ done
 say() { if [ "$quiet" -eq 0 ]; then echo "qemu-spdm-nvme: $*" >&2; fi; }
 
 has_spdm_trans() {
-    [ -x "$1" ] && "$1" -device nvme,help 2>/dev/null | grep -q spdm_trans
+    local help
+    [ -x "$1" ] && help=$("$1" -device nvme,help 2>/dev/null) && [[ "$help" == *spdm_trans* ]]
 }
 
 found() {
