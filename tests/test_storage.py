@@ -537,3 +537,39 @@ async def test_storage_client_reports_statuses(emulator: Emulator) -> None:
         assert await client.pending_info() == (True, len(VERSION))
     with pytest.raises(RequesterError, match="speaks the storage binding"):
         StorageClient("127.0.0.1", 1, get_binding("doe"))
+
+
+async def test_partial_and_duplicate_over_storage() -> None:
+    """partial: the status, then the first N bytes of the data frame, then EOF; duplicate:
+    the status and two data frames (the copy answers nothing: the host's stream is out of
+    step, as the fault intends)."""
+    faults = ("on=GET_VERSION,nth=1,do=duplicate", "on=GET_VERSION,nth=2,do=partial:15")
+    emu = Emulator(RunOptions(port=0, transport="storage", faults=faults))
+    async with emu:
+        peer = await Peer.open(emu.port)
+        assert await peer.if_send(send_payload(GET_VERSION)) == ACK_OK
+        assert await peer.if_recv(0x14, 64) == [ACK_OK, data_frame(VERSION)]
+        assert await peer.raw_frame() == data_frame(VERSION)  # the copy
+        assert await peer.if_send(send_payload(GET_VERSION)) == ACK_OK
+        await peer.send(frame(IF_RECV, header(0xE8, 0x14, 64)))
+        assert await peer.raw_frame() == ACK_OK
+        assert await peer.eof() == data_frame(VERSION)[:15]
+        await peer.close()
+
+
+async def test_record_fault_and_lie_over_storage() -> None:
+    """A record fault (a MAC bit flipped after encryption) makes the requester's own
+    decryption fail; a signature lie makes CHALLENGE verification fail."""
+    faults = ("on=HEARTBEAT,do=record:bad_mac", "on=CHALLENGE,do=lie:bad_signature")
+    emu = Emulator(RunOptions(port=0, transport="storage", faults=faults))
+    async with emu, StorageClient("127.0.0.1", emu.port, emu.binding) as client:
+        req = Requester(client)
+        await req.vca()
+        flow = identity.flow_for(req)
+        await flow.get_digests()
+        chain = await flow.get_certificate(0)
+        with pytest.raises(RequesterError, match="signature"):
+            await flow.challenge(0)
+        s = await open_session(req, peer_chain=chain.chain, binding="storage")
+        with pytest.raises(RequesterError, match="secured response does not authenticate"):
+            await s.heartbeat()
