@@ -107,9 +107,7 @@ class SpdmConnection:
         self.sessions = SessionLayer(self.responder, binding.record_format, number)
         self.observers: list[Observer] = list(observers)
         #: fault injection (emulator.faults), composed by the app; None: no faults
-        self.faults: FaultHooks | None = (
-            faults if faults is not None else device.faults
-        )  # TEMP-MERGE
+        self.faults: FaultHooks | None = faults
         self.closed = False
         #: pull model (storage binding): the reply of the last delivered request, not
         #: yet collected
@@ -129,6 +127,11 @@ class SpdmConnection:
         kept, self._kept = self._kept, None
         return kept
 
+    def peek(self) -> Reply | None:
+        """Pull model: the kept reply, left in place (DSP0286 PENDING_INFO and the
+        allocation-length check need its size before it is collected)."""
+        return self._kept
+
     @property
     def has_pending_reply(self) -> bool:
         """A delivered request's reply waits for :meth:`collect`."""
@@ -139,7 +142,7 @@ class SpdmConnection:
         discovery = self.binding.answer_discovery(payload)
         if discovery is not None:
             log.info("conn %d: %s discovery answered", self.number, self.binding.name)
-            return Reply([discovery])
+            return Reply([discovery] if discovery else [])
         try:
             msg = self.binding.decode(payload)
         except TransportError as exc:

@@ -14,21 +14,24 @@ Two independent outputs, both fed by a running :class:`~emulator.app.Emulator`:
   ``industry_standard/link_type_ex.h``.  A PCI DOE packet is the whole data object
   (8-byte DOE header first); an MCTP packet is a 4-byte MCTP transport header (DSP0236
   8.1) followed by the MCTP message (message type byte, then the SPDM message or
-  secured record), as spdm-emu's ``--pcap`` writes them.
+  secured record), as spdm-emu's ``--pcap`` writes them.  Storage (DSP0286) and TCP
+  (DSP0287) captures, which spdm_dump does not read, use link types from tcpdump.org's
+  private range: 147 (LINKTYPE_USER0: direction byte, QEMU's storage header, data) and
+  148 (LINKTYPE_USER1: each DSP0287 message as on the wire); their bindings'
+  ``pcap_packet`` documents the layout.
 
 :func:`attach_tracing` wires both into an emulator (what ``serve --trace/--pcap`` do).
 """
 
 from __future__ import annotations
 
-import argparse
 import struct
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntFlag
-from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from emulator.codec.constants import (
     AeadSuite,
@@ -327,9 +330,11 @@ def link_type_for(binding: str | TransportBinding) -> int:
     "mctp" -> 291): the binding's ``pcap_link_type``."""
     found = _binding(binding)
     if found.pcap_link_type is None:
-        usable = " or ".join(bindings_with_pcap())
+        *others, last = bindings_with_pcap()
+        usable = f"{', '.join(others)} or {last}" if others else last
         raise TransportError(
-            f"pcap: transport {found.name!r} has no pcap link type spdm_dump reads; use {usable}"
+            f"pcap: transport {found.name!r} has no pcap link type (spdm_dump reads the doe "
+            f"and mctp ones); use {usable}"
         )
     return found.pcap_link_type
 
@@ -524,7 +529,7 @@ class PcapRecorder:
 
 
 # ---------------------------------------------------------------------------------------
-# Wiring into an Emulator and the CLI
+# Wiring into an Emulator
 # ---------------------------------------------------------------------------------------
 
 
@@ -555,7 +560,7 @@ def attach_tracing(
     recorder: PcapRecorder | None = None
     if pcap is not None:
         recorder = PcapRecorder(pcap, emulator.binding)
-        emulator.options.on_connection.append(recorder.attach)
+        emulator.on_connection.append(recorder.attach)
     if trace is not None:
         stream, owned = open_trace_stream(trace)
         tracer = Tracer(stream, hex_limit=hex_limit, clock=time.monotonic, close_stream=owned)
@@ -567,48 +572,12 @@ def attach_tracing(
                 emulator.observers.remove(tracer)
             tracer.close()
         if recorder is not None:
-            if recorder.attach in emulator.options.on_connection:
-                emulator.options.on_connection.remove(recorder.attach)
+            if recorder.attach in emulator.on_connection:
+                emulator.on_connection.remove(recorder.attach)
             recorder.close()
 
     return cleanup
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``serve --trace FILE|- --pcap FILE``."""
-    parser.add_argument(
-        "--trace",
-        metavar="FILE|-",
-        help="write a decoded line per SPDM message to FILE (appended) or '-' for stderr",
-    )
-    parser.add_argument(
-        "--pcap",
-        metavar="FILE",
-        help="capture the transport messages in pcap format for DMTF spdm_dump / tshark "
-        "(link type 292 PCI DOE, 291 MCTP); '{conn}' in FILE makes one file per connection",
-    )
-
-
-def apply(args: argparse.Namespace, emulator: Any) -> Callable[[], None] | None:
-    """Serve extension hook: attach what ``--trace`` / ``--pcap`` ask for."""
-    trace: str | None = getattr(args, "trace", None)
-    pcap: str | None = getattr(args, "pcap", None)
-    if trace is None and pcap is None:
-        return None
-    return attach_tracing(emulator, trace, pcap)
-
-
-CLI_EXTENSION = (add_arguments, apply)
-
-
-def _register_cli() -> None:
-    from emulator import cli
-
-    if CLI_EXTENSION not in cli.SERVE_EXTENSIONS:
-        cli.SERVE_EXTENSIONS.append(CLI_EXTENSION)
-
-
-_register_cli()
 
 __all__ = [
     "LINKTYPE_MCTP",

@@ -168,9 +168,6 @@ class StateTracker:
                 changed = True
         return changed
 
-    def forget(self, connection: int) -> None:
-        self.connections.pop(connection, None)
-
     def snapshot(self) -> list[dict[str, Any]]:
         return [dict(v) for _, v in sorted(self.connections.items())]
 

@@ -25,7 +25,6 @@ from emulator.device.mel import MeasurementExtensionLog
 from emulator.device.provisioning import Provisioning, ProvisioningSettings, SlotCert
 from emulator.device.random import RandomSource, SeededRandom, SystemRandom
 from emulator.device.store import StateStore
-from emulator.faults.engine import FaultEngine
 from emulator.profiles import Profile, load_profile
 from emulator.session.settings import SessionSettings
 
@@ -71,8 +70,6 @@ class Device:
     identity: Identity = field(default_factory=Identity)
     #: secure-session settings (emulator.session.settings), from the profile's [sessions]
     sessions: SessionSettings = field(default_factory=SessionSettings)
-    #: fault rules (emulator.faults), shared by all connections; changed at run time by MQTT
-    faults: FaultEngine = field(default_factory=FaultEngine)
     #: PCIe IDE key state (IDE_KM, emulator.responder.vendor_defined.ide_km), from the profile's
     #: [ide_km]; on the device because IDE keys live in the port hardware that every
     #: connection shares (None: the device does not do IDE_KM)
@@ -123,7 +120,6 @@ class Device:
             measurements=measurements,
             identity=identity,
             sessions=SessionSettings.from_profile(profile),
-            faults=FaultEngine(profile.fault_rules(), seed=profile.determinism.seed or 0),
             ide_km=_ide_km_of(profile),
             provisioning=provisioning,
             mel=_mel_of(profile, measurements),

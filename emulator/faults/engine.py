@@ -84,11 +84,6 @@ class FaultEngine:
         for rule in rules:
             self.add(rule)
 
-    @classmethod
-    def from_specs(cls, specs: Iterable[str], *, seed: int = 0) -> FaultEngine:
-        """An engine with the rules of ``--fault`` SPEC strings."""
-        return cls([parse_fault_spec(s) for s in specs], seed=seed)
-
     # ---- rules -----------------------------------------------------------------------
 
     @property
@@ -249,7 +244,6 @@ class FaultExchange:
         self.engine = engine
         self.responder = responder
         self.request = request
-        self.original_request = request
         self.connection = connection
         self.session_id = session_id
         self.fired = fired
@@ -506,9 +500,9 @@ class FaultExchange:
 
 
 def attach(emulator: Any) -> FaultEngine:
-    """The fault engine of an :class:`emulator.app.Emulator` (its device's, which every
-    connection of the device consults); used by the pytest plugin."""
-    engine: FaultEngine = emulator.device.faults
+    """The fault engine of an :class:`emulator.app.Emulator` (the one every connection
+    of its device consults); used by the pytest plugin."""
+    engine: FaultEngine = emulator.faults
     return engine
 
 

@@ -500,11 +500,6 @@ def rule_to_dict(rule: FaultRule) -> dict[str, Any]:
     }
 
 
-def parse_fault_specs(texts: Iterable[str]) -> list[FaultRule]:
-    """Parse several ``--fault`` values (the CLI flag may be repeated)."""
-    return [parse_fault_spec(t) for t in texts]
-
-
 #: what the CLI shows under ``--help`` for ``--fault``
 FAULT_HELP = (
     "inject a fault: comma-separated key=value, e.g. on=GET_MEASUREMENTS,nth=2,do=error:Busy "

@@ -41,7 +41,8 @@ from emulator.codec.events import (
 )
 from emulator.codec.messages import build_header
 from emulator.errors import CodecError, RequesterError
-from emulator.requester.requester import Requester, SpdmErrorReply
+from emulator.requester.errors import SpdmErrorReply
+from emulator.requester.requester import Requester
 from emulator.requester.session import (
     RequesterIdentity,
     RequesterSession,

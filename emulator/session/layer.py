@@ -11,7 +11,8 @@ Order of work for one secured record, as libspdm's responder does it
    ERROR(InvalidSession) when the profile says ``unknown_session = "error"``);
 3. the record must decode under the session's request key (else: ERROR(DecryptError)
    sealed under the session's response key, and the session ends);
-4. the application data must carry an SPDM message (MCTP: message type 0x05), and in
+4. the application data must carry an SPDM message (MCTP: message type 0x05; the
+   binding's ``RecordFormat.unwrap``), and in
    the handshake phase only FINISH, PSK_FINISH and the encapsulated / not-ready / chunk
    requests are accepted (else: ERROR sealed in the session);
 5. after the response record is built, the handlers' :class:`SessionCommit` values are
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from emulator.codec.constants import ErrorCode
-from emulator.errors import SessionError
+from emulator.errors import SessionError, TransportError
 from emulator.responder.base import CommitKind, SessionCommit
 from emulator.responder.core import Responder
 from emulator.session.record import peek_session_id
@@ -118,18 +119,19 @@ class SessionLayer:
                 r.error(ErrorCode.DecryptError),
                 str(exc),
             )
-        header = self.format.app_header
-        if header and not app.startswith(header):
-            # not an SPDM message (another MCTP message type inside the session)
+        try:
+            request = self.format.unwrap(app)
+        except TransportError as exc:
+            # not an SPDM message (another MCTP message type inside the session, a TCP
+            # header or storage descriptor that names none)
             return Opened(
                 Disposition.REFUSED,
                 app,
                 session,
                 session.session_id,
                 r.error(ErrorCode.UnsupportedRequest, app[0] if app else 0),
-                "the secured record does not carry an SPDM message",
+                f"the secured record does not carry an SPDM message: {exc}",
             )
-        request = app[len(header) :]
         code = request[1] if len(request) > 1 else 0
         if not session.accepts(code):
             return Opened(
@@ -152,7 +154,7 @@ class SessionLayer:
             if skip_sequence_number:
                 session.response_keys().sequence += 1
             return session.seal_response(
-                self.format.app_header + response, self.format, self.responder.rng
+                self.format.wrap(response), self.format, self.responder.rng
             )
         except SessionError as exc:
             log.warning(

@@ -200,9 +200,6 @@ class Session:
             raise SessionError(f"session 0x{self.session_id:08X}: no keys yet")
         return keys
 
-    def request_keys(self) -> DirectionKeys:
-        return self._keys(True)
-
     def response_keys(self) -> DirectionKeys:
         return self._keys(False)
 
