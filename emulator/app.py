@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from emulator.connection import Observer, SpdmConnection
 from emulator.control.config import run_control_config
 from emulator.device.model import Device
+from emulator.device.store import DirectoryStore, MemoryStore, StateStore, default_state_dir
 from emulator.events import ExchangeEvent
 from emulator.faults.engine import FaultEngine
 from emulator.faults.hostile import mutate_spec
@@ -50,6 +51,21 @@ def add_fault_options(engine: FaultEngine, options: RunOptions) -> None:
         engine.add(dataclasses.replace(rule) if isinstance(rule, FaultRule) else rule)
     if options.mutate:
         engine.add(mutate_spec(options.mutate), origin="cli")
+
+
+def open_state_store(options: RunOptions, device_name: str) -> StateStore:
+    """The store of a run's provisioned state (RunOptions ``state_dir`` / ``ephemeral``):
+    a :class:`DirectoryStore` (it takes the directory's lock with its first write), or
+    memory for ``ephemeral`` and for a free port without a ``state_dir``."""
+    if options.ephemeral:
+        return MemoryStore()
+    if options.state_dir is not None:
+        path = options.state_dir
+    elif options.port:
+        path = str(default_state_dir(device_name, options.port))
+    else:
+        return MemoryStore()
+    return DirectoryStore(path)
 
 
 def build_fault_engine(profile: Profile, options: RunOptions | None = None) -> FaultEngine:
@@ -82,7 +98,13 @@ class Emulator:
         if opts.seed is not None:
             profile.determinism.seed = opts.seed
         self.profile = profile
-        self.device = Device.from_profile(profile)
+        #: where provisioned certificates and key pairs persist (RunOptions state_dir)
+        self.state_store = open_state_store(opts, profile.device.name)
+        try:
+            self.device = Device.from_profile(profile, store=self.state_store)
+        except BaseException:
+            self._release_state()
+            raise
         #: the fault rules every connection of the device consults (MQTT changes them)
         self.faults = build_fault_engine(profile, opts)
         self.binding = get_binding(opts.transport)
@@ -174,12 +196,19 @@ class Emulator:
             await self.server.start()
         except BaseException:
             await self._detach()
+            self._release_state()
             raise
 
     async def stop(self) -> None:
-        """Stop the control plane and the observers, then the server."""
+        """Stop the control plane and the observers, then the server; release the state
+        directory."""
         await self._detach()
         await self.server.stop()
+        self._release_state()
+
+    def _release_state(self) -> None:
+        if isinstance(self.state_store, DirectoryStore):
+            self.state_store.unlock()
 
     async def serve_forever(self) -> None:
         await self.server.serve_forever()
@@ -218,6 +247,7 @@ class Emulator:
             "host": self.host,
             "port": self.port,
             "transport": self.binding.name,
+            "state_dir": self.state_store.location,
             "connections": conns,
         }
 

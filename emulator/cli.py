@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("profile", nargs="+", help="profile names or files")
 
     add_certs_subparser(sub)  # type: ignore[arg-type]
+    add_state_subparser(sub)  # type: ignore[arg-type]
     return parser
 
 
@@ -288,6 +289,8 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     mqtt("--mqtt-key", metavar="FILE", help="client key (PEM) for TLS")
     mqtt("--mqtt-insecure", action="store_true", help="TLS without checking the broker")
     mqtt("--mqtt-topic-prefix", metavar="PREFIX")
+    # provisioned state (emulator.device.store; issue 14): a small block of its own
+    add_state_arguments(serve)
     # observers (emulator.trace)
     option(
         "--trace",
@@ -388,6 +391,7 @@ async def _serve(args: argparse.Namespace) -> int:
         f"(SPDM {', '.join(v.text for v in dev.versions)}) listening on "
         f"{args.host}:{emulator.port}, transport {args.transport}\n"
         f"  {emulator.binding.client_hint.format(port=emulator.port)}\n"
+        f"  Provisioned state: {emulator.state_store.location}\n"
         f"  Stop with Ctrl-C.",
         flush=True,
     )
@@ -523,6 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _profiles(args)
         if args.command == "certs":
             return run_certs(args)
+        if args.command == "state":
+            return run_state(args)
     except ProfileError as exc:
         print(f"spdm-emulator: profile error: {exc}", file=sys.stderr)
         return 2
@@ -756,6 +762,159 @@ def run_certs(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"spdm-emulator certs: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
         return 2
+
+
+# --- provisioned state: serve --state-dir / --ephemeral, state show | reset -------------------
+# (emulator.device.store; what SET_CERTIFICATE, SET_KEY_PAIR_INFO and GET_CSR leave behind)
+
+
+def add_state_arguments(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s ``--state-dir`` and ``--ephemeral`` (RunOptions ``state_dir``, ``ephemeral``)."""
+    group = serve.add_argument_group(
+        "provisioned state (SET_CERTIFICATE, SET_KEY_PAIR_INFO, GET_CSR after a reset)"
+    )
+    option = functools.partial(_run_option, group)
+    option(
+        "--state-dir",
+        metavar="DIR",
+        help="keep the device's provisioned certificates and key pairs in DIR between runs "
+        "(default: $XDG_DATA_HOME/spdm-emulator/state/<device>-<port>, ~/.local/share when "
+        "unset; memory only on --port 0); see 'spdm-emulator state show'",
+    )
+    option(
+        "--ephemeral",
+        action="store_true",
+        help="keep provisioned state in memory only: every start is the profile's state",
+    )
+
+
+def add_state_subparser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``state show`` and ``state reset``."""
+    state = subparsers.add_parser(
+        "state",
+        help="show or clear a device's provisioned state (--state-dir)",
+        description="Show or clear what requesters provisioned into an emulated device "
+        "(SET_CERTIFICATE chains, SET_KEY_PAIR_INFO changes and generated keys, CSRs waiting "
+        "for a reset).  The directory is --state-dir, or the default of --profile and "
+        "--port (as 'serve' picks it).",
+    )
+    sub = state.add_subparsers(dest="state_command", metavar="{show,reset}", parser_class=_Parser)
+    sub.required = True
+    for name, text in (
+        ("show", "print the stored state (with --profile: the device's whole live state)"),
+        ("reset", "delete the stored state: the next start is the profile's state"),
+    ):
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("--state-dir", metavar="DIR", help="the state directory")
+        cmd.add_argument(
+            "--profile",
+            metavar="FILE|NAME",
+            help=f"the device's profile (default {_RUN.profile}): names the default directory",
+        )
+        cmd.add_argument(
+            "--port", type=_port, default=_RUN.port, help=f"the device's port (default {_RUN.port})"
+        )
+        if name == "show":
+            cmd.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _state_store(args: argparse.Namespace) -> Any:
+    from emulator.device.store import DirectoryStore, default_state_dir
+    from emulator.profiles import load_profile
+
+    if args.state_dir:
+        return DirectoryStore(args.state_dir), None
+    profile = load_profile(args.profile or str(_RUN.profile))
+    return DirectoryStore(default_state_dir(profile.device.name, args.port)), profile
+
+
+def run_state(args: argparse.Namespace) -> int:
+    """``state show | reset``; errors print one line and return 2."""
+    from emulator.device.store import MemoryStore
+
+    store, profile = _state_store(args)
+    if args.state_command == "reset":
+        holder = store.locked_by_other()
+        if holder is not None:
+            print(
+                f"spdm-emulator state: {store.location} is in use by a running emulator "
+                f"(pid {holder}); stop it first",
+                file=sys.stderr,
+            )
+            return 2
+        removed = store.clear()
+        print(f"{store.location}: {'state cleared' if removed else 'nothing stored'}")
+        return 0
+    doc = store.load()
+    report: dict[str, Any] = {"state_dir": store.location, "stored": doc is not None}
+    if doc is not None:
+        report["document"] = _summarise_state(doc)
+    if profile is None and args.profile:
+        from emulator.profiles import load_profile
+
+        profile = load_profile(args.profile)
+    if profile is not None:
+        from emulator.device.model import Device
+
+        # a read-only view: the stored state over the profile, nothing written back
+        view = MemoryStore()
+        view.document = doc
+        device = Device.from_profile(profile, store=view)
+        if device.provisioning is not None:
+            report["device"] = device.provisioning.describe()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_human(report)
+    return 0
+
+
+def _summarise_state(doc: dict[str, Any]) -> dict[str, Any]:
+    """The stored document with certificates as subjects and keys as their type."""
+    import base64
+
+    from cryptography import x509
+
+    def cert_line(b64: str) -> str:
+        try:
+            cert = x509.load_der_x509_certificate(base64.b64decode(b64))
+        except ValueError as exc:
+            return f"unreadable ({exc})"
+        return f"{cert.subject.rfc4514_string()} (until {cert.not_valid_after_utc:%Y-%m-%d})"
+
+    slots = []
+    for entry in list(doc.get("slots") or []) + list(doc.get("pending_slots") or []):
+        pending = entry in (doc.get("pending_slots") or [])
+        line = {
+            "slot": entry.get("slot"),
+            "key_pair_id": entry.get("key_pair_id"),
+            "pending_reset": pending,
+        }
+        if entry.get("erased"):
+            line["erased"] = True
+        else:
+            line["leaf"] = cert_line((entry.get("certs") or [""])[-1])
+            line["certificates"] = len(entry.get("certs") or [])
+        slots.append(line)
+    pairs = []
+    for kpid, entry in sorted((doc.get("key_pairs") or {}).items(), key=lambda kv: int(kv[0])):
+        key = entry.get("key", "profile")
+        pairs.append(
+            {
+                "key_pair_id": int(kpid),
+                "key": "erased" if key is None else ("stored" if key != "profile" else "profile"),
+                "key_usage": f"0x{int(entry.get('key_usage', 0)):04X}",
+                "asym": f"0x{int(entry.get('asym', 0)):X}",
+                "assoc_slots": f"0x{int(entry.get('assoc_slots', 0)):02X}",
+            }
+        )
+    return {
+        "format": doc.get("format"),
+        "device": doc.get("device"),
+        "slots": slots,
+        "key_pairs": pairs,
+        "pending_csr_tags": [c.get("tag") for c in doc.get("pending_csrs") or []],
+    }
 
 
 if __name__ == "__main__":

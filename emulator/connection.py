@@ -33,7 +33,7 @@ from emulator.errors import TransportError
 from emulator.events import ExchangeEvent, Observer, Reply
 from emulator.responder import FaultContext, Responder, SessionCommit
 from emulator.responder.base import end
-from emulator.responder.encapsulated import arm_key_update
+from emulator.responder.encapsulated import arm_endpoint_info, arm_key_update
 from emulator.session.layer import Disposition, SessionLayer
 from emulator.session.table import Session
 from emulator.transport.base import TransportBinding
@@ -250,6 +250,14 @@ class SpdmConnection:
             "armed" if armed else "no such session",
         )
         return armed
+
+    def oob_encap_endpoint_info(self, payload: bytes) -> None:
+        """Platform command OOB_ENCAP_ENDPOINT_INFO (0x8002, spdm-emu): the next
+        GET_ENCAPSULATED_REQUEST, in or outside a session, gets GET_ENDPOINT_INFO for the
+        requester (libspdm ``libspdm_init_get_endpoint_info_encap_state`` with no session);
+        spdm-emu ignores any payload and answers with an empty OOB_ENCAP_ENDPOINT_INFO."""
+        arm_endpoint_info(self.responder)
+        log.info("conn %d: OOB_ENCAP_ENDPOINT_INFO: GET_ENDPOINT_INFO armed", self.number)
 
     def close(self) -> None:
         """The socket is gone (SHUTDOWN, peer closed): forget the connection state."""

@@ -102,6 +102,15 @@ class RunOptions:
     #: topic prefix (default: the control plane's ``spdm-emulator``)
     mqtt_topic_prefix: str | None = None
 
+    # ---- provisioned state (emulator.device.store) ---------------------------------------
+    #: where what requesters provision (SET_CERTIFICATE, SET_KEY_PAIR_INFO, CSRs waiting
+    #: for a reset) is kept between runs; None: ``$XDG_DATA_HOME/spdm-emulator/state/
+    #: <device>-<port>`` (``~/.local/share/...``) when ``port`` is fixed, memory only on a
+    #: free port (0)
+    state_dir: str | None = None
+    #: keep the provisioned state in memory only: the profile's state at every start
+    ephemeral: bool = False
+
 
 __all__ = [
     "DEFAULT_BACKLOG",

@@ -193,6 +193,8 @@ class Provisioning:
         self._opaque = challenge_opaque_data
         self._pairs = dict(self._profile_pairs)
         self._certs = dict(self._profile_certs)
+        #: generated-at-start keys to keep in the store (a CSR was made for them)
+        self._keep_ephemeral: set[int] = set()
         self._pending = _Pending()
         self._notify: Notify | None = None
         self._on_identity: Callable[[Identity], None] | None = None
@@ -632,6 +634,11 @@ class Provisioning:
                     f"key pair {key_pair_id} has no key (erased or not generated): "
                     "SET_KEY_PAIR_INFO Generate makes one"
                 )
+            if kp.ephemeral and self._profile_pairs[kp.key_pair_id].key is kp.key:
+                # a key generated at this start: keep it, or a certificate made from this
+                # CSR would not fit after a restart
+                self._keep_ephemeral.add(kp.key_pair_id)
+                self._save()
             if not (reset_capable and self.settings.csr_needs_reset):
                 if tracking_tag:
                     raise _invalid(
@@ -756,7 +763,8 @@ class Provisioning:
         pairs: dict[str, Any] = {}
         for kpid, kp in sorted(self._pairs.items()):
             base = self._profile_pairs[kpid]
-            if kp == base and not base.ephemeral:
+            keep = base.ephemeral and kpid in self._keep_ephemeral
+            if kp == base and not keep:
                 continue
             entry: dict[str, Any] = {
                 "key_usage": kp.key_usage,
@@ -766,7 +774,7 @@ class Provisioning:
             }
             if kp.key is None:
                 entry["key"] = None
-            elif kp.key is not base.key or base.ephemeral:
+            elif kp.key is not base.key or keep:
                 entry["key"] = _pem(kp.key)
             pairs[str(kpid)] = entry
         slots: list[dict[str, Any]] = []
@@ -819,9 +827,6 @@ class Provisioning:
         StateError when the document is unreadable."""
         doc = self.store.load()
         if doc is None:
-            if any(kp.ephemeral for kp in self._pairs.values()):
-                with self._lock:
-                    self._save()  # keep the generated keys from the first start on
             return []
         problems: list[str] = []
         with self._lock:
@@ -879,9 +884,10 @@ class Provisioning:
             pem = entry["key"]
             key = None if pem is None else load_private_key(str(pem).encode("ascii"))
             if base.ephemeral and key is not None:
-                # the generated key of the first start: it is the profile's from now on
+                # the generated key of an earlier start: it is the profile's from now on
                 base = replace(base, key=key)
                 self._profile_pairs[kpid] = base
+                self._keep_ephemeral.add(kpid)
         asym = int(entry["asym"])
         if asym & ~KEY_PAIR_ASYM_MASK or asym & (asym - 1):
             raise ValueError(f"asym 0x{asym:X} is not one key pair algorithm")

@@ -8,9 +8,11 @@ JSON document, ``state.json``, in a per-device directory:
 * written atomically: a temporary file in the same directory, flushed and fsync'ed, then
   ``os.replace`` over the old one (and the directory fsync'ed), so a reader, another
   process or a crash sees the old document or the new one, never a part;
-* one writer: the emulator holds an exclusive ``flock`` on ``lock`` in the directory
-  while it serves; a second emulator on the same directory, or ``state reset`` while one
-  runs, is refused with a message naming the directory and the process.
+* one writer: the first write takes an exclusive ``flock`` on ``lock`` in the directory,
+  held until the emulator stops; a second emulator writing the same directory (its
+  provisioning request answers OperationFailed), or ``state reset`` while one holds it,
+  is refused with a message naming the directory and the process.  Nothing is written,
+  and no directory made, before something is provisioned.
 
 The document holds certificate chains and the private keys the device generated (test
 keys, PKCS#8 PEM, unencrypted: the directory is created mode 0700).
@@ -174,7 +176,8 @@ class DirectoryStore:
         return doc
 
     def save(self, document: dict[str, Any]) -> None:
-        self._ensure_dir()
+        if self._lock_fd is None:
+            self.lock()
         data = json.dumps(document, indent=1, sort_keys=True).encode("utf-8") + b"\n"
         try:
             fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=self.path)

@@ -10,8 +10,9 @@ none) go to the binding with the per-connection :class:`ConnectionLike` (normall
 :class:`emulator.connection.SpdmConnection`); the binding drives it (push ``receive``, or
 pull ``deliver``/``collect``) and returns a :class:`~emulator.transport.base.CommandAnswer`
 that is executed here: its frames, then the :class:`~emulator.events.Reply` (delay, send,
-partial frame, close).  TEST, SHUTDOWN, CONTINUE and OOB_ENCAP_KEY_UPDATE are answered by
-the server itself; any other command is answered with UNKNOWN.
+partial frame, close).  TEST, SHUTDOWN, CONTINUE, OOB_ENCAP_KEY_UPDATE and
+OOB_ENCAP_ENDPOINT_INFO are answered by the server itself; any other command is answered
+with UNKNOWN.
 
 Differences from spdm-emu's ``spdm_responder_emu`` (deliberate):
 
@@ -440,6 +441,12 @@ class SpdmServer:
             # spdm-emu: arm a responder-initiated KEY_UPDATE for the session, echo the command
             conn.oob_encap_key_update(frame.payload)
             await self._send(number, writer, self._frame(PlatformCommand.OOB_ENCAP_KEY_UPDATE))
+        elif command == PlatformCommand.OOB_ENCAP_ENDPOINT_INFO and hasattr(
+            conn, "oob_encap_endpoint_info"
+        ):
+            # spdm-emu: the next GET_ENCAPSULATED_REQUEST gets GET_ENDPOINT_INFO; echo
+            conn.oob_encap_endpoint_info(frame.payload)
+            await self._send(number, writer, self._frame(PlatformCommand.OOB_ENCAP_ENDPOINT_INFO))
         else:
             logger.warning(
                 "conn %d: unsupported platform command %s (transport %s, %d bytes); "
