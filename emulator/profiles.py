@@ -1108,7 +1108,8 @@ class EndpointIdentifierSection(_Strict):
 class EndpointInfoSection(_Strict):
     """[endpoint_info]: what ENDPOINT_INFO (device class identifier) reports; without
     ``identifiers``, one PCI-SIG element: VendorID = [device.pci] vendor_id and
-    sub-identifiers device_id, class_code, revision, subsystem vendor and ID (LE)."""
+    sub-identifiers device_id, revision + class_code (the config DWORD at 0x08),
+    subsystem vendor ID and subsystem ID (little-endian)."""
 
     identifiers: list[EndpointIdentifierSection] | None = Field(None, min_length=1, max_length=255)
 

@@ -192,9 +192,10 @@ async def test_endpoint_info_signed_and_unsigned() -> None:
     await flow.get_certificate(0)
     res = await get_endpoint_info(req, signed=True, slot=0)
     assert res.signed and res.ep_info == dev.endpoint_info
-    # [device.pci] of the default profile: PCI-SIG VendorID 1b36, device 0010, class
-    # 010802, revision 02, subsystem 1af4:1100
-    assert res.ep_info == hx("01 000000 14 03 02 361b 05 02 1000 03 020801 01 02 02 f41a 02 0011")
+    # [device.pci] of the default profile: PCI-SIG VendorID 1b36, device 0010, revision 02
+    # + class 010802 (the DWORD at 0x08), subsystem 1af4:1100; 24 bytes
+    assert res.ep_info == hx("01 000000 13 03 02 361b 04 02 1000 04 02020801 02 f41a 02 0011")
+    assert len(res.ep_info) == 24
     unsigned = await get_endpoint_info(req, signed=False)
     assert not unsigned.signed and unsigned.ep_info == res.ep_info
     expected = hx("13 07 00 00 00000000") + len(res.ep_info).to_bytes(4, "little") + res.ep_info

@@ -19,8 +19,19 @@ Commands (payload = a JSON object; ``id`` is optional and may be any JSON scalar
     ``{"op": "list"}``.  ``op`` defaults to ``set``.
 ``reset``
     ``{}`` forgets the negotiated state of every connection (as GET_VERSION does) and
-    applies pending measurement changes (a device reset); ``{"connection": 3}`` only
-    that connection.
+    resets the device: pending measurement changes become visible, certificate installs
+    and CSRs waiting for a reset (ERROR ResetRequired, CERT_INSTALL_RESET_CAP) complete;
+    ``{"connection": 3}`` only that connection.
+``mel``
+    ``{"op": "append", "type": "informational", "text": "..."}`` (or ``"value": "hex"``;
+    ``"index"``: the MEL-extended block, default the only one; ``"raw"``: default true)
+    adds an entry to the measurement extension log (its hash-extended block changes,
+    subscribed sessions get MeasurementChanged); ``{"op": "list"}``.  ``op`` defaults to
+    ``append``.
+``provisioning``
+    ``{"op": "show"}``: the key pairs, the slot chains (leaf subject, issuer, SHA-256),
+    what differs from the profile and what waits for a reset; ``{"op": "device_reset"}``:
+    a device reset without touching the connections.
 """
 
 from __future__ import annotations
@@ -42,9 +53,13 @@ COMMAND_FIELDS: dict[str, frozenset[str]] = {
     "faults": frozenset({"op", "rule", "spec"}),
     "measurements": frozenset({"op", "index", "value", "text"}),
     "reset": frozenset({"connection"}),
+    "mel": frozenset({"op", "index", "type", "value", "text", "raw"}),
+    "provisioning": frozenset({"op"}),
 }
 FAULT_OPS = ("add", "clear", "list")
 MEASUREMENT_OPS = ("set", "bump_version", "device_reset", "list")
+MEL_OPS = ("append", "list")
+PROVISIONING_OPS = ("show", "device_reset")
 
 
 class CommandError(EmulatorError):
@@ -101,7 +116,7 @@ class CommandProcessor:
             return {"id": cid, "command": command, "ok": False, "error": f"internal error: {exc}"}
         log.info("control: command %s done", command)
         if self.on_change is not None and not (
-            isinstance(data.get("op"), str) and data["op"] == "list"
+            isinstance(data.get("op"), str) and data["op"] in ("list", "show")
         ):
             self.on_change(command)
         return {"id": cid, "command": command, "ok": True, "result": result}
@@ -232,13 +247,82 @@ class CommandProcessor:
             numbers = sorted(live)
         for n in numbers:
             live[n].responder.reset()
-        applied: list[int] = []
+        done: dict[str, Any] = {"measurements_applied": []}
         if target is None:
-            store = getattr(self.device, "measurements", None)
-            if store is not None:
-                applied = store.device_reset()
+            reset = getattr(self.device, "reset", None)
+            if reset is not None:
+                done = reset()
         log.warning("control: reset connection(s) %s", numbers or "none")
-        return {"connections": numbers, "measurements_applied": applied}
+        return {"connections": numbers, **done}
+
+    # ---- mel -----------------------------------------------------------------------
+
+    def _cmd_mel(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        mel = getattr(self.device, "mel", None)
+        if mel is None:
+            raise CommandError("this device has no measurement extension log (no mel = true block)")
+        op = self._op(data, MEL_OPS, "append")
+        if op == "list":
+            extra = sorted(set(data) - {"op", "id"})
+            if extra:
+                raise CommandError(f"{extra[0]}: not for op list")
+            return {"entries": [_mel_entry(e) for e in mel.entries()]}
+        from emulator.profiles import MEASUREMENT_TYPE_NAMES
+
+        index = data.get("index")
+        if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
+            raise CommandError(f"index: {index!r} is not a measurement index")
+        kind = data.get("type", "informational")
+        if isinstance(kind, str):
+            key = kind.strip().upper().replace("-", "_").replace(" ", "_")
+            if key not in MEASUREMENT_TYPE_NAMES:
+                raise CommandError(f"type: unknown measurement type {kind!r}")
+            value_type = int(MEASUREMENT_TYPE_NAMES[key])
+        elif isinstance(kind, int) and not isinstance(kind, bool):
+            value_type = kind
+        else:
+            raise CommandError("type: a measurement type name or number")
+        if ("value" in data) == ("text" in data):
+            raise CommandError("append needs exactly one of value (hex) or text (UTF-8)")
+        if "value" in data:
+            if not isinstance(data["value"], str):
+                raise CommandError("value: must be a hex string")
+            try:
+                value = bytes.fromhex(data["value"].removeprefix("0x").replace(" ", ""))
+            except ValueError:
+                raise CommandError(f"value: {data['value'][:40]!r} is not hex") from None
+        else:
+            if not isinstance(data["text"], str):
+                raise CommandError("text: must be a string")
+            value = data["text"].encode("utf-8")
+        raw = data.get("raw", True)
+        if not isinstance(raw, bool):
+            raise CommandError("raw: must be true or false")
+        entry = mel.append(index, value_type, value, raw=raw)
+        return {"entry": _mel_entry(entry), "entries": len(mel)}
+
+    # ---- provisioning --------------------------------------------------------------
+
+    def _cmd_provisioning(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        prov = getattr(self.device, "provisioning", None)
+        if prov is None:
+            raise CommandError("this device has no key pairs")
+        op = self._op(data, PROVISIONING_OPS, "show")
+        if op == "device_reset":
+            result: dict[str, Any] = self.device.reset()
+            return result
+        described: dict[str, Any] = prov.describe()
+        return described
+
+
+def _mel_entry(entry: Any) -> dict[str, Any]:
+    return {
+        "mel_index": entry.mel_index,
+        "measurement_index": entry.meas_index,
+        "type": entry.value_type & 0x7F,
+        "raw": bool(entry.value_type & 0x80),
+        "value": entry.value.hex(),
+    }
 
 
 def _block(block: Any) -> dict[str, Any]:

@@ -263,8 +263,11 @@ def _mel_of(profile: Profile, measurements: MeasurementStore) -> MeasurementExte
 
 def _endpoint_info_of(profile: Profile) -> bytes:
     """EPInfo (device class identifier) of the profile's [endpoint_info], or one PCI-SIG
-    element from [device.pci]: VendorID, then device ID, class code, revision, subsystem
-    vendor ID and subsystem ID as sub-identifiers (little-endian)."""
+    element from [device.pci]: VendorID, then as sub-identifiers the configuration-space
+    registers as they read (little-endian): Device ID, Revision ID + Class Code (the DWORD
+    at 0x08), Subsystem Vendor ID, Subsystem ID.  (24 bytes with a subsystem: a signed
+    ENDPOINT_INFO stays DWORD-sized for 4-byte-multiple signatures, which libspdm's
+    requester needs over PCI DOE: it takes the DOE padding for part of the message.)"""
     ep = profile.endpoint_info
     if ep.identifiers is not None:
         elements = [
@@ -275,8 +278,7 @@ def _endpoint_info_of(profile: Profile) -> bytes:
         pci = profile.device.pci
         subs = [
             pci.device_id.to_bytes(2, "little"),
-            pci.class_code.to_bytes(3, "little"),
-            pci.revision.to_bytes(1, "little"),
+            (pci.class_code << 8 | pci.revision).to_bytes(4, "little"),
         ]
         if pci.subsystem_vendor_id is not None and pci.subsystem_id is not None:
             subs.append(pci.subsystem_vendor_id.to_bytes(2, "little"))
