@@ -411,6 +411,7 @@ async def _probe(args: argparse.Namespace) -> int:
         BaseHashAlgo,
         DheGroup,
         MeasurementHashAlgo,
+        MelSpec,
         ResponderCap,
         SpdmVersion,
     )
@@ -421,7 +422,7 @@ async def _probe(args: argparse.Namespace) -> int:
 
     binding = get_binding(args.transport)
     host, port = args.address or (_RUN.host, binding.default_port)
-    config = RequesterConfig()
+    config = RequesterConfig(mel_spec=int(MelSpec.DMTF))  # 1.3: read the MEL if offered
     if args.spdm_version:
         config.version = int(SpdmVersion.from_text(args.spdm_version))
     report: dict[str, Any] = {"address": f"{host}:{port}", "transport": args.transport}

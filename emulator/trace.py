@@ -51,6 +51,13 @@ from emulator.codec.constants import (
     ResponseCode,
     code_name,
 )
+from emulator.codec.endpoint_info import GetEndpointInfoRequest
+from emulator.codec.events import (
+    parse_send_event,
+    parse_subscribe_event_types,
+    parse_supported_event_types,
+)
+from emulator.codec.mel import parse_get_mel, parse_mel_response
 from emulator.codec.messages import (
     AlgorithmsMsg,
     AlgStruct,
@@ -58,6 +65,13 @@ from emulator.codec.messages import (
     NegotiateAlgorithmsMsg,
     ResponseNotReadyData,
     Version,
+)
+from emulator.codec.provisioning import (
+    GetCsrRequest,
+    KeyPairInfoResponse,
+    SetCertificateRequest,
+    SetKeyPairInfoRequest,
+    parse_csr_response,
 )
 from emulator.errors import CodecError, EmulatorError, TransportError
 from emulator.events import ExchangeEvent
@@ -210,6 +224,118 @@ def _decode_error(msg: bytes) -> list[str]:
     return fields
 
 
+def _decode_get_csr(msg: bytes) -> list[str]:
+    m, _size = GetCsrRequest.decode(msg)
+    fields = [f"KeyPairID={m.key_pair_id}"] if m.version >= 0x13 else []
+    if m.version >= 0x13:
+        fields.append(
+            f"CSRCertModel={m.cert_model} CSRTrackingTag={m.tracking_tag} "
+            f"Overwrite={int(m.overwrite)}"
+        )
+    return [
+        *fields,
+        f"RequesterInfoLength={len(m.requester_info)}",
+        f"OpaqueDataLength={len(m.opaque_data)}",
+    ]
+
+
+def _decode_csr(msg: bytes) -> list[str]:
+    return [f"CSRLength={len(parse_csr_response(msg))}"]
+
+
+def _decode_set_certificate(msg: bytes) -> list[str]:
+    m = SetCertificateRequest.decode(msg)
+    fields = [f"SlotID={m.slot_id}"]
+    if m.version >= 0x13:
+        fields += [
+            f"SetCertModel={m.cert_model}",
+            f"Erase={int(m.erase)}",
+            f"KeyPairID={m.key_pair_id}",
+        ]
+    if len(m.cert_chain) >= 2:
+        fields.append(f"CertChainLength={int.from_bytes(m.cert_chain[:2], 'little')}")
+    return fields
+
+
+def _decode_key_pair_info(msg: bytes) -> list[str]:
+    m, _size = KeyPairInfoResponse.decode(msg)
+    return [
+        f"TotalKeyPairs={m.total_key_pairs}",
+        f"KeyPairID={m.key_pair_id}",
+        f"Capabilities=0x{m.capabilities:04X}",
+        f"KeyUsageCapabilities=0x{m.key_usage_capabilities:04X}",
+        f"CurrentKeyUsage=0x{m.current_key_usage:04X}",
+        f"AsymAlgoCapabilities=0x{m.asym_algo_capabilities:X}",
+        f"CurrentAsymAlgo=0x{m.current_asym_algo:X}",
+        f"AssocCertSlotMask=0x{m.assoc_cert_slot_mask:02X}",
+        f"PublicKeyInfoLen={len(m.public_key_info)}",
+    ]
+
+
+def _decode_set_key_pair_info(msg: bytes) -> list[str]:
+    m = SetKeyPairInfoRequest.decode(msg)
+    fields = [f"Operation={m.operation}", f"KeyPairID={m.key_pair_id}"]
+    if m.full:
+        fields += [
+            f"DesiredKeyUsage=0x{m.desired_key_usage:04X}",
+            f"DesiredAsymAlgo=0x{m.desired_asym_algo:X}",
+            f"DesiredAssocCertSlotMask=0x{m.desired_assoc_cert_slot_mask:02X}",
+        ]
+    return fields
+
+
+def _decode_get_mel(msg: bytes) -> list[str]:
+    offset, length = parse_get_mel(msg)
+    return [f"Offset={offset}", f"Length={length}"]
+
+
+def _decode_mel(msg: bytes) -> list[str]:
+    portion, remainder = parse_mel_response(msg)
+    return [f"PortionLength={len(portion)}", f"RemainderLength={remainder}"]
+
+
+def _decode_get_endpoint_info(msg: bytes) -> list[str]:
+    m, _size = GetEndpointInfoRequest.decode(msg)
+    return [f"SubCode={m.sub_code}", f"SlotID={m.slot_id}", f"SignatureRequested={int(m.signed)}"]
+
+
+def _decode_endpoint_info(msg: bytes) -> list[str]:
+    unsigned_len = int.from_bytes(msg[8:12], "little") if len(msg) >= 12 else -1
+    signed = not (0 <= len(msg) - 12 - unsigned_len < 4)
+    off = 8 + (32 if signed else 0)
+    if len(msg) < off + 4:
+        raise CodecError("ENDPOINT_INFO: truncated")
+    length = int.from_bytes(msg[off : off + 4], "little")
+    fields = [f"SlotID={msg[3] & 0x0F}", f"EPInfoLength={length}"]
+    if signed:
+        fields.append(f"SignatureLength={len(msg) - off - 4 - length}")
+    return fields
+
+
+def _decode_supported_event_types(msg: bytes) -> list[str]:
+    groups = parse_supported_event_types(msg)
+    return [f"EventGroupCount={len(groups)}"] + [
+        f"Group(ID={g.registry_id},Ver={g.version},Types={','.join(map(str, g.event_types))})"
+        for g in groups
+    ]
+
+
+def _decode_subscribe_event_types(msg: bytes) -> list[str]:
+    groups = parse_subscribe_event_types(msg)
+    return [f"SubscribeEventGroupCount={len(groups)}"] + [
+        f"Group(ID={g.registry_id},Attributes=0x{g.attributes:X},"
+        f"Types={','.join(map(str, g.event_types))})"
+        for g in groups
+    ]
+
+
+def _decode_send_event(msg: bytes) -> list[str]:
+    events = parse_send_event(msg)
+    return [f"EventCount={len(events)}"] + [
+        f"Event(ID={e.instance_id},Type={e.event_type},Detail={e.detail.hex()})" for e in events
+    ]
+
+
 _DECODERS: dict[int, Callable[[bytes], list[str]]] = {
     RequestCode.GET_VERSION: lambda m: [],
     ResponseCode.VERSION: _decode_version,
@@ -218,6 +344,20 @@ _DECODERS: dict[int, Callable[[bytes], list[str]]] = {
     RequestCode.NEGOTIATE_ALGORITHMS: _decode_negotiate_algorithms,
     ResponseCode.ALGORITHMS: _decode_algorithms,
     ResponseCode.ERROR: _decode_error,
+    RequestCode.GET_CSR: _decode_get_csr,
+    ResponseCode.CSR: _decode_csr,
+    RequestCode.SET_CERTIFICATE: _decode_set_certificate,
+    ResponseCode.SET_CERTIFICATE_RSP: lambda m: [f"SlotID={m[2] & 0x0F}"],
+    RequestCode.GET_KEY_PAIR_INFO: lambda m: [f"KeyPairID={m[4]}"] if len(m) > 4 else [],
+    ResponseCode.KEY_PAIR_INFO: _decode_key_pair_info,
+    RequestCode.SET_KEY_PAIR_INFO: _decode_set_key_pair_info,
+    RequestCode.GET_MEASUREMENT_EXTENSION_LOG: _decode_get_mel,
+    ResponseCode.MEASUREMENT_EXTENSION_LOG: _decode_mel,
+    RequestCode.GET_ENDPOINT_INFO: _decode_get_endpoint_info,
+    ResponseCode.ENDPOINT_INFO: _decode_endpoint_info,
+    ResponseCode.SUPPORTED_EVENT_TYPES: _decode_supported_event_types,
+    RequestCode.SUBSCRIBE_EVENT_TYPES: _decode_subscribe_event_types,
+    RequestCode.SEND_EVENT: _decode_send_event,
 }
 
 

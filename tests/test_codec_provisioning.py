@@ -237,3 +237,33 @@ def test_event_layouts() -> None:
     assert events[0] == ev and mask_indices(events[1].detail) == [1, 255]
     with pytest.raises(CodecError):
         parse_send_event(send[:-1])
+
+
+def test_trace_decodes_the_new_messages() -> None:
+    from emulator.trace import describe_message
+
+    cases = [
+        (hx("13 ED 01 99 0200 0000 3000"), "GET_CSR 1.3 KeyPairID=1 CSRCertModel=1 "
+         "CSRTrackingTag=3 Overwrite=1 RequesterInfoLength=2 OpaqueDataLength=0"),
+        (build_csr_response(0x12, b"\x30\x00"), "CSR 1.2 CSRLength=2"),
+        (hx("13 EE 31 02 1000 0000"), "SET_CERTIFICATE 1.3 SlotID=1 SetCertModel=3 Erase=0 "
+         "KeyPairID=2 CertChainLength=16"),
+        (hx("12 6E 03 00"), "SET_CERTIFICATE_RSP 1.2 SlotID=3"),
+        (hx("13 FC 00 00 04"), "GET_KEY_PAIR_INFO 1.3 KeyPairID=4"),
+        (hx("13 FD 01 00 03"), "SET_KEY_PAIR_INFO 1.3 Operation=1 KeyPairID=3"),
+        (build_get_mel(0x13, 16, 0x400), "GET_MEASUREMENT_EXTENSION_LOG 1.3 Offset=16 Length=1024"),
+        (build_mel_response(0x13, b"abc", 5), "MEASUREMENT_EXTENSION_LOG 1.3 PortionLength=3 "
+         "RemainderLength=5"),
+        (hx("13 87 01 02 01 000000") + bytes(32), "GET_ENDPOINT_INFO 1.3 SubCode=1 SlotID=2 "
+         "SignatureRequested=1"),
+        (EndpointInfoResponse(0x13, 0, b"\x01" * 8).encode(), "ENDPOINT_INFO 1.3 SlotID=0 "
+         "EPInfoLength=8"),
+        (EndpointInfoResponse(0x13, 1, b"\x01" * 8, bytes(32), bytes(96)).encode(),
+         "ENDPOINT_INFO 1.3 SlotID=1 EPInfoLength=8 SignatureLength=96"),
+        (build_send_event(0x13, [EventData(7, 4, b"\x01")]), "SEND_EVENT 1.3 EventCount=1 "
+         "Event(ID=7,Type=4,Detail=01)"),
+    ]  # fmt: skip
+    for message, text in cases:
+        assert describe_message(message) == text
+    # a malformed one is shown in hex with the reason, never an exception
+    assert "malformed" in describe_message(hx("13 ED 00 00 0500 0000"))

@@ -144,3 +144,23 @@ def test_state_reset_refuses_while_an_emulator_writes(tmp_path: Path) -> None:
     finally:
         store.unlock()
     assert run("state", "reset", "--state-dir", str(tmp_path)).returncode == 0
+
+
+def test_probe_reports_key_pairs_mel_and_endpoint_info() -> None:
+    with serving("--ephemeral") as port:
+        result = run("probe", f"127.0.0.1:{port}", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert [p["id"] for p in report["key_pairs"]] == list(range(1, 13))
+    assert report["key_pairs"][0] == {
+        "id": 1,
+        "asym": "0x10",
+        "usage": "0x000F",
+        "slots": "0x00",
+        "caps": "0x3F",
+    }
+    # the MEL replays to block 8 (checked by the probe against GET_MEASUREMENTS)
+    assert report["mel"] == {"entries": 3, "bytes": 63, "replayed": [8]}
+    assert report["endpoint_info"]["signed"] is True
+    assert report["endpoint_info"]["identifiers"][0]["vendor_id"] == "361b"

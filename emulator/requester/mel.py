@@ -17,8 +17,14 @@ from emulator.requester.requester import Requester
 
 __all__ = ["MelResult", "get_mel", "replay"]
 
-_MEAS_HASHES = {0x02: "sha256", 0x04: "sha384", 0x08: "sha512", 0x10: "sha3_256",
-                0x20: "sha3_384", 0x40: "sha3_512"}  # fmt: skip
+_MEAS_HASHES = {
+    0x02: "sha256",
+    0x04: "sha384",
+    0x08: "sha512",
+    0x10: "sha3_256",
+    0x20: "sha3_384",
+    0x40: "sha3_512",
+}
 
 
 @dataclass(frozen=True)

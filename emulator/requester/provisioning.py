@@ -40,8 +40,14 @@ __all__ = [
     "set_key_pair_info",
 ]
 
-_HASH_NAMES = {0x01: "sha256", 0x02: "sha384", 0x04: "sha512", 0x08: "sha3_256",
-               0x10: "sha3_384", 0x20: "sha3_512"}  # fmt: skip
+_HASH_NAMES = {
+    0x01: "sha256",
+    0x02: "sha384",
+    0x04: "sha512",
+    0x08: "sha3_256",
+    0x10: "sha3_384",
+    0x20: "sha3_512",
+}
 
 
 def _hash_name(req: Requester) -> str:
