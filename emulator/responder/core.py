@@ -51,7 +51,7 @@ from emulator.responder.context import (
     PeerCapabilities,
     Transcripts,
 )
-from emulator.responder.table import DEFAULT_TABLE
+from emulator.responder.table import APPLICATION_PROTOCOLS, DEFAULT_TABLE
 from emulator.session.table import SessionTable
 
 if TYPE_CHECKING:
@@ -194,6 +194,16 @@ class Responder:
             table.clear()
             table.detach()
         self.ctx = ConnectionContext()
+
+    def application(self, protocol: str, message: bytes, session_id: int) -> bytes | None:
+        """Answer a message of another application protocol that a secured record carried
+        (MCTP: PLDM, DSP0275): its response (b"": none is due), or None when the device
+        does not speak ``protocol``.  The table of these protocols is
+        :data:`emulator.responder.table.APPLICATION_PROTOCOLS`."""
+        handler = APPLICATION_PROTOCOLS.get(protocol)
+        if handler is None:
+            return None
+        return handler(self, message, session_id)
 
     def handle(self, request: bytes, session_id: int | None = None) -> bytes:
         """Answer one request; an ERROR response for anything wrong with it."""

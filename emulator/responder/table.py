@@ -3,13 +3,16 @@
 says the least version, the capability the device must advertise, where the request may
 be sent, and the requester capability it needs.
 
-Adding a request = one module with its handler + one line here.
+Adding a request = one module with its handler + one line here.  Messages of other
+application protocols that a secured record carries (MCTP: PLDM) have their own short
+table, :data:`APPLICATION_PROTOCOLS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from emulator.codec.constants import RequestCode, RequesterCap, ResponderCap
 from emulator.responder import (
@@ -21,6 +24,7 @@ from emulator.responder import (
     encapsulated,
     key_exchange,
     measurements,
+    pldm,
     psk,
     respond_if_ready,
     session_control,
@@ -28,6 +32,9 @@ from emulator.responder import (
     version,
 )
 from emulator.responder.base import HandlerSpec, SessionRule
+
+if TYPE_CHECKING:
+    from emulator.responder.core import Responder
 
 _OUT = SessionRule.OUTSIDE_ONLY
 _ANY = SessionRule.EITHER
@@ -160,3 +167,14 @@ def build_table() -> dict[int, HandlerSpec]:
 
 #: The table every responder uses unless it is given its own (read-only).
 DEFAULT_TABLE: Mapping[int, HandlerSpec] = MappingProxyType(build_table())
+
+
+#: application protocol (a binding's ``RecordFormat.app_protocols`` name) -> the handler
+#: answering its messages in a session: ``fn(responder, message, session_id)`` -> the
+#: response (b"": none), None when the device does not speak it
+ApplicationHandler = Callable[["Responder", bytes, int], "bytes | None"]
+APPLICATION_PROTOCOLS: Mapping[str, ApplicationHandler] = MappingProxyType(
+    {
+        "pldm": pldm.respond,  # DSP0240 in DSP0275 secured messages (MCTP type 0x01)
+    }
+)

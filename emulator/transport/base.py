@@ -46,12 +46,22 @@ class RecordFormat:
     header (MCTP 2, PCI DOE 0, as libspdm binds them); ``max_random_padding``: at most
     this many random bytes after the application data (the encoder adds 1..max when max
     > 0, as libspdm does); ``app_header``: bytes in front of the SPDM message inside the
-    application data (MCTP: the message type 0x05).
+    application data (MCTP: the message type 0x05); ``app_protocols``: the other
+    application messages a record may carry, by their header byte (MCTP: 0x01 PLDM, as
+    DSP0275 binds secured PLDM), each handed to the responder's application handler.
     """
 
     sequence_number_size: int = 0
     max_random_padding: int = 0
     app_header: bytes = b""
+    app_protocols: tuple[tuple[int, str], ...] = ()
+
+    def app_protocol(self, header: int) -> str | None:
+        """The application protocol whose messages start with ``header`` (None: none)."""
+        for value, name in self.app_protocols:
+            if value == header:
+                return name
+        return None
 
 
 class Endpoint(Protocol):
