@@ -12,8 +12,8 @@ and the whole report must parse (MMIO_RANGE_COUNT and DEVICE_SPECIFIC_INFO_LEN).
 are written here byte by byte with ``struct``, not with the responder's codec.
 
 :func:`tdisp_session_flow` is what ``spdm-emulator probe --tdisp`` runs: version,
-capabilities, state, LOCK (with the flags the device supports), the report, START with the
-nonce of LOCK, state, STOP, state.
+capabilities, state (a TDI found locked or in ERROR is stopped first), LOCK (with the flags
+the device supports), the report, START with the nonce of LOCK, state, STOP, state.
 """
 
 from __future__ import annotations
@@ -43,6 +43,20 @@ TDISP_ERROR = 0x7F
     SET_MMIO_ATTRIBUTE_REQUEST,
     VDM_REQUEST,
 ) = range(0x81, 0x8C)
+#: request names (PCIe 6.1 table 11-3)
+REQUEST_NAMES = {
+    GET_TDISP_VERSION: "GET_TDISP_VERSION",
+    GET_TDISP_CAPABILITIES: "GET_TDISP_CAPABILITIES",
+    LOCK_INTERFACE_REQUEST: "LOCK_INTERFACE_REQUEST",
+    GET_DEVICE_INTERFACE_REPORT: "GET_DEVICE_INTERFACE_REPORT",
+    GET_DEVICE_INTERFACE_STATE: "GET_DEVICE_INTERFACE_STATE",
+    START_INTERFACE_REQUEST: "START_INTERFACE_REQUEST",
+    STOP_INTERFACE_REQUEST: "STOP_INTERFACE_REQUEST",
+    BIND_P2P_STREAM_REQUEST: "BIND_P2P_STREAM_REQUEST",
+    UNBIND_P2P_STREAM_REQUEST: "UNBIND_P2P_STREAM_REQUEST",
+    SET_MMIO_ATTRIBUTE_REQUEST: "SET_MMIO_ATTRIBUTE_REQUEST",
+    VDM_REQUEST: "VDM_REQUEST",
+}
 #: TDI_STATE names (PCIe 6.1 table 11-17)
 STATES = {0: "CONFIG_UNLOCKED", 1: "CONFIG_LOCKED", 2: "RUN", 3: "ERROR"}
 #: ERROR_CODE names (PCIe 6.1 table 11-27)
@@ -91,10 +105,8 @@ class TdispErrorReply(RequesterError):
         self.data = data
         self.extended = extended
         self.error_name = ERROR_NAMES.get(code, f"0x{code:04X}")
-        super().__init__(
-            f"TDISP request 0x{request_type:02X} answered TDISP_ERROR {self.error_name} "
-            f"(data 0x{data:X})"
-        )
+        name = REQUEST_NAMES.get(request_type, f"TDISP request 0x{request_type:02X}")
+        super().__init__(f"{name} answered TDISP_ERROR {self.error_name} (data 0x{data:X})")
 
 
 @dataclass(frozen=True)
@@ -348,6 +360,11 @@ async def tdisp_session_flow(
         "num_req_this": caps.num_req_this,
         "num_req_all": caps.num_req_all,
     }
+    first = STATES.get(await t.get_state(), "?")
+    if first != "CONFIG_UNLOCKED":
+        # left locked or failed by someone else: a TSM stops the TDI before it locks it
+        out["initial_state"] = first
+        await t.stop()
     states = [STATES.get(await t.get_state(), "?")]
     flags = caps.lock_interface_flags_supported & ~0x08  # BIND_P2P needs an address mask
     nonce = await t.lock(flags, stream_id, mmio_reporting_offset)
