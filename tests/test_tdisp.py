@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from emulator.codec.constants import (
     AeadSuite,
@@ -1054,3 +1056,46 @@ def test_control_command_without_tdisp() -> None:
     proc = CommandProcessor(make_device(tdisp=None), None)
     reply = proc.handle("tdisp", b'{"op": "list"}')
     assert not reply["ok"] and "no TDISP interfaces" in reply["error"]
+
+
+# ---- robustness: any TDISP message gets a TDISP answer, never an exception -----------------
+
+_FUZZ_DEVICE: list[Device] = []
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    version=st.sampled_from([0x10, 0x11, 0x20, 0x00, 0xFF]),
+    code=st.integers(0x00, 0xFF) | st.sampled_from(list(range(0x81, 0x8C)) * 4),
+    function_id=st.sampled_from([TDI, 0x0100, 0x0200, 0x01010200, 0xFFFFFFFF]),
+    payload=st.binary(max_size=40),
+    cut=st.integers(0, 20),
+)
+def test_any_tdisp_message_is_answered(
+    version: int, code: int, function_id: int, payload: bytes, cut: int
+) -> None:
+    from emulator.device.random import SeededRandom
+    from emulator.responder import Responder
+    from emulator.responder.base import Request
+    from emulator.responder.vendor_defined.tdisp import handle
+
+    if not _FUZZ_DEVICE:
+        _FUZZ_DEVICE.append(rich_device())
+    device = _FUZZ_DEVICE[0]
+    r = Responder(device, connection_number=1)
+    msg = bytes((version, code, 0, 0)) + struct.pack("<I", function_id) + bytes(8) + payload
+    if cut:
+        msg = msg[: 16 - cut]  # shorter than the header
+    req = Request(b"", 0x12, 0xFE, 0, 0, 7, device, SeededRandom(1, "fuzz"))
+    answer = handle(r, req, tdisp_of(device), msg)
+    assert len(answer) >= 16 and answer[2:4] == b"\x00\x00"
+    if answer[1] == TDISP_ERROR:
+        assert len(answer) == 24
+        assert struct.unpack_from("<I", answer, 16)[0] in (
+            INVALID_REQUEST, UNSUPPORTED_REQUEST, VERSION_MISMATCH, INVALID_INTERFACE,
+            INVALID_INTERFACE_STATE, INVALID_NONCE,
+        )  # fmt: skip
+    else:
+        assert answer[1] == code - 0x80 and answer[0] == V10
+    for tdi in tdisp_of(device).interfaces.values():
+        assert tdi.state in TdiState
