@@ -219,14 +219,7 @@ class SpdmConnection:
             return Reply([])
         record = self.sessions.seal(session, answer, header=opened.header)
         reply = Reply([self.binding.encode(record, secured=True)] if record is not None else [])
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "conn %d session 0x%08X: %s request -> %s response",
-                self.number,
-                sid,
-                opened.protocol.upper(),
-                opened.protocol.upper(),
-            )
+        # (the protocol's handler logs the exchange by name: emulator.responder.pldm)
         self._emit(opened.request, answer, sid, True, protocol=opened.protocol)
         self.sessions.commit((), sid)
         return reply

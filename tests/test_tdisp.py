@@ -1099,3 +1099,25 @@ def test_any_tdisp_message_is_answered(
         assert answer[1] == code - 0x80 and answer[0] == V10
     for tdi in tdisp_of(device).interfaces.values():
         assert tdi.state in TdiState
+
+
+async def test_faults_from_profile_and_run_options() -> None:
+    """The app builds the engine: a profile [[faults]] rule and a --fault SPEC (RunOptions)."""
+    from emulator.app import Emulator
+
+    data = profile_data()
+    data["faults"] = [{"do": "tdisp:refuse_lock", "code": "BUSY", "times": 1}]
+    prof = profile_from_dict(data, "p.toml")
+    prof._base_dir = make_device().profile.base_dir
+    for m in prof.measurements:
+        m.load_file(prof._base_dir)
+    options = RunOptions(
+        profile=prof, port=0, faults=["tdisp=START_INTERFACE_REQUEST,do=tdisp:refuse"]
+    )
+    async with Emulator(options) as emu:
+        async with tsm(emu.port) as t:
+            assert await t.raw(lock_req()) == error_msg(BUSY)  # the profile's rule, once
+            nonce = await t.tdisp.lock(DEFAULT_FLAGS, 0, OFFSET)
+            assert await t.raw(hdr(START) + nonce) == error_msg(UNSPECIFIED)  # the SPEC's
+            assert await t.state() == LOCKED
+        assert [r.origin for r in emu.faults.rules] == ["profile", "api"]

@@ -40,39 +40,36 @@ def respond(r: Responder, message: bytes, session_id: int | None) -> bytes | Non
     cfg = r.device.profile.pldm
     if cfg is None or not cfg.enabled:
         return None
+    where = f"conn {r.connection_number} session 0x{session_id or 0:08X}"
     try:
         head = PldmHeader.decode(message)
     except CodecError as exc:
-        log.info("conn %d: PLDM message dropped: %s", r.connection_number, exc)
+        log.info("%s: PLDM message dropped: %s", where, exc)
         return b""
     if not head.request or head.datagram:
-        log.info("conn %d: PLDM message that is no request dropped", r.connection_number)
+        log.info("%s: PLDM message that is no request dropped", where)
         return b""
-    name = command_name(head.pldm_type, head.command)
-    data = message[3:]
-    if head.header_version != 0:
-        return _answer(r, head, name, CompletionCode.ERROR_INVALID_DATA)
-    if head.pldm_type != PldmType.CONTROL_DISCOVERY:
-        return _answer(r, head, name, CompletionCode.ERROR_INVALID_PLDM_TYPE)
-    if head.command == ControlCommand.GET_TID:
-        if data:
-            return _answer(r, head, name, CompletionCode.ERROR_INVALID_LENGTH)
-        return _answer(r, head, name, CompletionCode.SUCCESS, bytes((cfg.tid,)))
-    if head.command == ControlCommand.GET_PLDM_TYPES:
-        if data:
-            return _answer(r, head, name, CompletionCode.ERROR_INVALID_LENGTH)
-        bits = 0
-        for t in SUPPORTED_TYPES:
-            bits |= 1 << t
-        return _answer(r, head, name, CompletionCode.SUCCESS, bits.to_bytes(8, "little"))
-    return _answer(r, head, name, CompletionCode.ERROR_UNSUPPORTED_PLDM_CMD)
-
-
-def _answer(
-    r: Responder, head: PldmHeader, name: str, code: CompletionCode, data: bytes = b""
-) -> bytes:
-    log.info("conn %d: PLDM %s -> %s", r.connection_number, name, code.name)
+    code, data = _answer(head, message[3:], cfg.tid)
+    log.info("%s: PLDM %s -> %s", where, command_name(head.pldm_type, head.command), code.name)
     return head.response(code, data)
+
+
+def _answer(head: PldmHeader, data: bytes, tid: int) -> tuple[CompletionCode, bytes]:
+    """The completion code and response data of one request."""
+    if head.header_version != 0:
+        return CompletionCode.ERROR_INVALID_DATA, b""
+    if head.pldm_type != PldmType.CONTROL_DISCOVERY:
+        return CompletionCode.ERROR_INVALID_PLDM_TYPE, b""
+    if head.command not in (ControlCommand.GET_TID, ControlCommand.GET_PLDM_TYPES):
+        return CompletionCode.ERROR_UNSUPPORTED_PLDM_CMD, b""
+    if data:
+        return CompletionCode.ERROR_INVALID_LENGTH, b""
+    if head.command == ControlCommand.GET_TID:
+        return CompletionCode.SUCCESS, bytes((tid,))
+    bits = 0
+    for t in SUPPORTED_TYPES:
+        bits |= 1 << t
+    return CompletionCode.SUCCESS, bits.to_bytes(8, "little")
 
 
 __all__ = ["SUPPORTED_TYPES", "respond"]
