@@ -127,6 +127,11 @@ class SpdmConnection:
         kept, self._kept = self._kept, None
         return kept
 
+    def peek(self) -> Reply | None:
+        """Pull model: the kept reply, left in place (DSP0286 PENDING_INFO and the
+        allocation-length check need its size before it is collected)."""
+        return self._kept
+
     @property
     def has_pending_reply(self) -> bool:
         """A delivered request's reply waits for :meth:`collect`."""
@@ -137,7 +142,7 @@ class SpdmConnection:
         discovery = self.binding.answer_discovery(payload)
         if discovery is not None:
             log.info("conn %d: %s discovery answered", self.number, self.binding.name)
-            return Reply([discovery])
+            return Reply([discovery] if discovery else [])
         try:
             msg = self.binding.decode(payload)
         except TransportError as exc:

@@ -16,7 +16,11 @@ Two independent outputs, both fed by a running :class:`~emulator.app.Emulator`:
   ``industry_standard/link_type_ex.h``.  A PCI DOE packet is the whole data object
   (8-byte DOE header first); an MCTP packet is a 4-byte MCTP transport header (DSP0236
   8.1) followed by the MCTP message (message type byte, then the SPDM message or
-  secured record), as spdm-emu's ``--pcap`` writes them.
+  secured record), as spdm-emu's ``--pcap`` writes them.  Storage (DSP0286) and TCP
+  (DSP0287) captures, which spdm_dump does not read, use link types from tcpdump.org's
+  private range: 147 (LINKTYPE_USER0: direction byte, QEMU's storage header, data) and
+  148 (LINKTYPE_USER1: each DSP0287 message as on the wire); their bindings'
+  ``pcap_packet`` documents the layout.
 
 :func:`attach_tracing` wires both into an emulator (what ``serve --trace/--pcap`` do).
 """
@@ -503,9 +507,11 @@ def link_type_for(binding: str | TransportBinding) -> int:
     "mctp" -> 291): the binding's ``pcap_link_type``."""
     found = _binding(binding)
     if found.pcap_link_type is None:
-        usable = " or ".join(bindings_with_pcap())
+        *others, last = bindings_with_pcap()
+        usable = f"{', '.join(others)} or {last}" if others else last
         raise TransportError(
-            f"pcap: transport {found.name!r} has no pcap link type spdm_dump reads; use {usable}"
+            f"pcap: transport {found.name!r} has no pcap link type (spdm_dump reads the doe "
+            f"and mctp ones); use {usable}"
         )
     return found.pcap_link_type
 

@@ -417,7 +417,7 @@ async def probe_tdisp(
     ``report["tdisp"]``; ``ok`` False and ``error`` on a failure."""
     from emulator.codec.constants import ResponderCap
     from emulator.requester.identity import flow_for
-    from emulator.requester.requester import SpdmErrorReply
+    from emulator.requester.errors import SpdmErrorReply
     from emulator.requester.session import open_session, psk_exchange
     from emulator.requester.vendor import IdeKmRequester
 
