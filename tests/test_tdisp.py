@@ -440,6 +440,21 @@ def _request_for(code: int, function_id: int, nonce: bytes) -> bytes:
     return h
 
 
+def _payload_for(code: int, device: Device) -> bytes:
+    """The payload each successful answer must have (tables 11-11 ... 11-30)."""
+    tdi = tdisp_of(device).interfaces[0x0100]
+    if code == LOCK:
+        assert tdi.nonce is not None
+        return tdi.nonce  # the 32-byte START_INTERFACE_NONCE the device keeps
+    if code == GET_REPORT:
+        return struct.pack("<HH", len(tdi.report), 0) + tdi.report
+    if code == GET_STATE:
+        return bytes((tdi.state,))
+    if code == VDM:
+        return bytes.fromhex("00028680a5a5")  # registry, VENDOR_ID echoed, vendor data
+    return b""  # START, STOP, BIND, UNBIND, SET_MMIO responses: the header alone
+
+
 @pytest.mark.parametrize(
     "start", [UNLOCKED, LOCKED, RUN, ERROR], ids=["UNLOCKED", "LOCKED", "RUN", "ERROR"]
 )
@@ -456,8 +471,8 @@ async def test_every_transition(serve: Serve, start: int) -> None:
             want = results[start]
             state = await p2p.get_state()
             if isinstance(want, tuple):
-                assert answer[1] == code - 0x80, (name, start, answer.hex())
-                assert answer[:16] == hdr(code - 0x80, 0x0100), name
+                assert answer[:16] == hdr(code - 0x80, 0x0100), (name, start, answer.hex())
+                assert answer[16:] == _payload_for(code, device), (name, start)
                 assert state == want[1], (name, start)
             else:
                 assert answer == error_msg(want, function_id=0x0100), (name, start, answer.hex())
