@@ -416,8 +416,8 @@ async def probe_tdisp(
     :func:`tdisp_session_flow`, stop the keys and end the session.  The result goes to
     ``report["tdisp"]``; ``ok`` False and ``error`` on a failure."""
     from emulator.codec.constants import ResponderCap
-    from emulator.requester.identity import flow_for
     from emulator.requester.errors import SpdmErrorReply
+    from emulator.requester.identity import flow_for
     from emulator.requester.session import open_session, psk_exchange
     from emulator.requester.vendor import IdeKmRequester
 
