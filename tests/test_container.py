@@ -539,10 +539,21 @@ class Subscriber:
             self.proc.wait()
 
 
+def compose_down(cli: list[str]) -> None:
+    """Remove the test project: containers with their anonymous volumes (the broker's data
+    and log), then the network."""
+    label = f"label=io.podman.compose.project={COMPOSE_PROJECT}"
+    ids = podman("ps", "--all", "--quiet", "--filter", label, check=False).stdout.split()
+    if ids:
+        podman("rm", "--force", "--volumes", "--time", "10", *ids, check=False)
+    run([*cli, "down", "--volumes", "--timeout", "10"], timeout=300, check=False)
+
+
 @pytest.fixture
 def compose_up(image: str, request: pytest.FixtureRequest) -> Iterator[list[str]]:
     """docker/compose.yaml up (built by podman-compose), torn down after the test."""
     cli = compose_cli()
+    compose_down(cli)  # what an interrupted run may have left
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", PORT))
@@ -555,12 +566,7 @@ def compose_up(image: str, request: pytest.FixtureRequest) -> Iterator[list[str]
         report(request.config, f"compose up in {time.monotonic() - started:.1f} s")
         yield cli
     finally:
-        # the containers with their anonymous volumes (the broker's data and log), then the rest
-        label = f"label=io.podman.compose.project={COMPOSE_PROJECT}"
-        ids = podman("ps", "--all", "--quiet", "--filter", label, check=False).stdout.split()
-        if ids:
-            podman("rm", "--force", "--volumes", "--time", "10", *ids, check=False)
-        run([*cli, "down", "--volumes", "--timeout", "10"], timeout=300, check=False)
+        compose_down(cli)
 
 
 def compose_container(service: str) -> str:
