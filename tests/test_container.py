@@ -549,22 +549,44 @@ def compose_down(cli: list[str]) -> None:
     run([*cli, "down", "--volumes", "--timeout", "10"], timeout=300, check=False)
 
 
-@pytest.fixture
-def compose_up(image: str, request: pytest.FixtureRequest) -> Iterator[list[str]]:
-    """docker/compose.yaml up (built by podman-compose), torn down after the test."""
-    cli = compose_cli()
-    compose_down(cli)  # what an interrupted run may have left
+@dataclass
+class Compose:
+    cli: list[str]
+    port: int  # the emulator's port on the host
+
+
+def port_is_free(port: int) -> bool:
     with socket.socket() as s:
         try:
-            s.bind(("127.0.0.1", PORT))
+            s.bind(("127.0.0.1", port))
         except OSError:
-            pytest.fail(f"127.0.0.1:{PORT} is in use: docker/compose.yaml publishes it")
+            return False
+        return True
+
+
+@pytest.fixture
+def compose_up(image: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Compose]:
+    """docker/compose.yaml up (built by podman-compose), torn down after the test.
+
+    The file is used as it is. Only when its host port 127.0.0.1:2323 is taken (someone's
+    emulator on a shared machine) a second file moves that port, and the log says so."""
+    cli = compose_cli()
+    compose_down(cli)  # what an interrupted run may have left
+    port = PORT
+    if not port_is_free(PORT):
+        port = free_port()
+        override = tmp_path / "compose.port.yaml"
+        override.write_text(
+            f'services:\n  emulator:\n    ports: !override\n      - "127.0.0.1:{port}:{PORT}"\n'
+        )
+        cli = [*cli, "-f", str(override)]
+        report(request.config, f"127.0.0.1:{PORT} is taken: compose publishes {port} instead")
     env = {**os.environ, "BUILDAH_FORMAT": "docker"}  # keep the HEALTHCHECK in the build
     started = time.monotonic()
     try:
         run([*cli, "up", "-d", "--build", "--pull", "never"], timeout=1200, env=env)
         report(request.config, f"compose up in {time.monotonic() - started:.1f} s")
-        yield cli
+        yield Compose(cli, port)
     finally:
         compose_down(cli)
 
@@ -573,15 +595,18 @@ def compose_container(service: str) -> str:
     return f"{COMPOSE_PROJECT}_{service}_1"
 
 
-def test_compose_telemetry_reaches_the_broker(compose_up: list[str]) -> None:
-    cli = compose_up
+def test_compose_telemetry_reaches_the_broker(compose_up: Compose) -> None:
+    cli = compose_up.cli
     emulator, broker = compose_container("emulator"), compose_container("mosquitto")
     # the emulator reaches the broker by its service name (it retries until mosquitto listens)
     deadline = time.monotonic() + 60
     while "connected to mqtt://mosquitto:1883" not in (logs := Container(emulator, PORT).logs()):
         assert time.monotonic() < deadline, f"the emulator did not reach the broker:\n{logs}"
         time.sleep(0.5)
-    # the broker is not published on the host: only the compose network reaches it
+    # the emulator on the host's loopback only; the broker not published at all: only the
+    # compose network reaches it
+    published = podman("port", emulator).stdout.split()
+    assert published == [f"{PORT}/tcp", "->", f"127.0.0.1:{compose_up.port}"], published
     assert podman("port", broker).stdout.strip() == ""
     # compose built the image with its health check (BUILDAH_FORMAT=docker), and it passes
     assert image_inspect("localhost/spdm-emulator:latest")["Healthcheck"] is not None
@@ -593,7 +618,7 @@ def test_compose_telemetry_reaches_the_broker(compose_up: list[str]) -> None:
         # the retained state: the emulator published it, and the subscription is active
         state = sub.wait_for("retained state", lambda t, _p: t == "spdm-emulator/default/state")
         assert state["online"] is True
-        probe = host_cli("probe", f"127.0.0.1:{PORT}")
+        probe = host_cli("probe", f"127.0.0.1:{compose_up.port}")
         assert probe.returncode == 0, probe.stdout + probe.stderr
         last = sub.wait_for(
             "GET_MEASUREMENTS event",
