@@ -88,6 +88,17 @@ def _host_port(text: str) -> tuple[str, int]:
     return host or _RUN.host, _port(port)
 
 
+def _function_id(text: str) -> int:
+    """``--tdisp FUNCTION_ID``: a Requester ID (bus << 8 | device << 3 | function)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"function ID {text!r} is not a number") from None
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"function ID 0x{value:X} is not a 16-bit Requester ID")
+    return value
+
+
 def _fault_rule(text: str) -> FaultRule:
     """``--fault SPEC``: the parsed rule (origin ``cli``), or an error naming the key."""
     from emulator.faults.model import FaultSpecError
@@ -164,6 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--json", action="store_true", help="print a JSON report")
     probe.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     add_probe_auth_arguments(probe)
+    # ---- TDISP (emulator.requester.tdisp): lock, report, start, stop one TDI ------------
+    probe.add_argument(
+        "--tdisp",
+        nargs="?",
+        const=0xBEEF,
+        type=_function_id,
+        metavar="FUNCTION_ID",
+        help="then drive TDISP in a secure session: program IDE keys for stream 0, lock "
+        "the TDI, read its report, start it with the lock's nonce, stop it "
+        "(FUNCTION_ID: the Requester ID of the TDI, default 0xBEEF)",
+    )
 
     profiles = sub.add_parser("profiles", help="list, show or check device profiles")
     psub = profiles.add_subparsers(
@@ -460,6 +482,11 @@ async def _probe(args: argparse.Namespace) -> int:
                 san=args.san,
                 no_auth=args.no_auth,
             )
+            # ---- TDISP (probe --tdisp) ---------------------------------------------------
+            if args.tdisp is not None:
+                from emulator.requester.tdisp import probe_tdisp
+
+                await probe_tdisp(requester, report, function_id=args.tdisp, binding=args.transport)
     except (TimeoutError, EmulatorError, OSError) as exc:
         report.update(ok=False, error=str(exc) or type(exc).__name__)
     if args.json:

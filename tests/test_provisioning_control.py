@@ -75,6 +75,7 @@ def test_provisioning_show_and_reset() -> None:
         "measurements_applied": [],
         "slots_installed": [],
         "csrs_ready": [],
+        "tdisp_unlocked": [],  # the default device has TDIs; none was locked
     }
     _ = emu
 

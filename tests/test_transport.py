@@ -188,7 +188,7 @@ def test_none_rejects() -> None:
 
 def test_secured_header_info() -> None:
     assert doe.record_format == RecordFormat(0, 0)
-    assert mctp.record_format == RecordFormat(2, 32, b"\x05")
+    assert mctp.record_format == RecordFormat(2, 32, b"\x05", app_protocols=((1, "pldm"),))
     assert none.record_format == RecordFormat(0, 0)
 
 

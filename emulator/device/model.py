@@ -29,7 +29,10 @@ from emulator.profiles import Profile, load_profile
 from emulator.session.settings import SessionSettings
 
 if TYPE_CHECKING:
+    from emulator.responder.vendor_defined.cxl_ide_km import CxlIdeKmState
+    from emulator.responder.vendor_defined.cxl_tsp import CxlTspState
     from emulator.responder.vendor_defined.ide_km import IdeKmState
+    from emulator.responder.vendor_defined.tdisp import TdispState
 
 log = logging.getLogger("emulator.device")
 
@@ -83,6 +86,16 @@ class Device:
     endpoint_info: bytes = b""
     #: supported DMTF event types (EVENT_CAP) and the per-session queue limit
     events: EventSettings = field(default_factory=EventSettings)
+    #: TDISP interfaces (TDIs) and their state machines (emulator.responder.vendor_defined.
+    #: tdisp), from the profile's [tdisp]: device state that outlives connections
+    tdisp: TdispState | None = None
+    #: CXL IDE_KM keys and CXL TSP target state (emulator.responder.vendor_defined.cxl_ide_km,
+    #: cxl_tsp), from the profile's [cxl_ide_km] and [cxl_tsp]
+    cxl_ide_km: CxlIdeKmState | None = None
+    cxl_tsp: CxlTspState | None = None
+    #: ``hook(connection, session_id)`` for every secure session of the device that ends
+    #: (the TDIs it locked go to ERROR)
+    session_hooks: list[Callable[[int, int], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.measurements.bind(self.notify)
@@ -90,6 +103,12 @@ class Device:
             self.mel.bind(self.notify)
         if self.provisioning is not None:
             self.provisioning.bind(self.notify, self._set_identity)
+        if self.tdisp is not None:
+            self.tdisp.bind(self.notify)
+            self.session_hooks.append(self.tdisp.session_ended)
+        if self.cxl_tsp is not None:
+            self.cxl_tsp.bind(self.notify)
+            self.session_hooks.append(self.cxl_tsp.session_ended)
 
     def _set_identity(self, identity: Identity) -> None:
         self.identity = identity
@@ -107,6 +126,7 @@ class Device:
         measurements = measurement_store(profile)
         identity = _identity_of(profile)
         provisioning = _provisioning_of(profile, identity, store, wall_clock)
+        tdisp, cxl_ide_km, cxl_tsp = _tee_io_of(profile)
         device = cls(
             profile=profile,
             name=profile.device.name,
@@ -125,6 +145,9 @@ class Device:
             mel=_mel_of(profile, measurements),
             endpoint_info=_endpoint_info_of(profile),
             events=EventSettings(tuple(profile.events.type_ids), profile.events.queue_limit),
+            tdisp=tdisp,
+            cxl_ide_km=cxl_ide_km,
+            cxl_tsp=cxl_tsp,
         )
         if provisioning is not None:
             problems = provisioning.load()
@@ -169,11 +192,16 @@ class Device:
         """A device reset (power cycle): measurement changes held back without
         MEAS_FRESH_CAP become visible, certificate installs and CSRs waiting for a reset
         complete (DSP0274 ResetRequired).  Connections keep their state: a real reset
-        drops them, which the caller (control plane, app) does separately."""
+        drops them, which the caller (control plane, app) does separately.  TDIs go back
+        to CONFIG_UNLOCKED, the CXL TSP target state is cleared."""
         applied = self.measurements.device_reset()
         done: dict[str, Any] = {"measurements_applied": applied}
         if self.provisioning is not None:
             done.update(self.provisioning.device_reset())
+        if self.tdisp is not None:  # TDIs back to CONFIG_UNLOCKED (PCIe 6.1 11.4.8)
+            done["tdisp_unlocked"] = [f"0x{f:04X}" for f in self.tdisp.conventional_reset()]
+        if self.cxl_tsp is not None:
+            self.cxl_tsp.reset()
         return done
 
     def notify(self, what: str, detail: object) -> None:
@@ -189,6 +217,21 @@ def _ide_km_of(profile: Profile) -> IdeKmState | None:
     from emulator.responder.vendor_defined.ide_km import IdeKmState
 
     return IdeKmState.from_section(profile.ide_km)
+
+
+def _tee_io_of(
+    profile: Profile,
+) -> tuple[TdispState | None, CxlIdeKmState | None, CxlTspState | None]:
+    """The TDISP and CXL (IDE_KM, TSP) state of a profile's enabled sections."""
+    from emulator.responder.vendor_defined.cxl_ide_km import CxlIdeKmState
+    from emulator.responder.vendor_defined.cxl_tsp import CxlTspState
+    from emulator.responder.vendor_defined.tdisp import TdispState
+
+    return (
+        TdispState.from_profile(profile),
+        CxlIdeKmState.from_profile(profile),
+        CxlTspState.from_profile(profile),
+    )
 
 
 def _identity_of(profile: Profile) -> Identity:

@@ -70,13 +70,16 @@ class RecordFormat:
     encoder adds 1..max when max > 0, as libspdm does); ``app_header``: bytes in front of
     the SPDM message inside the application data (MCTP: the message type 0x05);
     ``app_data``: instead of ``app_header``, a codec for bindings whose application data
-    depends on the message (TCP, storage).
+    depends on the message (TCP, storage); ``app_protocols``: the other application
+    messages a record may carry, by their header byte (MCTP: 0x01 PLDM, as DSP0275 binds
+    secured PLDM), each handed to the responder's application handler.
     """
 
     sequence_number_size: int = 0
     max_random_padding: int = 0
     app_header: bytes = b""
     app_data: AppData | None = None
+    app_protocols: tuple[tuple[int, str], ...] = ()
 
     def wrap(self, message: bytes) -> bytes:
         """The application data of a record that carries the SPDM ``message``."""
@@ -97,6 +100,13 @@ class RecordFormat:
                 f"{header.hex()} (an SPDM message)"
             )
         return app_data[len(header) :]
+
+    def app_protocol(self, header: int) -> str | None:
+        """The application protocol whose messages start with ``header`` (None: none)."""
+        for value, name in self.app_protocols:
+            if value == header:
+                return name
+        return None
 
 
 class Endpoint(Protocol):
