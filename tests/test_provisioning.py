@@ -608,3 +608,33 @@ chain = "{root}/certs/ecdsa-p384/slot0"
     ok = load_profile_text(text + "[[key_pairs]]\ngenerate = 'ecdsa-p256'\n")
     dev = Device.from_profile(ok)
     assert [kp.key_pair_id for kp in dev.provisioning.key_pairs()] == [1, 2]  # type: ignore[union-attr]
+
+
+async def test_key_exchange_in_a_multi_key_connection() -> None:
+    """1.3 MULTI_KEY_CONN_RSP: the KEY_EXCHANGE transcript carries message D (the DIGESTS
+    right after VCA) on both sides; a session opens and the requester's TH verifies."""
+    data = profile_data()
+    data["spdm"]["capabilities"].append("MULTI_KEY_CAP_NEG")
+    dev = make_device(spdm=data["spdm"])
+    req = Requester(
+        ConnectionChannel(SpdmConnection(dev, get_binding("doe"))),
+        RequesterConfig(
+            version=0x13,
+            flags=FLAGS | int(RequesterCap.MULTI_KEY_CAP_NEG),
+            base_asym=P384,
+            base_hash=SHA384,
+            multi_key_conn=True,
+        ),
+    )
+    await req.vca()
+    flow = flow_for(req)
+    digests = await flow.get_digests()
+    assert req.message_d == digests.response
+    slot0 = await flow.get_certificate(0)
+    s = await open_session(req, peer_chain=slot0.chain)
+    assert s.session_id in req.sessions
+    # a DIGESTS that does not directly follow VCA is not message D
+    await req.vca()
+    await flow_for(req).get_certificate(0)
+    await flow_for(req).get_digests()
+    assert req.message_d == b""

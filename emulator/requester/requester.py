@@ -160,6 +160,11 @@ class Requester:
         self.neg = Negotiated()
         #: message A (VCA) exactly as exchanged, for transcript checks
         self.message_a = bytearray()
+        #: message D: in a 1.3 multi-key connection (MULTI_KEY_CONN_RSP) the DIGESTS
+        #: response that directly follows VCA, which the KEY_EXCHANGE transcript (TH)
+        #: carries after message A (DSP0274 1.3 "Transcript and transcript hash calculation")
+        self.message_d = b""
+        self._d_window = False
         #: CHUNK_SEND handles and transfers (emulator.requester.chunking), made on first use
         self.chunking_state: ChunkingState | None = None
         #: GET_DIGESTS / GET_CERTIFICATE / CHALLENGE state (emulator.requester.identity)
@@ -207,6 +212,15 @@ class Requester:
 
     def _received(self, request: bytes, response: bytes) -> bytes:
         self.log.append((request, response))
+        if self._d_window:
+            self._d_window = False
+            if (
+                request[1] == RequestCode.GET_DIGESTS
+                and len(response) >= 4
+                and response[1] == ResponseCode.DIGESTS
+                and self.neg.multi_key_rsp
+            ):
+                self.message_d = response
         if len(response) < 4:
             raise RequesterError(
                 f"{code_name(request[1])}: {len(response)}-byte response is shorter than a header"
@@ -230,6 +244,8 @@ class Requester:
     async def get_version(self) -> list[int]:
         """GET_VERSION; returns the responder's versions (major<<4|minor), resets VCA."""
         self.message_a.clear()
+        self.message_d = b""
+        self._d_window = False
         self.neg = Negotiated()
         request = build_header(0x10, RequestCode.GET_VERSION)
         response = await self.send(request)
@@ -366,6 +382,7 @@ class Requester:
         self.neg.multi_key_rsp = self.version >= 0x13 and self._wants_multi_key()
         self.neg.algorithms = alg
         self.message_a += request + response[:size]
+        self._d_window = True
         return alg
 
     async def vca(self) -> Negotiated:

@@ -710,7 +710,7 @@ async def key_exchange(
     s.secured_version = parse_version_selection(v, rsp[base + 2 : op_end]) if olen else 0x1000
     if olen and s.secured_version not in secured_versions:
         raise RequesterError(f"selected DSP0277 version 0x{s.secured_version:04X} not offered")
-    s.th_prefix = bytes(req.message_a) + _hash(s.hash_name, peer_chain)
+    s.th_prefix = bytes(req.message_a) + req.message_d + _hash(s.hash_name, peer_chain)
     s.message_k += request + rsp[:op_end]
     signature = rsp[op_end : op_end + sig_size]
     th = s.th_prefix + bytes(s.message_k)
