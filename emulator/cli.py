@@ -884,12 +884,15 @@ def run_state(args: argparse.Namespace) -> int:
     if profile is not None:
         from emulator.device.model import Device
 
-        # a read-only view: the stored state over the profile, nothing written back
+        # a read-only view: the stored state over the profile as the next start makes it
+        # (a start is a device reset: pending installs complete), nothing written back
         view = MemoryStore()
         view.document = doc
         device = Device.from_profile(profile, store=view)
         if device.provisioning is not None:
-            report["device"] = device.provisioning.describe()
+            described = device.provisioning.describe()
+            described.pop("store", None)  # the view's, not the state directory
+            report["next_start"] = described
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -86,6 +86,10 @@ async def test_set_certificate_survives_a_restart(tmp_path: Path) -> None:
     report = json.loads(shown.stdout)
     assert report["document"]["slots"][0]["slot"] == 0
     assert "CN=dev" in report["document"]["slots"][0]["leaf"]
+    shown = run("state", "show", "--state-dir", str(state), "--profile", "default", "--json")
+    assert shown.returncode == 0, shown.stderr
+    view = json.loads(shown.stdout)["next_start"]
+    assert "store" not in view and view["changed_slots"] == [[0, 2]]
     with serving("--state-dir", str(state)) as port:
         async with SocketClient("127.0.0.1", port, get_binding("doe")) as client:
             req = Requester(client, config())
