@@ -562,6 +562,28 @@ def test_store_lock_is_exclusive(tmp_path: Path) -> None:
     b.unlock()
 
 
+@pytest.mark.parametrize(("version", "code"), [(0x12, 0x05), (0x13, 0x44)])
+async def test_set_certificate_on_a_store_in_use(
+    tmp_path: Path, ca: TestCa, version: int, code: int
+) -> None:
+    """Another emulator holds the state directory: SET_CERTIFICATE fails, nothing changes
+    (1.3 OperationFailed; 1.2 has no such code: Unspecified, as libspdm's NVM failure)."""
+    holder = DirectoryStore(tmp_path)
+    holder.lock()
+    try:
+        dev = Device.from_profile(make_device().profile, store=DirectoryStore(tmp_path))
+        r, req = await connect(dev, version)
+        key = dev.identity.key_for(0, P384)
+        assert key is not None
+        chain = spdm_cert_chain(req, ca.issue(key.key.public_key()))
+        rsp = (await req.channel.exchange(bytes((version, 0xEE, 0, 0)) + chain)).message
+        assert rsp == bytes((version, 0x7F, code, 0))
+        assert "in use by another emulator" in r.last_error
+        assert dev.identity.key_for(0, P384) is key  # the old chain and key stay
+    finally:
+        holder.unlock()
+
+
 async def test_connections_share_one_store(ca: TestCa) -> None:
     dev = Device.from_profile(make_device().profile, store=MemoryStore())
     _r1, req1 = await connect(dev)

@@ -252,7 +252,9 @@ def set_certificate(r: Responder, req: Request) -> bytes:
     except ProvisioningError as exc:
         raise _error(exc) from None
     except EmulatorError as exc:  # the store could not write: nothing changed
-        raise SpdmErrorResponse(ErrorCode.OperationFailed, f"SET_CERTIFICATE: {exc}") from None
+        # OperationFailed is a 1.3 error code; 1.2 gets Unspecified (libspdm's NVM failure)
+        code = ErrorCode.OperationFailed if r.version >= 0x13 else ErrorCode.Unspecified
+        raise SpdmErrorResponse(code, f"SET_CERTIFICATE: {exc}") from None
     if pending:
         raise SpdmErrorResponse(
             ErrorCode.ResetRequired,
