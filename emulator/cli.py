@@ -436,7 +436,7 @@ An existing non-empty slot directory is refused unless --force.
 
 def add_certs_subparser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``certs generate`` and ``certs verify`` to a CLI's subparsers."""
-    from emulator.x509.model import ASYM_NAMES, QEMU_NVME_PCI_IDS
+    from emulator.x509.model import ASYM_NAMES, PQC_ASYM_NAMES, QEMU_NVME_PCI_IDS
 
     certs = subparsers.add_parser(
         "certs",
@@ -456,8 +456,8 @@ def add_certs_subparser(subparsers: argparse._SubParsersAction[argparse.Argument
         "--asym",
         action="append",
         metavar="ALG[,ALG...]",
-        help=f"key algorithm, repeatable or comma-separated, or 'all' "
-        f"({', '.join(ASYM_NAMES)}; default ecdsa-p384)",
+        help=f"key algorithm, repeatable or comma-separated, 'all' ({', '.join(ASYM_NAMES)}) "
+        f"or 'pqc' (SPDM 1.4: {', '.join(PQC_ASYM_NAMES)}); default ecdsa-p384",
     )
     gen.add_argument(
         "--slots",
@@ -532,7 +532,7 @@ def _certs_date(text: str, what: str, end_of_day: bool) -> datetime.datetime:
 
 def _certs_asyms(values: Sequence[str] | None) -> list[str]:
     from emulator.x509.chain import CertError
-    from emulator.x509.model import ASYM_NAMES, asym_spec
+    from emulator.x509.model import ASYM_NAMES, PQC_ASYM_NAMES, asym_spec
 
     if not values:
         return ["ecdsa-p384"]
@@ -542,7 +542,8 @@ def _certs_asyms(values: Sequence[str] | None) -> list[str]:
             name = item.strip().lower()
             if not name:
                 continue
-            names = list(ASYM_NAMES) if name == "all" else [name]
+            groups = {"all": ASYM_NAMES, "pqc": PQC_ASYM_NAMES}
+            names = list(groups.get(name, (name,)))
             for n in names:
                 asym_spec(n)
                 if n not in out:

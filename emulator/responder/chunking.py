@@ -47,16 +47,16 @@ import logging
 from typing import TYPE_CHECKING
 
 from emulator.codec.chunking import (
-    CHUNK_GET_SIZE,
     CHUNK_HEADER_SIZE,
-    CHUNK_SEND_ACK_HEADER_SIZE,
     LARGE_MESSAGE_SIZE_FIELD,
     LAST_CHUNK,
     ChunkGet,
     ChunkResponse,
     ChunkSendAck,
     build_large_response_error,
+    max_chunks,
     max_large_message,
+    short_chunk_size,
 )
 from emulator.codec.constants import (
     MIN_DATA_TRANSFER_SIZE_V12,
@@ -188,10 +188,12 @@ def size_filter(r: Responder, request: bytes, session_id: int | None, response: 
     message = response
     if response[1] == ResponseCode.CHUNK_SEND_ACK:
         # only the response to the large request is chunked, not the ACK around it
-        message = response[CHUNK_SEND_ACK_HEADER_SIZE:]
-    if len(message) > max_large_message(limit):
+        message = response[short_chunk_size(r.version) :]
+    if len(message) > max_large_message(limit, r.version):
         return _too_large(
-            r, len(message), f"a {len(message)}-byte response needs more than 65536 chunks"
+            r,
+            len(message),
+            f"a {len(message)}-byte response needs more than {max_chunks(r.version)} chunks",
         )
     st = _state(r)
     if st.pending is not None:
@@ -217,8 +219,9 @@ def chunk_get(r: Responder, req: Request) -> bytes:
     """CHUNK_GET -> CHUNK_RESPONSE: the next chunk of the pending large response."""
     if not chunking_active(r):
         raise unexpected("CHUNK_GET: CHUNK_CAP was not advertised by both sides")
-    if len(req.raw) < CHUNK_GET_SIZE:
-        raise invalid(f"CHUNK_GET is {len(req.raw)} bytes, needs {CHUNK_GET_SIZE}")
+    need = short_chunk_size(r.version)
+    if len(req.raw) < need:
+        raise invalid(f"CHUNK_GET is {len(req.raw)} bytes, needs {need}")
     st = _state(r)
     pending = st.pending
     if pending is None:
@@ -284,8 +287,8 @@ def _first_chunk_problem(
         )
     if large > dev.max_spdm_msg_size:
         return f"LargeMessageSize {large} is over MaxSPDMmsgSize {dev.max_spdm_msg_size}", large
-    if large > max_large_message(dev.data_transfer_size):
-        return f"LargeMessageSize {large} needs more than 65536 chunks", large
+    if large > max_large_message(dev.data_transfer_size, r.version):
+        return f"LargeMessageSize {large} needs more than {max_chunks(r.version)} chunks", large
     if large <= MIN_DATA_TRANSFER_SIZE_V12:
         return (
             f"LargeMessageSize {large} is not over MinDataTransferSize "
@@ -301,8 +304,9 @@ def _next_chunk_problem(
     r: Responder, inc: IncomingRequest, raw: bytes, handle: int, seq: int, last: bool, size: int
 ) -> str | None:
     """Why a later chunk of a large request is refused (libspdm's checks)."""
-    if seq != (inc.seq + 1) & 0xFFFF:
-        return f"ChunkSeqNo {seq}, expected {(inc.seq + 1) & 0xFFFF}"
+    wrap = max_chunks(r.version) - 1
+    if seq != (inc.seq + 1) & wrap:
+        return f"ChunkSeqNo {seq}, expected {(inc.seq + 1) & wrap}"
     if handle != inc.handle:
         return f"Handle {handle}, the transfer has {inc.handle}"
     if size > len(raw) - CHUNK_HEADER_SIZE:
@@ -351,7 +355,7 @@ def chunk_send(r: Responder, req: Request) -> bytes:
         raise unexpected("CHUNK_SEND while a large response is pending")
     handle = req.param2
     last = bool(req.param1 & LAST_CHUNK)
-    seq = int.from_bytes(raw[4:6], "little")
+    seq = int.from_bytes(raw[4:8] if r.version >= 0x14 else raw[4:6], "little")
     size = int.from_bytes(raw[8:12], "little")
     version = r.version
     inc = st.incoming
