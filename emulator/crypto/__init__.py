@@ -65,6 +65,7 @@ from emulator.crypto.hashes import (
 from emulator.crypto.kdf import hkdf_expand, hkdf_extract, hmac_digest
 from emulator.crypto.kem import (
     KemKeyPair,
+    exchange_sizes,
     kem_ciphertext_size,
     kem_encap_key_size,
     kem_encapsulate,
@@ -110,6 +111,7 @@ __all__ = [
     "dhe_exchange_size",
     "dhe_shared_secret_size",
     "digest",
+    "exchange_sizes",
     "generate_dhe_key",
     "hash_name",
     "hash_size",

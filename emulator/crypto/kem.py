@@ -32,6 +32,7 @@ __all__ = [
     "KEM_SEED_SIZE",
     "KEM_SHARED_SECRET_SIZE",
     "KemKeyPair",
+    "exchange_sizes",
     "kem_ciphertext_size",
     "kem_encap_key_size",
     "kem_encapsulate",
@@ -154,3 +155,15 @@ class KemKeyPair:
             return self._private.decapsulate(ciphertext)
         except ValueError as exc:
             raise CryptoError(f"KEM ExchangeData: {exc}") from None
+
+
+def exchange_sizes(dhe: int, kem: int) -> tuple[int, int]:
+    """``(KEY_EXCHANGE ExchangeData size, KEY_EXCHANGE_RSP ExchangeData size)`` for the
+    negotiated DHE group or (SPDM 1.4) KEM: DHE sends public values of one size both ways,
+    ML-KEM the encapsulation key one way and the ciphertext back."""
+    if kem:
+        return kem_encap_key_size(kem), kem_ciphertext_size(kem)
+    from emulator.crypto.dhe import dhe_exchange_size
+
+    size = dhe_exchange_size(dhe)
+    return size, size

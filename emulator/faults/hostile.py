@@ -73,7 +73,7 @@ class MutationContext:
     def from_responder(cls, r: Any, request: bytes, **kw: Any) -> MutationContext:
         """Sizes from a :class:`~emulator.responder.Responder`'s negotiated algorithms."""
         from emulator.crypto import (
-            dhe_exchange_size,
+            exchange_sizes,
             hash_size,
             measurement_hash_size,
             signature_size,
@@ -98,9 +98,9 @@ class MutationContext:
             request=bytes(request),
             version=r.version,
             hash_size=size(hash_size, alg.base_hash),
-            signature_size=size(signature_size, alg.base_asym),
+            signature_size=size(signature_size, alg.asym),
             measurement_hash_size=size(measurement_hash_size, alg.measurement_hash),
-            dhe_size=size(dhe_exchange_size, alg.dhe),
+            dhe_size=size(lambda _: exchange_sizes(alg.dhe, alg.kem)[1], alg.dhe | alg.kem),
             handshake_in_clear=clear,
             **kw,
         )

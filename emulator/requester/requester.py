@@ -21,14 +21,17 @@ from emulator.codec.constants import (
     BaseHashAlgo,
     DheGroup,
     ErrorCode,
+    KemAlgo,
     KeySchedule,
     MeasurementSpec,
     OtherParams,
+    PqcAsymAlgo,
     RequestCode,
     RequesterCap,
     ResponseCode,
     SpdmVersion,
     code_name,
+    signing_algo,
 )
 from emulator.codec.messages import (
     AlgorithmsMsg,
@@ -90,6 +93,9 @@ ALL_ASYM = int(BaseAsymAlgo(0xDFF))
 ALL_HASH = int(BaseHashAlgo(0x3F))
 ALL_DHE = int(DheGroup(0x3F))
 ALL_AEAD = int(AeadSuite(0x07))
+#: SPDM 1.4: what ``cryptography`` implements (no SLH-DSA, no ML-KEM-512)
+ALL_PQC_ASYM = int(PqcAsymAlgo.ML_DSA_44 | PqcAsymAlgo.ML_DSA_65 | PqcAsymAlgo.ML_DSA_87)
+ALL_KEM = int(KemAlgo.ML_KEM_768 | KemAlgo.ML_KEM_1024)
 DEFAULT_REQUESTER_CAPS = int(
     RequesterCap.CERT_CAP
     | RequesterCap.CHAL_CAP
@@ -121,6 +127,10 @@ class RequesterConfig:
     req_base_asym: int = ALL_ASYM
     key_schedule: int = int(KeySchedule.SPDM)
     mel_spec: int = 0
+    #: SPDM 1.4 PqcAsymAlgo, ReqPqcAsymAlg and KEM offers (not sent below 1.4)
+    pqc_asym: int = ALL_PQC_ASYM
+    req_pqc_asym: int = ALL_PQC_ASYM
+    kem: int = ALL_KEM
 
 
 @dataclass
@@ -142,6 +152,28 @@ class Negotiated:
     @property
     def base_asym(self) -> int:
         return self.algorithms.base_asym_sel if self.algorithms else 0
+
+    @property
+    def pqc_asym(self) -> int:
+        """PqcAsymSel (SPDM 1.4; 0 before)."""
+        return self.algorithms.pqc_asym_sel if self.algorithms else 0
+
+    @property
+    def asym(self) -> int:
+        """The responder's signature algorithm: BaseAsymSel, or PqcAsymSel << 32."""
+        return signing_algo(self.base_asym, self.pqc_asym)
+
+    @property
+    def req_asym(self) -> int:
+        """The requester's signature algorithm: ReqBaseAsymAlg, or ReqPqcAsymAlg << 32."""
+        return signing_algo(
+            self.struct(AlgType.REQ_BASE_ASYM_ALG), self.struct(AlgType.REQ_PQC_ASYM_ALG)
+        )
+
+    @property
+    def kem(self) -> int:
+        """The KEM AlgStruct selection (SPDM 1.4; 0 when DHE or nothing was selected)."""
+        return self.struct(AlgType.KEM)
 
     @property
     def measurement_hash(self) -> int:
@@ -307,6 +339,8 @@ class Requester:
                 (AlgType.AEAD, cfg.aead),
                 (AlgType.REQ_BASE_ASYM_ALG, cfg.req_base_asym),
                 (AlgType.KEY_SCHEDULE, cfg.key_schedule),
+                (AlgType.REQ_PQC_ASYM_ALG, cfg.req_pqc_asym if version >= 0x14 else 0),
+                (AlgType.KEM, cfg.kem if version >= 0x14 else 0),
             ):
                 if value:
                     structs.append(AlgStruct(alg_type, value))
@@ -318,6 +352,7 @@ class Requester:
             base_hash=cfg.base_hash,
             mel_spec=cfg.mel_spec if version >= 0x13 else 0,
             alg_structs=structs,
+            pqc_asym=cfg.pqc_asym if version >= 0x14 else 0,
         ).encode()
 
     async def negotiate_algorithms(self) -> AlgorithmsMsg:
@@ -337,6 +372,8 @@ class Requester:
             ("BaseHashSel", alg.base_hash_sel, cfg.base_hash),
             ("MeasurementSpecificationSel", alg.measurement_spec_sel, cfg.measurement_spec),
         ]
+        if self.version >= 0x14:
+            checks.append(("PqcAsymSel", alg.pqc_asym_sel, cfg.pqc_asym))
         if self.version >= 0x11:
             offered = {
                 s.alg_type: s.supported
@@ -355,6 +392,14 @@ class Requester:
             raise RequesterError("ALGORITHMS: MeasurementHashAlgo has more than one bit")
         if alg.base_hash_sel == 0:
             raise RequesterError("ALGORITHMS: no hash algorithm selected")
+        if alg.base_asym_sel and alg.pqc_asym_sel:
+            raise RequesterError("ALGORITHMS: both BaseAsymSel and PqcAsymSel are selected")
+        if alg.struct_value(AlgType.DHE) and alg.struct_value(AlgType.KEM):
+            raise RequesterError("ALGORITHMS: both a DHE group and a KEM are selected")
+        if alg.struct_value(AlgType.REQ_BASE_ASYM_ALG) and alg.struct_value(
+            AlgType.REQ_PQC_ASYM_ALG
+        ):
+            raise RequesterError("ALGORITHMS: both ReqBaseAsymAlg and ReqPqcAsymAlg are selected")
         self.neg.algorithms = alg
         self.message_a += request + response[:size]
         return alg

@@ -147,7 +147,7 @@ def get_digests(r: Responder, req: Request) -> bytes:
     """DIGESTS: Hash(SPDM cert chain) of every slot provisioned for the negotiated asym."""
     require_negotiated(r, "GET_DIGESTS")
     reset_via_request_code(r, RequestCode.GET_DIGESTS)
-    asym = r.algorithms.base_asym
+    asym = r.algorithms.asym
     base_hash = r.algorithms.base_hash
     identity = req.device.identity
     keys = identity.provisioned(asym)
@@ -213,7 +213,7 @@ def get_certificate(r: Responder, req: Request) -> bytes:
     if slot >= SLOT_COUNT:
         raise invalid(f"SlotID {slot} is not 0..7")
     size_requested = msg.slot_size_requested
-    key = req.device.identity.key_for(slot, r.algorithms.base_asym)
+    key = req.device.identity.key_for(slot, r.algorithms.asym)
     if key is None and not size_requested:
         raise invalid(f"slot {slot} is empty")
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from emulator.codec.constants import signing_algo
 from emulator.codec.messages import build_response_not_ready
 from emulator.crypto import HashObject
 from emulator.responder.base import ConnectionState
@@ -42,6 +43,20 @@ class NegotiatedAlgorithms:
     aead: int = 0
     req_base_asym: int = 0
     key_schedule: int = 0
+    #: SPDM 1.4 PqcAsymSel, ReqPqcAsymAlg and KEM selections (0 when not negotiated)
+    pqc_asym: int = 0
+    req_pqc_asym: int = 0
+    kem: int = 0
+
+    @property
+    def asym(self) -> int:
+        """The responder's signature algorithm as one id (BaseAsymSel, or PqcAsymSel << 32)."""
+        return signing_algo(self.base_asym, self.pqc_asym)
+
+    @property
+    def req_asym(self) -> int:
+        """The requester's signature algorithm (ReqBaseAsymAlg, or ReqPqcAsymAlg << 32)."""
+        return signing_algo(self.req_base_asym, self.req_pqc_asym)
 
 
 @dataclass(slots=True)

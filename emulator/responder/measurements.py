@@ -163,7 +163,7 @@ def _signing_key(r: Responder, device: Device, req: GetMeasurementsRequest) -> P
     if slot != PUBLIC_KEY_SLOT and slot >= 8:
         raise invalid(f"SlotIDParam {slot} is not a slot (0..7, or 0xF for the public key)")
     identity = device.identity
-    asym = r.algorithms.base_asym
+    asym = r.algorithms.asym
     key = identity.key_for(_IDENTITY_PUBLIC_KEY_SLOT if slot == PUBLIC_KEY_SLOT else slot, asym)
     if key is None:
         what = "no provisioned public key" if slot == PUBLIC_KEY_SLOT else f"slot {slot} is empty"
@@ -245,7 +245,7 @@ def get_measurements(r: Responder, req: Request) -> bytes:
     )
     try:
         unsigned = response.encode_unsigned()
-        sig_size = signature_size(alg.base_asym) if signed else 0
+        sig_size = signature_size(alg.asym) if signed else 0
     except (CodecError, CryptoError) as exc:
         raise SpdmErrorResponse(ErrorCode.Unspecified, f"MEASUREMENTS: {exc}") from None
     _check_size(r, len(unsigned) + sig_size)
@@ -272,7 +272,7 @@ def get_measurements(r: Responder, req: Request) -> bytes:
     try:
         signature = spdm_sign_hash(
             r.version,
-            alg.base_asym,
+            alg.asym,
             alg.base_hash,
             key,
             MEASUREMENTS_SIGN_CONTEXT,
