@@ -187,6 +187,8 @@ def response_fields(response: bytes, ctx: MutationContext) -> list[Field]:
             Field("ExtAsymSelCount", 32, 1, "count"),
             Field("ExtHashSelCount", 33, 1, "count"),
         ]
+        if response[0] >= 0x14:  # DSP0274 1.4 PqcAsymSel, in formerly reserved bytes
+            fields.append(Field("PqcAsymSel", 20, 4, "algo"))
         if response[0] >= 0x11:
             fields.append(Field("NumAlgStructs", 2, 1, "count"))
             for i in range(response[2]):
@@ -356,7 +358,7 @@ def op_algo(response: bytes, rng: random.Random, ctx: MutationContext) -> tuple[
             new = old ^ (1 << rng.randrange(30))
             strict = False
     elif f.name.startswith("VersionNumberEntry"):
-        new = rng.choice([0x1400, 0x0900, 0x2000, 0xFFFF])
+        new = rng.choice([0x1500, 0x0900, 0x2000, 0xFFFF])  # 1.5, 0.9, 2.0: none exists
         strict = False  # an unknown version in the list is ignored by a requester
     else:
         new = old ^ (1 << rng.randrange(8 * f.size))
@@ -377,6 +379,8 @@ def _offered(request: bytes, name: str) -> int | None:
         return _u(request, 8, 4)
     if name == "BaseHashSel":
         return _u(request, 12, 4)
+    if name == "PqcAsymSel":
+        return _u(request, 16, 4) if request[0] >= 0x14 else 0
     if name == "MeasurementSpecificationSel":
         return request[6]
     if name.startswith("AlgStruct["):

@@ -620,13 +620,7 @@ class IdentityFlow:
             h_len = hash_len(base_hash)
             certs = [x509.load_der_x509_certificate(d) for d in split_der(chain[4 + h_len :])]
         key = certs[-1].public_key()
-        if not isinstance(
-            key,
-            rsa.RSAPublicKey
-            | ec.EllipticCurvePublicKey
-            | ed25519.Ed25519PublicKey
-            | ed448.Ed448PublicKey,
-        ):
+        if not isinstance(key, PublicKey):
             raise RequesterError(f"slot {slot}: unsupported leaf key {type(key).__name__}")
         result = SlotChain(slot, chain, certs, key, portions, info)
         self.chains[slot] = result
