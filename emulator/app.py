@@ -1,75 +1,101 @@
-"""Assemble a running emulator: profile -> device -> server, with observers.
+"""Assemble a running emulator: run options -> profile -> device + faults + observers -> server.
 
 :class:`Emulator` is what the CLI ``serve`` command, the pytest fixture and the
-container run.  It owns one :class:`~emulator.device.model.Device` (shared by all
-connections), one :class:`~emulator.server.server.SpdmServer`, and the live
+container run.  From one :class:`~emulator.options.RunOptions` it builds one
+:class:`~emulator.device.model.Device` (shared by all connections), one
+:class:`~emulator.faults.engine.FaultEngine` (shared by all connections, so a rule from
+the profile, the command line or MQTT applies to every one), one
+:class:`~emulator.server.server.SpdmServer`, and, while it runs, the trace / pcap
+observers and the MQTT control plane the options ask for.  It keeps the live
 :class:`~emulator.connection.SpdmConnection` objects (for state reports).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from emulator.connection import ExchangeEvent, Observer, SpdmConnection
+from emulator.connection import Observer, SpdmConnection
+from emulator.control.config import run_control_config
 from emulator.device.model import Device
+from emulator.events import ExchangeEvent
+from emulator.faults.engine import FaultEngine
+from emulator.faults.hostile import mutate_spec
+from emulator.faults.model import FaultRule
+from emulator.options import RunOptions
 from emulator.profiles import Profile, load_profile
-from emulator.server.server import DEFAULT_FRAME_TIMEOUT, ServerConfig, SpdmServer
+from emulator.server.server import SpdmServer
 from emulator.transport import get_binding
+
+if TYPE_CHECKING:
+    from emulator.control.plane import ControlPlane
 
 log = logging.getLogger("emulator")
 
+#: called with each new SpdmConnection (a pcap recorder attaches here)
+ConnectionHook = Callable[[SpdmConnection], None]
 
-@dataclass
-class EmulatorOptions:
-    """Everything ``spdm-emulator serve`` can set (defaults = the README quick start)."""
 
-    profile: str | Path | Profile = "default"
-    host: str = "127.0.0.1"
-    port: int = 2323
-    transport: str = "doe"
-    max_payload: int = 0x1200
-    idle_timeout: float | None = None
-    max_connections: int = 1024
-    #: seconds to receive a whole frame once it started / to have a reply taken (None: never)
-    frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT
-    #: overrides the profile's [determinism] seed when set
-    seed: int | None = None
-    observers: list[Observer] = field(default_factory=list)
-    #: called with each new SpdmConnection (fault engines, tracers attach here)
-    on_connection: list[Callable[[SpdmConnection], None]] = field(default_factory=list)
+def add_fault_options(engine: FaultEngine, options: RunOptions) -> None:
+    """Apply a run's fault settings to ``engine``: ``fault_seed`` (reseeds), then the
+    ``faults`` rules, then the ``mutate`` rule (origin ``cli``), in that order."""
+    if options.fault_seed is not None:
+        engine.reseed(options.fault_seed)
+    for rule in options.faults:
+        # a parsed rule keeps its counters: each engine gets its own copy
+        engine.add(dataclasses.replace(rule) if isinstance(rule, FaultRule) else rule)
+    if options.mutate:
+        engine.add(mutate_spec(options.mutate), origin="cli")
+
+
+def build_fault_engine(profile: Profile, options: RunOptions | None = None) -> FaultEngine:
+    """The fault engine of one device: the profile's ``[[faults]]`` rules, seeded with its
+    ``[determinism]`` seed (or 0), then the run's fault settings (:func:`add_fault_options`)."""
+    engine = FaultEngine(profile.fault_rules(), seed=profile.determinism.seed or 0)
+    if options is not None:
+        add_fault_options(engine, options)
+    return engine
 
 
 class Emulator:
-    """One emulated device served on one TCP port."""
+    """One emulated device served on one TCP port.
 
-    def __init__(self, options: EmulatorOptions | None = None) -> None:
-        self.options = options or EmulatorOptions()
+    ``observers`` see every exchange (:class:`~emulator.events.ExchangeEvent`);
+    ``on_connection`` hooks get each new connection.  Both lists may change while the
+    emulator runs (:func:`emulator.trace.attach_tracing` adds to them).
+    """
+
+    def __init__(
+        self,
+        options: RunOptions | None = None,
+        *,
+        observers: Iterable[Observer] = (),
+        on_connection: Iterable[ConnectionHook] = (),
+    ) -> None:
+        self.options = options or RunOptions()
         opts = self.options
         profile = opts.profile if isinstance(opts.profile, Profile) else load_profile(opts.profile)
         if opts.seed is not None:
             profile.determinism.seed = opts.seed
         self.profile = profile
         self.device = Device.from_profile(profile)
+        #: the fault rules every connection of the device consults (MQTT changes them)
+        self.faults = build_fault_engine(profile, opts)
         self.binding = get_binding(opts.transport)
         self.connections: dict[int, SpdmConnection] = {}
-        self.observers: list[Observer] = list(opts.observers)
-        self.server = SpdmServer(
-            ServerConfig(
-                host=opts.host,
-                port=opts.port,
-                max_payload=opts.max_payload,
-                idle_timeout=opts.idle_timeout,
-                max_connections=opts.max_connections,
-                frame_timeout=opts.frame_timeout,
-            ),
-            self.binding,
-            self._new_connection,
-        )
+        self.observers: list[Observer] = list(observers)
+        self.on_connection: list[ConnectionHook] = list(on_connection)
+        #: the MQTT control plane's configuration (None: off), checked now
+        self.control_config = run_control_config(profile, opts)
+        #: the running control plane (between start() and stop())
+        self.control: ControlPlane | None = None
+        self._cleanups: list[Callable[[], Awaitable[None] | None]] = []
+        self._attached = False
+        self.server = SpdmServer(opts, self.binding, self._new_connection)
 
     def _new_connection(self, number: int, peer: str) -> _TrackedConnection:
         conn = _TrackedConnection(
@@ -79,10 +105,10 @@ class Emulator:
             number=number,
             peer=peer,
             observers=[self._observe],
-            faults=self.device.faults,
+            faults=self.faults,
         )
         self.connections[number] = conn
-        for hook in self.options.on_connection:
+        for hook in list(self.on_connection):
             hook(conn)
         return conn
 
@@ -101,10 +127,58 @@ class Emulator:
     def port(self) -> int:
         return self.server.port
 
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def _attach(self) -> None:
+        """Start what the options ask for beside the server: control plane, trace, pcap."""
+        self._attached = True
+        if self.control_config is not None:
+            from emulator.control.plane import ControlPlane
+
+            plane = ControlPlane(
+                self.device, self.faults, self.control_config, connections=self.connections
+            )
+            self.observers.append(plane.observer)
+            plane.start_nowait()
+            self.control = plane
+            self._cleanups.append(self._stop_control)
+        opts = self.options
+        if opts.trace is not None or opts.pcap is not None:
+            from emulator.trace import attach_tracing
+
+            self._cleanups.append(attach_tracing(self, opts.trace, opts.pcap))
+
+    async def _stop_control(self) -> None:
+        plane, self.control = self.control, None
+        if plane is not None:
+            with contextlib.suppress(ValueError):
+                self.observers.remove(plane.observer)
+            await plane.stop()
+
+    async def _detach(self) -> None:
+        self._attached = False
+        cleanups, self._cleanups = self._cleanups, []
+        for cleanup in cleanups:
+            try:
+                result = cleanup()
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("stopping an observer failed")
+
     async def start(self) -> None:
-        await self.server.start()
+        """Attach the observers and the control plane, then listen (idempotent)."""
+        if not self._attached:
+            self._attach()
+        try:
+            await self.server.start()
+        except BaseException:
+            await self._detach()
+            raise
 
     async def stop(self) -> None:
+        """Stop the control plane and the observers, then the server."""
+        await self._detach()
         await self.server.stop()
 
     async def serve_forever(self) -> None:
@@ -158,3 +232,12 @@ class _TrackedConnection(SpdmConnection):
     def close(self) -> None:
         super().close()
         self._emulator.connections.pop(self.number, None)
+
+
+__all__ = [
+    "ConnectionHook",
+    "Emulator",
+    "RunOptions",
+    "add_fault_options",
+    "build_fault_engine",
+]

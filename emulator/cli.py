@@ -3,6 +3,11 @@
 ``spdm-emulator`` with no arguments serves the default profile on
 127.0.0.1:2323 over PCI DOE, which is what ``qemu-system-x86_64 -device
 nvme,...,spdm_port=2323`` connects to.
+
+Every option of every command is declared here; ``serve``'s defaults are the fields'
+defaults of :class:`~emulator.options.RunOptions`, which :func:`run_options` builds from
+the parsed flags for :class:`~emulator.app.Emulator`.  The parts behind the flags
+(faults, MQTT, trace, the probe's authentication) are plain functions taking values.
 """
 
 from __future__ import annotations
@@ -11,27 +16,31 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import functools
 import json
 import logging
+import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
 
 from emulator import __version__
 from emulator.errors import EmulatorError, ProfileError
+from emulator.options import RunOptions
+
+if TYPE_CHECKING:
+    from emulator.faults.model import FaultRule
 
 log = logging.getLogger("emulator")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-#: Extra ``serve`` options registered by optional parts (fault engine, MQTT...).
-#: Each entry: (add_arguments(parser), apply(args, options) -> cleanup coroutine factory or None)
-ServeExtension = tuple[
-    Callable[[argparse.ArgumentParser], None],
-    Callable[[argparse.Namespace, Any], Any],
-]
-SERVE_EXTENSIONS: list[ServeExtension] = []
+#: where ``serve`` reads the MQTT password when ``--mqtt-password`` is not given (a
+#: command line is visible to other users)
+PASSWORD_ENV = "SPDM_EMULATOR_MQTT_PASSWORD"
+#: ``serve``'s defaults (and probe's transport): RunOptions' field defaults
+_RUN = RunOptions()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,8 +84,37 @@ def _positive_float(text: str) -> float:
 def _host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep:
-        return text or "127.0.0.1", 2323
-    return host or "127.0.0.1", _port(port)
+        return text or _RUN.host, _RUN.port
+    return host or _RUN.host, _port(port)
+
+
+def _fault_rule(text: str) -> FaultRule:
+    """``--fault SPEC``: the parsed rule (origin ``cli``), or an error naming the key."""
+    from emulator.faults.model import FaultSpecError
+    from emulator.faults.spec import parse_fault_spec
+
+    try:
+        return parse_fault_spec(text, origin="cli")
+    except FaultSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _mutate(text: str) -> str:
+    """``--mutate SEED[:RATE]``, checked (the rule is made by the app)."""
+    from emulator.faults.hostile import parse_mutate
+
+    try:
+        parse_mutate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _transports() -> tuple[str, ...]:
+    """``--transport`` choices: the names of the binding registry."""
+    from emulator.transport import BINDINGS
+
+    return tuple(BINDINGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="device address (default 127.0.0.1:2323)",
     )
-    probe.add_argument("--transport", choices=("doe", "mctp", "none"), default="doe")
+    probe.add_argument("--transport", choices=_transports(), default=_RUN.transport)
     probe.add_argument(
         "--spdm-version",
         choices=("1.0", "1.1", "1.2", "1.3"),
@@ -119,8 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS")
     probe.add_argument("--json", action="store_true", help="print a JSON report")
     probe.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
-    for hook in PROBE_EXTENSIONS:
-        hook[0](probe)
+    add_probe_auth_arguments(probe)
 
     profiles = sub.add_parser("profiles", help="list, show or check device profiles")
     psub = profiles.add_subparsers(
@@ -137,51 +174,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_option(parser: Any, flag: str, **kwargs: Any) -> None:
+    """Declare the flag that sets one :class:`RunOptions` field: its dest is the field
+    (``--max-payload`` -> ``max_payload``, or ``dest=``) and its default the field's."""
+    dest = kwargs.setdefault("dest", flag.removeprefix("--").replace("-", "_"))
+    default = getattr(_RUN, dest)  # AttributeError: a serve flag without a field
+    parser.add_argument(
+        flag, default=list(default) if isinstance(default, tuple) else default, **kwargs
+    )
+
+
 def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
-    serve.add_argument(
+    """Every ``serve`` flag; each one but ``--log-level`` sets a :class:`RunOptions` field."""
+    from emulator.faults.spec import FAULT_HELP
+
+    option = functools.partial(_run_option, serve)
+    option(
         "--profile",
-        default="default",
         metavar="FILE|NAME",
-        help="device profile: a TOML file or a shipped profile name "
-        "(default: default; see 'spdm-emulator profiles list')",
+        help=f"device profile: a TOML file or a shipped profile name "
+        f"(default: {_RUN.profile}; see 'spdm-emulator profiles list')",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=_port, default=2323, help="TCP port (default 2323)")
-    serve.add_argument(
+    option("--host", help="address to listen on")
+    option("--port", type=_port, help=f"TCP port (default {_RUN.port})")
+    option(
         "--transport",
-        choices=("doe", "mctp", "none"),
-        default="doe",
-        help="transport binding inside the socket frames (default doe, as QEMU)",
+        choices=_transports(),
+        help=f"transport binding inside the socket frames (default {_RUN.transport}, as QEMU)",
     )
-    serve.add_argument(
+    option(
         "--max-payload",
         type=_size,
-        default=0x1200,
         metavar="BYTES",
-        help="largest accepted frame payload (default 0x1200, QEMU's buffer)",
+        help=f"largest accepted frame payload (default {_RUN.max_payload:#x}, QEMU's buffer)",
     )
-    serve.add_argument(
+    option(
         "--idle-timeout",
         type=_positive_float,
         metavar="SECONDS",
         help="close connections silent for this long (default: never)",
     )
-    serve.add_argument(
+    option(
         "--max-connections",
         type=int,
-        default=1024,
         metavar="N",
-        help="connections served at once (default 1024)",
+        help=f"connections served at once (default {_RUN.max_connections})",
     )
-    serve.add_argument(
+    option(
         "--frame-timeout",
         type=_positive_float,
-        default=30.0,
         metavar="SECONDS",
         help="close a connection whose frame is not complete this long after it started, "
-        "or that does not read a reply (slow peers; default 30)",
+        f"or that does not read a reply (slow peers; default {_RUN.frame_timeout:g})",
     )
-    serve.add_argument(
+    option(
         "--seed",
         type=int,
         metavar="N",
@@ -193,16 +239,100 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         default="info",
         help="info logs every exchange by name; debug adds hex dumps",
     )
-    for add, _apply in SERVE_EXTENSIONS:
-        add(serve)
+    # fault injection (emulator.faults): the app adds the rules after the profile's
+    option(
+        "--fault", dest="faults", action="append", type=_fault_rule, metavar="SPEC", help=FAULT_HELP
+    )
+    option(
+        "--fault-seed",
+        type=int,
+        metavar="N",
+        help="seed of the probabilistic faults (default: the profile's [determinism] seed, or 0)",
+    )
+    option(
+        "--mutate",
+        type=_mutate,
+        metavar="SEED[:RATE]",
+        help="hostile device: mutate a RATE share (default 0.1) of the responses with "
+        "seeded, structure-aware lies (same seed + same requests = same bytes); the "
+        "fault rule id=mutate,do=mutate,seed=SEED,prob=RATE",
+    )
+    # the MQTT control plane (emulator.control): off unless --mqtt or [mqtt] enabled = true;
+    # the flags override the profile's [mqtt] values
+    mqtt = functools.partial(
+        _run_option,
+        serve.add_argument_group("MQTT control plane (off unless --mqtt or [mqtt] enabled)"),
+    )
+    mqtt(
+        "--mqtt",
+        metavar="HOST[:PORT]",
+        help="publish telemetry to this MQTT broker and take commands from it "
+        "(topics spdm-emulator/<device>/...; see 'Fault injection' in README.md)",
+    )
+    mqtt("--mqtt-username", metavar="NAME")
+    mqtt("--mqtt-password", metavar="PASSWORD", help=f"(or set {PASSWORD_ENV})")
+    mqtt("--mqtt-tls", action="store_true", help="connect with TLS")
+    mqtt("--mqtt-ca", metavar="FILE", help="CA certificates (PEM) for TLS")
+    mqtt("--mqtt-cert", metavar="FILE", help="client certificate (PEM) for TLS")
+    mqtt("--mqtt-key", metavar="FILE", help="client key (PEM) for TLS")
+    mqtt("--mqtt-insecure", action="store_true", help="TLS without checking the broker")
+    mqtt("--mqtt-topic-prefix", metavar="PREFIX")
+    # observers (emulator.trace)
+    option(
+        "--trace",
+        metavar="FILE|-",
+        help="write a decoded line per SPDM message to FILE (appended) or '-' for stderr",
+    )
+    option(
+        "--pcap",
+        metavar="FILE",
+        help="capture the transport messages in pcap format for DMTF spdm_dump / tshark "
+        "(link type 292 PCI DOE, 291 MCTP); '{conn}' in FILE makes one file per connection",
+    )
 
 
-#: probe extensions: (add_arguments(parser), run(args, requester, report) coroutine)
-ProbeExtension = tuple[
-    Callable[[argparse.ArgumentParser], None],
-    Callable[[argparse.Namespace, Any, dict[str, Any]], Any],
-]
-PROBE_EXTENSIONS: list[ProbeExtension] = []
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The :class:`RunOptions` of a parsed ``serve`` command line.
+
+    Every flag's dest is a field name; the MQTT password falls back to ``$PASSWORD_ENV``.
+    """
+    values: dict[str, Any] = {
+        f.name: getattr(args, f.name) for f in fields(RunOptions) if hasattr(args, f.name)
+    }
+    values["faults"] = tuple(values.get("faults", ()))
+    values["mqtt_password"] = values.get("mqtt_password") or os.environ.get(PASSWORD_ENV)
+    return RunOptions(**values)
+
+
+def add_probe_auth_arguments(probe: argparse.ArgumentParser) -> None:
+    """``probe``'s authentication flags (:func:`emulator.requester.probe.probe_device`)."""
+    from emulator.requester.probe import MODES, QEMU_NVME_SAN
+
+    probe.add_argument(
+        "--mode",
+        choices=MODES,
+        default=MODES[0],
+        help="spdm: VCA, digests, certificate, challenge, measurements, as libspdm's requester "
+        "(default); linux-cma: the Linux kernel's CMA authentication sequence and rules",
+    )
+    probe.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="trusted root certificate (DER or PEM), repeatable; linux-cma needs one "
+        "(as the guest's .cma keyring); spdm mode then also checks the chain reaches it",
+    )
+    probe.add_argument(
+        "--san",
+        default=QEMU_NVME_SAN,
+        metavar="TEXT",
+        help="linux-cma: the PCI CMA subjectAltName the kernel expects "
+        f"(default: QEMU NVMe, {QEMU_NVME_SAN})",
+    )
+    probe.add_argument(
+        "--no-auth", action="store_true", help="spdm mode: stop after VCA (no signatures)"
+    )
 
 
 def _setup_logging(level: str) -> None:
@@ -214,26 +344,10 @@ def _setup_logging(level: str) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from emulator.app import Emulator, EmulatorOptions
+    from emulator.app import Emulator
 
-    options = EmulatorOptions(
-        profile=args.profile,
-        host=args.host,
-        port=args.port,
-        transport=args.transport,
-        max_payload=args.max_payload,
-        idle_timeout=args.idle_timeout,
-        max_connections=args.max_connections,
-        frame_timeout=args.frame_timeout,
-        seed=args.seed,
-    )
-    cleanups = []
     try:
-        emulator = Emulator(options)
-        for _add, apply in SERVE_EXTENSIONS:
-            cleanup = apply(args, emulator)
-            if cleanup is not None:
-                cleanups.append(cleanup)
+        emulator = Emulator(run_options(args))
         await emulator.start()
     except OSError as exc:
         print(
@@ -259,11 +373,6 @@ async def _serve(args: argparse.Namespace) -> int:
         await stop.wait()
     finally:
         log.info("shutting down")
-        for cleanup in cleanups:
-            with contextlib.suppress(Exception):
-                result = cleanup()
-                if asyncio.iscoroutine(result):
-                    await result
         await emulator.stop()
     return 0
 
@@ -280,6 +389,7 @@ async def _probe(args: argparse.Namespace) -> int:
         SpdmVersion,
     )
     from emulator.requester import Requester, RequesterConfig
+    from emulator.requester.probe import probe_device
     from emulator.requester.transport import SocketClient
     from emulator.transport import get_binding
 
@@ -314,8 +424,14 @@ async def _probe(args: argparse.Namespace) -> int:
                 dhe=names(DheGroup, alg.struct_value(AlgType.DHE)),
                 aead=names(AeadSuite, alg.struct_value(AlgType.AEAD)),
             )
-            for _add, run in PROBE_EXTENSIONS:
-                await run(args, requester, report)
+            await probe_device(
+                requester,
+                report,
+                mode=args.mode,
+                root_files=args.root,
+                san=args.san,
+                no_auth=args.no_auth,
+            )
     except (TimeoutError, EmulatorError, OSError) as exc:
         report.update(ok=False, error=str(exc) or type(exc).__name__)
     if args.json:
@@ -365,7 +481,6 @@ def _profiles(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spdm-emulator`` console script."""
-    _load_extensions()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
@@ -395,24 +510,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     parser.print_help()
     return 2
-
-
-def _load_extensions() -> None:
-    """Import the optional parts that add CLI options (faults, MQTT, identity probe...)."""
-    import importlib
-
-    for module in (
-        "emulator.faults.cli",
-        "emulator.faults.hostile",
-        "emulator.control.cli",
-        "emulator.requester.cli",
-        "emulator.trace",
-    ):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
 
 
 # --- certs generate | verify (emulator.x509: generation, checks, slot files) ----------------
@@ -640,8 +737,4 @@ def run_certs(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    # Run through the imported module, not __main__: the optional parts register their
-    # options on ``emulator.cli`` (``python3 -m emulator.cli`` would otherwise miss them).
-    from emulator import cli as _cli
-
-    sys.exit(_cli.main())
+    sys.exit(main())

@@ -107,9 +107,7 @@ class SpdmConnection:
         self.sessions = SessionLayer(self.responder, binding.record_format, number)
         self.observers: list[Observer] = list(observers)
         #: fault injection (emulator.faults), composed by the app; None: no faults
-        self.faults: FaultHooks | None = (
-            faults if faults is not None else device.faults
-        )  # TEMP-MERGE
+        self.faults: FaultHooks | None = faults
         self.closed = False
         #: pull model (storage binding): the reply of the last delivered request, not
         #: yet collected

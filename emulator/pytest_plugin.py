@@ -8,8 +8,8 @@ that runs ``pip install spdm-emulator`` gets these fixtures without any conftest
     stopped after it.  It yields a :class:`SpdmResponder` handle:
     ``host``, ``port``, ``address`` (``"host:port"``), ``transport``, ``device``
     (the live device model, e.g. ``device.measurements`` to change values),
-    ``faults`` (the fault engine: add/clear rules while the test runs; ``None`` if
-    this build has no fault engine), ``events`` (every
+    ``faults`` (the emulator's fault engine: add/clear rules while the test runs),
+    ``events`` (every
     :class:`~emulator.connection.ExchangeEvent` the device answered, in order),
     ``requests`` (their request names), ``state()``, ``call(fn)`` and
     ``client()`` (a connected-on-enter :class:`~emulator.requester.transport.SocketClient`).
@@ -21,15 +21,17 @@ that runs ``pip install spdm-emulator`` gets these fixtures without any conftest
 Choosing the device, most specific first::
 
     @pytest.mark.parametrize("spdm_responder", ["default", {"transport": "mctp"}],
-                             indirect=True)        # a profile name, a dict, a ResponderSpec
+                             indirect=True)        # a profile name, a dict, a RunOptions
     @pytest.mark.spdm_profile("nvme-ssd", transport="mctp", seed=1)   # marker
     pytest --spdm-profile my-device.toml --spdm-transport doe        # command line
 
-and otherwise the shipped ``default`` profile over PCI DOE.  Marker keywords:
-``transport`` (doe, mctp, none), ``seed`` (deterministic nonces and keys),
-``host``, ``port`` (0 = a free one), ``faults`` (fault specs, as ``--fault``
-takes them) and any other :class:`~emulator.app.EmulatorOptions` field
-(``max_payload``, ``idle_timeout``, ``max_connections``).
+and otherwise :class:`~emulator.options.RunOptions`' defaults (the shipped ``default``
+profile over PCI DOE) on a free loopback port.  Marker keywords: ``transport`` (a
+name of ``emulator.transport.BINDINGS``: doe, mctp, none), ``seed`` (deterministic
+nonces and keys), ``host``, ``port`` (0 = a free one), ``faults`` (fault specs, as
+``--fault`` takes them) and any other :class:`~emulator.options.RunOptions` field
+(``max_payload``, ``idle_timeout``, ``max_connections``, ``trace``...).  A
+``RunOptions`` parameter is used as given (set ``port=0`` for a free port).
 
 Design: every device runs on an event loop of its own, in a dedicated daemon
 thread started by the fixture.  The test never shares a loop with the emulator,
@@ -52,11 +54,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import importlib
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import fields, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -64,22 +65,25 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 from emulator.errors import EmulatorError
+from emulator.options import RunOptions
 
 # The emulator itself is imported when a fixture first runs, not when pytest loads
 # the plugin: a project that merely has the package installed pays nothing for it.
 if TYPE_CHECKING:
-    from emulator.app import Emulator, EmulatorOptions
+    from emulator.app import Emulator
     from emulator.connection import ExchangeEvent, SpdmConnection
     from emulator.device.model import Device
+    from emulator.faults.engine import FaultEngine
     from emulator.profiles import Profile
     from emulator.requester.transport import SocketClient
 
 __all__ = [
     "EmulatorThread",
     "PluginError",
-    "ResponderSpec",
     "SpdmResponder",
     "SpdmResponderFactory",
+    "build_options",
+    "fixture_options",
     "spdm_responder",
     "spdm_responder_factory",
 ]
@@ -92,29 +96,19 @@ MARKER = "spdm_profile"
 MARKER_LINE = (
     f"{MARKER}(profile=None, *, transport=None, seed=None, faults=(), **options): "
     "the device the spdm_responder fixture starts (profile name or TOML file, transport "
-    "doe/mctp/none, deterministic seed, fault specs, other EmulatorOptions fields)"
+    "doe/mctp/none, deterministic seed, fault specs, other RunOptions fields)"
 )
 #: How long starting or stopping one emulator may take before the fixture gives up.
 LIFECYCLE_TIMEOUT = 30.0
 #: How long tasks left after the last emulator stopped may run before being cancelled.
 _DRAIN_TIMEOUT = 5.0
-DEFAULT_PROFILE = "default"
-#: Spec keys that are not EmulatorOptions pass-through options.
+#: The fixtures' one setting that is not RunOptions' default: a free port, so tests
+#: (and parallel test runs) never collide.
+FREE_PORT = 0
+#: Keywords with their own type check; ``options`` is a dict of more fields.
 _SPEC_KEYS = frozenset({"profile", "transport", "seed", "host", "port", "faults", "options"})
-
-
-def _option_fields() -> frozenset[str]:
-    """EmulatorOptions fields a spec may set through ``options``."""
-    from emulator.app import EmulatorOptions
-
-    return (
-        frozenset(f.name for f in fields(EmulatorOptions))
-        - _SPEC_KEYS
-        - {
-            "observers",
-            "on_connection",
-        }
-    )
+#: RunOptions fields set through ``options`` or as other keywords.
+_OPTION_FIELDS = frozenset(f.name for f in fields(RunOptions)) - _SPEC_KEYS
 
 
 class PluginError(EmulatorError):
@@ -225,121 +219,66 @@ def _is_profile_ref(value: object) -> bool:
     return isinstance(value, str | Path | Profile)
 
 
-@dataclass
-class ResponderSpec:
-    """Which device to start (what the marker, a parameter or the command line say)."""
-
-    profile: str | Path | Profile = DEFAULT_PROFILE
-    transport: str = "doe"
-    seed: int | None = None
-    host: str = "127.0.0.1"
-    port: int = 0
-    #: fault specs (``--fault`` syntax), installed before the device accepts connections
-    faults: tuple[str, ...] = ()
-    #: other :class:`~emulator.app.EmulatorOptions` fields (max_payload, idle_timeout...)
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def build(
-        cls,
-        profile: str | Path | Profile | None = None,
-        *,
-        base: ResponderSpec | None = None,
-        where: str = "spdm_responder",
-        **kwargs: Any,
-    ) -> ResponderSpec:
-        """A spec from ``base`` (or the defaults) with the given values replacing its own."""
-        from emulator.transport import get_binding
-
-        spec = ResponderSpec() if base is None else base.copy()
-        if profile is not None:
-            if not _is_profile_ref(profile):
-                raise PluginError(
-                    f"{where}: profile must be a name, a path or a Profile, "
-                    f"not {type(profile).__name__}"
-                )
-            spec.profile = profile
-        for key, value in kwargs.items():
-            if key == "profile":
-                if value is not None:
-                    spec.profile = value
-            elif key in ("transport", "host"):
-                if value is not None:
-                    if not isinstance(value, str):
-                        raise PluginError(f"{where}: {key} must be a string, not {value!r}")
-                    setattr(spec, key, value)
-            elif key in ("seed", "port"):
-                if value is not None:
-                    if not isinstance(value, int) or isinstance(value, bool):
-                        raise PluginError(f"{where}: {key} must be an integer, not {value!r}")
-                    setattr(spec, key, value)
-            elif key == "faults":
-                if isinstance(value, str):
-                    value = (value,)
-                spec.faults = spec.faults + tuple(value or ())
-            elif key == "options":
-                for name, option in dict(value or {}).items():
-                    spec._set_option(name, option, where)
-            else:
-                spec._set_option(key, value, where)
-        get_binding(spec.transport)  # TransportError naming the choices
-        return spec
-
-    def _set_option(self, name: str, value: Any, where: str) -> None:
-        allowed = _option_fields()
-        if name not in allowed:
-            known = ", ".join(sorted(allowed | _SPEC_KEYS - {"options"}))
-            raise PluginError(f"{where}: unknown option {name!r} (known: {known})")
-        self.options[name] = value
-
-    def copy(self) -> ResponderSpec:
-        return ResponderSpec(
-            self.profile,
-            self.transport,
-            self.seed,
-            self.host,
-            self.port,
-            tuple(self.faults),
-            dict(self.options),
-        )
-
-    def emulator_options(self) -> EmulatorOptions:
-        from emulator.app import EmulatorOptions
-
-        return EmulatorOptions(
-            profile=self.profile,
-            host=self.host,
-            port=self.port,
-            transport=self.transport,
-            seed=self.seed,
-            **self.options,
-        )
+def fixture_options() -> RunOptions:
+    """RunOptions' defaults on a free port: where the fixtures start from."""
+    return RunOptions(port=FREE_PORT)
 
 
-# ---------------------------------------------------------------------- fault engine glue
+def build_options(
+    profile: str | Path | Profile | None = None,
+    *,
+    base: RunOptions | None = None,
+    where: str = "spdm_responder",
+    **kwargs: Any,
+) -> RunOptions:
+    """``base`` (or :func:`fixture_options`) with the given values replacing its own.
 
+    ``faults`` (one SPEC or several) are added to the base's; ``options`` is a dict of
+    more fields; any other keyword is a :class:`RunOptions` field.  PluginError names
+    a bad value, TransportError an unknown transport.
+    """
+    from emulator.transport import get_binding
 
-def _attach_faults(emulator: Emulator, specs: tuple[str, ...]) -> Any:
-    """Give ``emulator`` a fault engine (None when this build has no fault package)."""
-    try:
-        module = importlib.import_module("emulator.faults.engine")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("emulator.faults.engine", "emulator.faults"):
-            raise
-        if specs:
+    options = fixture_options() if base is None else replace(base)
+    if profile is not None:
+        if not _is_profile_ref(profile):
             raise PluginError(
-                f"faults {list(specs)!r}: this build of the emulator has no fault engine"
-            ) from None
-        return None
-    attach = getattr(module, "attach", None)
-    if attach is None:
-        if specs:
-            raise PluginError("faults: emulator.faults.engine has no attach(emulator)")
-        return None
-    engine = attach(emulator)
-    for spec in specs:
-        engine.add(spec)
-    return engine
+                f"{where}: profile must be a name, a path or a Profile, "
+                f"not {type(profile).__name__}"
+            )
+        options.profile = profile
+    for key, value in kwargs.items():
+        if key == "profile":
+            if value is not None:
+                options.profile = value
+        elif key in ("transport", "host"):
+            if value is not None:
+                if not isinstance(value, str):
+                    raise PluginError(f"{where}: {key} must be a string, not {value!r}")
+                setattr(options, key, value)
+        elif key in ("seed", "port"):
+            if value is not None:
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise PluginError(f"{where}: {key} must be an integer, not {value!r}")
+                setattr(options, key, value)
+        elif key == "faults":
+            if isinstance(value, str):
+                value = (value,)
+            options.faults = (*options.faults, *(value or ()))
+        elif key == "options":
+            for name, option in dict(value or {}).items():
+                _set_option(options, name, option, where)
+        else:
+            _set_option(options, key, value, where)
+    get_binding(options.transport)  # TransportError naming the choices
+    return options
+
+
+def _set_option(options: RunOptions, name: str, value: Any, where: str) -> None:
+    if name not in _OPTION_FIELDS:
+        known = ", ".join(sorted(_OPTION_FIELDS | _SPEC_KEYS - {"options"}))
+        raise PluginError(f"{where}: unknown option {name!r} (known: {known})")
+    setattr(options, name, value)
 
 
 # ---------------------------------------------------------------------- the handle
@@ -352,11 +291,9 @@ class SpdmResponder:
     engine and the exchanges it answered.  Created by :class:`SpdmResponderFactory`.
     """
 
-    def __init__(self, emulator: Emulator, thread: EmulatorThread, faults: Any) -> None:
+    def __init__(self, emulator: Emulator, thread: EmulatorThread) -> None:
         self.emulator = emulator
         self._thread = thread
-        #: the fault engine (add/clear rules while the device runs), or None
-        self.faults = faults
         #: every exchange the device answered, in order (filled by the emulator thread)
         self.events: list[ExchangeEvent] = []
         self._port = 0
@@ -388,6 +325,11 @@ class SpdmResponder:
     def device(self) -> Device:
         """The live device model shared by all connections (measurements, identity...)."""
         return self.emulator.device
+
+    @property
+    def faults(self) -> FaultEngine:
+        """The fault engine every connection consults (add/clear rules while it runs)."""
+        return self.emulator.faults
 
     @property
     def profile(self) -> Profile:
@@ -463,8 +405,8 @@ class SpdmResponderFactory:
                 yield make("default", seed=1)
     """
 
-    def __init__(self, default: ResponderSpec | None = None) -> None:
-        self.default = default or ResponderSpec()
+    def __init__(self, default: RunOptions | None = None) -> None:
+        self.default = default or fixture_options()
         self.responders: list[SpdmResponder] = []
         self._thread: EmulatorThread | None = None
         self._closed = False
@@ -478,7 +420,7 @@ class SpdmResponderFactory:
         **options: Any,
     ) -> SpdmResponder:
         """Start one device (unset arguments come from the factory's default spec)."""
-        spec = ResponderSpec.build(
+        spec = build_options(
             profile,
             base=self.default,
             where="spdm_responder_factory",
@@ -488,16 +430,16 @@ class SpdmResponderFactory:
         )
         return self.start(spec)
 
-    def start(self, spec: ResponderSpec) -> SpdmResponder:
+    def start(self, spec: RunOptions) -> SpdmResponder:
         """Start the device ``spec`` describes and return its handle."""
         from emulator.app import Emulator
 
         if self._closed:
             raise PluginError("this SpdmResponderFactory is closed")
-        emulator = Emulator(spec.emulator_options())
+        emulator = Emulator(spec)
         if self._thread is None:
             self._thread = EmulatorThread()
-        handle = SpdmResponder(emulator, self._thread, _attach_faults(emulator, spec.faults))
+        handle = SpdmResponder(emulator, self._thread)
         handle._start()
         self.responders.append(handle)
         log.info("started %r", handle)
@@ -553,7 +495,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--spdm-transport",
         default=None,
-        choices=("doe", "mctp", "none"),
+        choices=_transports(),
         help="transport binding of the spdm_responder fixture when a test does not choose "
         "one (default: doe)",
     )
@@ -563,15 +505,22 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_LINE)
 
 
-def _default_spec(config: pytest.Config) -> ResponderSpec:
-    return ResponderSpec.build(
+def _transports() -> tuple[str, ...]:
+    """``--spdm-transport`` choices: the names of the binding registry."""
+    from emulator.transport import BINDINGS
+
+    return tuple(BINDINGS)
+
+
+def _default_spec(config: pytest.Config) -> RunOptions:
+    return build_options(
         config.getoption("spdm_profile", default=None),
         where="--spdm-profile/--spdm-transport",
         transport=config.getoption("spdm_transport", default=None),
     )
 
 
-def _spec_for(request: pytest.FixtureRequest) -> ResponderSpec:
+def _spec_for(request: pytest.FixtureRequest) -> RunOptions:
     """Command line, then the closest marker, then an indirect parameter."""
     spec = _default_spec(request.config)
     marker = request.node.get_closest_marker(MARKER)
@@ -581,21 +530,21 @@ def _spec_for(request: pytest.FixtureRequest) -> ResponderSpec:
                 f"@pytest.mark.{MARKER}: one positional argument (the profile), "
                 f"got {len(marker.args)}"
             )
-        spec = ResponderSpec.build(
+        spec = build_options(
             *marker.args, base=spec, where=f"@pytest.mark.{MARKER}", **marker.kwargs
         )
     param = getattr(request, "param", None)
     if param is not None:
         where = "spdm_responder parameter"
-        if isinstance(param, ResponderSpec):
-            spec = param.copy()
+        if isinstance(param, RunOptions):
+            spec = replace(param)
         elif _is_profile_ref(param):
-            spec = ResponderSpec.build(param, base=spec, where=where)
+            spec = build_options(param, base=spec, where=where)
         elif isinstance(param, Mapping):
-            spec = ResponderSpec.build(base=spec, where=where, **dict(param))
+            spec = build_options(base=spec, where=where, **dict(param))
         else:
             raise PluginError(
-                f"{where}: expected a profile name, a dict of options or a ResponderSpec, "
+                f"{where}: expected a profile name, a dict of options or a RunOptions, "
                 f"got {type(param).__name__}"
             )
     return spec

@@ -21,14 +21,13 @@ Two independent outputs, both fed by a running :class:`~emulator.app.Emulator`:
 
 from __future__ import annotations
 
-import argparse
 import struct
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntFlag
-from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from emulator.codec.constants import (
     REQUESTER_CAPS_BY_VERSION,
@@ -542,7 +541,7 @@ class PcapRecorder:
 
 
 # ---------------------------------------------------------------------------------------
-# Wiring into an Emulator and the CLI
+# Wiring into an Emulator
 # ---------------------------------------------------------------------------------------
 
 
@@ -573,7 +572,7 @@ def attach_tracing(
     recorder: PcapRecorder | None = None
     if pcap is not None:
         recorder = PcapRecorder(pcap, emulator.binding)
-        emulator.options.on_connection.append(recorder.attach)
+        emulator.on_connection.append(recorder.attach)
     if trace is not None:
         stream, owned = open_trace_stream(trace)
         tracer = Tracer(stream, hex_limit=hex_limit, clock=time.monotonic, close_stream=owned)
@@ -585,48 +584,12 @@ def attach_tracing(
                 emulator.observers.remove(tracer)
             tracer.close()
         if recorder is not None:
-            if recorder.attach in emulator.options.on_connection:
-                emulator.options.on_connection.remove(recorder.attach)
+            if recorder.attach in emulator.on_connection:
+                emulator.on_connection.remove(recorder.attach)
             recorder.close()
 
     return cleanup
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``serve --trace FILE|- --pcap FILE``."""
-    parser.add_argument(
-        "--trace",
-        metavar="FILE|-",
-        help="write a decoded line per SPDM message to FILE (appended) or '-' for stderr",
-    )
-    parser.add_argument(
-        "--pcap",
-        metavar="FILE",
-        help="capture the transport messages in pcap format for DMTF spdm_dump / tshark "
-        "(link type 292 PCI DOE, 291 MCTP); '{conn}' in FILE makes one file per connection",
-    )
-
-
-def apply(args: argparse.Namespace, emulator: Any) -> Callable[[], None] | None:
-    """Serve extension hook: attach what ``--trace`` / ``--pcap`` ask for."""
-    trace: str | None = getattr(args, "trace", None)
-    pcap: str | None = getattr(args, "pcap", None)
-    if trace is None and pcap is None:
-        return None
-    return attach_tracing(emulator, trace, pcap)
-
-
-CLI_EXTENSION = (add_arguments, apply)
-
-
-def _register_cli() -> None:
-    from emulator import cli
-
-    if CLI_EXTENSION not in cli.SERVE_EXTENSIONS:
-        cli.SERVE_EXTENSIONS.append(CLI_EXTENSION)
-
-
-_register_cli()
 
 __all__ = [
     "LINKTYPE_MCTP",

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from emulator.app import Emulator, EmulatorOptions
+from emulator.app import Emulator
 from emulator.codec.constants import ErrorCode, RequestCode
 from emulator.connection import ExchangeEvent
 from emulator.control import (
@@ -35,6 +35,7 @@ from emulator.control import (
 )
 from emulator.control.commands import CommandProcessor
 from emulator.faults.engine import FaultEngine
+from emulator.options import RunOptions
 from emulator.profiles import Profile, load_profile, load_profile_text
 from emulator.requester import Requester, SpdmErrorReply
 from emulator.requester.transport import SocketClient
@@ -129,9 +130,7 @@ class Running:
     """An emulator on a free port with a control plane, inside the test's loop."""
 
     def __init__(self, broker: Broker | None, **config: Any) -> None:
-        self.emulator = Emulator(
-            EmulatorOptions(profile=profile(), port=0, transport="doe", seed=5)
-        )
+        self.emulator = Emulator(RunOptions(profile=profile(), port=0, transport="doe", seed=5))
         self.emulator.device.seed = 5
         cfg = ControlConfig(
             host="127.0.0.1",
@@ -143,7 +142,7 @@ class Running:
         )
         self.plane = ControlPlane(
             self.emulator.device,
-            self.emulator.device.faults,
+            self.emulator.faults,
             cfg,
             connections=self.emulator.connections,
         )
@@ -234,8 +233,9 @@ def test_control_config_from_profile_and_flag(tmp_path: Path) -> None:
 
 
 def test_observer_queue_is_bounded_and_counts_drops() -> None:
-    device = Emulator(EmulatorOptions(profile=profile(), port=0)).device
-    plane = ControlPlane(device, device.faults, ControlConfig(queue_size=3))
+    emulator = Emulator(RunOptions(profile=profile(), port=0))
+    device = emulator.device
+    plane = ControlPlane(device, emulator.faults, ControlConfig(queue_size=3))
     for i in range(10):
         plane.observer(ExchangeEvent(1, "default", bytes([0x10, 0x84, 0, 0]), None, None))
         assert plane.queued == min(i + 1, 3)
@@ -247,8 +247,8 @@ def test_observer_queue_is_bounded_and_counts_drops() -> None:
 
 
 def _processor() -> tuple[CommandProcessor, FaultEngine]:
-    device = Emulator(EmulatorOptions(profile=profile(), port=0)).device
-    return CommandProcessor(device, device.faults, {}), device.faults
+    emulator = Emulator(RunOptions(profile=profile(), port=0))
+    return CommandProcessor(emulator.device, emulator.faults, {}), emulator.faults
 
 
 @pytest.mark.parametrize(
@@ -376,7 +376,7 @@ async def test_faults_over_mqtt(running: Running, mqtt_broker: Broker) -> None:
         assert cleared["result"] == {"removed": 1}
         cleared = await w.command("faults", {"op": "clear"})
         assert cleared["result"] == {"removed": 1}
-        assert len(running.emulator.device.faults) == 0
+        assert len(running.emulator.faults) == 0
         await until(
             lambda: bool(w.state) and w.state["faults"]["rules"] == [],  # type: ignore[index]
             "the state without rules",

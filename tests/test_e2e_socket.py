@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from emulator.app import Emulator, EmulatorOptions
+from emulator.app import Emulator
 from emulator.connection import ExchangeEvent
+from emulator.options import RunOptions
 from emulator.requester import Requester, RequesterConfig, SpdmErrorReply
 from emulator.requester.transport import SocketClient
 from emulator.server.platform import PlatformCommand
@@ -19,7 +20,7 @@ from emulator.transport import get_binding
 
 @contextlib.asynccontextmanager
 async def running(transport: str = "doe") -> AsyncIterator[Emulator]:
-    emu = Emulator(EmulatorOptions(port=0, transport=transport))
+    emu = Emulator(RunOptions(port=0, transport=transport))
     await emu.start()
     try:
         yield emu
@@ -107,7 +108,7 @@ async def test_malformed_doe_object_gets_error_and_keeps_state(
 
 async def test_error_reply_and_events_observed() -> None:
     events: list[ExchangeEvent] = []
-    emu = Emulator(EmulatorOptions(port=0, observers=[events.append]))
+    emu = Emulator(RunOptions(port=0), observers=[events.append])
     await emu.start()
     try:
         async with SocketClient("127.0.0.1", emu.port, get_binding("doe")) as client:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from emulator.app import add_fault_options, build_fault_engine
 from emulator.codec.constants import ErrorCode, RequestCode, ResponseCode
 from emulator.codec.messages import build_header
 from emulator.connection import ExchangeEvent, Reply, SpdmConnection
@@ -23,11 +24,12 @@ from emulator.errors import ProfileError, RequesterError
 from emulator.faults.engine import FaultEngine
 from emulator.faults.model import ActionKind, FaultSpecError, LieKind, Stage
 from emulator.faults.spec import parse_fault_spec, rule_from_mapping
+from emulator.options import RunOptions
 from emulator.profiles import PROFILES_DIR, load_profile_text
 from emulator.requester import Requester, RequesterConfig, SpdmErrorReply
 from emulator.requester.not_ready import NotReady, send_if_ready
 from emulator.requester.transport import SocketClient
-from emulator.server.server import ServerConfig, SpdmServer
+from emulator.server.server import SpdmServer
 from emulator.transport import get_binding
 from emulator.transport.base import TransportMessage
 from tests import helpers
@@ -62,22 +64,30 @@ class ConnChannel:
         return self.conn.binding.decode(self.pending.pop(0))
 
 
-def make_device(*specs: str, seed: int | None = 1) -> Device:
+def make_device(*specs: str, seed: int | None = 1) -> tuple[Device, FaultEngine]:
+    """A device and its fault engine (the profile's rules, then ``specs``), as the app
+    builds them."""
     device = helpers.make_device()
     device.seed = seed
+    engine = build_fault_engine(device.profile)
     for spec in specs:
-        device.faults.add(spec)
-    return device
+        engine.add(spec)
+    return device, engine
 
 
 class Harness:
     """One device, one connection, one requester, and the events it emitted."""
 
-    def __init__(self, device: Device, number: int = 1, **cfg: Any) -> None:
+    def __init__(self, device: Device, engine: FaultEngine, number: int = 1, **cfg: Any) -> None:
         self.device = device
+        self.engine = engine
         self.events: list[ExchangeEvent] = []
         self.conn = SpdmConnection(
-            device, get_binding("none"), number=number, observers=[self.events.append]
+            device,
+            get_binding("none"),
+            number=number,
+            observers=[self.events.append],
+            faults=engine,
         )
         self.channel = ConnChannel(self.conn)
         self.req = Requester(self.channel, RequesterConfig(**cfg))
@@ -88,7 +98,7 @@ class Harness:
 
 
 def harness(*specs: str, **cfg: Any) -> Harness:
-    return Harness(make_device(*specs), **cfg)
+    return Harness(*make_device(*specs), **cfg)
 
 
 async def baseline_vca(**cfg: Any) -> list[tuple[bytes, bytes]]:
@@ -224,8 +234,9 @@ spec = "on=GET_CAPABILITIES,do=error:Unspecified,times=1"
 async def test_profile_faults_reach_the_requester() -> None:
     profile = load_profile_text(PROFILE_WITH_FAULTS, "faulty.toml", base_dir=PROFILES_DIR)
     device = Device.from_profile(profile)
-    assert [r.origin for r in device.faults.rules] == ["profile", "profile"]
-    h = Harness(device)
+    engine = build_fault_engine(profile)
+    assert [r.origin for r in engine.rules] == ["profile", "profile"]
+    h = Harness(device, engine)
     await h.req.get_version()
     with pytest.raises(SpdmErrorReply) as info:
         await h.req.get_capabilities()
@@ -476,7 +487,7 @@ async def test_corruption_that_cannot_apply_is_logged_not_recorded(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     h = harness("on=GET_VERSION,do=flip:200", "on=GET_VERSION,nth=1,do=length:+1,id=len")
-    h.device.faults.add("on=GET_CAPABILITIES,do=length:+1,id=nolen")
+    h.engine.add("on=GET_CAPABILITIES,do=length:+1,id=nolen")
     with pytest.raises(RequesterError, match="VERSION"):
         await h.req.get_version()  # flip:200 is outside VERSION; length applies
     await h.req.get_version()
@@ -517,31 +528,31 @@ async def test_occurrence_triggers(when: str, pattern: list[bool]) -> None:
 
 
 async def test_filters_code_connection_version_session() -> None:
-    device = make_device(
+    device, engine = make_device(
         "on=GET_CAPABILITIES,conn=2,do=error:Busy,id=c2",
         "version=1.1,on=NEGOTIATE_ALGORITHMS,do=error:Busy,id=v11",
         "session=in,do=error:Busy,id=inside",
     )
-    one = Harness(device, number=1)
+    one = Harness(device, engine, number=1)
     await one.req.vca()  # conn 1, version 1.3: nothing fires, not even session=in
     assert all(e.faults == () for e in one.events)
-    two = Harness(device, number=2)
+    two = Harness(device, engine, number=2)
     await two.req.get_version()
     with pytest.raises(SpdmErrorReply):
         await two.req.get_capabilities()
-    eleven = Harness(device, number=3, version=0x11)
+    eleven = Harness(device, engine, number=3, version=0x11)
     await eleven.req.get_version()
     await eleven.req.get_capabilities()
     with pytest.raises(SpdmErrorReply):
         await eleven.req.negotiate_algorithms()
-    rules = {r.id: r for r in device.faults.rules}
+    rules = {r.id: r for r in engine.rules}
     assert rules["c2"].fired == 1 and rules["v11"].fired == 1 and rules["inside"].fired == 0
     assert rules["inside"].count == 0  # nothing was inside a session
 
 
 async def test_seeded_probability_is_reproducible() -> None:
     async def run(seed: int) -> tuple[list[bool], list[bytes]]:
-        h = Harness(make_device(f"on=GET_VERSION,prob=0.5,seed={seed},do=flip:-1,mask=0x04"))
+        h = Harness(*make_device(f"on=GET_VERSION,prob=0.5,seed={seed},do=flip:-1,mask=0x04"))
         fired = await _versions(h, 40)
         return fired, [e.response or b"" for e in h.events]
 
@@ -569,10 +580,10 @@ async def test_engine_seed_is_the_default_rule_seed() -> None:
 async def test_rules_added_and_cleared_at_run_time() -> None:
     h = harness()
     await h.req.vca()
-    rule = h.device.faults.add("on=GET_VERSION,do=error:Busy")
+    rule = h.engine.add("on=GET_VERSION,do=error:Busy")
     with pytest.raises(SpdmErrorReply):
         await h.req.get_version()
-    h.device.faults.remove(rule.id)
+    h.engine.remove(rule.id)
     await h.req.vca()
     assert [bool(f) for f in h.faults] == [False] * 3 + [True] + [False] * 3
 
@@ -593,8 +604,8 @@ async def test_socket_actions_on_the_reply() -> None:
         "duplicate:3": Reply([b"x", b"x", b"x"]),
     }
     for do, expected in cases.items():
-        device = make_device(f"on=GET_VERSION,do={do}")
-        conn = SpdmConnection(device, get_binding("none"))
+        device, engine = make_device(f"on=GET_VERSION,do={do}")
+        conn = SpdmConnection(device, get_binding("none"), faults=engine)
         reply = conn.receive(build_header(0x10, RequestCode.GET_VERSION))
         payload = reply.payloads[0] if reply.payloads else b""
         got = Reply([b"x" for _ in reply.payloads], reply.delay, reply.close, reply.partial)
@@ -611,15 +622,20 @@ async def served() -> AsyncIterator[Callable[..., Any]]:
     servers: list[SpdmServer] = []
 
     async def start(*specs: str) -> tuple[SpdmServer, Device, list[ExchangeEvent]]:
-        device = make_device(*specs)
+        device, engine = make_device(*specs)
         events: list[ExchangeEvent] = []
 
         def factory(number: int, peer: str) -> SpdmConnection:
             return SpdmConnection(
-                device, get_binding("doe"), number=number, peer=peer, observers=[events.append]
+                device,
+                get_binding("doe"),
+                number=number,
+                peer=peer,
+                observers=[events.append],
+                faults=engine,
             )
 
-        srv = SpdmServer(ServerConfig(host=LOOPBACK, port=0), get_binding("doe"), factory)
+        srv = SpdmServer(RunOptions(host=LOOPBACK, port=0), get_binding("doe"), factory)
         await srv.start()
         servers.append(srv)
         return srv, device, events
@@ -707,7 +723,7 @@ async def test_fault_events_name_connection_and_request() -> None:
         ErrorCode.Busy,
     )
     assert ev.faults == ("busy: error:Busy",)
-    assert h.device.faults.applied_total == 1
+    assert h.engine.applied_total == 1
 
 
 def test_no_rules_no_exchange() -> None:
@@ -740,9 +756,7 @@ def test_cli_fault_flags_reach_the_engine() -> None:
     import argparse
 
     from emulator import cli
-    from emulator.faults import cli as faults_cli
 
-    cli._load_extensions()
     parser = cli.build_parser()
     args = parser.parse_args(
         [
@@ -757,10 +771,7 @@ def test_cli_fault_flags_reach_the_engine() -> None:
     )
     assert isinstance(args, argparse.Namespace)
 
-    class Emu:
-        device = make_device()
-
-    faults_cli.apply(args, Emu)
-    engine = Emu.device.faults
+    _device, engine = make_device()
+    add_fault_options(engine, cli.run_options(args))
     assert [(r.id, r.origin) for r in engine.rules] == [("f1", "cli"), ("x", "cli")]
     assert engine.seed == 9

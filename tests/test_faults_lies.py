@@ -18,11 +18,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from emulator.app import build_fault_engine
 from emulator.codec.constants import ErrorCode, RequestCode
 from emulator.connection import ExchangeEvent, SpdmConnection
 from emulator.device.model import Device
 from emulator.device.random import SeededRandom
 from emulator.errors import RequesterError
+from emulator.faults.engine import FaultEngine
 from emulator.profiles import load_profile
 from emulator.requester import Requester, RequesterConfig, SpdmErrorReply
 from emulator.requester.identity import IdentityFlow, verify_challenge_signature
@@ -33,22 +35,28 @@ from emulator.transport import get_binding
 from tests.helpers import make_device
 
 
-def device(*specs: str, seed: int = 3) -> Device:
+def device(*specs: str, seed: int = 3) -> tuple[Device, FaultEngine]:
+    """A device and its fault engine (the profile's rules, then ``specs``)."""
     dev = make_device()
     dev.seed = seed
+    engine = build_fault_engine(dev.profile)
     for spec in specs:
-        dev.faults.add(spec)
-    return dev
+        engine.add(spec)
+    return dev, engine
 
 
 class Setup:
     """Device -> SpdmConnection (DOE) -> requester (+ identity flow with seeded nonces)."""
 
     def __init__(self, *specs: str, not_ready: bool = False, seed: int = 3) -> None:
-        self.device = device(*specs, seed=seed)
+        self.device, self.engine = device(*specs, seed=seed)
         self.events: list[ExchangeEvent] = []
         self.conn = SpdmConnection(
-            self.device, get_binding("doe"), number=1, observers=[self.events.append]
+            self.device,
+            get_binding("doe"),
+            number=1,
+            observers=[self.events.append],
+            faults=self.engine,
         )
         channel: Any = ConnectionChannel(self.conn)
         self.rif: RespondIfReadyChannel | None = None
@@ -131,7 +139,7 @@ async def test_signature_by_another_key() -> None:
     m1 = bytes(s.req.message_a) + bytes(s.flow.message_b) + request + response[:off]
     slot_key = s.device.identity.key_for(0, 0x80)
     assert slot_key is not None
-    other = s.device.faults.material.other_key(slot_key.key)
+    other = s.engine.material.other_key(slot_key.key)
     neg = s.req.neg
     assert verify_challenge_signature(
         neg.version, neg.base_asym, neg.base_hash, other.public_key(), m1, signature

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import argparse
 import random
 from collections.abc import Callable
 from typing import Any
@@ -20,11 +19,13 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from emulator.app import build_fault_engine
 from emulator.codec.constants import ResponseCode
 from emulator.codec.measurements import OPERATION_ALL
 from emulator.device.model import Device
 from emulator.errors import RequesterError
 from emulator.faults import hostile
+from emulator.faults.engine import FaultEngine
 from emulator.faults.hostile import (
     MutationContext,
     applicable,
@@ -313,9 +314,9 @@ def test_parse_mutate() -> None:
 
 
 def test_serve_flag() -> None:
-    from emulator.cli import SERVE_EXTENSIONS, build_parser
+    from emulator.app import add_fault_options
+    from emulator.cli import build_parser, run_options
 
-    assert (hostile.add_serve_arguments, hostile.apply_serve_arguments) in SERVE_EXTENSIONS
     args = build_parser().parse_args(["serve", "--mutate", "42:0.5"])
     assert args.mutate == "42:0.5"
     with pytest.raises(SystemExit):
@@ -328,21 +329,22 @@ def test_serve_flag() -> None:
         def add(self, spec: str, origin: str = "api") -> None:
             self.added.append((spec, origin))
 
-    class FakeEmulator:
-        def __init__(self) -> None:
-            self.device = argparse.Namespace(faults=FakeEngine())
-
-    emu = FakeEmulator()
-    hostile.apply_serve_arguments(args, emu)
-    assert emu.device.faults.added == [("id=mutate,do=mutate,seed=42,prob=0.5", "cli")]
+    engine = FakeEngine()
+    add_fault_options(engine, run_options(args))  # type: ignore[arg-type]
+    assert engine.added == [("id=mutate,do=mutate,seed=42,prob=0.5", "cli")]
 
 
 # ---- through the fault engine (do=mutate), as serve / profiles / MQTT set it up -----------------
 
 
 def _engine_device() -> Device:
-    """A device of its own (its own FaultEngine), sharing the fuzz profile's loaded identity."""
+    """A device of its own, sharing the fuzz profile's loaded identity."""
     return Device.from_profile(fuzz_device().profile)
+
+
+def _engine_of(device: Device) -> FaultEngine:
+    """The fault engine the app builds for ``device``'s profile."""
+    return build_fault_engine(device.profile)
 
 
 def run_engine(spec: str, version: int = 0x13) -> tuple[list[bytes], list[tuple[str, ...]]]:
@@ -353,7 +355,8 @@ def run_engine(spec: str, version: int = 0x13) -> tuple[list[bytes], list[tuple[
 
     doe = get_binding("doe")
     dev = _engine_device()
-    dev.faults.add(spec)
+    engine = _engine_of(dev)
+    engine.add(spec)
     events: list[ExchangeEvent] = []
     conn = SpdmConnection(
         dev,
@@ -361,6 +364,7 @@ def run_engine(spec: str, version: int = 0x13) -> tuple[list[bytes], list[tuple[
         rng=SeededRandom(FUZZ_SEED, "fuzz-conn"),  # as new_responder: same nonces
         clock=FakeClock(),
         observers=[events.append],
+        faults=engine,
     )
     responses = []
     for request in flow_requests(version):
@@ -425,15 +429,16 @@ def test_profile_faults_section_makes_the_rule() -> None:
 
 async def test_serve_mutate_against_the_requester() -> None:
     """``serve --mutate 1:1`` end to end over a socket: the requester notices the lies."""
-    from emulator.app import Emulator, EmulatorOptions
-    from emulator.cli import build_parser
+    from dataclasses import replace
+
+    from emulator.app import Emulator
+    from emulator.cli import build_parser, run_options
     from emulator.requester.transport import SocketClient
     from emulator.transport import get_binding
 
     args = build_parser().parse_args(["serve", "--mutate", "1:1"])
-    emu = Emulator(EmulatorOptions(profile=fuzz_device().profile, port=0))
-    hostile.apply_serve_arguments(args, emu)
-    (rule,) = emu.device.faults.rules
+    emu = Emulator(replace(run_options(args), profile=fuzz_device().profile, port=0))
+    (rule,) = emu.faults.rules
     assert (rule.id, rule.action.kind.value, rule.seed) == ("mutate", "mutate", 1)
     assert rule.origin == "cli" and rule.when.prob == 1.0
     async with (
@@ -451,11 +456,12 @@ def test_mqtt_faults_command_makes_the_rule() -> None:
     from emulator.control.commands import CommandProcessor
 
     dev = _engine_device()
-    processor = CommandProcessor(dev, dev.faults)
+    engine = _engine_of(dev)
+    processor = CommandProcessor(dev, engine)
     reply = processor.handle("faults", json.dumps({"op": "add", "spec": mutate_spec("4:0.5")}))
     assert reply["ok"], reply
     rule = {"do": "mutate", "seed": 5, "prob": 0.25, "id": "m2"}
     reply = processor.handle("faults", json.dumps({"op": "add", "rule": rule}))
     assert reply["ok"], reply
-    kinds = [(r.id, r.action.kind.value, r.seed) for r in dev.faults.rules]
+    kinds = [(r.id, r.action.kind.value, r.seed) for r in engine.rules]
     assert kinds == [("mutate", "mutate", 4), ("m2", "mutate", 5)]

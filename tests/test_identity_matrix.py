@@ -16,8 +16,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
-from emulator.app import Emulator, EmulatorOptions
+from emulator.app import Emulator
 from emulator.codec.constants import BaseAsymAlgo, BaseHashAlgo
+from emulator.options import RunOptions
 from emulator.requester import Requester, RequesterConfig
 from emulator.requester.identity import flow_for
 from emulator.requester.transport import SocketClient
@@ -82,7 +83,7 @@ def independent_verify(
 @pytest.mark.parametrize("transport", ["doe", "mctp"])
 @pytest.mark.parametrize("version", [0x11, 0x12, 0x13])
 async def test_every_algorithm_combination(transport: str, version: int) -> None:
-    emu = Emulator(EmulatorOptions(port=0, transport=transport))
+    emu = Emulator(RunOptions(port=0, transport=transport))
     await emu.start()
     done = []
     try:

@@ -10,10 +10,11 @@ import pytest
 from emulator.codec.constants import BaseAsymAlgo, BaseHashAlgo
 from emulator.connection import SpdmConnection
 from emulator.device.model import Device
+from emulator.options import RunOptions
 from emulator.requester import Requester, RequesterConfig
 from emulator.requester.identity import flow_for, verify_challenge_signature
 from emulator.requester.transport import SocketClient
-from emulator.server.server import ServerConfig, SpdmServer
+from emulator.server.server import SpdmServer
 from emulator.transport import get_binding
 from tests.helpers import make_device
 
@@ -35,7 +36,7 @@ async def serve(device: Device) -> AsyncIterator[Serve]:
     async def start(binding_name: str) -> int:
         binding = get_binding(binding_name)
         srv = SpdmServer(
-            ServerConfig(host="127.0.0.1", port=0),
+            RunOptions(host="127.0.0.1", port=0),
             binding,
             lambda number, peer: SpdmConnection(device, binding, number=number, peer=peer),
         )

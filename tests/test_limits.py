@@ -1,9 +1,9 @@
 """Resource limits, tested from the outside (real loopback sockets, the real Emulator) and,
 for memory, in-process with tracemalloc.
 
-Every limit has a safe default and is configurable (ServerConfig / EmulatorOptions /
-``serve`` flags).  No assertion depends on how fast the machine is: waits are bounded
-only so that a broken limit fails the test instead of hanging it.
+Every limit has a safe default and is configurable (RunOptions / ``serve`` flags).  No
+assertion depends on how fast the machine is: waits are bounded only so that a broken
+limit fails the test instead of hanging it.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from typing import Any
 
 import pytest
 
-from emulator.app import Emulator, EmulatorOptions
+from emulator.app import Emulator
 from emulator.cli import build_parser
 from emulator.codec.constants import RequestCode
 from emulator.connection import SpdmConnection
 from emulator.device.model import Device
+from emulator.options import DEFAULT_FRAME_TIMEOUT, RunOptions
 from emulator.profiles import Profile, load_profile
 from emulator.requester import LoopbackChannel, Requester, RequesterConfig
 from emulator.requester.transport import SocketClient
 from emulator.responder import Responder
 from emulator.server.platform import Frame, FrameDecoder, PlatformCommand, encode_frame
-from emulator.server.server import DEFAULT_FRAME_TIMEOUT, ServerConfig
 from emulator.transport import get_binding
 from tests.helpers import make_device
 
@@ -51,7 +51,7 @@ def profile() -> Profile:
 def serve(profile: Profile) -> Callable[..., Any]:
     @contextlib.asynccontextmanager
     async def run(**options: Any) -> AsyncIterator[Emulator]:
-        emu = Emulator(EmulatorOptions(profile=profile, host=LOOPBACK, port=0, **options))
+        emu = Emulator(RunOptions(profile=profile, host=LOOPBACK, port=0, **options))
         await emu.start()
         try:
             yield emu
@@ -94,12 +94,12 @@ async def vca_ok(port: int, transport: str = "doe") -> int:
 
 
 def test_safe_defaults() -> None:
-    cfg = ServerConfig()
+    cfg = RunOptions()
     assert cfg.max_payload == 0x1200  # QEMU's buffer
     assert cfg.max_connections == 1024
     assert cfg.frame_timeout == DEFAULT_FRAME_TIMEOUT == 30.0
     assert cfg.backlog >= cfg.max_connections
-    opts = EmulatorOptions()
+    opts = RunOptions()
     assert opts.frame_timeout == 30.0 and opts.max_connections == 1024
 
 
@@ -120,7 +120,7 @@ def test_serve_flags_reach_the_server_config(profile: Profile) -> None:
     assert (args.max_payload, args.max_connections) == (0x400, 7)
     assert (args.idle_timeout, args.frame_timeout) == (12.0, 2.5)
     emu = Emulator(
-        EmulatorOptions(
+        RunOptions(
             profile=profile,
             max_payload=args.max_payload,
             max_connections=args.max_connections,

@@ -20,9 +20,9 @@ import pytest
 
 from emulator.codec.constants import MeasurementHashAlgo
 from emulator.errors import ProfileError, TransportError
+from emulator.options import RunOptions
 from emulator.pytest_plugin import (
     PluginError,
-    ResponderSpec,
     SpdmResponder,
     SpdmResponderFactory,
 )
@@ -166,7 +166,7 @@ def test_marker_without_profile_keeps_the_default_profile(spdm_responder: SpdmRe
     [
         ("default", "doe"),
         ({"transport": "mctp", "seed": 3}, "mctp"),
-        (ResponderSpec(transport="none"), "none"),
+        (RunOptions(transport="none", port=0), "none"),
     ],
     indirect=["spdm_responder"],
 )

@@ -14,10 +14,11 @@ import pytest
 
 from emulator.connection import Reply
 from emulator.errors import RequesterError
+from emulator.options import RunOptions
 from emulator.requester.transport import CLIENT_HELLO, SocketClient
 from emulator.server import server as server_mod
 from emulator.server.platform import Frame, FrameDecoder, PlatformCommand, encode_frame
-from emulator.server.server import SERVER_HELLO, ServerConfig, SpdmServer, configure_socket
+from emulator.server.server import SERVER_HELLO, SpdmServer, configure_socket
 from emulator.transport import (
     CommandAnswer,
     Endpoint,
@@ -79,9 +80,7 @@ async def make_server() -> AsyncIterator[ServerMaker]:
 
     async def make(binding: str = "none", **config: Any) -> tuple[SpdmServer, Factory]:
         factory = Factory()
-        srv = SpdmServer(
-            ServerConfig(host=LOOPBACK, port=0, **config), get_binding(binding), factory
-        )
+        srv = SpdmServer(RunOptions(host=LOOPBACK, port=0, **config), get_binding(binding), factory)
         await srv.start()
         servers.append(srv)
         return srv, factory
@@ -204,7 +203,7 @@ async def test_doe_exchange_end_to_end(make_server: ServerMaker) -> None:
             version = bytes.fromhex("10 04 00 00 00 02 0010 0011")  # VERSION 1.0, 1.1
             return Reply([doe.encode(version)])
 
-    srv = SpdmServer(ServerConfig(host=LOOPBACK, port=0), doe, DoeConn)
+    srv = SpdmServer(RunOptions(host=LOOPBACK, port=0), doe, DoeConn)
     async with srv:
         peer = await RawPeer.open(srv.port)
         await peer.send(
@@ -234,7 +233,7 @@ async def test_client_exchange_mctp_secured_and_bad_reply(make_server: ServerMak
         conns.append(MctpConn(number, peer))
         return conns[-1]
 
-    srv = SpdmServer(ServerConfig(host=LOOPBACK, port=0), mctp, factory)
+    srv = SpdmServer(RunOptions(host=LOOPBACK, port=0), mctp, factory)
     async with srv, SocketClient(LOOPBACK, srv.port, mctp) as client:
         reply = await client.exchange(b"\x10\x84\x00\x00")
         assert (reply.message, reply.secured) == (b"\x00\x00\x84\x10", False)
@@ -419,7 +418,7 @@ async def test_factory_exception_survives(
             raise RuntimeError("factory bug")
         return FakeConn(number, peer)
 
-    srv = SpdmServer(ServerConfig(host=LOOPBACK, port=0), get_binding("none"), factory)
+    srv = SpdmServer(RunOptions(host=LOOPBACK, port=0), get_binding("none"), factory)
     async with srv:
         peer = await RawPeer.open(srv.port)
         assert await peer.read_to_eof() == b""
@@ -616,7 +615,7 @@ async def test_one_write_per_frame(
 
 async def test_stop_is_graceful() -> None:
     factory = Factory()
-    srv = SpdmServer(ServerConfig(host=LOOPBACK, port=0), get_binding("none"), factory)
+    srv = SpdmServer(RunOptions(host=LOOPBACK, port=0), get_binding("none"), factory)
     forever = asyncio.create_task(srv.serve_forever())
     await wait_until(lambda: srv._server is not None, "start")
     peers = [await RawPeer.open(srv.port) for _ in range(3)]
@@ -741,7 +740,7 @@ async def pull_server() -> AsyncIterator[tuple[SpdmServer, list[PullConn]]]:
         conns.append(PullConn(number, peer))
         return conns[-1]
 
-    srv = SpdmServer(ServerConfig(host=LOOPBACK, port=0), FakePullBinding(), factory)
+    srv = SpdmServer(RunOptions(host=LOOPBACK, port=0), FakePullBinding(), factory)
     async with srv:
         yield srv, conns
 
@@ -831,7 +830,7 @@ async def test_pull_binding_drives_a_real_connection() -> None:
     def factory(number: int, peer: str) -> SpdmConnection:
         return SpdmConnection(device, binding, number=number, peer=peer)
 
-    srv = SpdmServer(ServerConfig(host=LOOPBACK, port=0), binding, factory)
+    srv = SpdmServer(RunOptions(host=LOOPBACK, port=0), binding, factory)
     async with srv:
         peer = await RawPeer.open(srv.port)
         await peer.send_frame(IF_SEND, PULL_T, bytes.fromhex("10840000"))

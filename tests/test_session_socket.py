@@ -22,11 +22,12 @@ from emulator.codec.constants import (
 )
 from emulator.connection import SpdmConnection
 from emulator.device.model import Device
+from emulator.options import RunOptions
 from emulator.requester import Requester, RequesterConfig
 from emulator.requester.identity import flow_for
 from emulator.requester.session import load_identity, open_session, psk_exchange
 from emulator.requester.transport import SocketClient
-from emulator.server.server import ServerConfig, SpdmServer
+from emulator.server.server import SpdmServer
 from emulator.transport import get_binding
 from tests.test_session import FULL_FLAGS, HINT, PSK, ROOT, make_device, measurements_request
 
@@ -40,7 +41,7 @@ async def serve() -> AsyncIterator[Serve]:
     async def start(device: Device, binding_name: str) -> int:
         binding = get_binding(binding_name)
         srv = SpdmServer(
-            ServerConfig(host="127.0.0.1", port=0),
+            RunOptions(host="127.0.0.1", port=0),
             binding,
             lambda number, peer: SpdmConnection(device, binding, number=number, peer=peer),
         )

@@ -8,31 +8,29 @@ pcap bytes from the pcap-savefile layout and libspdm's ``industry_standard/pcap.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import shutil
 import struct
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from emulator import cli
-from emulator.app import Emulator, EmulatorOptions
+from emulator.app import Emulator
 from emulator.connection import ExchangeEvent, Reply, SpdmConnection
 from emulator.errors import CodecError, EmulatorError, TransportError
+from emulator.options import RunOptions
 from emulator.requester.transport import SocketClient
 from emulator.server.platform import PlatformCommand
 from emulator.trace import (
-    CLI_EXTENSION,
     LINKTYPE_MCTP,
     LINKTYPE_PCI_DOE,
     PcapRecorder,
     PcapWriter,
     Tracer,
-    add_arguments,
-    apply,
     attach_tracing,
     describe_message,
     link_type_for,
@@ -388,7 +386,7 @@ async def test_attach_tracing_captures_what_the_socket_carried(
     tmp_path: Path, transport: str
 ) -> None:
     trace, pcap = tmp_path / "t.log", tmp_path / "t.pcap"
-    emu = Emulator(EmulatorOptions(port=0, transport=transport))
+    emu = Emulator(RunOptions(port=0, transport=transport))
     cleanup = attach_tracing(emu, str(trace), str(pcap))
     if transport == "doe":  # hand-built data objects, lengths in DWORDs
         requests = [h("01000100 03000000") + GET_VERSION, h("01000100 07000000") + GET_CAPS_12]
@@ -426,21 +424,26 @@ async def test_attach_tracing_captures_what_the_socket_carried(
         "-> GET_CAPABILITIES 1.2 CTExponent=12 Flags=CERT_CAP|CHAL_CAP "
         "DataTransferSize=4608 MaxSPDMmsgSize=4608"
     )
-    assert emu.observers == [] and emu.options.on_connection == []
+    assert emu.observers == [] and emu.on_connection == []
 
 
-async def test_cli_extension_registers_and_applies(tmp_path: Path) -> None:
-    assert CLI_EXTENSION in cli.SERVE_EXTENSIONS
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--trace", "-", "--pcap", str(tmp_path / "x.pcap")])
-    emu = Emulator(EmulatorOptions(port=0, transport="doe"))
-    cleanup = apply(args, emu)
-    assert cleanup is not None and len(emu.observers) == 1
-    cleanup()
+async def test_serve_trace_flags_attach_to_the_emulator(tmp_path: Path) -> None:
+    """``serve --trace/--pcap`` (cli.py's flags) -> RunOptions -> the Emulator attaches
+    the tracer and the recorder while it runs, and detaches them when it stops."""
+    parser = cli.build_parser()
+    args = parser.parse_args(["serve", "--trace", "-", "--pcap", str(tmp_path / "x.pcap")])
+    emu = Emulator(replace(cli.run_options(args), port=0))
+    await emu.start()
+    try:
+        assert len(emu.observers) == 1
+    finally:
+        await emu.stop()
     assert (tmp_path / "x.pcap").read_bytes() == pcap_global_header(292)
-    assert apply(parser.parse_args([]), emu) is None
-    none_emu = Emulator(EmulatorOptions(port=0, transport="none"))
+    assert emu.observers == [] and emu.on_connection == []
+    plain = Emulator(replace(cli.run_options(parser.parse_args(["serve"])), port=0))
+    async with plain:
+        assert plain.observers == [] and plain.on_connection == []
+    none_emu = Emulator(RunOptions(port=0, transport="none"))
     with pytest.raises(TransportError, match="no pcap link type"):
         attach_tracing(none_emu, None, str(tmp_path / "n.pcap"))
     with pytest.raises(EmulatorError, match="trace: cannot open"):
@@ -457,7 +460,7 @@ def test_serve_help_lists_the_options() -> None:
         check=False,
     )
     if "--trace" not in result.stdout:
-        pytest.skip("emulator.trace is not in cli._load_extensions yet")
+        pytest.skip("serve has no --trace flag yet")
     assert "--pcap FILE" in result.stdout
 
 

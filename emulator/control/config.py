@@ -17,9 +17,12 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emulator.errors import EmulatorError
+
+if TYPE_CHECKING:
+    from emulator.options import RunOptions
 
 DEFAULT_MQTT_PORT = 1883
 DEFAULT_MQTTS_PORT = 8883
@@ -172,6 +175,33 @@ def control_config(
     if mqtt is not None:
         config = config.with_address(mqtt)
     return replace(config, **overrides) if overrides else config
+
+
+def run_control_config(profile: Any, options: RunOptions) -> ControlConfig | None:
+    """:func:`control_config` for a run: the profile's ``[mqtt]`` with the options'
+    ``mqtt*`` values (``serve --mqtt-*``) over it; None when MQTT is off.
+
+    Values left None keep the profile's; a CA or client certificate implies TLS, and
+    ``mqtt_insecure`` is TLS without checking the broker.  ControlConfigError
+    (``mqtt: ...``) names a bad value.
+    """
+    values = {
+        "username": options.mqtt_username,
+        "password": options.mqtt_password,
+        "ca_file": options.mqtt_ca,
+        "cert_file": options.mqtt_cert,
+        "key_file": options.mqtt_key,
+        "topic_prefix": options.mqtt_topic_prefix,
+    }
+    overrides: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
+    if options.mqtt_tls or "ca_file" in overrides or "cert_file" in overrides:
+        overrides["tls"] = True
+    if options.mqtt_insecure:
+        overrides["tls"] = overrides["tls_insecure"] = True
+    try:
+        return control_config(profile, options.mqtt, **overrides)
+    except (ControlConfigError, ValueError, TypeError) as exc:
+        raise ControlConfigError(f"mqtt: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The MQTT control plane: telemetry out, commands in (aiomqtt), never in the responder's way.
 
-Wiring (what ``serve --mqtt`` does)::
+Wiring (what :class:`emulator.app.Emulator` does for ``serve --mqtt``)::
 
-    plane = ControlPlane(emulator.device, emulator.device.faults, config,
+    plane = ControlPlane(emulator.device, emulator.faults, config,
                          connections=emulator.connections)
     emulator.observers.append(plane.observer)     # or SpdmConnection(observers=[...])
     await plane.start()

@@ -15,7 +15,6 @@ from emulator.codec.constants import ResponderCap, SpdmVersion
 from emulator.device.identity import Identity
 from emulator.device.measurements import MeasurementStore, measurement_store
 from emulator.device.random import RandomSource, SeededRandom, SystemRandom
-from emulator.faults.engine import FaultEngine
 from emulator.profiles import Profile, load_profile
 from emulator.session.settings import SessionSettings
 
@@ -62,8 +61,6 @@ class Device:
     identity: Identity = field(default_factory=Identity)
     #: secure-session settings (emulator.session.settings), from the profile's [sessions]
     sessions: SessionSettings = field(default_factory=SessionSettings)
-    #: fault rules (emulator.faults), shared by all connections; changed at run time by MQTT
-    faults: FaultEngine = field(default_factory=FaultEngine)
     #: PCIe IDE key state (IDE_KM, emulator.responder.vendor_defined.ide_km), from the profile's
     #: [ide_km]; on the device because IDE keys live in the port hardware that every
     #: connection shares (None: the device does not do IDE_KM)
@@ -87,7 +84,6 @@ class Device:
             measurements=measurement_store(profile),
             identity=_identity_of(profile),
             sessions=SessionSettings.from_profile(profile),
-            faults=FaultEngine(profile.fault_rules(), seed=profile.determinism.seed or 0),
             ide_km=_ide_km_of(profile),
         )
 

@@ -500,9 +500,9 @@ class FaultExchange:
 
 
 def attach(emulator: Any) -> FaultEngine:
-    """The fault engine of an :class:`emulator.app.Emulator` (its device's, which every
-    connection of the device consults); used by the pytest plugin."""
-    engine: FaultEngine = emulator.device.faults
+    """The fault engine of an :class:`emulator.app.Emulator` (the one every connection
+    of its device consults); used by the pytest plugin."""
+    engine: FaultEngine = emulator.faults
     return engine
 
 

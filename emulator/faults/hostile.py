@@ -26,7 +26,6 @@ bytes, a different CTExponent or a reserved byte set need not be.
 
 from __future__ import annotations
 
-import argparse
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -620,7 +619,7 @@ def mutate_exchange(
     return mutation(response, exchange_rng(seed, index), ctx)
 
 
-# ---- the command line: --mutate SEED[:RATE] -> a fault rule -------------------------------------
+# ---- --mutate SEED[:RATE] (emulator.cli) -> a fault rule -----------------------------------------
 
 
 def parse_mutate(text: str) -> tuple[int, float]:
@@ -648,40 +647,6 @@ def mutate_spec(text: str) -> str:
     seed, rate = parse_mutate(text)
     return f"id=mutate,do=mutate,seed={seed},prob={rate:g}"
 
-
-def _mutate_type(text: str) -> str:
-    try:
-        parse_mutate(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--mutate",
-        type=_mutate_type,
-        metavar="SEED[:RATE]",
-        help="hostile device: mutate a RATE share (default 0.1) of the responses with "
-        "seeded, structure-aware lies (same seed + same requests = same bytes); the "
-        "fault rule id=mutate,do=mutate,seed=SEED,prob=RATE",
-    )
-
-
-def apply_serve_arguments(args: argparse.Namespace, emulator: Any) -> None:
-    if getattr(args, "mutate", None):
-        emulator.device.faults.add(mutate_spec(args.mutate), origin="cli")
-
-
-def _register() -> None:
-    from emulator import cli
-
-    entry = (add_serve_arguments, apply_serve_arguments)
-    if entry not in cli.SERVE_EXTENSIONS:
-        cli.SERVE_EXTENSIONS.append(entry)
-
-
-_register()
 
 __all__ = [
     "OPERATORS",

@@ -46,9 +46,10 @@ from emulator.codec.constants import (
     code_name,
 )
 from emulator.errors import CodecError, RequesterError
-from emulator.requester.requester import Requester, SpdmErrorReply
+from emulator.requester.errors import SpdmErrorReply
 
 if TYPE_CHECKING:
+    from emulator.requester.requester import Requester
     from emulator.requester.session import RequesterSession
 
 #: sends one SPDM message and returns the response bytes as they came (ERROR included)

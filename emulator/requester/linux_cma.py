@@ -26,6 +26,7 @@ from emulator.codec.constants import (
     ResponderCap,
 )
 from emulator.errors import RequesterError
+from emulator.requester.errors import SpdmErrorReply
 from emulator.requester.identity import (
     CONTEXT_SIZE,
     NONCE_SIZE,
@@ -39,7 +40,7 @@ from emulator.requester.identity import (
     split_der,
     verify_challenge_signature,
 )
-from emulator.requester.requester import Channel, Requester, RequesterConfig, SpdmErrorReply
+from emulator.requester.requester import Channel, Requester, RequesterConfig
 
 __all__ = [
     "LINUX_DOE_TRANSPORT_SIZE",

@@ -18,7 +18,8 @@ from typing import Any
 from emulator.codec.constants import ErrorCode, RequestCode, ResponseCode, code_name
 from emulator.codec.messages import build_header
 from emulator.errors import RequesterError
-from emulator.requester.requester import Requester, SpdmErrorReply
+from emulator.requester.errors import SpdmErrorReply
+from emulator.requester.requester import Requester
 from emulator.transport.base import TransportMessage
 
 #: libspdm's LIBSPDM_MAX_RDT_EXPONENT

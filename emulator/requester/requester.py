@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import emulator.requester.chunking as chunking
 from emulator.codec.constants import (
     AeadSuite,
     AlgType,
     BaseAsymAlgo,
     BaseHashAlgo,
     DheGroup,
-    ErrorCode,
     KemAlgo,
     KeySchedule,
     MeasurementSpec,
@@ -43,6 +43,7 @@ from emulator.codec.messages import (
     get_capabilities_size,
 )
 from emulator.errors import CodecError, RequesterError
+from emulator.requester.errors import SpdmErrorReply
 from emulator.transport.base import TransportMessage
 
 if TYPE_CHECKING:
@@ -70,25 +71,6 @@ class LoopbackChannel:
         return TransportMessage(self.responder.handle(message))
 
 
-class SpdmErrorReply(RequesterError):
-    """The responder answered ERROR."""
-
-    def __init__(self, request_code: int, response: bytes) -> None:
-        self.request_code = request_code
-        self.response = response
-        self.code = response[2] if len(response) > 2 else -1
-        self.data = response[3] if len(response) > 3 else -1
-        try:
-            name = ErrorCode(self.code).name
-        except ValueError:
-            name = f"0x{self.code:02X}"
-        self.error_name = name
-        super().__init__(
-            f"{code_name(request_code)} answered ERROR {name} (data 0x{self.data:02X})"
-        )
-
-
-#: What the requester offers by default: everything (a test requester).
 ALL_ASYM = int(BaseAsymAlgo(0xDFF))
 ALL_HASH = int(BaseHashAlgo(0x3F))
 ALL_DHE = int(DheGroup(0x3F))
@@ -221,8 +203,6 @@ class Requester:
         With ``session_id``, the request goes inside that secured session (one opened by
         :mod:`emulator.requester.session` on this requester), and so does the answer.
         """
-        from emulator.requester import chunking  # (chunking imports this module)
-
         if session_id is not None:
             session = self.sessions.get(session_id)
             if session is None:
@@ -240,8 +220,6 @@ class Requester:
     async def send_large(self, request: bytes) -> bytes:
         """Send ``request`` by CHUNK_SEND (DSP0274 large request), whatever its size, and
         return the response to it (ERROR raises SpdmErrorReply)."""
-        from emulator.requester import chunking  # (chunking imports this module)
-
         response = await chunking.send_large(self, request)
         return self._received(request, response)
 

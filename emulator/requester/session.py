@@ -58,7 +58,8 @@ from emulator.codec.constants import (
     code_name,
 )
 from emulator.errors import RequesterError, TransportError
-from emulator.requester.requester import Requester, SpdmErrorReply
+from emulator.requester.errors import SpdmErrorReply
+from emulator.requester.requester import Requester
 from emulator.transport import get_binding
 from emulator.transport.base import TransportBinding, TransportMessage
 

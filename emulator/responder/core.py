@@ -29,10 +29,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import emulator.responder.certificates as certificates
+import emulator.responder.chunking as chunking
+import emulator.responder.measurements as measurements
 from emulator.codec.constants import ErrorCode, RequestCode, RequesterCap, ResponderCap, code_name
 from emulator.codec.messages import HEADER_SIZE, build_error
 from emulator.device.random import RandomSource
-from emulator.responder import certificates, chunking, measurements
 from emulator.responder.base import (
     ConnectionState,
     HandlerSpec,

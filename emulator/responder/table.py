@@ -11,22 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+import emulator.responder.algorithms as algorithms
+import emulator.responder.capabilities as capabilities
+import emulator.responder.certificates as certificates
+import emulator.responder.challenge as challenge
+import emulator.responder.chunking as chunking
+import emulator.responder.encapsulated as encapsulated
+import emulator.responder.key_exchange as key_exchange
+import emulator.responder.measurements as measurements
+import emulator.responder.psk as psk
+import emulator.responder.respond_if_ready as respond_if_ready
+import emulator.responder.session_control as session_control
+import emulator.responder.vendor_defined as vendor_defined
+import emulator.responder.version as version
 from emulator.codec.constants import RequestCode, RequesterCap, ResponderCap
-from emulator.responder import (
-    algorithms,
-    capabilities,
-    certificates,
-    challenge,
-    chunking,
-    encapsulated,
-    key_exchange,
-    measurements,
-    psk,
-    respond_if_ready,
-    session_control,
-    vendor_defined,
-    version,
-)
 from emulator.responder.base import HandlerSpec, SessionRule
 
 _OUT = SessionRule.OUTSIDE_ONLY

@@ -14,7 +14,6 @@ from emulator.server.server import (
     SERVER_HELLO,
     ConnectionFactory,
     ConnectionLike,
-    ServerConfig,
     SpdmServer,
 )
 
@@ -27,7 +26,6 @@ __all__ = [
     "Frame",
     "FrameDecoder",
     "PlatformCommand",
-    "ServerConfig",
     "SpdmServer",
     "encode_frame",
 ]

@@ -24,12 +24,13 @@ Differences from spdm-emu's ``spdm_responder_emu`` (deliberate):
 Socket tuning (PROTOCOL.md "Socket performance on loopback"): TCP_NODELAY on every
 accepted socket, one write per frame, TCP_QUICKACK re-armed after each read (Linux).
 
-Limits (:class:`ServerConfig`): ``max_payload`` (a larger frame closes the connection
-before any payload byte is stored), ``max_connections`` (more are accepted and closed at
-once), ``idle_timeout`` (nothing received), ``frame_timeout`` (a frame trickled in, or a
-reply the peer does not read, closes the connection), ``backlog`` (queued connection
-attempts).  Per connection the server holds at most one frame (``FrameDecoder``) and,
-through ``drain()``, a bounded amount of unsent reply.
+Limits (fields of :class:`~emulator.options.RunOptions`, their defaults there):
+``max_payload`` (a larger frame closes the connection before any payload byte is stored),
+``max_connections`` (more are accepted and closed at once), ``idle_timeout`` (nothing
+received), ``frame_timeout`` (a frame trickled in, or a reply the peer does not read,
+closes the connection), ``backlog`` (queued connection attempts).  Per connection the
+server holds at most one frame (``FrameDecoder``) and, through ``drain()``, a bounded
+amount of unsent reply.
 """
 
 from __future__ import annotations
@@ -39,13 +40,12 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from emulator.errors import FrameError
+from emulator.options import DEFAULT_FRAME_TIMEOUT, RunOptions
 from emulator.server.platform import (
-    DEFAULT_MAX_PAYLOAD,
     Frame,
     FrameDecoder,
     PlatformCommand,
@@ -61,11 +61,6 @@ logger = logging.getLogger("emulator.server")
 
 #: spdm-emu's responder answers TEST with ``sizeof("Server Hello!")``: the NUL is sent.
 SERVER_HELLO = b"Server Hello!\x00"
-DEFAULT_PORT = 2323
-#: seconds allowed to receive one whole frame once it started (and to send one reply)
-DEFAULT_FRAME_TIMEOUT = 30.0
-#: listen backlog: a burst of this many simultaneous connection attempts is queued
-DEFAULT_BACKLOG = 1024
 _READ_CHUNK = 64 * 1024
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
@@ -83,25 +78,6 @@ class ConnectionLike(Endpoint, Protocol):
 
 #: ``factory(conn_number, peer)`` -> a fresh endpoint for one TCP connection.
 ConnectionFactory = Callable[[int, str], ConnectionLike]
-
-
-@dataclass(slots=True)
-class ServerConfig:
-    """Listening address and limits of one :class:`SpdmServer`."""
-
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    #: largest accepted frame payload; QEMU's own buffer is 0x1200 bytes.
-    max_payload: int = DEFAULT_MAX_PAYLOAD
-    #: close a connection that sends nothing for this many seconds (None: never).
-    idle_timeout: float | None = None
-    #: connections served at once; more are accepted and closed at once.
-    max_connections: int = 1024
-    #: a frame must be complete this many seconds after its first byte arrived, and a reply
-    #: must be taken by the peer within it (slow senders / readers); None: no limit.
-    frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT
-    #: listen() backlog: connection attempts queued before the server accepts them.
-    backlog: int = DEFAULT_BACKLOG
 
 
 def configure_socket(sock: Any) -> None:
@@ -148,14 +124,14 @@ class SpdmServer:
 
     Usage::
 
-        async with SpdmServer(ServerConfig(port=0), get_binding("doe"), factory) as srv:
+        async with SpdmServer(RunOptions(port=0), get_binding("doe"), factory) as srv:
             print(srv.port)
             await srv.serve_forever()
     """
 
     def __init__(
         self,
-        config: ServerConfig,
+        config: RunOptions,
         binding: TransportBinding,
         connection_factory: ConnectionFactory,
     ) -> None:

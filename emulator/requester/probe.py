@@ -1,8 +1,8 @@
 """``spdm-emulator probe`` beyond VCA: authentication, measurements, Linux CMA mode.
 
-Registered as a probe extension of :mod:`emulator.cli`.  In the default mode the
-probe authenticates the device as libspdm's requester would (digests, slot 0's
-certificate chain, CHALLENGE with the signature verified) and reads the
+:func:`probe_device` is what :mod:`emulator.cli`'s ``probe`` runs after VCA.  In the
+default mode the probe authenticates the device as libspdm's requester would (digests,
+slot 0's certificate chain, CHALLENGE with the signature verified) and reads the
 measurements; ``--mode linux-cma`` runs the Linux PCI CMA requester's sequence
 instead, so kernel developers learn before booting a guest whether the kernel
 would accept the device.
@@ -10,47 +10,20 @@ would accept the device.
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from emulator.cli import PROBE_EXTENSIONS
 from emulator.codec.constants import MeasurementHashAlgo, ResponderCap
 from emulator.errors import EmulatorError, RequesterError
 
 #: The SAN the Linux CMA requester expects for QEMU's NVMe device.
 QEMU_NVME_SAN = "Vendor=1b36:Device=0010:CC=010802:REV=02:SSVID=1af4:SSID=1100"
+#: ``--mode`` choices: libspdm's requester sequence, or the Linux kernel's CMA one
+MODES = ("spdm", "linux-cma")
 
 
-def _add(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--mode",
-        choices=("spdm", "linux-cma"),
-        default="spdm",
-        help="spdm: VCA, digests, certificate, challenge, measurements, as libspdm's requester "
-        "(default); linux-cma: the Linux kernel's CMA authentication sequence and rules",
-    )
-    parser.add_argument(
-        "--root",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="trusted root certificate (DER or PEM), repeatable; linux-cma needs one "
-        "(as the guest's .cma keyring); spdm mode then also checks the chain reaches it",
-    )
-    parser.add_argument(
-        "--san",
-        default=QEMU_NVME_SAN,
-        metavar="TEXT",
-        help="linux-cma: the PCI CMA subjectAltName the kernel expects "
-        f"(default: QEMU NVMe, {QEMU_NVME_SAN})",
-    )
-    parser.add_argument(
-        "--no-auth", action="store_true", help="spdm mode: stop after VCA (no signatures)"
-    )
-
-
-def _read_roots(paths: list[str]) -> list[bytes]:
+def _read_roots(paths: Sequence[str]) -> list[bytes]:
     roots = []
     for name in paths:
         try:
@@ -60,22 +33,37 @@ def _read_roots(paths: list[str]) -> list[bytes]:
     return roots
 
 
-async def _run(args: argparse.Namespace, requester: Any, report: dict[str, Any]) -> None:
+async def probe_device(
+    requester: Any,
+    report: dict[str, Any],
+    *,
+    mode: str = "spdm",
+    root_files: Sequence[str] = (),
+    san: str | None = QEMU_NVME_SAN,
+    no_auth: bool = False,
+) -> None:
+    """Authenticate the device after VCA and add what it showed to ``report``.
+
+    ``mode`` ``spdm``: digests, slot certificate chain (checked against ``root_files``
+    when given), CHALLENGE and measurements as the device's capabilities allow (none of
+    them with ``no_auth``); ``linux-cma``: the Linux CMA sequence, trusting ``root_files``
+    and expecting ``san``.  Sets ``ok`` False and ``error`` in ``report`` on a failure.
+    """
     if not report.get("ok"):
         return
-    roots = _read_roots(args.root)
-    if args.mode == "linux-cma":
+    roots = _read_roots(root_files)
+    if mode == "linux-cma":
         from emulator.requester.linux_cma import authenticate_linux_cma
 
         if not roots:
             report.update(ok=False, error="--mode linux-cma needs --root (the trusted root)")
             return
-        result = await authenticate_linux_cma(requester.channel, roots, args.san or None)
+        result = await authenticate_linux_cma(requester.channel, roots, san or None)
         report["linux_cma"] = result.as_dict()
         if not result.ok:
             report.update(ok=False, error="; ".join(result.log[-1:]) or "rejected")
         return
-    if args.no_auth:
+    if no_auth:
         return
     flags = requester.neg.rsp_flags
     try:
@@ -111,6 +99,3 @@ async def _run(args: argparse.Namespace, requester: Any, report: dict[str, Any])
             }
     except EmulatorError as exc:
         report.update(ok=False, error=str(exc))
-
-
-PROBE_EXTENSIONS.append((_add, _run))
