@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--transport", choices=_transports(), default=_RUN.transport)
     probe.add_argument(
         "--spdm-version",
-        choices=("1.0", "1.1", "1.2", "1.3"),
+        choices=("1.0", "1.1", "1.2", "1.3", "1.4"),
         help="force this SPDM version (default: the highest common one)",
     )
     probe.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS")
@@ -384,7 +384,9 @@ async def _probe(args: argparse.Namespace) -> int:
         BaseAsymAlgo,
         BaseHashAlgo,
         DheGroup,
+        KemAlgo,
         MeasurementHashAlgo,
+        PqcAsymAlgo,
         ResponderCap,
         SpdmVersion,
     )
@@ -424,6 +426,11 @@ async def _probe(args: argparse.Namespace) -> int:
                 dhe=names(DheGroup, alg.struct_value(AlgType.DHE)),
                 aead=names(AeadSuite, alg.struct_value(AlgType.AEAD)),
             )
+            if neg.version >= 0x14:  # SPDM 1.4: the post-quantum selections
+                report.update(
+                    pqc_asym=names(PqcAsymAlgo, alg.pqc_asym_sel),
+                    kem=names(KemAlgo, alg.struct_value(AlgType.KEM)),
+                )
             await probe_device(
                 requester,
                 report,
