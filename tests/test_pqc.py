@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem
 
 from emulator.codec.constants import (
@@ -674,3 +675,89 @@ async def test_hostile_knows_ml_dsa_and_ml_kem_sizes(device: Device) -> None:
     assert fields["Signature"].size == 3309
     assert fields["Signature"].offset == len(ke_rsp) - 48 - 3309
     await s.end_session()
+
+
+# --- the other 1.4 layouts: PSK_FINISH, CHUNK_SEND -----------------------------------------
+
+
+async def test_psk_session_14_opaque_fields(device: Device) -> None:
+    """PSK_EXCHANGE + PSK_FINISH at 1.4: both finish messages carry OpaqueDataLength."""
+    from emulator.requester.session import psk_exchange
+
+    req, _conn, _ = await connect(device, "mctp")
+    s = await psk_exchange(req, psk=b"TestPskData\x00", hint=b"TestPskHint\x00", binding="mctp")
+    assert s.established
+    q, a = next((q, a) for q, a in s.log if q[1] == RequestCode.PSK_FINISH)
+    assert q[:6] == bytes((0x14, 0xE7, 0, 0, 0, 0)) and len(q) == 6 + 48
+    assert a == bytes((0x14, 0x67, 0, 0, 0, 0))
+    # a 1.3-sized PSK_FINISH (no OpaqueDataLength) is refused in a 1.4 session
+    await s.end_session()
+
+
+async def test_chunk_send_14_layout(device: Device) -> None:
+    """A large request by CHUNK_SEND at 1.4: ChunkSeqNo u32 (no Reserved), CHUNK_SEND_ACK
+    header of 8 bytes; the KEY_EXCHANGE it carries is answered as if sent whole."""
+    req, _conn, channel = await connect(device, "doe")
+    private = mlkem.MLKEM768PrivateKey.generate()
+    opaque = opaque_supported_versions(0x14, (0x1000, 0x1100, 0x1200))
+    request = (
+        bytes((0x14, RequestCode.KEY_EXCHANGE, 0, 0))
+        + struct.pack("<HBB", 0x5151, 0, 0)
+        + os.urandom(32)
+        + private.public_key().public_bytes_raw()
+        + struct.pack("<H", len(opaque))
+        + opaque
+    )
+    rsp = await req.send_large(request)
+    assert rsp[:2] == bytes((0x14, ResponseCode.KEY_EXCHANGE_RSP))
+    sends = [(q, a) for q, a in channel.plain if q[1] == RequestCode.CHUNK_SEND]
+    assert len(sends) == 2
+    (q0, a0), (q1, a1) = sends
+    # chunk 0: header, ChunkSeqNo 0 (u32), ChunkSize, LargeMessageSize, chunk
+    assert q0[:4] == bytes((0x14, 0x85, 0, q0[3])) and q0[4:8] == bytes(4)
+    size0 = struct.unpack_from("<I", q0, 8)[0]
+    assert struct.unpack_from("<I", q0, 12)[0] == len(request)
+    assert q0[16 : 16 + size0] == request[:size0]
+    assert a0[:8] == bytes((0x14, 0x05, 0, q0[3])) + struct.pack("<I", 0)
+    assert q1[:8] == bytes((0x14, 0x85, 1, q0[3])) + struct.pack("<I", 1)  # LastChunk
+    assert a1[:8] == bytes((0x14, 0x05, 0, q0[3])) + struct.pack("<I", 1)
+    # ResponseToLargeRequest follows the 8-byte ACK header (here ERROR(LargeResponse):
+    # the KEY_EXCHANGE_RSP itself is over DataTransferSize and went by CHUNK_GET)
+    assert a1[8:10] in (bytes((0x14, 0x7F)), bytes((0x14, 0x64)))
+
+
+# --- faults: lies with ML-DSA keys and chains -------------------------------------------------
+
+
+async def test_lies_with_ml_dsa_keys_and_chains() -> None:
+    """lie:other_key signs with another ML-DSA-65 key (the requester rejects the signature);
+    lie:untrusted_chain re-issues the ML-DSA chain under other ML-DSA CAs (the requester
+    rejects the root), both with seeded, reproducible substitutes."""
+    from emulator.app import build_fault_engine
+    from emulator.errors import RequesterError
+
+    for spec, words in (
+        ("on=CHALLENGE,do=lie:other_key", "signature"),
+        ("on=GET_CERTIFICATE,do=lie:untrusted_chain", "does not chain to a trusted root"),
+    ):
+        dev = helpers.make_device("pqc")
+        engine = build_fault_engine(dev.profile)
+        engine.add(spec)
+        conn = SpdmConnection(dev, get_binding("doe"), faults=engine)
+        req = Requester(ConnectionChannel(conn), config())
+        await req.vca()
+        roots = [(PQC_CERTS / "ml-dsa-65" / "slot0" / "root.der").read_bytes()]
+        flow = IdentityFlow(req, trusted_roots=roots)
+        with pytest.raises(RequesterError, match=words):
+            await flow.get_certificate(0)
+            await flow.challenge(0)
+    # the lying chain is itself well formed: every ML-DSA signature verifies, only its
+    # root is another one
+    held = await IdentityFlow(req).get_certificate(0)
+    assert held.certs[0].public_bytes(serialization.Encoding.DER) != roots[0]
+    assert isinstance(held.leaf_key, mldsa.MLDSA65PublicKey)
+    material = engine.material
+    key = mldsa.MLDSA65PrivateKey.generate()
+    other = material.other_key(key)
+    assert isinstance(other, mldsa.MLDSA65PrivateKey)
+    assert other.public_key() != key.public_key() and material.other_key(key) is other
