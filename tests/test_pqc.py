@@ -690,8 +690,37 @@ async def test_psk_session_14_opaque_fields(device: Device) -> None:
     q, a = next((q, a) for q, a in s.log if q[1] == RequestCode.PSK_FINISH)
     assert q[:6] == bytes((0x14, 0xE7, 0, 0, 0, 0)) and len(q) == 6 + 48
     assert a == bytes((0x14, 0x67, 0, 0, 0, 0))
-    # a 1.3-sized PSK_FINISH (no OpaqueDataLength) is refused in a 1.4 session
     await s.end_session()
+
+
+def test_finish_opaque_field_codec() -> None:
+    """1.4 FINISH-family OpaqueDataLength: read after the header, at most 1024 bytes;
+    nothing of it below 1.4."""
+    from emulator.codec.session import build_finish_rsp, read_opaque_field
+    from emulator.errors import CodecError
+
+    assert read_opaque_field(bytes((0x14, 0xE5, 0, 0, 3, 0)) + b"abc" + bytes(48), "FINISH") == (
+        9,
+        b"abc",
+    )
+    assert read_opaque_field(bytes((0x13, 0xE5, 0, 0)) + bytes(48), "FINISH") == (4, b"")
+    with pytest.raises(CodecError, match="OpaqueDataLength 1025 is over 1024"):
+        read_opaque_field(bytes((0x14, 0xE5, 0, 0, 0x01, 0x04)) + bytes(1100), "FINISH")
+    with pytest.raises(CodecError, match="FINISH OpaqueDataLength"):
+        read_opaque_field(bytes((0x14, 0xE5, 0, 0, 0x01)), "FINISH")
+    assert build_finish_rsp(0x14, b"V") == bytes((0x14, 0x65, 0, 0, 0, 0)) + b"V"
+    assert build_finish_rsp(0x13, b"V") == bytes((0x13, 0x65, 0, 0)) + b"V"
+
+
+def test_slot_management_is_unsupported(device: Device) -> None:
+    """SLOT_MANAGEMENT (1.4, 0x88) is not implemented (libspdm has no responder for it
+    either): ERROR(UnsupportedRequest) naming the request code, the connection intact."""
+    r = Responder(device)
+    vca_to_caps(r)
+    r.handle(neg14())
+    rsp = r.handle(bytes((0x14, 0x88, 0, 0)))
+    assert rsp == bytes((0x14, 0x7F, ErrorCode.UnsupportedRequest, 0x88))
+    assert r.handle(bytes((0x14, 0x81, 0, 0)))[1] == ResponseCode.DIGESTS
 
 
 async def test_chunk_send_14_layout(device: Device) -> None:
