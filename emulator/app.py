@@ -211,6 +211,8 @@ class Emulator:
                     "base_hash": r.algorithms.base_hash,
                     "dhe": r.algorithms.dhe,
                     "aead": r.algorithms.aead,
+                    "pqc_asym": r.algorithms.pqc_asym,
+                    "kem": r.algorithms.kem,
                 }
             )
         return {

@@ -790,3 +790,14 @@ async def test_lies_with_ml_dsa_keys_and_chains() -> None:
     other = material.other_key(key)
     assert isinstance(other, mldsa.MLDSA65PrivateKey)
     assert other.public_key() != key.public_key() and material.other_key(key) is other
+
+
+async def test_telemetry_names_pqc_selections(device: Device) -> None:
+    from emulator.control.telemetry import connection_state
+
+    req, conn, _ = await connect(device, "doe")
+    algorithms = connection_state(1, conn)["algorithms"]
+    assert algorithms["pqc_asym"] == "ML_DSA_65" and algorithms["kem"] == "ML_KEM_768"
+    assert algorithms["base_asym"] is None and algorithms["dhe"] is None
+    classic = await connect(helpers.make_device(), "doe", pqc_asym=0, kem=0)
+    assert "pqc_asym" not in connection_state(2, classic[1])["algorithms"]
