@@ -795,9 +795,54 @@ async def test_lies_with_ml_dsa_keys_and_chains() -> None:
 async def test_telemetry_names_pqc_selections(device: Device) -> None:
     from emulator.control.telemetry import connection_state
 
-    req, conn, _ = await connect(device, "doe")
+    _req, conn, _ = await connect(device, "doe")
     algorithms = connection_state(1, conn)["algorithms"]
     assert algorithms["pqc_asym"] == "ML_DSA_65" and algorithms["kem"] == "ML_KEM_768"
     assert algorithms["base_asym"] is None and algorithms["dhe"] is None
     classic = await connect(helpers.make_device(), "doe", pqc_asym=0, kem=0)
     assert "pqc_asym" not in connection_state(2, classic[1])["algorithms"]
+
+
+async def test_large_cert_chain_get_certificate(device: Device) -> None:
+    """SPDM 1.4 LargeCertChain: GET_CERTIFICATE Param1 bit 7 + u32 LargeOffset/LargeLength;
+    CERTIFICATE Param1 bit 7, u16 lengths 0, u32 LargePortionLength/LargeRemainderLength."""
+    req, _conn, _channel = await connect(device, "doe", pqc_asym=int(PqcAsymAlgo.ML_DSA_87))
+    roots = [(PQC_CERTS / "ml-dsa-87-alias" / "slot0" / "root.der").read_bytes()]
+    flow = IdentityFlow(req, trusted_roots=roots)
+    held = await flow.get_certificate(1, portion=20000, large=True)
+    total = 30469 + 4 + 48
+    assert held.portions == 2 and len(held.chain) == total
+    asked = [q for q, a in req.log if q[1] == RequestCode.GET_CERTIFICATE]
+    assert asked[0] == bytes((0x14, 0x82, 0x81, 0, 0, 0, 0, 0)) + struct.pack("<II", 0, 20000)
+    assert asked[1] == bytes((0x14, 0x82, 0x81, 0, 0, 0, 0, 0)) + struct.pack(
+        "<II", 20000, total - 20000
+    )
+    answers = [a for q, a in req.log if q[1] == RequestCode.GET_CERTIFICATE]
+    assert answers[0][:16] == bytes((0x14, 0x02, 0x81, 0, 0, 0, 0, 0)) + struct.pack(
+        "<II", 20000, total - 20000
+    )
+    assert answers[1][:16] == bytes((0x14, 0x02, 0x81, 0, 0, 0, 0, 0)) + struct.pack(
+        "<II", total - 20000, 0
+    )
+    # transcript B holds the 16-byte requests: CHALLENGE's M1 signature still verifies
+    result = await flow.challenge(1)
+    assert len(result.signature) == 4627
+    # without LARGE_RESP_CAP the request is not supported
+    data = helpers.profile_data("pqc")
+    caps = [c for c in data["spdm"]["capabilities"] if c != "LARGE_RESP_CAP"]
+    plain = helpers.make_device("pqc", spdm={**data["spdm"], "capabilities": caps})
+    r = Responder(plain)
+    vca_to_caps(r)
+    r.handle(neg14())
+    rsp = r.handle(bytes((0x14, 0x82, 0x80, 0, 0, 0, 0, 0)) + struct.pack("<II", 0, 100))
+    assert rsp == bytes((0x14, 0x7F, ErrorCode.UnsupportedRequest, 0x82))
+    # below 1.4 bit 7 is reserved: the slot is bits 3:0, the request the 8-byte form
+    r13 = Responder(device)
+    vca_to_caps(r13, 0x13)
+    req13 = bytearray(neg14(kem=None, req_pqc=None))
+    req13[0] = 0x13
+    r13.handle(bytes(req13))
+    rsp = r13.handle(bytes((0x13, 0x82, 0x80, 0)) + struct.pack("<HH", 0, 100))
+    certs = split_der_chain((ROOT / "certs" / "ecdsa-p384" / "slot0" / "chain.der").read_bytes())
+    ecdsa_chain = 4 + 48 + sum(len(c) for c in certs)
+    assert rsp[:8] == bytes((0x13, 0x02, 0x00, 0)) + struct.pack("<HH", 100, ecdsa_chain - 100)

@@ -196,6 +196,16 @@ def response_fields(response: bytes, ctx: MutationContext) -> list[Field]:
         fields.append(Field("ProvisionedSlotMask", 3, 1, "count"))
         n = bin(response[3]).count("1")
         fields += [Field(f"Digest[{i}]", 4 + i * h, h, "hash") for i in range(n)]
+    elif code == ResponseCode.CERTIFICATE and response[0] >= 0x14 and response[2] & 0x80:
+        # SPDM 1.4 LargeCertChain: u32 LargePortionLength / LargeRemainderLength at 8 / 12
+        fields.append(Field("LargePortionLength", 8, 4, "length"))
+        fields.append(Field("LargeRemainderLength", 12, 4, "length", strict=False))
+        portion = _u(response, 8, 4)
+        offset = _u(req, 8, 4) if len(req) >= 16 else -1
+        if offset == 0 and h:
+            fields.append(Field("CertChain.Length", 16, 2, "length"))
+            fields.append(Field("CertChain.RootHash", 20, h, "hash"))
+        fields.append(Field("CertChain", 16, min(portion, len(response) - 16), "der"))
     elif code == ResponseCode.CERTIFICATE:
         fields.append(Field("PortionLength", 4, 2, "length"))
         fields.append(Field("RemainderLength", 6, 2, "length", strict=False))

@@ -195,6 +195,8 @@ def length_field(response: bytes, request: bytes, r: Any) -> tuple[int, int, str
         field = (5, 1, "VersionNumberEntryCount")
     elif code == ResponseCode.ALGORITHMS:
         field = (4, 2, "Length")
+    elif code == ResponseCode.CERTIFICATE and response[0] >= 0x14 and response[2] & 0x80:
+        field = (8, 4, "LargePortionLength")  # SPDM 1.4 LargeCertChain
     elif code == ResponseCode.CERTIFICATE:
         field = (4, 2, "PortionLength")
     elif code == ResponseCode.MEASUREMENTS:

@@ -551,9 +551,17 @@ class IdentityFlow:
     # -- GET_CERTIFICATE
 
     async def get_certificate(
-        self, slot: int = 0, *, portion: int | None = None, verify: bool = True
+        self,
+        slot: int = 0,
+        *,
+        portion: int | None = None,
+        verify: bool = True,
+        large: bool = False,
     ) -> SlotChain:
-        """Read slot ``slot`` in portions, check RemainderLength consistency, verify the chain."""
+        """Read slot ``slot`` in portions, check RemainderLength consistency, verify the chain.
+
+        ``large``: SPDM 1.4 LargeCertChain requests (u32 LargeOffset/LargeLength; the
+        responder must have advertised LARGE_RESP_CAP)."""
         self._sync()
         version, asym, base_hash = self._neg
         want_max = portion or self.portion
@@ -564,28 +572,44 @@ class IdentityFlow:
         info = 0
         while True:
             want = want_max if total is None else min(want_max, total - offset)
-            request = bytes((version, RequestCode.GET_CERTIFICATE, slot, 0)) + (
-                offset.to_bytes(2, "little") + want.to_bytes(2, "little")
-            )
+            if large:
+                if version < 0x14:
+                    raise RequesterError("LargeCertChain exists from SPDM 1.4 only")
+                request = bytes((version, RequestCode.GET_CERTIFICATE, slot | 0x80, 0))
+                request += bytes(4) + offset.to_bytes(4, "little") + want.to_bytes(4, "little")
+            else:
+                request = bytes((version, RequestCode.GET_CERTIFICATE, slot, 0)) + (
+                    offset.to_bytes(2, "little") + want.to_bytes(2, "little")
+                )
             response = await self._send(request)
             self.req.expect(response, ResponseCode.CERTIFICATE)
-            if len(response) < 8:
-                raise RequesterError(f"CERTIFICATE: {len(response)} bytes, need 8")
-            plen = int.from_bytes(response[4:6], "little")
-            rem = int.from_bytes(response[6:8], "little")
+            head = 16 if large else 8
+            if len(response) < head:
+                raise RequesterError(f"CERTIFICATE: {len(response)} bytes, need {head}")
+            if large:
+                if not response[2] & 0x80 or response[4:8] != bytes(4):
+                    raise RequesterError(
+                        "CERTIFICATE: LargeCertChain response without Param1 bit 7 / with "
+                        "non-zero 16-bit lengths"
+                    )
+                plen = int.from_bytes(response[8:12], "little")
+                rem = int.from_bytes(response[12:16], "little")
+            else:
+                plen = int.from_bytes(response[4:6], "little")
+                rem = int.from_bytes(response[6:8], "little")
             if (response[2] & 0x0F) != slot:
                 raise RequesterError(
                     f"CERTIFICATE: SlotID {response[2] & 0x0F}, requested slot {slot}"
                 )
             if plen > want:
                 raise RequesterError(f"CERTIFICATE: PortionLength {plen} > requested Length {want}")
-            if len(response) < 8 + plen:
+            if len(response) < head + plen:
                 raise RequesterError(
-                    f"CERTIFICATE: {len(response)} bytes, PortionLength {plen} needs {8 + plen}"
+                    f"CERTIFICATE: {len(response)} bytes, PortionLength {plen} needs {head + plen}"
                 )
             if total is None:
                 total = offset + plen + rem
-                if total > 0xFFFF:
+                if total > 0xFFFF and not large:
                     raise RequesterError(f"CERTIFICATE: chain of {total} bytes exceeds 0xFFFF")
             elif offset + plen + rem != total:
                 raise RequesterError(
@@ -595,8 +619,8 @@ class IdentityFlow:
             if plen == 0 and rem:
                 raise RequesterError(f"CERTIFICATE: PortionLength 0 with RemainderLength {rem}")
             info = response[3] if self.multi_key else 0
-            self.message_b += request + response[: 8 + plen]
-            data += response[8 : 8 + plen]
+            self.message_b += request + response[: head + plen]
+            data += response[head : head + plen]
             offset += plen
             portions += 1
             if rem == 0:
