@@ -846,3 +846,39 @@ async def test_large_cert_chain_get_certificate(device: Device) -> None:
     certs = split_der_chain((ROOT / "certs" / "ecdsa-p384" / "slot0" / "chain.der").read_bytes())
     ecdsa_chain = 4 + 48 + sum(len(c) for c in certs)
     assert rsp[:8] == bytes((0x13, 0x02, 0x00, 0)) + struct.pack("<HH", 100, ecdsa_chain - 100)
+
+
+@pytest.mark.parametrize("binding", ["doe", "mctp"])
+async def test_14_pqc_session_over_real_sockets(device: Device, binding: str) -> None:
+    """The same 1.4 ML-DSA-65 + ML-KEM-768 handshake through SpdmServer on a loopback socket
+    (platform-socket frames, DOE / MCTP framing, chunked KEY_EXCHANGE_RSP) to END_SESSION."""
+    from emulator.options import RunOptions
+    from emulator.requester.transport import SocketClient
+    from emulator.server.server import SpdmServer
+
+    b = get_binding(binding)
+    srv = SpdmServer(
+        RunOptions(host="127.0.0.1", port=0),
+        b,
+        lambda number, peer: SpdmConnection(device, b, number=number, peer=peer),
+    )
+    await srv.start()
+    try:
+        async with SocketClient("127.0.0.1", srv.port, b, timeout=20) as client:
+            req = Requester(client, config())
+            await req.vca()
+            assert req.version == 0x14 and req.neg.kem == KemAlgo.ML_KEM_768
+            flow = IdentityFlow(
+                req, trusted_roots=[(PQC_CERTS / "ml-dsa-65" / "slot0" / "root.der").read_bytes()]
+            )
+            held = await flow.get_certificate(0, portion=0xFFFF)  # 17 KiB: one CERTIFICATE
+            s = await open_session(
+                req, peer_chain=held.chain, binding=binding, measurement_summary=0xFF
+            )
+            assert s.established and len(s.measurement_summary_hash) == 48
+            ke_rsp = next(a for q, a in req.log if q[1] == RequestCode.KEY_EXCHANGE)
+            assert len(ke_rsp) > 0x11C0  # ML-DSA-65 + ML-KEM-768 + summary: chunked
+            await s.heartbeat()
+            await s.end_session()
+    finally:
+        await srv.stop()
