@@ -882,3 +882,24 @@ async def test_14_pqc_session_over_real_sockets(device: Device, binding: str) ->
             await s.end_session()
     finally:
         await srv.stop()
+
+
+async def test_vendor_defined_large_payload_14() -> None:
+    """SPDM 1.4 VENDOR_DEFINED LargeReq/LargeResp (Param1 bit 7): PayloadLength 0, then a
+    u32 LargePayloadLength; needs LARGE_RESP_CAP on both sides."""
+    entry = {"standard_id": 3, "vendor_id": "0100", "request_prefix": "aa", "response": "bbcc"}
+    dev = helpers.make_device("pqc", vendor_defined=[entry])
+    request = bytes.fromhex("14fe8000 030002 0100 0000") + struct.pack("<I", 2) + b"\xaa\x01"
+    req, _conn, _ = await connect(dev, "doe", flags=FLAGS | int(RequesterCap.LARGE_RESP_CAP))
+    rsp = await req.send(request)
+    assert (
+        rsp[:17] == bytes.fromhex("147e8000 030002 0100 0000") + struct.pack("<I", 2) + b"\xbb\xcc"
+    )
+    # the same request from a requester without LARGE_RESP_CAP: InvalidRequest
+    req2, conn2, _ = await connect(dev, "doe")
+    rsp = conn2.responder.handle(request)
+    assert rsp == bytes((0x14, 0x7F, ErrorCode.InvalidRequest, 0))
+    assert "LARGE_RESP_CAP" in conn2.responder.last_error
+    # the normal form still works at 1.4
+    rsp = await req2.send(bytes.fromhex("14fe0000 030002 0100 0200 aa01"))
+    assert rsp[:13] == bytes.fromhex("147e0000 030002 0100 0200 bbcc")
