@@ -88,6 +88,17 @@ def _host_port(text: str) -> tuple[str, int]:
     return host or _RUN.host, _port(port)
 
 
+def _function_id(text: str) -> int:
+    """``--tdisp FUNCTION_ID``: a Requester ID (bus << 8 | device << 3 | function)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"function ID {text!r} is not a number") from None
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"function ID 0x{value:X} is not a 16-bit Requester ID")
+    return value
+
+
 def _fault_rule(text: str) -> FaultRule:
     """``--fault SPEC``: the parsed rule (origin ``cli``), or an error naming the key."""
     from emulator.faults.model import FaultSpecError
@@ -143,12 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument(
         "address",
         nargs="?",
-        default="127.0.0.1:2323",
+        default=None,
         type=_host_port,
         metavar="HOST:PORT",
-        help="device address (default 127.0.0.1:2323)",
+        help="device address (default 127.0.0.1:2323; 127.0.0.1:4194 with --transport tcp)",
     )
     probe.add_argument("--transport", choices=_transports(), default=_RUN.transport)
+    probe.add_argument(
+        "--platform-frames",
+        action="store_true",
+        help="tcp: DSP0287 messages inside platform-socket frames, as spdm-emu's --trans TCP "
+        "(default: DSP0287 on the stream)",
+    )
     probe.add_argument(
         "--spdm-version",
         choices=("1.0", "1.1", "1.2", "1.3", "1.4"),
@@ -158,6 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--json", action="store_true", help="print a JSON report")
     probe.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     add_probe_auth_arguments(probe)
+    # ---- TDISP (emulator.requester.tdisp): lock, report, start, stop one TDI ------------
+    probe.add_argument(
+        "--tdisp",
+        nargs="?",
+        const=0xBEEF,
+        type=_function_id,
+        metavar="FUNCTION_ID",
+        help="then drive TDISP in a secure session: program IDE keys for stream 0, lock "
+        "the TDI, read its report, start it with the lock's nonce, stop it "
+        "(FUNCTION_ID: the Requester ID of the TDI, default 0xBEEF)",
+    )
 
     profiles = sub.add_parser("profiles", help="list, show or check device profiles")
     psub = profiles.add_subparsers(
@@ -196,7 +224,12 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         f"(default: {_RUN.profile}; see 'spdm-emulator profiles list')",
     )
     option("--host", help="address to listen on")
-    option("--port", type=_port, help=f"TCP port (default {_RUN.port})")
+    option(
+        "--port",
+        type=_port,
+        help=f"TCP port (default {_RUN.port}; the binding's own for tcp: DSP0287's 4194)",
+    )
+    serve.set_defaults(port=None)  # run_options: the binding's default port
     option(
         "--transport",
         choices=_transports(),
@@ -287,8 +320,16 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         "--pcap",
         metavar="FILE",
         help="capture the transport messages in pcap format for DMTF spdm_dump / tshark "
-        "(link type 292 PCI DOE, 291 MCTP); '{conn}' in FILE makes one file per connection",
+        "(link type 292 PCI DOE, 291 MCTP; 147 storage, 148 TCP: tcpdump's private range); "
+        "'{conn}' in FILE makes one file per connection",
     )
+
+
+def _default_port(transport: str) -> int:
+    """The port of a binding when none is given (2323; tcp: DSP0287's 4194)."""
+    from emulator.transport import get_binding
+
+    return get_binding(transport).default_port
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -300,6 +341,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         f.name: getattr(args, f.name) for f in fields(RunOptions) if hasattr(args, f.name)
     }
     values["faults"] = tuple(values.get("faults", ()))
+    if values.get("port") is None:  # no --port: the transport binding's default port
+        values["port"] = _default_port(values.get("transport", _RUN.transport))
     values["mqtt_password"] = values.get("mqtt_password") or os.environ.get(PASSWORD_ENV)
     return RunOptions(**values)
 
@@ -346,12 +389,13 @@ def _setup_logging(level: str) -> None:
 async def _serve(args: argparse.Namespace) -> int:
     from emulator.app import Emulator
 
+    options = run_options(args)
     try:
-        emulator = Emulator(run_options(args))
+        emulator = Emulator(options)
         await emulator.start()
     except OSError as exc:
         print(
-            f"spdm-emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            f"spdm-emulator: cannot listen on {options.host}:{options.port}: {exc.strerror or exc}",
             file=sys.stderr,
         )
         return 1
@@ -365,7 +409,7 @@ async def _serve(args: argparse.Namespace) -> int:
         f"spdm-emulator {__version__}: device '{dev.name}' "
         f"(SPDM {', '.join(v.text for v in dev.versions)}) listening on "
         f"{args.host}:{emulator.port}, transport {args.transport}\n"
-        f"  QEMU: -device nvme,drive=...,serial=...,spdm_port={emulator.port}\n"
+        f"  {emulator.binding.client_hint.format(port=emulator.port)}\n"
         f"  Stop with Ctrl-C.",
         flush=True,
     )
@@ -392,17 +436,18 @@ async def _probe(args: argparse.Namespace) -> int:
     )
     from emulator.requester import Requester, RequesterConfig
     from emulator.requester.probe import probe_device
-    from emulator.requester.transport import SocketClient
+    from emulator.requester.transport import open_client
     from emulator.transport import get_binding
 
-    host, port = args.address
+    binding = get_binding(args.transport)
+    host, port = args.address or (_RUN.host, binding.default_port)
     config = RequesterConfig()
     if args.spdm_version:
         config.version = int(SpdmVersion.from_text(args.spdm_version))
     report: dict[str, Any] = {"address": f"{host}:{port}", "transport": args.transport}
     try:
-        async with SocketClient(
-            host, port, get_binding(args.transport), timeout=args.timeout
+        async with open_client(
+            host, port, binding, timeout=args.timeout, platform_frames=args.platform_frames
         ) as client:
             requester = Requester(client, config)
             neg = await requester.vca()
@@ -439,6 +484,11 @@ async def _probe(args: argparse.Namespace) -> int:
                 san=args.san,
                 no_auth=args.no_auth,
             )
+            # ---- TDISP (probe --tdisp) ---------------------------------------------------
+            if args.tdisp is not None:
+                from emulator.requester.tdisp import probe_tdisp
+
+                await probe_tdisp(requester, report, function_id=args.tdisp, binding=args.transport)
     except (TimeoutError, EmulatorError, OSError) as exc:
         report.update(ok=False, error=str(exc) or type(exc).__name__)
     if args.json:

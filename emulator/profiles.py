@@ -14,6 +14,7 @@ that the requester also offers.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import tomllib
@@ -719,6 +720,357 @@ class VendorDefinedEntry(_Strict):
         return self
 
 
+def _hex_text(v: str) -> str:
+    """A hex string of a profile (whitespace allowed), checked; returned without spaces."""
+    text = "".join(v.split()).removeprefix("0x")
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"{v!r} is not hex") from None
+    return text
+
+
+# --- [tdisp] (PCIe 6.1 chapter 11, emulator.responder.vendor_defined.tdisp) ------------
+
+#: the TDISP names a profile uses (codec.tdisp enums), kept here as plain names so that
+#: the schema needs no responder import
+TDISP_LOCK_FLAGS = {
+    "NO_FW_UPDATE": 0x01,
+    "SYSTEM_CACHE_LINE_SIZE": 0x02,
+    "LOCK_MSIX": 0x04,
+    "BIND_P2P": 0x08,
+    "ALL_REQUEST_REDIRECT": 0x10,
+}
+TDISP_INTERFACE_INFO = {
+    "DMA_WITHOUT_PASID": 0x02,
+    "DMA_WITH_PASID": 0x04,
+    "ATS_SUPPORTED": 0x08,
+    "PRS_SUPPORTED": 0x10,
+}
+TDISP_MMIO_ATTRIBUTES = {
+    "MSIX_TABLE": 0x01,
+    "MSIX_PBA": 0x02,
+    "IS_NON_TEE_MEM": 0x04,
+    "IS_MEM_ATTR_UPDATABLE": 0x08,
+}
+PAGE_4K = 0x1000
+
+
+def _names_to_bits(names: list[str], table: dict[str, int], what: str) -> int:
+    bits = 0
+    seen: set[str] = set()
+    for name in names:
+        key = _norm(name)
+        if key not in table:
+            raise ValueError(f"unknown {what} {name!r}; choose from {', '.join(table)}")
+        if key in seen:
+            raise ValueError(f"{what} {name!r} is listed twice")
+        seen.add(key)
+        bits |= table[key]
+    return bits
+
+
+class TdispMmioRange(_Strict):
+    """[[tdisp.interfaces.mmio_ranges]]: one MMIO range of a TDI (PCIe 6.1 table 11-15):
+    its physical ``address`` (4 KiB aligned; the report adds the TSM's
+    MMIO_REPORTING_OFFSET), ``pages`` (4 KiB pages), ``attributes`` (MSIX_TABLE,
+    MSIX_PBA, IS_NON_TEE_MEM, IS_MEM_ATTR_UPDATABLE) and ``range_id`` (the BAR
+    equivalent indicator 0-7 for a BAR's range, or a device-specific group ID)."""
+
+    address: int = Field(ge=0, le=0xFFFFFFFFFFFFFFFF)
+    pages: int = Field(ge=1, le=0xFFFFFFFF)
+    attributes: list[str] = Field(default_factory=list)
+    range_id: int = Field(0, ge=0, le=0xFFFF)
+
+    @field_validator("address")
+    @classmethod
+    def _aligned(cls, v: int) -> int:
+        if v % PAGE_4K:
+            raise ValueError(f"0x{v:X} is not 4 KiB aligned")
+        return v
+
+    @field_validator("attributes")
+    @classmethod
+    def _attrs(cls, v: list[str]) -> list[str]:
+        bits = _names_to_bits(v, TDISP_MMIO_ATTRIBUTES, "MMIO range attribute")
+        if bits & 0x03 == 0x03:
+            raise ValueError("one range cannot map both the MSI-X table and the PBA")
+        return v
+
+    @property
+    def attribute_bits(self) -> int:
+        return _names_to_bits(self.attributes, TDISP_MMIO_ATTRIBUTES, "attribute")
+
+    @property
+    def end(self) -> int:
+        return self.address + self.pages * PAGE_4K
+
+
+class TdispInterface(_Strict):
+    """[[tdisp.interfaces]]: one TEE Device Interface (PCIe 6.1 11.2): a function of the
+    device that a TSM locks, attests and starts for a TVM.
+
+    ``function_id`` is the Requester ID of the function hosting the TDI (bus << 8 | device
+    << 3 | function; spdm-emu's requester uses 0xBEEF); ``segment`` (None: the device does
+    not know its segment) is compared when the request's Requester Segment Valid bit is set.
+    ``lock_flags_supported`` (LOCK_INTERFACE_FLAGS_SUPPORTED: NO_FW_UPDATE,
+    SYSTEM_CACHE_LINE_SIZE, LOCK_MSIX, BIND_P2P, ALL_REQUEST_REDIRECT; a LOCK asking for
+    another one is refused).  ``ide_required``: LOCK needs keys for every sub-stream of the
+    default stream programmed in the same session (on ``ide_port``, None: any port; a
+    profile without [ide_km] cannot require IDE).  The report: ``interface_info`` (DMA /
+    ATS / PRS bits; bit 0 NO_UPDATE_AFTER_LOCK is set while locked unless
+    ``runtime_firmware_update`` and the LOCK did not ask NO_FW_UPDATE), the MSI-X / LNR /
+    TPH control registers (MSI-X and TPH reported only when the LOCK locked MSI-X), the
+    ``mmio_ranges`` and ``device_specific_info`` (text) or ``device_specific_info_hex``.
+    ``p2p``: BIND_P2P_STREAM / UNBIND_P2P_STREAM are supported (with the BIND_P2P flag)."""
+
+    function_id: int = Field(ge=0, le=0xFFFF)
+    segment: int | None = Field(None, ge=0, le=0xFF)
+    lock_flags_supported: list[str] = Field(
+        default_factory=lambda: ["NO_FW_UPDATE", "SYSTEM_CACHE_LINE_SIZE", "LOCK_MSIX"]
+    )
+    ide_required: bool = True
+    ide_port: int | None = Field(None, ge=0, le=0xFF)
+    interface_info: list[str] = Field(default_factory=lambda: ["DMA_WITHOUT_PASID"])
+    runtime_firmware_update: bool = False
+    msix_message_control: int = Field(0, ge=0, le=0xFFFF)
+    lnr_control: int = Field(0, ge=0, le=0xFFFF)
+    tph_control: int = Field(0, ge=0, le=0xFFFFFFFF)
+    mmio_ranges: list[TdispMmioRange] = Field(default_factory=list)
+    device_specific_info: str | None = None
+    device_specific_info_hex: str | None = None
+    p2p: bool = False
+
+    @field_validator("lock_flags_supported")
+    @classmethod
+    def _flags(cls, v: list[str]) -> list[str]:
+        _names_to_bits(v, TDISP_LOCK_FLAGS, "lock flag")
+        return v
+
+    @field_validator("interface_info")
+    @classmethod
+    def _info(cls, v: list[str]) -> list[str]:
+        _names_to_bits(v, TDISP_INTERFACE_INFO, "interface_info bit")
+        return v
+
+    @field_validator("device_specific_info_hex")
+    @classmethod
+    def _info_hex(cls, v: str | None) -> str | None:
+        return None if v is None else _hex_text(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TdispInterface:
+        if self.device_specific_info is not None and self.device_specific_info_hex is not None:
+            raise ValueError("give device_specific_info or device_specific_info_hex, not both")
+        if self.p2p and "BIND_P2P" not in {_norm(n) for n in self.lock_flags_supported}:
+            raise ValueError("p2p needs BIND_P2P in lock_flags_supported")
+        spans = sorted((r.address, r.end, i) for i, r in enumerate(self.mmio_ranges))
+        for (_a0, e0, i0), (a1, _e1, i1) in itertools.pairwise(spans):
+            if a1 < e0:
+                raise ValueError(f"mmio_ranges[{i1}] overlaps mmio_ranges[{i0}]")
+        for i, r in enumerate(self.mmio_ranges):
+            if r.end > 1 << 64:
+                raise ValueError(f"mmio_ranges[{i}] ends above the 64-bit address space")
+        if len(self.device_specific_bytes) > 0xFFFF:
+            raise ValueError("device-specific information longer than 65535 bytes")
+        return self
+
+    @property
+    def device_specific_bytes(self) -> bytes:
+        if self.device_specific_info_hex is not None:
+            return bytes.fromhex(self.device_specific_info_hex)
+        return (self.device_specific_info or "").encode("utf-8")
+
+    @property
+    def lock_flag_bits(self) -> int:
+        return _names_to_bits(self.lock_flags_supported, TDISP_LOCK_FLAGS, "lock flag")
+
+    @property
+    def interface_info_bits(self) -> int:
+        return _names_to_bits(self.interface_info, TDISP_INTERFACE_INFO, "interface_info bit")
+
+
+class TdispVdmEntry(_Strict):
+    """[[tdisp.vdm]]: a canned VDM_RESPONSE (PCIe 6.1 11.3.25): a VDM_REQUEST with this
+    ``registry_id`` (0 / "PCISIG", 1 / "CXL"), ``vendor_id`` (hex, as sent) and vendor data
+    starting with ``request_prefix`` (hex; "" matches any) is answered with ``response``
+    (hex vendor data)."""
+
+    registry_id: int | str = 0
+    vendor_id: str
+    request_prefix: str = ""
+    response: str = ""
+
+    @field_validator("vendor_id", "request_prefix", "response")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        return _hex_text(v)
+
+    @field_validator("registry_id")
+    @classmethod
+    def _registry(cls, v: int | str) -> int:
+        if isinstance(v, str):
+            names = {"PCISIG": 0, "PCI_SIG": 0, "CXL": 1}
+            if _norm(v) not in names:
+                raise ValueError(f"registry_id {v!r}: use 0 (PCISIG) or 1 (CXL)")
+            return names[_norm(v)]
+        if v not in (0, 1):
+            raise ValueError(f"registry_id {v}: use 0 (PCISIG) or 1 (CXL)")
+        return v
+
+    @model_validator(mode="after")
+    def _sizes(self) -> TdispVdmEntry:
+        if len(bytes.fromhex(self.vendor_id)) > 0xFF:
+            raise ValueError("vendor_id is longer than 255 bytes")
+        return self
+
+
+class TdispSection(_Strict):
+    """[tdisp]: the TDISP responder (PCIe 6.1 chapter 11) in PCI-SIG VENDOR_DEFINED_REQUEST
+    (protocol 01h), inside secure sessions only.  TDISP_CAPABILITIES reports
+    ``dev_addr_width``, ``num_req_this`` and ``num_req_all``; a DEVICE_INTERFACE_REPORT
+    carries at most ``max_report_portion`` report bytes (the requester reads the rest with
+    further requests); ``interfaces`` are the TDIs, ``vdm`` the canned vendor messages."""
+
+    enabled: bool = True
+    dev_addr_width: int = Field(52, ge=1, le=64)
+    num_req_this: int = Field(1, ge=1, le=0xFF)
+    num_req_all: int = Field(1, ge=1, le=0xFF)
+    max_report_portion: int = Field(0x400, ge=1, le=0xFFFF)
+    interfaces: list[TdispInterface] = Field(default_factory=list)
+    vdm: list[TdispVdmEntry] = Field(default_factory=list)
+
+
+# --- [cxl_ide_km], [cxl_tsp], [pldm]: what libspdm's requester app flow exercises --------
+
+
+class CxlIdeKmSection(_Strict):
+    """[cxl_ide_km]: CXL.cachemem IDE key management (CXL 3.1 11.4.11; VendorID 0x1E98,
+    protocol 0 over PCI-SIG VENDOR_DEFINED_REQUEST).  QUERY_RESP reports
+    ``segment``/``bus``/``device``/``function``, ``max_port_index``, the capability bits
+    (version 1, ``iv_generation``, ``key_generation``, ``k_set_stop``) and ``registers``
+    (the CXL IDE capability structure's DWORDs, at most 9).  Keys need a secure session."""
+
+    enabled: bool = True
+    ports: list[int] = Field(default_factory=lambda: [0])
+    max_port_index: int = Field(7, ge=0, le=0xFF)
+    segment: int = Field(0, ge=0, le=0xFF)
+    bus: int = Field(0, ge=0, le=0xFF)
+    device: int = Field(0, ge=0, le=31)
+    function: int = Field(0, ge=0, le=7)
+    iv_generation: bool = False
+    key_generation: bool = False
+    k_set_stop: bool = True
+    registers: list[int] = Field(default_factory=lambda: [1, 0, 0, 0, 0, 0, 0, 0, 0])
+
+    @field_validator("registers")
+    @classmethod
+    def _regs(cls, v: list[int]) -> list[int]:
+        if len(v) > 9:
+            raise ValueError(f"{len(v)} registers; the CXL IDE capability structure has 9")
+        for i, r in enumerate(v):
+            if not 0 <= r <= 0xFFFFFFFF:
+                raise ValueError(f"registers[{i}] = {r} is not a 32-bit value")
+        return v
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        for p in v:
+            if not 0 <= p <= 0xFF:
+                raise ValueError(f"port index {p} is not 0..255")
+        if len(set(v)) != len(v):
+            raise ValueError("a port index is listed twice")
+        return v
+
+
+#: names of CXL TSP capability bits a profile may list (CXL 3.1 table 11-52 ff.)
+CXL_TSP_ENCRYPTION_FEATURES = {
+    "ENCRYPTION": 0x01,
+    "CKID_BASED_ENCRYPTION": 0x02,
+    "RANGE_BASED_ENCRYPTION": 0x04,
+    "INITIATOR_SUPPLIED_ENTROPY": 0x08,
+    "CKID_BASED_REQUIRED": 0x10,
+}
+CXL_TSP_ALGORITHMS = {"AES_XTS_128": 0x01, "AES_XTS_256": 0x02}
+CXL_TSP_TE_FEATURES = {
+    "WRITE_ACCESS_CONTROL": 0x01,
+    "READ_ACCESS_CONTROL": 0x02,
+    "IMPLICIT_TE_STATE_CHANGE": 0x04,
+    "EXPLICIT_OOB_TE_STATE_CHANGE": 0x08,
+    "EXPLICIT_IB_TE_STATE_CHANGE": 0x10,
+    "EXPLICIT_TE_STATE_CHANGE_SANITIZE": 0x20,
+}
+CXL_TSP_CONFIG_FEATURES = {"LOCKED_TARGET_FW_UPDATE": 0x01}
+
+
+class CxlTspSection(_Strict):
+    """[cxl_tsp]: the CXL Trusted Security Protocol target (CXL 3.1 11.5; VendorID 0x1E98,
+    protocol 1), inside secure sessions only.  GET_TARGET_CAPABILITIES reports the
+    memory-encryption ``encryption_features`` and ``algorithms``, the TE-state
+    ``te_features`` with ``explicit_ib_granularity`` / ``explicit_oob_granularity`` (bit
+    masks, 64 B = bit 0), ``configuration_features`` and ``number_of_ckids``; the
+    configuration report is ``report_size`` bytes (valid fields byte first).  The first
+    session that asks GET_TARGET_TSP_VERSION is the primary one: only it may set and lock
+    the configuration.  Secondary sessions are not offered."""
+
+    enabled: bool = True
+    encryption_features: list[str] = Field(default_factory=lambda: ["ENCRYPTION"])
+    algorithms: list[str] = Field(default_factory=lambda: ["AES_XTS_256"])
+    range_based_keys: int = Field(0, ge=0, le=0xFFFF)
+    te_features: list[str] = Field(
+        default_factory=lambda: [
+            "READ_ACCESS_CONTROL",
+            "IMPLICIT_TE_STATE_CHANGE",
+            "EXPLICIT_IB_TE_STATE_CHANGE",
+        ]
+    )
+    explicit_oob_granularity: int = Field(0, ge=0, le=0xFFFFFFFF)
+    explicit_ib_granularity: int = Field(0x1, ge=0, le=0xFFFFFFFF)
+    configuration_features: list[str] = Field(default_factory=lambda: ["LOCKED_TARGET_FW_UPDATE"])
+    number_of_ckids: int = Field(0, ge=0, le=0x1FFF)
+    report_size: int = Field(0xDC, ge=4, le=0x1000)
+    max_report_portion: int = Field(0x200, ge=1, le=0xFFFF)
+
+    @model_validator(mode="after")
+    def _bits(self) -> CxlTspSection:
+        enc = _names_to_bits(self.encryption_features, CXL_TSP_ENCRYPTION_FEATURES, "feature")
+        alg = _names_to_bits(self.algorithms, CXL_TSP_ALGORITHMS, "algorithm")
+        te = _names_to_bits(self.te_features, CXL_TSP_TE_FEATURES, "TE feature")
+        _names_to_bits(self.configuration_features, CXL_TSP_CONFIG_FEATURES, "feature")
+        if enc & 0x01 and not alg:
+            raise ValueError("ENCRYPTION needs at least one of algorithms")
+        if not enc & 0x01 and enc:
+            raise ValueError("encryption features other than ENCRYPTION need ENCRYPTION")
+        if bool(enc & 0x04) != bool(self.range_based_keys):
+            raise ValueError("range_based_keys > 0 exactly when RANGE_BASED_ENCRYPTION is listed")
+        if enc & 0x02 and not 2 <= self.number_of_ckids < 0x2000:
+            raise ValueError("CKID_BASED_ENCRYPTION needs number_of_ckids 2..8191")
+        if bool(te & 0x08) != bool(self.explicit_oob_granularity):
+            raise ValueError(
+                "explicit_oob_granularity is set exactly when EXPLICIT_OOB_TE_STATE_CHANGE is"
+            )
+        if bool(te & 0x10) != bool(self.explicit_ib_granularity):
+            raise ValueError(
+                "explicit_ib_granularity is set exactly when EXPLICIT_IB_TE_STATE_CHANGE is"
+            )
+        if te & 0x04 and not (te & 0x10 and self.explicit_ib_granularity & 0x01):
+            raise ValueError(
+                "IMPLICIT_TE_STATE_CHANGE needs EXPLICIT_IB_TE_STATE_CHANGE at 64 B granularity"
+            )
+        if te & 0x03 and not te & 0x1C:
+            raise ValueError("access control needs a TE state change feature")
+        return self
+
+
+class PldmSection(_Strict):
+    """[pldm]: PLDM for platform monitoring (DSP0240) in MCTP secured messages (the MCTP
+    message type 01h inside a DSP0277 record): GetTID answers ``tid``."""
+
+    enabled: bool = True
+    tid: int = Field(1, ge=0, le=0xFE)
+
+
 class DeterminismSection(_Strict):
     """[determinism]: a seed makes nonces, DHE keys and random padding reproducible."""
 
@@ -880,6 +1232,10 @@ class Profile(_Strict):
     mqtt: MqttSection = Field(default_factory=MqttSection)
     ide_km: IdeKmSection | None = None
     vendor_defined: list[VendorDefinedEntry] = Field(default_factory=list)
+    tdisp: TdispSection | None = None
+    cxl_ide_km: CxlIdeKmSection | None = None
+    cxl_tsp: CxlTspSection | None = None
+    pldm: PldmSection | None = None
     #: directory that relative file names in the profile are resolved against
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     #: the device identity built from ``slots`` (emulator.device.identity), once loaded
@@ -1073,6 +1429,7 @@ def _cross_checks(p: Profile) -> list[tuple[str, str]]:
     errs += _measurement_checks(p)
     errs += _session_checks(p)
     errs += _ide_km_checks(p)
+    errs += _tdisp_checks(p)
     top = max(p.versions)
     allowed = RESPONDER_CAPS_BY_VERSION[top]
     for flag in caps:
@@ -1108,6 +1465,54 @@ def _ide_km_checks(p: Profile) -> list[tuple[str, str]]:
                     (
                         f"ide_km.ports[{i}]",
                         f"port {port} is above max_port_index {ide.max_port_index}",
+                    )
+                )
+    return errs
+
+
+def _tdisp_checks(p: Profile) -> list[tuple[str, str]]:
+    """[tdisp] (and the CXL / PLDM sections) against the rest of the profile."""
+    errs: list[tuple[str, str]] = []
+    C = ResponderCap
+    sessions = bool(p.capabilities & (C.KEY_EX_CAP | C.PSK_CAP | C.PSK_CAP_WITH_CONTEXT))
+    for name in ("tdisp", "cxl_ide_km", "cxl_tsp", "pldm"):
+        section = getattr(p, name)
+        if section is not None and section.enabled and not sessions:
+            errs.append((name, "travels in secure sessions only: needs KEY_EX_CAP or PSK_CAP"))
+    td = p.tdisp
+    if td is None:
+        return errs
+    seen: dict[int, int] = {}
+    ide = p.ide_km if p.ide_km is not None and p.ide_km.enabled else None
+    for i, tdi in enumerate(td.interfaces):
+        where = f"tdisp.interfaces[{i}]"
+        if tdi.function_id in seen:
+            errs.append(
+                (
+                    f"{where}.function_id",
+                    f"0x{tdi.function_id:04X} is already tdisp.interfaces[{seen[tdi.function_id]}]",
+                )
+            )
+        seen.setdefault(tdi.function_id, i)
+        if tdi.ide_required and ide is None:
+            errs.append(
+                (
+                    f"{where}.ide_required",
+                    "IDE cannot be required without an enabled [ide_km] section "
+                    "(set ide_required = false for a TDI that needs no IDE, e.g. an RCIEP)",
+                )
+            )
+        if tdi.ide_port is not None and ide is not None:
+            ports = ide.ports if ide.ports is not None else range(ide.max_port_index + 1)
+            if tdi.ide_port not in ports:
+                errs.append((f"{where}.ide_port", f"port {tdi.ide_port} is not an [ide_km] port"))
+        limit = 1 << td.dev_addr_width
+        for j, r in enumerate(tdi.mmio_ranges):
+            if r.end > limit:
+                errs.append(
+                    (
+                        f"{where}.mmio_ranges[{j}]",
+                        f"ends at 0x{r.end:X}, beyond dev_addr_width {td.dev_addr_width} bits",
                     )
                 )
     return errs

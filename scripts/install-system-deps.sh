@@ -3,6 +3,7 @@
 #   mosquitto        - the MQTT broker the control-plane tests start on a loopback port
 #   qemu-system-x86  - QEMU >= 10 with the NVMe 'spdm_port' property (bookworm-backports)
 #   openssl          - 'openssl verify' checks the generated certificate chains
+#   QEMU 10.2 build  - scripts/qemu-spdm-nvme.sh (cached), for the storage-binding tests
 # Idempotent: does nothing when everything is already there.  Uses sudo when not root.
 set -euo pipefail
 
@@ -13,6 +14,12 @@ have_qemu_spdm() {
     command -v qemu-system-x86_64 >/dev/null 2>&1 &&
         qemu-system-x86_64 -device nvme,help 2>/dev/null | grep -q spdm_port
 }
+
+# QEMU >= 10.2 for the storage-binding tests (-device nvme,spdm_trans=nvme; Debian 12 ships
+# none): scripts/qemu-spdm-nvme.sh builds Debian's qemu 10.2.2 source once per machine into
+# $SPDM_EMULATOR_CACHE (default /var/cache/spdm-emulator; ~8-14 min on 2 cores) and finds it
+# there on every later run (or uses a system QEMU that already has spdm_trans).
+bash "$(dirname "$0")/qemu-spdm-nvme.sh" >/dev/null
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)

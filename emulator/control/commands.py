@@ -19,8 +19,15 @@ Commands (payload = a JSON object; ``id`` is optional and may be any JSON scalar
     ``{"op": "list"}``.  ``op`` defaults to ``set``.
 ``reset``
     ``{}`` forgets the negotiated state of every connection (as GET_VERSION does) and
-    applies pending measurement changes (a device reset); ``{"connection": 3}`` only
-    that connection.
+    applies pending measurement changes (a device reset: TDIs go back to
+    CONFIG_UNLOCKED, PCIe 6.1 11.4.8); ``{"connection": 3}`` only that connection.
+``tdisp``
+    ``{"op": "list"}`` -> ``{"interfaces": [...]}`` (state, locking session, flags);
+    ``{"op": "error", "function_id": "0xBEEF"}`` moves the locked TDI (no ``function_id``:
+    every locked TDI) to ERROR, as a device that detects a configuration change does
+    (``reason`` optional); ``{"op": "flr", ...}`` the same for a function level reset
+    (PCIe 6.1 11.4.9); ``{"op": "reset"}`` a conventional reset: every TDI to
+    CONFIG_UNLOCKED (11.4.8).  Each change is published on ``<base>/device``.
 """
 
 from __future__ import annotations
@@ -42,9 +49,11 @@ COMMAND_FIELDS: dict[str, frozenset[str]] = {
     "faults": frozenset({"op", "rule", "spec"}),
     "measurements": frozenset({"op", "index", "value", "text"}),
     "reset": frozenset({"connection"}),
+    "tdisp": frozenset({"op", "function_id", "reason"}),
 }
 FAULT_OPS = ("add", "clear", "list")
 MEASUREMENT_OPS = ("set", "bump_version", "device_reset", "list")
+TDISP_OPS = ("list", "error", "flr", "reset")
 
 
 class CommandError(EmulatorError):
@@ -233,12 +242,60 @@ class CommandProcessor:
         for n in numbers:
             live[n].responder.reset()
         applied: list[int] = []
+        result: dict[str, Any] = {"connections": numbers}
         if target is None:
             store = getattr(self.device, "measurements", None)
             if store is not None:
                 applied = store.device_reset()
+            tdisp = getattr(self.device, "tdisp", None)
+            if tdisp is not None:
+                result["tdisp_unlocked"] = [f"0x{f:04X}" for f in tdisp.conventional_reset()]
+            tsp = getattr(self.device, "cxl_tsp", None)
+            if tsp is not None:
+                tsp.reset()
         log.warning("control: reset connection(s) %s", numbers or "none")
-        return {"connections": numbers, "measurements_applied": applied}
+        result["measurements_applied"] = applied
+        return result
+
+    # ---- tdisp -------------------------------------------------------------------
+
+    def _cmd_tdisp(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        state = getattr(self.device, "tdisp", None)
+        if state is None:
+            raise CommandError("this device has no TDISP interfaces (no [tdisp] in its profile)")
+        op = self._op(data, TDISP_OPS, "list")
+        raw = data.get("function_id")
+        function_id: int | None = None
+        if raw is not None:
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                raise CommandError('function_id: give a number or a hex string like "0xBEEF"')
+            try:
+                function_id = int(raw, 0) if isinstance(raw, str) else raw
+            except ValueError:
+                raise CommandError(f"function_id: {raw!r} is not a number") from None
+            if not 0 <= function_id <= 0xFFFF:
+                raise CommandError(f"function_id: 0x{function_id:X} is not a Requester ID")
+        reason = data.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise CommandError("reason: must be a string")
+        if op in ("list", "reset") and (raw is not None or reason is not None):
+            raise CommandError(f"function_id/reason: not for op {op}")
+        try:
+            if op == "error":
+                why = f"control plane: {reason}" if reason else "control plane: forced to ERROR"
+                changed = state.force_error(function_id, why)
+            elif op == "flr":
+                if reason is not None:
+                    raise CommandError("reason: not for op flr")
+                changed = state.function_level_reset(function_id)
+            elif op == "reset":
+                changed = state.conventional_reset()
+            else:
+                return {"interfaces": state.snapshot()}
+        except KeyError as exc:
+            raise CommandError(f"function_id: {exc.args[0]}") from None
+        log.warning("control: tdisp %s changed %s", op, changed or "nothing")
+        return {"changed": [f"0x{f:04X}" for f in changed], "interfaces": state.snapshot()}
 
 
 def _block(block: Any) -> dict[str, Any]:

@@ -35,6 +35,8 @@ from emulator.codec.constants import (
     code_name,
 )
 from emulator.codec.messages import AlgorithmsMsg
+from emulator.codec.pldm import command_name
+from emulator.codec.tdisp import message_name, tdisp_in_vendor
 from emulator.errors import CodecError
 from emulator.events import ExchangeEvent
 
@@ -42,16 +44,24 @@ if TYPE_CHECKING:
     from emulator.connection import SpdmConnection
 
 
-def _message(direction: str, data: bytes | None) -> dict[str, Any] | None:
+def _message(direction: str, data: bytes | None, protocol: str = "spdm") -> dict[str, Any] | None:
     if data is None:
         return None
+    if protocol == "pldm":
+        cmd = data[2] if len(data) > 2 else None
+        name = command_name(data[1] & 0x3F, cmd) if cmd is not None else "MALFORMED"
+        return {"direction": direction, "name": f"PLDM {name}", "code": cmd, "size": len(data)}
     code = data[1] if len(data) > 1 else None
-    return {
+    out: dict[str, Any] = {
         "direction": direction,
         "name": code_name(code) if code is not None else "MALFORMED",
         "code": code,
         "size": len(data),
     }
+    tdisp = tdisp_in_vendor(data)
+    if tdisp is not None and len(tdisp) > 1:
+        out["tdisp"] = message_name(tdisp[1])
+    return out
 
 
 def _error_name(code: int | None) -> str | None:
@@ -70,8 +80,8 @@ def event_json(event: ExchangeEvent, seq: int, time: float) -> dict[str, Any]:
         "time": round(time, 6),
         "device": event.device,
         "connection": event.connection,
-        "request": _message("to_device", event.request),
-        "response": _message("from_device", event.response),
+        "request": _message("to_device", event.request, event.protocol),
+        "response": _message("from_device", event.response, event.protocol),
         "secured": event.secured,
         "session": f"0x{event.session_id:08X}" if event.session_id is not None else None,
         "error": _error_name(event.error),

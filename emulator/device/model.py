@@ -19,7 +19,10 @@ from emulator.profiles import Profile, load_profile
 from emulator.session.settings import SessionSettings
 
 if TYPE_CHECKING:
+    from emulator.responder.vendor_defined.cxl_ide_km import CxlIdeKmState
+    from emulator.responder.vendor_defined.cxl_tsp import CxlTspState
     from emulator.responder.vendor_defined.ide_km import IdeKmState
+    from emulator.responder.vendor_defined.tdisp import TdispState
 
 #: Algorithm-list names of a profile's [algorithms] section.
 ALGORITHM_FIELDS = (
@@ -65,12 +68,29 @@ class Device:
     #: [ide_km]; on the device because IDE keys live in the port hardware that every
     #: connection shares (None: the device does not do IDE_KM)
     ide_km: IdeKmState | None = None
+    #: TDISP interfaces (TDIs) and their state machines (emulator.responder.vendor_defined.
+    #: tdisp), from the profile's [tdisp]: device state that outlives connections
+    tdisp: TdispState | None = None
+    #: CXL IDE_KM keys and CXL TSP target state (emulator.responder.vendor_defined.cxl_ide_km,
+    #: cxl_tsp), from the profile's [cxl_ide_km] and [cxl_tsp]
+    cxl_ide_km: CxlIdeKmState | None = None
+    cxl_tsp: CxlTspState | None = None
+    #: ``hook(connection, session_id)`` for every secure session of the device that ends
+    #: (the TDIs it locked go to ERROR)
+    session_hooks: list[Callable[[int, int], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.measurements.bind(self.notify)
+        if self.tdisp is not None:
+            self.tdisp.bind(self.notify)
+            self.session_hooks.append(self.tdisp.session_ended)
+        if self.cxl_tsp is not None:
+            self.cxl_tsp.bind(self.notify)
+            self.session_hooks.append(self.cxl_tsp.session_ended)
 
     @classmethod
     def from_profile(cls, profile: Profile) -> Device:
+        tdisp, cxl_ide_km, cxl_tsp = _tee_io_of(profile)
         return cls(
             profile=profile,
             name=profile.device.name,
@@ -85,6 +105,9 @@ class Device:
             identity=_identity_of(profile),
             sessions=SessionSettings.from_profile(profile),
             ide_km=_ide_km_of(profile),
+            tdisp=tdisp,
+            cxl_ide_km=cxl_ide_km,
+            cxl_tsp=cxl_tsp,
         )
 
     @classmethod
@@ -132,6 +155,21 @@ def _ide_km_of(profile: Profile) -> IdeKmState | None:
     from emulator.responder.vendor_defined.ide_km import IdeKmState
 
     return IdeKmState.from_section(profile.ide_km)
+
+
+def _tee_io_of(
+    profile: Profile,
+) -> tuple[TdispState | None, CxlIdeKmState | None, CxlTspState | None]:
+    """The TDISP and CXL (IDE_KM, TSP) state of a profile's enabled sections."""
+    from emulator.responder.vendor_defined.cxl_ide_km import CxlIdeKmState
+    from emulator.responder.vendor_defined.cxl_tsp import CxlTspState
+    from emulator.responder.vendor_defined.tdisp import TdispState
+
+    return (
+        TdispState.from_profile(profile),
+        CxlIdeKmState.from_profile(profile),
+        CxlTspState.from_profile(profile),
+    )
 
 
 def _identity_of(profile: Profile) -> Identity:

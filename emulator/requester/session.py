@@ -61,7 +61,7 @@ from emulator.errors import RequesterError, TransportError
 from emulator.requester.errors import SpdmErrorReply
 from emulator.requester.requester import Requester
 from emulator.transport import get_binding
-from emulator.transport.base import TransportBinding, TransportMessage
+from emulator.transport.base import AppData, RecordFormat, TransportBinding, TransportMessage
 
 # --- algorithm tables (DSP0274 bits -> parameters), the requester's own copy ------------------
 
@@ -259,11 +259,28 @@ def _sign(asym: int, hash_name: str, key: Any, data: bytes, context: bytes = b""
 
 @dataclass(frozen=True)
 class RecordParams:
-    """DSP0277 record facts of a binding: sequence number bytes, app header, padding."""
+    """DSP0277 record facts of a binding: sequence number bytes, app header (or the
+    binding's application-data codec: TCP, storage), padding."""
 
     sequence_number_size: int = 0
     app_header: bytes = b""
     max_random_padding: int = 0
+    app_data: AppData | None = None
+
+    def wrap(self, message: bytes) -> bytes:
+        """The application data that carries ``message`` in a record."""
+        return RecordFormat(app_header=self.app_header, app_data=self.app_data).wrap(message)
+
+    def unwrap(self, app_data: bytes) -> bytes:
+        """The SPDM message of a response record's application data (RequesterError when
+        it carries none)."""
+        fmt = RecordFormat(app_header=self.app_header, app_data=self.app_data)
+        try:
+            return fmt.unwrap(app_data)
+        except TransportError as exc:
+            raise RequesterError(
+                f"secured response does not carry an SPDM message: {exc}"
+            ) from None
 
     @classmethod
     def for_binding(cls, binding: str | TransportBinding) -> RecordParams:
@@ -277,7 +294,7 @@ class RecordParams:
             name = binding if isinstance(binding, str) else binding.name
             raise RequesterError(f"transport {name!r} has no secured-message binding")
         fmt = found.record_format
-        return cls(fmt.sequence_number_size, fmt.app_header, fmt.max_random_padding)
+        return cls(fmt.sequence_number_size, fmt.app_header, fmt.max_random_padding, fmt.app_data)
 
 
 @dataclass
@@ -297,9 +314,17 @@ class ConnectionChannel:
         self.binding = connection.binding
 
     async def exchange(self, message: bytes, secured: bool = False) -> TransportMessage:
-        reply = self.connection.receive(self.binding.encode(message, secured=secured))
+        """One request in, its reply out, as the binding frames each direction (storage:
+        the request with its storage header, the reply bare: ``encode_request`` /
+        ``decode_response``; the others frame both the same way)."""
+        encode = getattr(self.binding, "encode_request", self.binding.encode)
+        reply = self.connection.receive(encode(message, secured=secured))
         if not reply.payloads:
             raise RequesterError("the responder sent no reply (message dropped)")
+        decode_response = getattr(self.binding, "decode_response", None)
+        if decode_response is not None:
+            response: TransportMessage = decode_response(reply.payloads[0], secured)
+            return response
         decoded: TransportMessage = self.binding.decode(reply.payloads[0])
         return decoded
 
@@ -465,17 +490,12 @@ class RequesterSession:
         """Send one request in the session; ERROR raises SpdmErrorReply unless allowed."""
         if self.ended:
             raise RequesterError("the session has ended")
-        reply = await self.exchange_record(self.encrypt(self.record.app_header + request))
+        reply = await self.exchange_record(self.encrypt(self.record.wrap(request)))
         if not reply.secured:
             raise RequesterError(
                 f"{code_name(request[1])}: plain reply {reply.message[:8].hex()} in a session"
             )
-        app = self.decrypt(reply.message)
-        hdr = self.record.app_header
-        if hdr:
-            if not app.startswith(hdr):
-                raise RequesterError("secured response does not carry an SPDM message")
-            app = app[len(hdr) :]
+        app = self.record.unwrap(self.decrypt(reply.message))
         self.log.append((request, app))
         if len(app) < 4:
             raise RequesterError(f"{code_name(request[1])}: {len(app)}-byte response")
@@ -509,10 +529,10 @@ class RequesterSession:
         tag = self.padding_rng(1)[0] if tag is None else tag
         request = bytes((self.version, RequestCode.KEY_UPDATE, operation, tag))
         if operation == 2:  # UpdateAllKeys: the ACK already comes under the new response key
-            record = self.encrypt(self.record.app_header + request)
+            record = self.encrypt(self.record.wrap(request))
             self.update_key("rsp")
             reply = await self.exchange_record(record)
-            app = self.decrypt(reply.message)[len(self.record.app_header) :]
+            app = self.record.unwrap(self.decrypt(reply.message))
             self.log.append((request, app))
             rsp = app
         else:
@@ -542,11 +562,11 @@ class RequesterSession:
             op = request[2]
             answer = bytes((v, ResponseCode.KEY_UPDATE_ACK)) + request[2:4]
             deliver = bytes((v, RequestCode.DELIVER_ENCAPSULATED_RESPONSE, request_id, 0)) + answer
-            record = self.encrypt(self.record.app_header + deliver)
+            record = self.encrypt(self.record.wrap(deliver))
             if op == 1:  # the responder switches to its new key for the next message
                 self.update_key("rsp")
             reply = await self.exchange_record(record)
-            rsp = self.decrypt(reply.message)[len(self.record.app_header) :]
+            rsp = self.record.unwrap(self.decrypt(reply.message))
             self.log.append((deliver, rsp))
             self._expect(rsp, ResponseCode.ENCAPSULATED_RESPONSE_ACK)
             if rsp[3] == 1:

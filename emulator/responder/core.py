@@ -53,11 +53,12 @@ from emulator.responder.context import (
     PeerCapabilities,
     Transcripts,
 )
-from emulator.responder.table import DEFAULT_TABLE
+from emulator.responder.table import APPLICATION_PROTOCOLS, DEFAULT_TABLE
 from emulator.session.table import SessionTable
 
 if TYPE_CHECKING:
     from emulator.device.model import Device
+    from emulator.responder.vendor_defined.tdisp import TdispFault
 
 log = logging.getLogger("emulator.responder")
 
@@ -82,6 +83,8 @@ class FaultContext:
     device: Device | None = None
     rng: RandomSource | None = None
     defer: Deferral | None = None
+    #: TDISP faults (emulator.responder.vendor_defined.tdisp) for a TDISP request
+    tdisp: tuple[TdispFault, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +173,18 @@ class Responder:
         if table is None:
             table = SessionTable(self.device.sessions)
             table.listen(self.device.listeners)
+            table.on_end = self._session_ended
             self.ctx.sessions = table
         return table
+
+    def _session_ended(self, session_id: int) -> None:
+        """A session of this connection ended: tell the device-wide state that depends
+        on sessions (TDIs locked over it go to ERROR, PCIe 6.1 11.4.5)."""
+        for hook in list(self.device.session_hooks):
+            try:
+                hook(self.connection_number, session_id)
+            except Exception:  # device state must never break the session layer
+                log.exception("session-end hook failed")
 
     # ---- public API ------------------------------------------------------------------
 
@@ -183,6 +196,16 @@ class Responder:
             table.clear()
             table.detach()
         self.ctx = ConnectionContext()
+
+    def application(self, protocol: str, message: bytes, session_id: int) -> bytes | None:
+        """Answer a message of another application protocol that a secured record carried
+        (MCTP: PLDM, DSP0275): its response (b"": none is due), or None when the device
+        does not speak ``protocol``.  The table of these protocols is
+        :data:`emulator.responder.table.APPLICATION_PROTOCOLS`."""
+        handler = APPLICATION_PROTOCOLS.get(protocol)
+        if handler is None:
+            return None
+        return handler(self, message, session_id)
 
     def handle(self, request: bytes, session_id: int | None = None) -> bytes:
         """Answer one request; an ERROR response for anything wrong with it."""
@@ -310,7 +333,8 @@ class Responder:
             )
         device = self.device if fault is None or fault.device is None else fault.device
         rng = self.rng if fault is None or fault.rng is None else fault.rng
-        req = Request(raw, version, code, p1, p2, session_id, device, rng)
+        tdisp_faults = fault.tdisp if fault is not None else ()
+        req = Request(raw, version, code, p1, p2, session_id, device, rng, tdisp_faults)
         if spec.own_ordering:
             return spec.fn(self, req)
         if self.state < ConnectionState.AFTER_CAPABILITIES:

@@ -3,13 +3,16 @@
 says the least version, the capability the device must advertise, where the request may
 be sent, and the requester capability it needs.
 
-Adding a request = one module with its handler + one line here.
+Adding a request = one module with its handler + one line here.  Messages of other
+application protocols that a secured record carries (MCTP: PLDM) have their own short
+table, :data:`APPLICATION_PROTOCOLS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import emulator.responder.algorithms as algorithms
 import emulator.responder.capabilities as capabilities
@@ -19,6 +22,7 @@ import emulator.responder.chunking as chunking
 import emulator.responder.encapsulated as encapsulated
 import emulator.responder.key_exchange as key_exchange
 import emulator.responder.measurements as measurements
+import emulator.responder.pldm as pldm
 import emulator.responder.psk as psk
 import emulator.responder.respond_if_ready as respond_if_ready
 import emulator.responder.session_control as session_control
@@ -26,6 +30,9 @@ import emulator.responder.vendor_defined as vendor_defined
 import emulator.responder.version as version
 from emulator.codec.constants import RequestCode, RequesterCap, ResponderCap
 from emulator.responder.base import HandlerSpec, SessionRule
+
+if TYPE_CHECKING:
+    from emulator.responder.core import Responder
 
 _OUT = SessionRule.OUTSIDE_ONLY
 _ANY = SessionRule.EITHER
@@ -158,3 +165,14 @@ def build_table() -> dict[int, HandlerSpec]:
 
 #: The table every responder uses unless it is given its own (read-only).
 DEFAULT_TABLE: Mapping[int, HandlerSpec] = MappingProxyType(build_table())
+
+
+#: application protocol (a binding's ``RecordFormat.app_protocols`` name) -> the handler
+#: answering its messages in a session: ``fn(responder, message, session_id)`` -> the
+#: response (b"": none), None when the device does not speak it
+ApplicationHandler = Callable[["Responder", bytes, int], "bytes | None"]
+APPLICATION_PROTOCOLS: Mapping[str, ApplicationHandler] = MappingProxyType(
+    {
+        "pldm": pldm.respond,  # DSP0240 in DSP0275 secured messages (MCTP type 0x01)
+    }
+)

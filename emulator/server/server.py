@@ -1,6 +1,10 @@
 """asyncio platform-socket server: one task per TCP connection, frames handled in order.
 
-The server speaks spdm-emu's platform socket protocol (see :mod:`emulator.transport.platform`).
+The server speaks spdm-emu's platform socket protocol (see :mod:`emulator.transport.platform`),
+or the binding's own stream framing: each connection's bytes go through the codec the
+binding makes for it (``binding.stream_codec``: platform frames for DOE, MCTP, none and
+storage; DSP0287 messages or platform frames for TCP), which hands the server frames and
+encodes what it sends.
 The commands the binding declares (``binding.platform_commands``: NORMAL for DOE, MCTP and
 none) go to the binding with the per-connection :class:`ConnectionLike` (normally
 :class:`emulator.connection.SpdmConnection`); the binding drives it (push ``receive``, or
@@ -25,11 +29,13 @@ Socket tuning (PROTOCOL.md "Socket performance on loopback"): TCP_NODELAY on eve
 accepted socket, one write per frame, TCP_QUICKACK re-armed after each read (Linux).
 
 Limits (fields of :class:`~emulator.options.RunOptions`, their defaults there):
-``max_payload`` (a larger frame closes the connection before any payload byte is stored),
+``max_payload`` (a larger frame closes the connection before any payload byte is stored;
+the codecs that can skip one stay in step instead: a DSP0287 message gets ERROR_TOO_LARGE,
+a storage IF_SEND status 0x4002),
 ``max_connections`` (more are accepted and closed at once), ``idle_timeout`` (nothing
 received), ``frame_timeout`` (a frame trickled in, or a reply the peer does not read,
 closes the connection), ``backlog`` (queued connection attempts).  Per connection the
-server holds at most one frame (``FrameDecoder``) and, through ``drain()``, a bounded
+server holds at most one frame (the stream codec) and, through ``drain()``, a bounded
 amount of unsent reply.
 """
 
@@ -47,12 +53,18 @@ from emulator.errors import FrameError
 from emulator.options import DEFAULT_FRAME_TIMEOUT, RunOptions
 from emulator.server.platform import (
     Frame,
-    FrameDecoder,
     PlatformCommand,
+    PlatformStreamCodec,
     command_name,
     encode_frame,
 )
-from emulator.transport.base import CommandAnswer, Endpoint, SocketTransport, TransportBinding
+from emulator.transport.base import (
+    CommandAnswer,
+    Endpoint,
+    SocketTransport,
+    StreamCodec,
+    TransportBinding,
+)
 
 if TYPE_CHECKING:  # the server only reads a Reply; keep the responder out of its imports
     from emulator.events import Reply
@@ -144,6 +156,17 @@ class SpdmServer:
         self._next_number = 0
         self._stopping = False
         self._stopped: asyncio.Event | None = None
+        #: the stream codec of each connection being served, by connection number
+        self._codecs: dict[int, StreamCodec] = {}
+
+    def _new_codec(self) -> StreamCodec:
+        """The binding's codec for a new connection's stream (platform frames when the
+        binding does not frame its stream itself)."""
+        make = getattr(self.binding, "stream_codec", None)
+        if make is None:
+            return PlatformStreamCodec(self.config.max_payload)
+        codec: StreamCodec = make(self.config.max_payload)
+        return codec
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -291,7 +314,22 @@ class SpdmServer:
         writer: asyncio.StreamWriter,
         sock: Any,
     ) -> None:
-        decoder = FrameDecoder(self.config.max_payload)
+        decoder = self._new_codec()
+        self._codecs[number] = decoder
+        try:
+            await self._serve_stream(number, conn, reader, writer, sock, decoder)
+        finally:
+            self._codecs.pop(number, None)
+
+    async def _serve_stream(
+        self,
+        number: int,
+        conn: ConnectionLike,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        sock: Any,
+        decoder: StreamCodec,
+    ) -> None:
         idle_timeout = self.config.idle_timeout
         frame_timeout = self.config.frame_timeout
         loop = asyncio.get_running_loop()
@@ -327,7 +365,10 @@ class SpdmServer:
             except FrameError as exc:
                 raise _Closing(f"malformed frame: {exc}", logging.WARNING) from None
             for frame in frames:
-                await self._handle_frame(number, conn, writer, frame)
+                if isinstance(frame, bytes):  # the codec's own answer (DSP0287, storage)
+                    await self._write(number, writer, frame)
+                else:
+                    await self._handle_frame(number, conn, writer, frame)
             if decoder.error is not None:
                 raise _Closing(f"malformed frame: {decoder.error}", logging.WARNING)
             if not decoder.pending:
@@ -346,14 +387,25 @@ class SpdmServer:
                 _transport_name(frame.transport),
                 len(frame.payload),
             )
-        writer.write(encode_frame(frame))  # one write per frame: header and payload together
+        await self._write(number, writer, self._encode(number, frame))
+
+    def _encode(self, number: int, frame: Frame) -> bytes:
+        codec = self._codecs.get(number)
+        return codec.encode(frame) if codec is not None else encode_frame(frame)
+
+    async def _write(self, number: int, writer: asyncio.StreamWriter, data: bytes) -> None:
+        """Write ``data`` at once (one write per frame: header and payload together) and
+        wait for the peer to take it, within frame_timeout."""
+        if not data:
+            return
+        writer.write(data)
         try:
             async with asyncio.timeout(self.config.frame_timeout):
                 await writer.drain()
         except TimeoutError:
             writer.transport.abort()  # what is unsent will never be read: reset at once
             raise _Closing(
-                f"the peer has not taken a {len(frame.payload)}-byte reply within "
+                f"the peer has not taken a {len(data)}-byte reply within "
                 f"{self.config.frame_timeout} s (frame_timeout)",
                 logging.WARNING,
             ) from None
@@ -450,7 +502,7 @@ class SpdmServer:
                     self.config.max_payload,
                 )
         if reply.partial is not None:
-            data = encode_frame(frames[0])[: max(reply.partial, 0)] if frames else b""
+            data = self._encode(number, frames[0])[: max(reply.partial, 0)] if frames else b""
             logger.info("conn %d: sending %d bytes of a frame, then closing", number, len(data))
             if data:
                 writer.write(data)

@@ -302,6 +302,8 @@ class SessionTable:
         #: a device runtime update happened (TerminationPolicy is applied at the next record)
         self.runtime_update_pending = False
         self._listeners: list[Callable[[str, object], None]] | None = None
+        #: called with the SessionID of every session that ends (however it ends)
+        self.on_end: Callable[[int], None] | None = None
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -351,6 +353,8 @@ class SessionTable:
             session.wipe()
         if self.latest_session_id == session_id:
             self.latest_session_id = None
+        if session is not None and self.on_end is not None:
+            self.on_end(session_id)
 
     def clear(self) -> None:
         for sid in list(self.sessions):
