@@ -355,12 +355,14 @@ def _tsp_fields(msg: bytes) -> list[str]:
 
 
 def _decode_vendor(msg: bytes) -> list[str]:
-    body, _size = parse_vendor(msg)
+    body, _size = parse_vendor(msg, large_allowed=msg[0] >= 0x14)  # 1.4 LargeReq/LargeResp
     try:
         registry = StandardId(body.standard_id).name
     except ValueError:
         registry = f"0x{body.standard_id:04X}"
     out = [f"StandardID={registry}", f"VendorID={body.vendor_id.hex() or '-'}"]
+    if body.large:
+        out.append(f"LargePayloadLength={len(body.payload)}")
     payload = body.payload
     pcisig = body.standard_id == StandardId.PCISIG
     if pcisig and body.vendor_id == PCISIG_VENDOR_ID_BYTES and payload:

@@ -903,3 +903,12 @@ async def test_vendor_defined_large_payload_14() -> None:
     # the normal form still works at 1.4
     rsp = await req2.send(bytes.fromhex("14fe0000 030002 0100 0200 aa01"))
     assert rsp[:13] == bytes.fromhex("147e0000 030002 0100 0200 bbcc")
+
+
+def test_trace_decodes_14_large_vendor_payloads() -> None:
+    from emulator.trace import describe_message
+
+    large = bytes.fromhex("147e8000 030002 0100 0000") + struct.pack("<I", 2) + b"\xbb\xcc"
+    assert "LargePayloadLength=2 Payload=bb cc" in describe_message(large)
+    # below 1.4 bit 7 is reserved: the 16-bit PayloadLength counts
+    assert "Payload=bb cc" in describe_message(bytes.fromhex("137e8000 030002 0100 0200 bbcc"))
