@@ -4,11 +4,16 @@
 #   qemu-system-x86  - QEMU >= 10 with the NVMe 'spdm_port' property (bookworm-backports)
 #   openssl          - 'openssl verify' checks the generated certificate chains
 #   QEMU 10.2 build  - scripts/qemu-spdm-nvme.sh (cached), for the storage-binding tests
+#   podman & co      - the container image tests (scripts/container-host.sh --packages)
 # Idempotent: does nothing when everything is already there.  Uses sudo when not root.
 set -euo pipefail
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Container tests (tests/test_container.py): podman, buildah, runc, netavark, aardvark-dns,
+# iptables, mmdebstrap. The rest of the host set-up is scripts/container-host.sh's.
+bash "$(dirname "$0")/container-host.sh" --packages
 
 have_qemu_spdm() {
     command -v qemu-system-x86_64 >/dev/null 2>&1 &&
