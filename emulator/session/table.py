@@ -29,6 +29,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Any
 
 from emulator.codec.constants import RequestCode
 from emulator.crypto.keyschedule import DataSecrets, HandshakeSecrets, KeySchedule, TrafficKeys
@@ -272,6 +273,25 @@ class Session:
         keys.sequence += 1
         return record
 
+    # ---- checkpoints -------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every field, the mutable ones copied (keys are replaced, never changed, by the
+        handlers; sequence numbers move only when records are opened and sealed)."""
+        fields = vars(self).copy()
+        fields["message_k"] = bytearray(self.message_k)
+        fields["message_f"] = bytearray(self.message_f)
+        encap = self.encap
+        if encap is not None:
+            fields["encap"] = replace(
+                encap, sequence=list(encap.sequence), chain=bytearray(encap.chain)
+            )
+        return fields
+
+    def restore(self, fields: dict[str, Any]) -> None:
+        """Put back what :meth:`snapshot` returned (into this same object)."""
+        vars(self).update(fields)
+
     # ---- watchdog ----------------------------------------------------------------------
 
     def start_watchdog(self, now: float) -> None:
@@ -289,6 +309,15 @@ class Session:
         self.export_master_secret = b""
         self.message_k.clear()
         self.message_f.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class TableCheckpoint:
+    """A session table as it was (:meth:`SessionTable.checkpoint`)."""
+
+    sessions: tuple[tuple[Session, dict[str, Any]], ...]
+    latest_session_id: int | None
+    runtime_update_pending: bool
 
 
 class SessionTable:
@@ -355,6 +384,28 @@ class SessionTable:
     def clear(self) -> None:
         for sid in list(self.sessions):
             self.terminate(sid)
+
+    def checkpoint(self) -> TableCheckpoint:
+        """The sessions and their fields, to undo one request (a response the requester
+        cannot receive: the session it would have opened or moved on never was)."""
+        return TableCheckpoint(
+            tuple((s, s.snapshot()) for s in self.sessions.values()),
+            self.latest_session_id,
+            self.runtime_update_pending,
+        )
+
+    def restore(self, checkpoint: TableCheckpoint) -> None:
+        """The table as it was at ``checkpoint``; sessions opened since are forgotten."""
+        kept = {id(s) for s, _ in checkpoint.sessions}
+        for session in self.sessions.values():
+            if id(session) not in kept:
+                session.wipe()
+        self.sessions = {}
+        for session, fields in checkpoint.sessions:
+            session.restore(fields)
+            self.sessions[session.session_id] = session
+        self.latest_session_id = checkpoint.latest_session_id
+        self.runtime_update_pending = checkpoint.runtime_update_pending
 
     def expire(self, now: float) -> list[int]:
         """End every session whose heartbeat watchdog ran out; returns their IDs."""
