@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="profiles_command", metavar="{list,show,check}", parser_class=_Parser
     )
     psub.required = True
-    psub.add_parser("list", help="list the shipped profiles")
+    psub.add_parser("list", help="list the shipped profiles (exit status 1 if one is invalid)")
     show = psub.add_parser("show", help="print a profile after validation, as JSON")
     show.add_argument("profile", help="profile name or file")
     check = psub.add_parser("check", help="validate profile files")
@@ -459,12 +459,16 @@ def _print_human(report: dict[str, Any], indent: str = "") -> None:
 
 
 def _profiles(args: argparse.Namespace) -> int:
-    from emulator.profiles import list_profiles, load_profile
+    from emulator.profiles import PROFILES_DIR, list_profiles, load_profile
 
     if args.profiles_command == "list":
-        for name, description in list_profiles():
+        shipped = list_profiles()
+        if not shipped:
+            print(f"spdm-emulator: no shipped profiles in {PROFILES_DIR}", file=sys.stderr)
+            return 1
+        for name, description, _valid in shipped:
             print(f"{name:20} {description}")
-        return 0
+        return 0 if all(valid for _name, _description, valid in shipped) else 1
     if args.profiles_command == "show":
         print(json.dumps(load_profile(args.profile).model_dump(mode="json"), indent=2))
         return 0
