@@ -690,7 +690,7 @@ class VendorDefinedEntry(_Strict):
 class DeterminismSection(_Strict):
     """[determinism]: a seed makes nonces, DHE keys and random padding reproducible."""
 
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0)
 
 
 # --- [[faults]] and [mqtt] (emulator.faults, emulator.control) ------------------------

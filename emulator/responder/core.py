@@ -258,9 +258,16 @@ class Responder:
                 self.ctx = saved.restore()
             del self._commits[first_commit:]
             response = refused
+        self.observe(request, session_id, response)
+        return response
+
+    def observe(self, request: bytes, session_id: int | None, response: bytes) -> None:
+        """Step 6 alone: what answering ``request`` with ``response`` ends in the
+        transcripts.  The connection calls it for an ERROR a fault sent without asking
+        the responder, so that the device's L1/L2 end where the requester's do (libspdm's
+        GET_MEASUREMENTS handler resets message M when it answers Busy)."""
         certificates.observe(self, request, response)
         measurements.observe(self, request, session_id, response)
-        return response
 
     def error(self, code: ErrorCode | int, data: int = 0, extended: bytes = b"") -> bytes:
         """An ERROR in the connection's version (1.0 before negotiation, as libspdm)."""
