@@ -326,6 +326,13 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         help="capture the transport messages in pcap format for DMTF spdm_dump / tshark "
         "(link type 292 PCI DOE, 291 MCTP); '{conn}' in FILE makes one file per connection",
     )
+    option(
+        "--keylog",
+        metavar="FILE",
+        help="append every secure session's DHE secret or PSK to FILE, as spdm_dump's "
+        "--dhe_secret / --psk take them (decrypts --pcap captures; anyone who reads FILE "
+        "can decrypt the sessions: test use only)",
+    )
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:

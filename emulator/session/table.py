@@ -140,6 +140,10 @@ class Session:
     th_prefix: bytes = b""
     message_k: bytearray = field(default_factory=bytearray)
     message_f: bytearray = field(default_factory=bytearray)
+    #: the DHE shared secret (KEY_EXCHANGE) or the PSK (PSK_EXCHANGE) the keys come from:
+    #: what DMTF spdm_dump's --dhe_secret / --psk take (``serve --keylog`` writes them)
+    dhe_secret: bytes = b""
+    psk: bytes = b""
     handshake_secret: bytes = b""
     request_finished_key: bytes = b""
     response_finished_key: bytes = b""
@@ -304,6 +308,7 @@ class Session:
     def wipe(self) -> None:
         """Forget the key material (the session ended)."""
         self.handshake_secret = self.request_finished_key = self.response_finished_key = b""
+        self.dhe_secret = self.psk = b""
         self.hs_request = self.hs_response = self.app_request = self.app_response = None
         self.request_backup = None
         self.export_master_secret = b""
