@@ -123,3 +123,31 @@ def test_profiles_list_fails_on_an_invalid_profile(tmp_path: Path) -> None:
         [sys.executable, "-m", "emulator", "profiles", "list"], env=env, capture_output=True
     )
     assert again.returncode == 0
+
+
+def readme_command(title: str) -> str:
+    """The one-line command of the README's Quick start block under ``**title**``."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(f"**{title}**") :]
+    start = block.index("```sh\n") + len("```sh\n")
+    return block[start : block.index("\n```", start)]
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    command = readme_command("Install and run the tests")
+    assert "\n" not in command
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert command in lines
+    # the venv the set-up script makes, not the system Python (PEP 668 on Debian 12/13)
+    assert command.startswith("bash scripts/install-system-deps.sh && bash scripts/install.sh")
+    assert readme_command("Install and run the emulator") == (
+        "bash scripts/install.sh && .venv/bin/spdm-emulator"
+    )
+
+
+def test_install_script_installs_python_venv_and_uses_a_venv() -> None:
+    script = (ROOT / "scripts" / "install.sh").read_text()
+    assert "apt-get install -y -qq --no-install-recommends python3 python3-venv" in script
+    assert "python3 -m venv .venv" in script
+    deps = (ROOT / "scripts" / "install-system-deps.sh").read_text()
+    assert "need+=(qemu-utils)" in deps and "need+=(mosquitto-clients)" in deps
