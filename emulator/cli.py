@@ -71,24 +71,26 @@ def _size(text: str) -> int:
     return value
 
 
-def _count(text: str) -> int:
+def _whole(text: str, what: str = "") -> int:
+    """A number 0 or more (decimal or 0x hex)."""
     try:
         value = int(text, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{what}{text!r} is not a number") from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
+        raise argparse.ArgumentTypeError(f"{what}{value} is negative")
     return value
+
+
+def _count(text: str) -> int:
+    return _whole(text)
 
 
 def _seed(text: str) -> int:
     try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed {text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"seed {value} is negative (seeds are 0 or more)")
-    return value
+        return _whole(text, "seed ")
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (seeds are 0 or more)") from None
 
 
 def _positive_float(text: str) -> float:
