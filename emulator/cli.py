@@ -515,6 +515,10 @@ def _print_human(report: dict[str, Any], indent: str = "") -> None:
             print(f"{indent}{key}")
             for item in value:
                 print(f"{indent}  - " + "  ".join(f"{k}={v}" for k, v in item.items()))
+        elif isinstance(value, list) and any(len(str(v)) > 40 for v in value):
+            print(f"{indent}{key}")  # long lines (probe's retries): one a line
+            for item in value:
+                print(f"{indent}  - {item}")
         else:
             if isinstance(value, list):
                 value = ", ".join(str(v) for v in value) or "-"
