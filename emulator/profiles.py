@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import tomllib
 from collections.abc import Iterable
 from enum import IntFlag
@@ -65,21 +64,20 @@ from emulator.codec.measurements import (
     encode_device_mode,
     general_opaque_data_problem,
 )
+from emulator.data import shipped_dir
 from emulator.errors import ProfileError
 
 F = TypeVar("F", bound=IntFlag)
 
 
 def _profiles_dir() -> Path:
-    """Where the shipped profiles are: $SPDM_EMULATOR_PROFILES, the source checkout, or
-    ``<prefix>/share/spdm-emulator/profiles`` of a non-editable install."""
+    """Where the shipped profiles are: $SPDM_EMULATOR_PROFILES, else
+    :func:`emulator.data.shipped_dir` (the wheel's package data, or the checkout's
+    top-level ``profiles/``)."""
     env = os.environ.get("SPDM_EMULATOR_PROFILES")
     if env:
         return Path(env)
-    checkout = Path(__file__).resolve().parent.parent / "profiles"
-    if checkout.is_dir():
-        return checkout
-    return Path(sys.prefix) / "share" / "spdm-emulator" / "profiles"
+    return shipped_dir("profiles")
 
 
 #: Directory of the profiles shipped with the project.
@@ -1074,7 +1072,7 @@ class PldmSection(_Strict):
 class DeterminismSection(_Strict):
     """[determinism]: a seed makes nonces, DHE keys and random padding reproducible."""
 
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0)
 
 
 # --- [[faults]] and [mqtt] (emulator.faults, emulator.control) ------------------------
@@ -1676,13 +1674,13 @@ def load_profile_text(
     return profile
 
 
-def list_profiles() -> list[tuple[str, str]]:
-    """(name, description) of every shipped profile."""
+def list_profiles() -> list[tuple[str, str, bool]]:
+    """(name, description or the error, valid) of every shipped profile."""
     out = []
     for path in sorted(PROFILES_DIR.glob("*.toml")):
         try:
             prof = load_profile(path)
-            out.append((path.stem, prof.device.description))
+            out.append((path.stem, prof.device.description, True))
         except ProfileError as exc:
-            out.append((path.stem, f"INVALID: {exc}"))
+            out.append((path.stem, f"INVALID: {exc}", False))
     return out

@@ -228,14 +228,15 @@ def _log(req: Requester) -> MeasurementTranscript:
     return req.measurement_transcript
 
 
-def _sync_log(req: Requester, st: MeasurementTranscript) -> None:
-    """Reset L1/L2 if any other request succeeded (or a GET_MEASUREMENTS failed) since."""
-    for request, response in req.log[st.log_position :]:
+def _sync_log(req: Requester, st: MeasurementTranscript, end: int | None = None) -> None:
+    """Reset L1/L2 if any other request succeeded (or a GET_MEASUREMENTS failed) since
+    (up to the log entry ``end``)."""
+    for request, response in req.log[st.log_position : end]:
         is_error = len(response) > 1 and response[1] == ResponseCode.ERROR
         meas = len(request) > 1 and request[1] == RequestCode.GET_MEASUREMENTS
         if (meas and is_error) or (not meas and not is_error):
             st.data.clear()
-    st.log_position = len(req.log)
+    st.log_position = len(req.log) if end is None else end
 
 
 def _fail(st: MeasurementTranscript, problem: str) -> RequesterError:
@@ -289,8 +290,13 @@ async def get_measurements(
     ).encode()
     try:
         response = await req.send(request, session_id=session_id)
-    finally:
+    except BaseException:
+        st.data.clear()  # an ERROR (or no answer) to GET_MEASUREMENTS ends L1/L2
         st.log_position = len(req.log)
+        raise
+    # ERROR(Busy) answers the requester retried past (Requester.busy_retries) end L1/L2 too
+    _sync_log(req, st, end=len(req.log) - 1)
+    st.log_position = len(req.log)
     if response[1] == ResponseCode.ERROR:  # pragma: no cover - send() raises
         raise _fail(st, "ERROR")
     if response[1] != ResponseCode.MEASUREMENTS:

@@ -11,6 +11,9 @@ QEMU's DOE mailbox, or a responder in-process (:class:`LoopbackChannel`).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,6 +24,7 @@ from emulator.codec.constants import (
     BaseAsymAlgo,
     BaseHashAlgo,
     DheGroup,
+    ErrorCode,
     KemAlgo,
     KeySchedule,
     MeasurementSpec,
@@ -43,14 +47,20 @@ from emulator.codec.messages import (
     get_capabilities_size,
 )
 from emulator.errors import CodecError, RequesterError
-from emulator.requester.errors import SpdmErrorReply
+from emulator.requester.errors import NotReady, SpdmErrorReply
 from emulator.transport.base import TransportMessage
+
+log = logging.getLogger("emulator.requester")
 
 if TYPE_CHECKING:
     from emulator.requester.chunking import ChunkingState
     from emulator.requester.identity import IdentityFlow
     from emulator.requester.measurements import MeasurementTranscript
     from emulator.requester.session import RequesterSession
+
+
+def _is_error(response: bytes, code: ErrorCode) -> bool:
+    return len(response) >= 4 and response[1] == ResponseCode.ERROR and response[2] == code
 
 
 class Channel(Protocol):
@@ -113,6 +123,13 @@ class RequesterConfig:
     pqc_asym: int = ALL_PQC_ASYM
     req_pqc_asym: int = ALL_PQC_ASYM
     kem: int = ALL_KEM
+    #: ERROR(Busy): send the request again up to this many times, ``busy_delay`` seconds
+    #: apart (libspdm's LIBSPDM_DATA_REQUEST_RETRY_TIMES / _RETRY_DELAY_TIME); 0: raise
+    busy_retries: int = 0
+    busy_delay: float = 0.1
+    #: ERROR(ResponseNotReady): wait RDT and send RESPOND_IF_READY once, as libspdm's
+    #: requester does (``libspdm_handle_response_not_ready``); False: raise
+    respond_if_ready: bool = False
 
 
 @dataclass
@@ -188,6 +205,10 @@ class Requester:
         self.log: list[tuple[bytes, bytes]] = []
         #: open secured sessions by SessionID (registered by emulator.requester.session)
         self.sessions: dict[int, RequesterSession] = {}
+        #: one line per Busy retry and RESPOND_IF_READY (``probe`` shows them)
+        self.retries: list[str] = []
+        #: how waits are made (tests replace it)
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     @property
     def version(self) -> int:
@@ -209,13 +230,51 @@ class Requester:
                 raise RequesterError(f"no open session 0x{session_id:08X} on this requester")
             response: bytes = await chunking.session_send(session, request, allow_error=True)
             return self._received(request, response)
+        busy = 0
+        while True:
+            response = await self._exchange_plain(request)
+            if self.config.respond_if_ready and _is_error(response, ErrorCode.ResponseNotReady):
+                response = await self._respond_if_ready(request, response)
+            if busy < self.config.busy_retries and _is_error(response, ErrorCode.Busy):
+                busy += 1
+                self.log.append((request, response))  # L1/L2 and the like end on Busy
+                self._note(
+                    f"{code_name(request[1])}: ERROR(Busy), sent again "
+                    f"({busy} of {self.config.busy_retries}) after {self.config.busy_delay:g} s"
+                )
+                await self.sleep(self.config.busy_delay)
+                continue
+            return self._received(request, response)
+
+    async def _exchange_plain(self, request: bytes) -> bytes:
+        """One request in the clear, chunked both ways when it has to be."""
         if chunking.needs_chunk_send(self, request):
-            return await self.send_large(request)
+            return await chunking.send_large(self, request)
         reply = await self.channel.exchange(request)
         response = reply.message
         if chunking.is_large_response(self, response):
             response = await chunking.get_large(self, response)
-        return self._received(request, response)
+        return response
+
+    async def _respond_if_ready(self, request: bytes, response: bytes) -> bytes:
+        """ERROR(ResponseNotReady) -> wait RDT, RESPOND_IF_READY (DSP0274 1.3 10.17); the
+        answer stands for the response to ``request`` (in the log and the transcripts).
+        A second ResponseNotReady is returned as it is (libspdm: LIBSPDM_STATUS_NOT_READY_PEER)."""
+        info = NotReady.parse(response)
+        info.check(request[1])
+        self._note(
+            f"{code_name(request[1])}: ERROR(ResponseNotReady) RDTExponent {info.rdt_exponent} "
+            f"(RDT {1 << info.rdt_exponent} us), RDTM {info.rdtm}, token {info.token}: "
+            "RESPOND_IF_READY after RDT"
+        )
+        await self.sleep(info.wait_seconds)
+        version = self.version or request[0]
+        rif = build_header(version, RequestCode.RESPOND_IF_READY, info.request_code, info.token)
+        return await self._exchange_plain(rif)
+
+    def _note(self, line: str) -> None:
+        self.retries.append(line)
+        log.info("%s", line)
 
     async def send_large(self, request: bytes) -> bytes:
         """Send ``request`` by CHUNK_SEND (DSP0274 large request), whatever its size, and

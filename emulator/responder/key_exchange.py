@@ -417,6 +417,7 @@ def key_exchange(r: Responder, req: Request) -> bytes:
     session.message_k += signature
     th1 = digest(alg.base_hash, th_base(session))
     session.install_handshake(schedule.handshake(shared, th1))
+    session.dhe_secret = shared
     if not in_clear:
         response.verify_data = hmac_digest(alg.base_hash, session.response_finished_key, th1)
         session.message_k += response.verify_data

@@ -78,7 +78,7 @@ from emulator.responder.base import (
     invalid,
     unexpected,
 )
-from emulator.responder.chunking import chunking_active
+from emulator.responder.chunking import chunking_active, response_limit
 from emulator.responder.context import MeasurementLog
 
 if TYPE_CHECKING:
@@ -130,24 +130,18 @@ def _too_large(size: int) -> SpdmErrorResponse:
 
 
 def _check_size(r: Responder, size: int) -> None:
-    """ERROR unless a ``size``-byte response can be delivered (see the module docstring)."""
+    """ERROR unless a ``size``-byte response can be delivered (see the module docstring);
+    checked before signing, with the pipeline's own rule for the requester's limits
+    (:func:`emulator.responder.chunking.response_limit`)."""
+    limit = response_limit(r)
+    if limit is not None and size > limit:
+        raise _too_large(size)
     own = min(r.device.data_transfer_size, r.device.max_spdm_msg_size)
     if chunking_active(r):
-        # 1.2+ with CHUNK_CAP on both sides: a response over the DataTransferSizes is
-        # delivered by CHUNK_GET (emulator.responder.chunking); only MaxSPDMmsgSize limits
-        peer = r.peer
-        if peer is not None and peer.max_spdm_msg_size and size > peer.max_spdm_msg_size:
-            raise _too_large(size)
+        # a response over the DataTransferSizes is delivered by CHUNK_GET
         if size > r.device.max_spdm_msg_size:
             raise _too_large(size)
-        return
-    if r.version >= 0x12:
-        peer = r.peer
-        if peer is not None:
-            if peer.max_spdm_msg_size and size > peer.max_spdm_msg_size:
-                raise _too_large(size)
-            if peer.data_transfer_size and size > peer.data_transfer_size:
-                raise _too_large(size)
+    elif r.version >= 0x12:
         if size > own:
             raise _too_large(size)
     elif size > own:

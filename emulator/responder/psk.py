@@ -118,6 +118,7 @@ def psk_exchange(r: Responder, req: Request) -> Response:
         heartbeat_period=response.heartbeat_period,
         session_policy=req.param2 if r.version >= 0x12 else 0,
         psk_hint=msg.psk_hint,
+        psk=psk,
     )
     session.th_prefix = bytes(r.transcripts.a)
     session.message_k += req.raw[:size]
