@@ -169,6 +169,10 @@ class Emulator:
             from emulator.trace import attach_tracing
 
             self._cleanups.append(attach_tracing(self, opts.trace, opts.pcap))
+        if opts.keylog is not None:
+            from emulator.keylog import attach_keylog
+
+            self._cleanups.append(attach_keylog(self, opts.keylog))
 
     async def _stop_control(self) -> None:
         plane, self.control = self.control, None
@@ -240,6 +244,8 @@ class Emulator:
                     "base_hash": r.algorithms.base_hash,
                     "dhe": r.algorithms.dhe,
                     "aead": r.algorithms.aead,
+                    "pqc_asym": r.algorithms.pqc_asym,
+                    "kem": r.algorithms.kem,
                 }
             )
         return {

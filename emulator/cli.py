@@ -71,6 +71,28 @@ def _size(text: str) -> int:
     return value
 
 
+def _whole(text: str, what: str = "") -> int:
+    """A number 0 or more (decimal or 0x hex)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what}{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{what}{value} is negative")
+    return value
+
+
+def _count(text: str) -> int:
+    return _whole(text)
+
+
+def _seed(text: str) -> int:
+    try:
+        return _whole(text, "seed ")
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (seeds are 0 or more)") from None
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -168,10 +190,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument(
         "--spdm-version",
-        choices=("1.0", "1.1", "1.2", "1.3"),
+        choices=("1.0", "1.1", "1.2", "1.3", "1.4"),
         help="force this SPDM version (default: the highest common one)",
     )
     probe.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS")
+    probe.add_argument(
+        "--busy-retries",
+        type=_count,
+        default=3,
+        metavar="N",
+        help="send a request answered ERROR(Busy) again up to N times (default 3; "
+        "ResponseNotReady is always followed by RESPOND_IF_READY); the report lists the retries",
+    )
+    probe.add_argument(
+        "--busy-delay",
+        type=_positive_float,
+        default=0.1,
+        metavar="SECONDS",
+        help="wait between Busy retries (default 0.1)",
+    )
     probe.add_argument("--json", action="store_true", help="print a JSON report")
     probe.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     add_probe_auth_arguments(probe)
@@ -192,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="profiles_command", metavar="{list,show,check}", parser_class=_Parser
     )
     psub.required = True
-    psub.add_parser("list", help="list the shipped profiles")
+    psub.add_parser("list", help="list the shipped profiles (exit status 1 if one is invalid)")
     show = psub.add_parser("show", help="print a profile after validation, as JSON")
     show.add_argument("profile", help="profile name or file")
     check = psub.add_parser("check", help="validate profile files")
@@ -263,9 +300,11 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     )
     option(
         "--seed",
-        type=int,
+        type=_seed,
         metavar="N",
-        help="deterministic mode: fixed nonces, DHE keys and padding from this seed",
+        help="deterministic mode: nonces, DHE keys and padding from this seed; each "
+        "connection draws from its own stream (seed, device name, connection number), so a "
+        "run repeated with the same requests gives the same bytes on every connection",
     )
     serve.add_argument(
         "--log-level",
@@ -279,7 +318,7 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     )
     option(
         "--fault-seed",
-        type=int,
+        type=_seed,
         metavar="N",
         help="seed of the probabilistic faults (default: the profile's [determinism] seed, or 0)",
     )
@@ -325,6 +364,13 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         help="capture the transport messages in pcap format for DMTF spdm_dump / tshark "
         "(link type 292 PCI DOE, 291 MCTP; 147 storage, 148 TCP: tcpdump's private range); "
         "'{conn}' in FILE makes one file per connection",
+    )
+    option(
+        "--keylog",
+        metavar="FILE",
+        help="append every secure session's DHE secret or PSK to FILE, as spdm_dump's "
+        "--dhe_secret / --psk take them (decrypts --pcap captures; anyone who reads FILE "
+        "can decrypt the sessions: test use only)",
     )
 
 
@@ -432,8 +478,10 @@ async def _probe(args: argparse.Namespace) -> int:
         BaseAsymAlgo,
         BaseHashAlgo,
         DheGroup,
+        KemAlgo,
         MeasurementHashAlgo,
         MelSpec,
+        PqcAsymAlgo,
         ResponderCap,
         SpdmVersion,
     )
@@ -444,7 +492,25 @@ async def _probe(args: argparse.Namespace) -> int:
 
     binding = get_binding(args.transport)
     host, port = args.address or (_RUN.host, binding.default_port)
-    config = RequesterConfig(mel_spec=int(MelSpec.DMTF))  # 1.3: read the MEL if offered
+    if args.mode == "linux-cma" and not args.root:
+        print(
+            "spdm-emulator probe: error: --mode linux-cma needs --root FILE (the root the "
+            "guest's .cma keyring trusts)",
+            file=sys.stderr,
+        )
+        return 2
+    for name in args.root:
+        if not os.path.isfile(name) or not os.access(name, os.R_OK):
+            print(f"spdm-emulator probe: error: --root {name}: cannot read it", file=sys.stderr)
+            return 2
+    # as libspdm's requester: ResponseNotReady -> RESPOND_IF_READY, Busy -> sent again
+    config = RequesterConfig(
+        busy_retries=args.busy_retries,
+        busy_delay=args.busy_delay,
+        respond_if_ready=True,
+        mel_spec=int(MelSpec.DMTF),  # 1.3: read the MEL if offered
+    )
+    requester: Requester | None = None
     if args.spdm_version:
         config.version = int(SpdmVersion.from_text(args.spdm_version))
     report: dict[str, Any] = {"address": f"{host}:{port}", "transport": args.transport}
@@ -474,6 +540,11 @@ async def _probe(args: argparse.Namespace) -> int:
                 dhe=names(DheGroup, alg.struct_value(AlgType.DHE)),
                 aead=names(AeadSuite, alg.struct_value(AlgType.AEAD)),
             )
+            if neg.version >= 0x14:  # SPDM 1.4: the post-quantum selections
+                report.update(
+                    pqc_asym=names(PqcAsymAlgo, alg.pqc_asym_sel),
+                    kem=names(KemAlgo, alg.struct_value(AlgType.KEM)),
+                )
             await probe_device(
                 requester,
                 report,
@@ -489,6 +560,8 @@ async def _probe(args: argparse.Namespace) -> int:
                 await probe_tdisp(requester, report, function_id=args.tdisp, binding=args.transport)
     except (TimeoutError, EmulatorError, OSError) as exc:
         report.update(ok=False, error=str(exc) or type(exc).__name__)
+    if requester is not None and requester.retries:
+        report["retries"] = list(requester.retries)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -507,6 +580,10 @@ def _print_human(report: dict[str, Any], indent: str = "") -> None:
             print(f"{indent}{key}")
             for item in value:
                 print(f"{indent}  - " + "  ".join(f"{k}={v}" for k, v in item.items()))
+        elif isinstance(value, list) and any(len(str(v)) > 40 for v in value):
+            print(f"{indent}{key}")  # long lines (probe's retries): one a line
+            for item in value:
+                print(f"{indent}  - {item}")
         else:
             if isinstance(value, list):
                 value = ", ".join(str(v) for v in value) or "-"
@@ -514,14 +591,25 @@ def _print_human(report: dict[str, Any], indent: str = "") -> None:
 
 
 def _profiles(args: argparse.Namespace) -> int:
-    from emulator.profiles import list_profiles, load_profile
+    from emulator.profiles import PROFILES_DIR, list_profiles, load_profile
 
     if args.profiles_command == "list":
-        for name, description in list_profiles():
+        shipped = list_profiles()
+        if not shipped:
+            print(f"spdm-emulator: no shipped profiles in {PROFILES_DIR}", file=sys.stderr)
+            return 1
+        for name, description, _valid in shipped:
             print(f"{name:20} {description}")
-        return 0
+        return 0 if all(valid for _name, _description, valid in shipped) else 1
     if args.profiles_command == "show":
-        print(json.dumps(load_profile(args.profile).model_dump(mode="json"), indent=2))
+        shown = load_profile(args.profile).model_dump(mode="json")
+        pci = shown.get("device", {}).get("pci")
+        if isinstance(pci, dict):  # PCI IDs as lspci and the certificates write them
+            widths = {"class_code": 6, "revision": 2}
+            for key, value in pci.items():
+                if isinstance(value, int):
+                    pci[key] = f"0x{value:0{widths.get(key, 4)}x}"
+        print(json.dumps(shown, indent=2))
         return 0
     status = 0
     for name in args.profile:
@@ -536,6 +624,19 @@ def _profiles(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spdm-emulator`` console script."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # a broken pipe shows here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:
+        # the reader went away (``probe ... | head -3``): stop quietly, as a shell tool does
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the pipe
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
@@ -590,7 +691,7 @@ An existing non-empty slot directory is refused unless --force.
 
 def add_certs_subparser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``certs generate`` and ``certs verify`` to a CLI's subparsers."""
-    from emulator.x509.model import ASYM_NAMES, QEMU_NVME_PCI_IDS
+    from emulator.x509.model import ASYM_NAMES, PQC_ASYM_NAMES, QEMU_NVME_PCI_IDS
 
     certs = subparsers.add_parser(
         "certs",
@@ -610,8 +711,8 @@ def add_certs_subparser(subparsers: argparse._SubParsersAction[argparse.Argument
         "--asym",
         action="append",
         metavar="ALG[,ALG...]",
-        help=f"key algorithm, repeatable or comma-separated, or 'all' "
-        f"({', '.join(ASYM_NAMES)}; default ecdsa-p384)",
+        help=f"key algorithm, repeatable or comma-separated, 'all' ({', '.join(ASYM_NAMES)}) "
+        f"or 'pqc' (SPDM 1.4: {', '.join(PQC_ASYM_NAMES)}); default ecdsa-p384",
     )
     gen.add_argument(
         "--slots",
@@ -686,7 +787,7 @@ def _certs_date(text: str, what: str, end_of_day: bool) -> datetime.datetime:
 
 def _certs_asyms(values: Sequence[str] | None) -> list[str]:
     from emulator.x509.chain import CertError
-    from emulator.x509.model import ASYM_NAMES, asym_spec
+    from emulator.x509.model import ASYM_NAMES, PQC_ASYM_NAMES, asym_spec
 
     if not values:
         return ["ecdsa-p384"]
@@ -696,7 +797,8 @@ def _certs_asyms(values: Sequence[str] | None) -> list[str]:
             name = item.strip().lower()
             if not name:
                 continue
-            names = list(ASYM_NAMES) if name == "all" else [name]
+            groups = {"all": ASYM_NAMES, "pqc": PQC_ASYM_NAMES}
+            names = list(groups.get(name, (name,)))
             for n in names:
                 asym_spec(n)
                 if n not in out:

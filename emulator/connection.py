@@ -175,6 +175,7 @@ class SpdmConnection:
             return outcome.response, outcome.commits, None, outcome.reason
         request, canned = fx.on_request(request)
         if canned is not None:
+            self.responder.observe(request, session_id, canned)  # an ERROR's effects
             return fx.on_response(canned, request), (), fx, ""
         outcome = self.responder.respond(request, session_id, fx.context)
         response = fx.on_response(outcome.response, outcome.request)

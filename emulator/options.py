@@ -75,6 +75,9 @@ class RunOptions:
     trace: str | None = None
     #: capture the transport messages to this pcap file (``{conn}``: one file per connection)
     pcap: str | None = None
+    #: append each secure session's DHE secret / PSK to this file, in the hex form of DMTF
+    #: spdm_dump's --dhe_secret / --psk (emulator.keylog); off by default
+    keylog: str | None = None
 
     # ---- fault injection (emulator.faults) ------------------------------------------------
     #: fault rules (``--fault`` SPEC strings or parsed rules), added after the profile's

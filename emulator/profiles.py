@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import tomllib
 from collections.abc import Iterable
 from enum import IntFlag
@@ -37,16 +36,19 @@ from pydantic import (
 
 from emulator.codec.constants import (
     MIN_DATA_TRANSFER_SIZE_V12,
+    PQC_ASYM_SHIFT,
     RESPONDER_CAPS_BY_VERSION,
     AeadSuite,
     BaseAsymAlgo,
     BaseHashAlgo,
     DheGroup,
+    KemAlgo,
     KeySchedule,
     MeasurementHashAlgo,
     MeasurementSpec,
     MelSpec,
     OtherParams,
+    PqcAsymAlgo,
     ResponderCap,
     SpdmVersion,
 )
@@ -62,21 +64,20 @@ from emulator.codec.measurements import (
     encode_device_mode,
     general_opaque_data_problem,
 )
+from emulator.data import shipped_dir
 from emulator.errors import ProfileError
 
 F = TypeVar("F", bound=IntFlag)
 
 
 def _profiles_dir() -> Path:
-    """Where the shipped profiles are: $SPDM_EMULATOR_PROFILES, the source checkout, or
-    ``<prefix>/share/spdm-emulator/profiles`` of a non-editable install."""
+    """Where the shipped profiles are: $SPDM_EMULATOR_PROFILES, else
+    :func:`emulator.data.shipped_dir` (the wheel's package data, or the checkout's
+    top-level ``profiles/``)."""
     env = os.environ.get("SPDM_EMULATOR_PROFILES")
     if env:
         return Path(env)
-    checkout = Path(__file__).resolve().parent.parent / "profiles"
-    if checkout.is_dir():
-        return checkout
-    return Path(sys.prefix) / "share" / "spdm-emulator" / "profiles"
+    return shipped_dir("profiles")
 
 
 #: Directory of the profiles shipped with the project.
@@ -89,6 +90,18 @@ IMPLEMENTED_HASH = BaseHashAlgo(0x3F)  # all but SM3
 IMPLEMENTED_MEAS_HASH = MeasurementHashAlgo(0x7F)
 IMPLEMENTED_DHE = DheGroup(0x3F)
 IMPLEMENTED_AEAD = AeadSuite(0x07)
+#: SPDM 1.4: cryptography 48 has ML-DSA-44/65/87 (no SLH-DSA) and ML-KEM-768/1024 (no 512)
+IMPLEMENTED_PQC_ASYM = PqcAsymAlgo.ML_DSA_44 | PqcAsymAlgo.ML_DSA_65 | PqcAsymAlgo.ML_DSA_87
+IMPLEMENTED_KEM = KemAlgo.ML_KEM_768 | KemAlgo.ML_KEM_1024
+#: why an algorithm the spec defines is not offered (the error names the library's gap)
+_NOT_IMPLEMENTED_WHY: dict[type[IntFlag], str] = {
+    PqcAsymAlgo: "cryptography 48 has no SLH-DSA (ML-DSA-44/65/87 are implemented)",
+    KemAlgo: "cryptography 48 has no ML-KEM-512 (ML-KEM-768/1024 are implemented)",
+    BaseAsymAlgo: "cryptography has no SM2",
+    BaseHashAlgo: "cryptography has no SM3",
+    AeadSuite: "cryptography has no SM4-GCM",
+    DheGroup: "cryptography has no SM2 key exchange",
+}
 
 
 def _norm(name: str) -> str:
@@ -164,7 +177,7 @@ class SpdmSection(_Strict):
                 v = SpdmVersion.from_text(text)
             except ValueError:
                 raise ValueError(
-                    f"unknown SPDM version {text!r}; choose from 1.0, 1.1, 1.2, 1.3"
+                    f"unknown SPDM version {text!r}; choose from 1.0, 1.1, 1.2, 1.3, 1.4"
                 ) from None
             if v in seen:
                 raise ValueError(f"version {text!r} is listed twice")
@@ -193,6 +206,10 @@ _ALGORITHM_FIELDS: dict[str, tuple[type[IntFlag], int | None]] = {
         OtherParams.OPAQUE_DATA_FMT_0 | OtherParams.OPAQUE_DATA_FMT_1,
     ),
     "mel_spec": (MelSpec, None),
+    # SPDM 1.4
+    "pqc_asym": (PqcAsymAlgo, IMPLEMENTED_PQC_ASYM),
+    "req_pqc_asym": (PqcAsymAlgo, IMPLEMENTED_PQC_ASYM),
+    "kem": (KemAlgo, IMPLEMENTED_KEM),
 }
 
 
@@ -210,6 +227,13 @@ class AlgorithmsSection(_Strict):
     opaque_data_format: list[str] = Field(default_factory=lambda: ["OPAQUE_DATA_FMT_1"])
     mel_spec: list[str] = Field(default_factory=list)
     multi_key_conn: bool = False
+    #: SPDM 1.4 PqcAsymAlgo (ML_DSA_44/65/87), ReqPqcAsymAlg and KEM (ML_KEM_768/1024)
+    pqc_asym: list[str] = Field(default_factory=list)
+    req_pqc_asym: list[str] = Field(default_factory=list)
+    kem: list[str] = Field(default_factory=list)
+    #: SPDM 1.4: when the requester offers both, select PQC (ML-DSA, ML-KEM) over the
+    #: classic algorithms (libspdm LIBSPDM_DATA_ALGO_PRIORITY_PQC_FIRST)
+    pqc_first: bool = True
 
     @field_validator(*_ALGORITHM_FIELDS)
     @classmethod
@@ -219,7 +243,11 @@ class AlgorithmsSection(_Strict):
         enum, implemented = _ALGORITHM_FIELDS[field]
         for member in parse_flag_names(enum, v, field):
             if implemented is not None and not member & implemented:
-                raise ValueError(f"{member.name} is not implemented by this emulator")
+                why = _NOT_IMPLEMENTED_WHY.get(enum)
+                raise ValueError(
+                    f"{member.name} is not implemented by this emulator"
+                    + (f": {why}" if why else "")
+                )
         return v
 
 
@@ -1060,7 +1088,7 @@ class PldmSection(_Strict):
 class DeterminismSection(_Strict):
     """[determinism]: a seed makes nonces, DHE keys and random padding reproducible."""
 
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0)
 
 
 # --- [[faults]] and [mqtt] (emulator.faults, emulator.control) ------------------------
@@ -1587,6 +1615,8 @@ def _slot_checks(p: Profile) -> list[tuple[str, str]]:
     offered = 0
     for bit in p.algo_list("base_asym"):
         offered |= bit
+    for bit in p.algo_list("pqc_asym"):
+        offered |= int(bit) << PQC_ASYM_SHIFT
     empty: set[int] = set()
     used: dict[int, list[tuple[int, int]]] = {}
     for i, slot in enumerate(p.slots):
@@ -1603,7 +1633,7 @@ def _slot_checks(p: Profile) -> list[tuple[str, str]]:
                 errs.append(
                     (
                         f"slots[{i}].generate",
-                        f"{slot.generate} is not in [algorithms] base_asym",
+                        f"{slot.generate} is not in [algorithms] base_asym or pqc_asym",
                     )
                 )
             for j, other in used.get(slot.id, []):
@@ -1679,8 +1709,9 @@ def _cross_checks(p: Profile) -> list[tuple[str, str]]:
         ):
             if flag in caps:
                 errs.append(("spdm.capabilities", f"{flag.name} needs KEY_EX_CAP or PSK_CAP"))
-    if key_ex and not alg.dhe:
-        errs.append(("algorithms.dhe", "KEY_EX_CAP needs at least one DHE group"))
+    if key_ex and not alg.dhe and not alg.kem:
+        errs.append(("algorithms.dhe", "KEY_EX_CAP needs at least one DHE group (or a 1.4 kem)"))
+    errs += _pqc_checks(p)
     if C.HANDSHAKE_IN_THE_CLEAR_CAP in caps and not key_ex:
         errs.append(("spdm.capabilities", "HANDSHAKE_IN_THE_CLEAR_CAP needs KEY_EX_CAP"))
     if C.CERT_CAP in caps and C.PUB_KEY_ID_CAP in caps:
@@ -1690,7 +1721,7 @@ def _cross_checks(p: Profile) -> list[tuple[str, str]]:
     ):
         errs.append(("spdm.capabilities", "CHAL_CAP/MUT_AUTH_CAP need CERT_CAP or PUB_KEY_ID_CAP"))
     signs = caps & (C.CERT_CAP | C.CHAL_CAP | C.MEAS_CAP_SIG | C.KEY_EX_CAP | C.PUB_KEY_ID_CAP)
-    if signs and not alg.base_asym:
+    if signs and not alg.base_asym and not alg.pqc_asym:
         errs.append(("algorithms.base_asym", "the capabilities need a signature algorithm"))
     if not alg.base_hash:
         errs.append(("algorithms.base_hash", "at least one hash algorithm is required"))
@@ -1701,7 +1732,7 @@ def _cross_checks(p: Profile) -> list[tuple[str, str]]:
             errs.append(("algorithms.measurement_spec", "MEAS_CAP needs DMTF"))
     elif C.MEAS_FRESH_CAP in caps:
         errs.append(("spdm.capabilities", "MEAS_FRESH_CAP needs MEAS_CAP"))
-    if C.MUT_AUTH_CAP in caps and not alg.req_base_asym:
+    if C.MUT_AUTH_CAP in caps and not alg.req_base_asym and not alg.req_pqc_asym:
         errs.append(("algorithms.req_base_asym", "MUT_AUTH_CAP needs a requester algorithm"))
     if C.MEL_CAP in caps and not alg.mel_spec:
         errs.append(("algorithms.mel_spec", "MEL_CAP needs a MEL specification"))
@@ -1790,6 +1821,22 @@ def _provisioning_checks(p: Profile) -> list[tuple[str, str]]:
                 )
         elif entry.index not in mel_blocks:
             errs.append((f"mel[{i}].index", f"block {entry.index} is not a mel = true block"))
+    return errs
+
+
+def _pqc_checks(p: Profile) -> list[tuple[str, str]]:
+    """SPDM 1.4 algorithms need 1.4 offered; a 1.4-only signer needs PQC-capable slots."""
+    errs: list[tuple[str, str]] = []
+    alg = p.algorithms
+    has_14 = SpdmVersion.V14 in p.versions
+    for name in ("pqc_asym", "req_pqc_asym", "kem"):
+        if getattr(alg, name) and not has_14:
+            errs.append(
+                (
+                    f"algorithms.{name}",
+                    'is an SPDM 1.4 field: add "1.4" to [spdm] versions',
+                )
+            )
     return errs
 
 
@@ -2020,13 +2067,13 @@ def load_profile_text(
     return profile
 
 
-def list_profiles() -> list[tuple[str, str]]:
-    """(name, description) of every shipped profile."""
+def list_profiles() -> list[tuple[str, str, bool]]:
+    """(name, description or the error, valid) of every shipped profile."""
     out = []
     for path in sorted(PROFILES_DIR.glob("*.toml")):
         try:
             prof = load_profile(path)
-            out.append((path.stem, prof.device.description))
+            out.append((path.stem, prof.device.description, True))
         except ProfileError as exc:
-            out.append((path.stem, f"INVALID: {exc}"))
+            out.append((path.stem, f"INVALID: {exc}", False))
     return out

@@ -36,20 +36,25 @@ from enum import IntFlag
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from emulator.codec.constants import (
+    REQUESTER_CAPS_BY_VERSION,
+    RESPONDER_CAPS_BY_VERSION,
     AeadSuite,
     AlgType,
     BaseAsymAlgo,
     BaseHashAlgo,
     DheGroup,
     ErrorCode,
+    KemAlgo,
     KeySchedule,
     MeasurementHashAlgo,
     MeasurementSpec,
     MelSpec,
     OtherParams,
+    PqcAsymAlgo,
     RequestCode,
     RequesterCap,
     ResponderCap,
+    ResponderExtCap,
     ResponseCode,
     code_name,
 )
@@ -119,14 +124,17 @@ def version_entry_text(entry: int) -> str:
     return f"{major}.{minor}"
 
 
-def flags_text(enum: type[IntFlag], value: int) -> str:
-    """Set bits as ``NAME|NAME``, unknown bits as hex; ``0`` when none is set."""
+def flags_text(enum: type[IntFlag], value: int, defined: int = -1) -> str:
+    """Set bits as ``NAME|NAME``, unknown bits (or bits outside ``defined``, the mask of
+    what exists in the message's version) as hex; ``0`` when none is set."""
     if not value:
         return "0"
     names: list[str] = []
     known = 0
     for member in enum:
         bit = int(member)
+        if not bit & defined:
+            continue
         known |= bit
         if value & bit:
             names.append(member.name or hex(bit))
@@ -148,6 +156,8 @@ _STRUCT_FIELDS: dict[int, tuple[str, type[IntFlag]]] = {
     AlgType.AEAD: ("AEAD", AeadSuite),
     AlgType.REQ_BASE_ASYM_ALG: ("ReqBaseAsym", BaseAsymAlgo),
     AlgType.KEY_SCHEDULE: ("KeySchedule", KeySchedule),
+    AlgType.REQ_PQC_ASYM_ALG: ("ReqPqcAsym", PqcAsymAlgo),
+    AlgType.KEM: ("KEM", KemAlgo),
 }
 
 
@@ -176,12 +186,16 @@ def _decode_capabilities(msg: bytes, request: bool) -> list[str]:
     if request and c.version == 0x10:
         return fields
     enum: type[IntFlag] = RequesterCap if request else ResponderCap
-    fields += [f"CTExponent={c.ct_exponent}", f"Flags={flags_text(enum, c.flags)}"]
+    by_version = REQUESTER_CAPS_BY_VERSION if request else RESPONDER_CAPS_BY_VERSION
+    defined = by_version.get(c.version, -1)
+    fields += [f"CTExponent={c.ct_exponent}", f"Flags={flags_text(enum, c.flags, defined)}"]
     if c.version >= 0x12:
         fields += [
             f"DataTransferSize={c.data_transfer_size}",
             f"MaxSPDMmsgSize={c.max_spdm_msg_size}",
         ]
+    if c.version >= 0x14 and c.ext_flags:
+        fields.append(f"ExtFlags={flags_text(ResponderExtCap, c.ext_flags)}")
     return fields
 
 
@@ -192,6 +206,8 @@ def _decode_negotiate_algorithms(msg: bytes) -> list[str]:
         f"BaseAsym={flags_text(BaseAsymAlgo, m.base_asym)}",
         f"BaseHash={flags_text(BaseHashAlgo, m.base_hash)}",
     ]
+    if m.version >= 0x14:
+        fields.insert(2, f"PqcAsym={flags_text(PqcAsymAlgo, m.pqc_asym)}")
     if m.version >= 0x12:
         fields.insert(1, f"OtherParams={flags_text(OtherParams, m.other_params)}")
     if m.version >= 0x13:
@@ -209,6 +225,8 @@ def _decode_algorithms(msg: bytes) -> list[str]:
         f"BaseAsym={flags_text(BaseAsymAlgo, m.base_asym_sel)}",
         f"BaseHash={flags_text(BaseHashAlgo, m.base_hash_sel)}",
     ]
+    if m.version >= 0x14:
+        fields.insert(3, f"PqcAsym={flags_text(PqcAsymAlgo, m.pqc_asym_sel)}")
     if m.version >= 0x12:
         fields.insert(1, f"OtherParams={flags_text(OtherParams, m.other_params_sel)}")
     if m.version >= 0x13:
@@ -463,12 +481,14 @@ def _tsp_fields(msg: bytes) -> list[str]:
 
 
 def _decode_vendor(msg: bytes) -> list[str]:
-    body, _size = parse_vendor(msg)
+    body, _size = parse_vendor(msg, large_allowed=msg[0] >= 0x14)  # 1.4 LargeReq/LargeResp
     try:
         registry = StandardId(body.standard_id).name
     except ValueError:
         registry = f"0x{body.standard_id:04X}"
     out = [f"StandardID={registry}", f"VendorID={body.vendor_id.hex() or '-'}"]
+    if body.large:
+        out.append(f"LargePayloadLength={len(body.payload)}")
     payload = body.payload
     pcisig = body.standard_id == StandardId.PCISIG
     if pcisig and body.vendor_id == PCISIG_VENDOR_ID_BYTES and payload:

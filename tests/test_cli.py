@@ -194,8 +194,9 @@ def test_probe_linux_cma_mode(server: tuple[int, subprocess.Popen[str]]) -> None
     assert bad.returncode == 1
     assert "ok                   False" in bad.stdout
     assert "Leaf certificate of slot 0 has invalid Subject Alternative Name" in bad.stdout
+    # an argument error, found before connecting (issue 12): usage status 2, on stderr
     missing = run("probe", f"127.0.0.1:{port}", "--mode", "linux-cma")
-    assert missing.returncode == 1 and "needs --root" in missing.stdout
+    assert missing.returncode == 2 and "needs --root" in missing.stderr
 
 
 def test_probe_tdisp(server: tuple[int, subprocess.Popen[str]]) -> None:

@@ -27,8 +27,10 @@ from emulator.codec.constants import (
     BaseHashAlgo,
     DheGroup,
     ErrorCode,
+    KemAlgo,
     KeySchedule,
     MeasurementHashAlgo,
+    PqcAsymAlgo,
     ResponseCode,
     code_name,
 )
@@ -104,9 +106,17 @@ def _version_text(v: int) -> str | None:
 
 
 def algorithms_json(
-    base_asym: int, base_hash: int, measurement_hash: int, dhe: int, aead: int, key_schedule: int
+    base_asym: int,
+    base_hash: int,
+    measurement_hash: int,
+    dhe: int,
+    aead: int,
+    key_schedule: int,
+    pqc_asym: int = 0,
+    kem: int = 0,
 ) -> dict[str, str | None]:
-    return {
+    """The negotiated algorithms by name; SPDM 1.4 ``pqc_asym`` / ``kem`` only when set."""
+    out = {
         "base_asym": _flag_name(BaseAsymAlgo, base_asym),
         "base_hash": _flag_name(BaseHashAlgo, base_hash),
         "measurement_hash": _flag_name(MeasurementHashAlgo, measurement_hash),
@@ -114,6 +124,10 @@ def algorithms_json(
         "aead": _flag_name(AeadSuite, aead),
         "key_schedule": _flag_name(KeySchedule, key_schedule),
     }
+    if pqc_asym or kem:
+        out["pqc_asym"] = _flag_name(PqcAsymAlgo, pqc_asym)
+        out["kem"] = _flag_name(KemAlgo, kem)
+    return out
 
 
 class StateTracker:
@@ -163,6 +177,8 @@ class StateTracker:
                     alg.struct_value(AlgType.DHE),
                     alg.struct_value(AlgType.AEAD),
                     alg.struct_value(AlgType.KEY_SCHEDULE),
+                    alg.pqc_asym_sel,
+                    alg.struct_value(AlgType.KEM),
                 )
                 changed = True
         sid = event.session_id
@@ -199,7 +215,14 @@ def connection_state(number: int, conn: SpdmConnection) -> dict[str, Any]:
         "state": r.state.name,
         "version": _version_text(r.version),
         "algorithms": algorithms_json(
-            a.base_asym, a.base_hash, a.measurement_hash, a.dhe, a.aead, a.key_schedule
+            a.base_asym,
+            a.base_hash,
+            a.measurement_hash,
+            a.dhe,
+            a.aead,
+            a.key_schedule,
+            a.pqc_asym,
+            a.kem,
         )
         if r.version
         else None,

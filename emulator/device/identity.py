@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from emulator.codec.constants import BaseAsymAlgo
+from emulator.codec.constants import PQC_ASYM_SHIFT, BaseAsymAlgo, PqcAsymAlgo
 from emulator.codec.identity import PUBLIC_KEY_SLOT, SLOT_COUNT, CertificateInfo, KeyUsage
 from emulator.crypto import PrivateKey, asym_algo_for_key, digest, hash_name, spdm_sign
 from emulator.device.random import SeededRandom
@@ -67,8 +67,11 @@ DEFAULT_KEY_USAGE = int(
 
 
 def asym_names(mask: int) -> str:
-    """``"RSASSA_3072, RSAPSS_3072"`` for a BaseAsymAlgo mask."""
-    return ", ".join(m.name or "?" for m in BaseAsymAlgo if m & mask) or "none"
+    """``"RSASSA_3072, RSAPSS_3072"`` for a mask of signature ids (BaseAsymAlgo bits and
+    PqcAsymAlgo bits << 32, e.g. ``"ML_DSA_65"``)."""
+    names = [m.name or "?" for m in BaseAsymAlgo if m & mask]
+    names += [m.name or "?" for m in PqcAsymAlgo if (m << PQC_ASYM_SHIFT) & mask]
+    return ", ".join(names) or "none"
 
 
 @dataclass
@@ -402,6 +405,8 @@ def build_identity(profile: Profile, source: str = "<profile>") -> Identity:
     offered = 0
     for bit in profile.algo_list("base_asym"):
         offered |= bit
+    for bit in profile.algo_list("pqc_asym"):
+        offered |= int(bit) << PQC_ASYM_SHIFT
     loaded: list[_Loaded] = []
     supported = 0
     for i, entry in enumerate(profile.slots):
@@ -419,7 +424,7 @@ def build_identity(profile: Profile, source: str = "<profile>") -> Identity:
                 source,
                 where,
                 f"the key of slot {entry.id} signs with {asym_names(mask)}, none of which is "
-                "in [algorithms] base_asym",
+                "in [algorithms] base_asym or pqc_asym",
             )
         for other in loaded:
             if other.entry.id == entry.id and other.mask & mask:

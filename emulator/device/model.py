@@ -48,6 +48,9 @@ ALGORITHM_FIELDS = (
     "key_schedule",
     "opaque_data_format",
     "mel_spec",
+    "pqc_asym",
+    "req_pqc_asym",
+    "kem",
 )
 
 

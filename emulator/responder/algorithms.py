@@ -7,6 +7,14 @@ counts, AlgStructs in ascending AlgType order with FixedAlgCount 2 and a
 non-empty AlgSupported).  When a needed algorithm has no common choice (e.g.
 no common hash, or no common signature algorithm while the device signs), the
 answer is ERROR(InvalidRequest) and the connection stays after CAPABILITIES.
+
+SPDM 1.4 (libspdm ``libspdm_rsp_algorithms.c``): PqcAsymAlgo is selected beside
+BaseAsymAlgo and the AlgStructs may include ReqPqcAsymAlg (AlgType 6) and KEM (AlgType 7).
+Exactly one signature algorithm and at most one key exchange survive: with the profile's
+``pqc_first`` (default) a selected PQC algorithm clears its classic counterpart
+(PqcAsymSel clears BaseAsymSel, ReqPqcAsymAlg clears ReqBaseAsymAlg, KEM clears DHE);
+without it the classic selection clears the PQC one.  Every AlgStruct of the request is
+answered, a cleared one with AlgSupported 0.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from emulator.codec.constants import (
+    PQC_ASYM_SHIFT,
     AlgType,
     BaseAsymAlgo,
     MeasurementSpec,
@@ -40,6 +49,8 @@ _STRUCT_FIELD = {
     AlgType.AEAD: "aead",
     AlgType.REQ_BASE_ASYM_ALG: "req_base_asym",
     AlgType.KEY_SCHEDULE: "key_schedule",
+    AlgType.REQ_PQC_ASYM_ALG: "req_pqc_asym",
+    AlgType.KEM: "kem",
 }
 
 
@@ -54,6 +65,16 @@ def select(priority: list[int], offered: int) -> int:
     return 0
 
 
+def _one_of_each(sel: NegotiatedAlgorithms, pqc_first: bool) -> None:
+    """DSP0274 1.4 / libspdm: one signature algorithm per side, one key exchange."""
+    pairs = (("pqc_asym", "base_asym"), ("req_pqc_asym", "req_base_asym"), ("kem", "dhe"))
+    for pqc, classic in pairs:
+        if pqc_first and getattr(sel, pqc):
+            setattr(sel, classic, 0)
+        elif not pqc_first and getattr(sel, classic):
+            setattr(sel, pqc, 0)
+
+
 def negotiate_algorithms(r: Responder, req: Request) -> bytes:
     """Select algorithms and answer ALGORITHMS; the VCA transcript is complete after it."""
     if r.state != ConnectionState.AFTER_CAPABILITIES:
@@ -65,9 +86,10 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
         raise invalid(str(exc)) from None
     if version >= 0x11:
         previous = 0
+        top = AlgType.KEM if version >= 0x14 else AlgType.KEY_SCHEDULE
         for i, st in enumerate(msg.alg_structs):
-            if not AlgType.DHE <= st.alg_type <= AlgType.KEY_SCHEDULE:
-                raise invalid(f"AlgStruct[{i}]: AlgType {st.alg_type} is not 2..5")
+            if not AlgType.DHE <= st.alg_type <= top:
+                raise invalid(f"AlgStruct[{i}]: AlgType {st.alg_type} is not 2..{int(top)}")
             if st.alg_type <= previous:
                 raise invalid(f"AlgStruct[{i}]: AlgType {st.alg_type} out of ascending order")
             previous = st.alg_type
@@ -104,6 +126,12 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
         # EdDSA signing is defined from SPDM 1.2 on (libspdm refuses it for 1.0/1.1)
         asym_priority = [bit for bit in asym_priority if not bit & _EDDSA]
     sel.base_asym = select(asym_priority, msg.base_asym)
+    if version >= 0x14:
+        pqc_priority = dev.priorities["pqc_asym"]
+        if not dev.identity.empty:
+            servable = dev.identity.servable_asym()
+            pqc_priority = [b for b in pqc_priority if (b << PQC_ASYM_SHIFT) & servable]
+        sel.pqc_asym = select(pqc_priority, msg.pqc_asym)
     sel.base_hash = select(dev.priorities["base_hash"], msg.base_hash)
     if version >= 0x12:
         sel.other_params = select(dev.priorities["opaque_data_format"], msg.other_params & 0x0F)
@@ -118,31 +146,36 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
         if sel.multi_key_req:
             sel.other_params |= OtherParams.MULTI_KEY_CONN
         sel.multi_key_rsp = bool(msg.other_params & OtherParams.MULTI_KEY_CONN)
-    response_structs: list[AlgStruct] = []
     if version >= 0x11:
         for st in msg.alg_structs:
             name = _STRUCT_FIELD[AlgType(st.alg_type)]
-            chosen = select(dev.priorities[name], st.supported)
-            setattr(sel, name, chosen)
-            response_structs.append(AlgStruct(st.alg_type, chosen))
+            setattr(sel, name, select(dev.priorities[name], st.supported))
+    if version >= 0x14:
+        _one_of_each(sel, dev.profile.algorithms.pqc_first)
+    response_structs = [
+        AlgStruct(st.alg_type, getattr(sel, _STRUCT_FIELD[AlgType(st.alg_type)]))
+        for st in (msg.alg_structs if version >= 0x11 else [])
+    ]
 
     if sel.base_hash == 0:
         raise invalid("no common hash algorithm")
     signs = bool(
         caps & (ResponderCap.CERT_CAP | ResponderCap.CHAL_CAP | ResponderCap.MEAS_CAP_SIG)
     ) or bool(caps & ResponderCap.KEY_EX_CAP and peer & RequesterCap.KEY_EX_CAP)
-    if signs and sel.base_asym == 0:
+    if signs and sel.base_asym == 0 and sel.pqc_asym == 0:
         raise invalid("no common signature algorithm")
     if version >= 0x11:
-        if caps & ResponderCap.KEY_EX_CAP and peer & RequesterCap.KEY_EX_CAP and sel.dhe == 0:
-            raise invalid("no common DHE group while both sides do KEY_EXCHANGE")
+        key_ex_both = caps & ResponderCap.KEY_EX_CAP and peer & RequesterCap.KEY_EX_CAP
+        if key_ex_both and sel.dhe == 0 and sel.kem == 0:
+            what = "DHE group or KEM" if version >= 0x14 else "DHE group"
+            raise invalid(f"no common {what} while both sides do KEY_EXCHANGE")
         both_sec = (caps & ResponderCap.ENCRYPT_CAP and peer & RequesterCap.ENCRYPT_CAP) or (
             caps & ResponderCap.MAC_CAP and peer & RequesterCap.MAC_CAP
         )
         if both_sec and sel.aead == 0:
             raise invalid("no common AEAD suite while both sides protect sessions")
         mut = caps & ResponderCap.MUT_AUTH_CAP and peer & RequesterCap.MUT_AUTH_CAP
-        if mut and sel.req_base_asym == 0:
+        if mut and sel.req_base_asym == 0 and sel.req_pqc_asym == 0:
             raise invalid("no common requester signature algorithm for mutual auth")
         key_ex = caps & ResponderCap.KEY_EX_CAP and peer & RequesterCap.KEY_EX_CAP
         psk = caps & (ResponderCap.PSK_CAP | ResponderCap.PSK_CAP_WITH_CONTEXT) and (
@@ -170,6 +203,7 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
         base_hash_sel=sel.base_hash,
         mel_spec_sel=sel.mel_spec,
         alg_structs=response_structs,
+        pqc_asym_sel=sel.pqc_asym,
     ).encode()
     r.algorithms = sel
     r.transcripts.a += req.raw[:size]

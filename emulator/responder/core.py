@@ -11,11 +11,36 @@ Every request goes through the same steps, in this order (libspdm
 4. **dispatch**: header length, the dispatch-table line of the code (``table.py``), its
    version / capability / connection-state / session / requester-capability rules, then
    the handler.  An :class:`SpdmErrorResponse` becomes the ERROR.
-5. **observe**: transcript resets that depend on which request came next (B/C by
+5. **limit** (:func:`emulator.responder.chunking.too_large`): a response larger than the
+   requester can receive at all (its MaxSPDMmsgSize; its DataTransferSize without
+   chunking) becomes ERROR(ResponseTooLarge) with the size, in the clear and in sessions
+   alike, and the request then has the effects of an ERROR (below).
+6. **observe**: transcript resets that depend on which request came next (B/C by
    :func:`emulator.responder.certificates.observe`, L1/L2 by
-   :func:`emulator.responder.measurements.observe`).
-6. **filter** (:func:`emulator.responder.chunking.size_filter`): a response larger than
-   the requester can take becomes ERROR(LargeResponse) for CHUNK_GET.
+   :func:`emulator.responder.measurements.observe`); they see the ERROR of step 5.
+7. **filter** (:func:`emulator.responder.chunking.size_filter`): a response larger than
+   the requester can take at once becomes ERROR(LargeResponse) for CHUNK_GET.
+
+Steps 4-6 are :meth:`Responder.dispatch`, which a request reassembled from CHUNK_SEND goes
+through too (its response, or the ERROR(ResponseTooLarge) standing for it, travels in the
+CHUNK_SEND_ACK).
+
+**ResponseTooLarge and state.**  DSP0274 has no rule that every ERROR leaves state alone:
+it says what each exchange changes, and an ERROR has the effects DSP0274 gives it (an
+ERROR to GET_MEASUREMENTS ends the L1/L2 log; RequestResynch and a failed FINISH end
+things; most change nothing).  What a response changes, a transcript, the connection
+state, a session opened or moved on, comes from the messages both sides exchanged, and
+ERROR(ResponseTooLarge) means the requester never saw that response: keeping its effects
+would leave the two sides with different transcripts (every later signature fails) and,
+for KEY_EXCHANGE, a session the requester cannot know of, holding a slot of the table.  So
+``dispatch`` takes a checkpoint of the connection context (transcripts, state, measurement
+logs, chunking, not-ready and session table: ``ConnectionContext.checkpoint``) before the
+handler runs whenever a size limit applies, and puts it back when step 5 refuses the
+response; the handler's session commits are dropped; then the observers see the ERROR as
+they see any other.  Device-wide changes (a provisioned certificate, an IDE key) are not
+undone (their responses are far below any limit).  libspdm's responder
+(``libspdm_rsp_receive_send.c``) replaces the response after its handler ran and so keeps
+the changes behind the ERROR; its GET_MEASUREMENTS handler checks the size itself first.
 
 The core never does I/O, never reads the clock and never calls ``os.urandom``:
 randomness and time come in through ``rng`` and ``clock``.
@@ -231,8 +256,12 @@ class Responder:
     def dispatch(
         self, request: bytes, session_id: int | None, fault: FaultContext | None = None
     ) -> bytes:
-        """Steps 4 and 5 for one request: the checks, the handler, the observers.  Also
-        what a reassembled CHUNK_SEND request goes through (DSP0274 1.3 10.25)."""
+        """Steps 4-6 for one request: the checks and the handler, the size limit, the
+        observers.  Also what a reassembled CHUNK_SEND request goes through (DSP0274 1.3
+        10.25)."""
+        # a checkpoint only where a limit may refuse the response (SPDM 1.2+ requesters)
+        saved = self.ctx.checkpoint() if chunking.response_limit(self) is not None else None
+        first_commit = len(self._commits)
         try:
             result = self._run_handler(request, session_id, fault)
         except SpdmErrorResponse as err:
@@ -244,9 +273,24 @@ class Responder:
                 response = result.message
             else:
                 response = result
+        refused = chunking.too_large(self, request, response)
+        if refused is not None:
+            # the requester never sees the response: the request has an ERROR's effects
+            # (module docstring, "ResponseTooLarge and state")
+            if saved is not None:
+                self.ctx = saved.restore()
+            del self._commits[first_commit:]
+            response = refused
+        self.observe(request, session_id, response)
+        return response
+
+    def observe(self, request: bytes, session_id: int | None, response: bytes) -> None:
+        """Step 6 alone: what answering ``request`` with ``response`` ends in the
+        transcripts.  The connection calls it for an ERROR a fault sent without asking
+        the responder, so that the device's L1/L2 end where the requester's do (libspdm's
+        GET_MEASUREMENTS handler resets message M when it answers Busy)."""
         certificates.observe(self, request, response)
         measurements.observe(self, request, session_id, response)
-        return response
 
     def error(self, code: ErrorCode | int, data: int = 0, extended: bytes = b"") -> bytes:
         """An ERROR in the connection's version (1.0 before negotiation, as libspdm)."""

@@ -411,7 +411,7 @@ def _process_certificate(r: Responder, session: Session, encap: EncapState, rsp:
     problem = verify_requester_chain(
         chain,
         r.algorithms.base_hash,
-        r.algorithms.req_base_asym,
+        r.algorithms.req_asym,
         r.device.sessions.requester_roots,
     )
     if problem:
@@ -552,6 +552,7 @@ def verify_requester_chain(
     ``..._authority`` (the first certificate is a trusted root or issued by one).
     """
     from emulator.x509.chain import CertError, parse_spdm_cert_chain
+    from emulator.x509.pqc import verify_issued_by
 
     try:
         parsed = parse_spdm_cert_chain(hash_name(hash_algo), chain)
@@ -565,8 +566,8 @@ def verify_requester_chain(
         return f"requester chain: a certificate does not parse ({exc})"
     for i in range(1, len(certs)):
         try:
-            certs[i].verify_directly_issued_by(certs[i - 1])
-        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            verify_issued_by(certs[i], certs[i - 1])
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm, EmulatorError):
             return f"requester chain: certificate {i} is not issued by certificate {i - 1}"
     try:
         check_key_matches(req_asym, public_key_of_cert(certs[-1]))

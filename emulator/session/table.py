@@ -29,6 +29,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Any
 
 from emulator.codec.constants import RequestCode
 from emulator.crypto.keyschedule import DataSecrets, HandshakeSecrets, KeySchedule, TrafficKeys
@@ -149,6 +150,10 @@ class Session:
     th_prefix: bytes = b""
     message_k: bytearray = field(default_factory=bytearray)
     message_f: bytearray = field(default_factory=bytearray)
+    #: the DHE shared secret (KEY_EXCHANGE) or the PSK (PSK_EXCHANGE) the keys come from:
+    #: what DMTF spdm_dump's --dhe_secret / --psk take (``serve --keylog`` writes them)
+    dhe_secret: bytes = b""
+    psk: bytes = b""
     handshake_secret: bytes = b""
     request_finished_key: bytes = b""
     response_finished_key: bytes = b""
@@ -282,6 +287,25 @@ class Session:
         keys.sequence += 1
         return record
 
+    # ---- checkpoints -------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every field, the mutable ones copied (keys are replaced, never changed, by the
+        handlers; sequence numbers move only when records are opened and sealed)."""
+        fields = vars(self).copy()
+        fields["message_k"] = bytearray(self.message_k)
+        fields["message_f"] = bytearray(self.message_f)
+        encap = self.encap
+        if encap is not None:
+            fields["encap"] = replace(
+                encap, sequence=list(encap.sequence), chain=bytearray(encap.chain)
+            )
+        return fields
+
+    def restore(self, fields: dict[str, Any]) -> None:
+        """Put back what :meth:`snapshot` returned (into this same object)."""
+        vars(self).update(fields)
+
     # ---- watchdog ----------------------------------------------------------------------
 
     def start_watchdog(self, now: float) -> None:
@@ -294,11 +318,21 @@ class Session:
     def wipe(self) -> None:
         """Forget the key material (the session ended)."""
         self.handshake_secret = self.request_finished_key = self.response_finished_key = b""
+        self.dhe_secret = self.psk = b""
         self.hs_request = self.hs_response = self.app_request = self.app_response = None
         self.request_backup = None
         self.export_master_secret = b""
         self.message_k.clear()
         self.message_f.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class TableCheckpoint:
+    """A session table as it was (:meth:`SessionTable.checkpoint`)."""
+
+    sessions: tuple[tuple[Session, dict[str, Any]], ...]
+    latest_session_id: int | None
+    runtime_update_pending: bool
 
 
 class SessionTable:
@@ -369,6 +403,28 @@ class SessionTable:
     def clear(self) -> None:
         for sid in list(self.sessions):
             self.terminate(sid)
+
+    def checkpoint(self) -> TableCheckpoint:
+        """The sessions and their fields, to undo one request (a response the requester
+        cannot receive: the session it would have opened or moved on never was)."""
+        return TableCheckpoint(
+            tuple((s, s.snapshot()) for s in self.sessions.values()),
+            self.latest_session_id,
+            self.runtime_update_pending,
+        )
+
+    def restore(self, checkpoint: TableCheckpoint) -> None:
+        """The table as it was at ``checkpoint``; sessions opened since are forgotten."""
+        kept = {id(s) for s, _ in checkpoint.sessions}
+        for session in self.sessions.values():
+            if id(session) not in kept:
+                session.wipe()
+        self.sessions = {}
+        for session, fields in checkpoint.sessions:
+            session.restore(fields)
+            self.sessions[session.session_id] = session
+        self.latest_session_id = checkpoint.latest_session_id
+        self.runtime_update_pending = checkpoint.runtime_update_pending
 
     def expire(self, now: float) -> list[int]:
         """End every session whose heartbeat watchdog ran out; returns their IDs."""

@@ -16,6 +16,7 @@ from cryptography.x509.oid import ExtensionOID
 
 from emulator.x509.chain import CertError
 from emulator.x509.model import Chain, asym_of_public_key
+from emulator.x509.pqc import verify_issued_by
 
 __all__ = ["check_provisioned_chain", "verify_chain"]
 
@@ -36,8 +37,8 @@ def verify_chain(chain: Chain) -> None:
                 f"{where}: issuer does not match the subject of certificate {max(i - 1, 0)}"
             )
         try:
-            cert.verify_directly_issued_by(parent)
-        except (ValueError, TypeError, InvalidSignature) as exc:
+            verify_issued_by(cert, parent)
+        except (ValueError, TypeError, InvalidSignature, CertError) as exc:
             raise CertError(f"{where}: signature does not verify with its issuer ({exc})") from None
         is_leaf = i == len(certs) - 1
         try:

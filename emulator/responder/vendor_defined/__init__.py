@@ -5,7 +5,10 @@ Checks as libspdm ``libspdm_rsp_vendor_defined_response.c``: after ALGORITHMS
 (UnexpectedRequest before), in a session that exists (UnexpectedRequest otherwise), at
 least the 7-byte header + VendorID + PayloadLength + the payload it announces, and a
 VendorID length that the StandardID's registry allows (InvalidRequest otherwise).  The
-LargeReq bit (Param1 bit 7) only exists from SPDM 1.4, so it is reserved here.  Then:
+LargeReq bit (Param1 bit 7) exists from SPDM 1.4 (reserved and ignored before): it needs
+LARGE_RESP_CAP on both sides (InvalidRequest otherwise), then PayloadLength is followed by
+the u32 LargePayloadLength, and the response is sent in the same large form (LargeResp).
+Then:
 
 1. the profile's ``[[vendor_defined]]`` entries, in order: the first whose StandardID,
    VendorID and payload prefix match answers with its canned payload;
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emulator.codec.constants import ErrorCode, RequestCode
+from emulator.codec.constants import ErrorCode, RequestCode, RequesterCap, ResponderCap
 from emulator.codec.cxl import CXL_VENDOR_ID_BYTES, CxlProtocol
 from emulator.codec.vendor import (
     PCISIG_VENDOR_ID_BYTES,
@@ -121,9 +124,14 @@ def vendor_defined(r: Responder, req: Request) -> bytes:
         if table is None or table.get(req.session_id) is None:
             raise unexpected(f"VENDOR_DEFINED_REQUEST in unknown session 0x{req.session_id:08X}")
     try:
-        msg, _size = parse_vendor(req.raw, large_allowed=False)
+        msg, _size = parse_vendor(req.raw, large_allowed=r.version >= 0x14)
     except CodecError as exc:
         raise invalid(str(exc)) from None
+    if msg.large and not (
+        r.device.capabilities & ResponderCap.LARGE_RESP_CAP
+        and r.peer_has(RequesterCap.LARGE_RESP_CAP)
+    ):
+        raise invalid("VENDOR_DEFINED_REQUEST LargeReq without LARGE_RESP_CAP on both sides")
     if not valid_vendor_id_len(msg.standard_id, len(msg.vendor_id)):
         raise invalid(
             f"VendorID of {len(msg.vendor_id)} bytes is not allowed for StandardID "
@@ -141,4 +149,6 @@ def vendor_defined(r: Responder, req: Request) -> bytes:
                 f"no handler for StandardID 0x{msg.standard_id:04X} "
                 f"VendorID {msg.vendor_id.hex() or '(none)'}"
             )
-    return build_vendor_response(r.version, VendorDefined(msg.standard_id, msg.vendor_id, payload))
+    return build_vendor_response(
+        r.version, VendorDefined(msg.standard_id, msg.vendor_id, payload, large=msg.large)
+    )
