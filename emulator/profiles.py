@@ -1786,6 +1786,28 @@ def _provisioning_checks(p: Profile) -> list[tuple[str, str]]:
         and not any(s.provisioned for s in p.slots)
     ):
         errs.append(("key_pairs", "GET_KEY_PAIR_INFO_CAP / CSR_CAP need a key pair"))
+    # SPDM 1.4 adds PQC algorithm fields to KEY_PAIR_INFO / SET_KEY_PAIR_INFO, and ML-DSA
+    # keys to CSRs and provisioned chains: not implemented (1.2/1.3 provisioning only)
+    kp_caps = [f.name for f in (C.GET_KEY_PAIR_INFO_CAP, C.SET_KEY_PAIR_INFO_CAP) if f in caps]
+    if kp_caps and SpdmVersion.V14 in p.versions:
+        errs.append(
+            (
+                "spdm.capabilities",
+                f"{' and '.join(n or '' for n in kp_caps)} with SPDM 1.4: the 1.4 "
+                "KEY_PAIR_INFO / SET_KEY_PAIR_INFO layouts (PQC algorithm fields) are not "
+                "implemented; offer key pair info up to SPDM 1.3 only",
+            )
+        )
+    prov_caps = caps & (C.CSR_CAP | C.SET_CERT_CAP | C.GET_KEY_PAIR_INFO_CAP)
+    if prov_caps and p.algo_list("pqc_asym"):
+        errs.append(
+            (
+                "algorithms.pqc_asym",
+                "GET_CSR, SET_CERTIFICATE and key pair info are implemented for classic keys "
+                "(RSA, ECDSA, EdDSA) only: drop CSR_CAP, SET_CERT_CAP and the key pair "
+                "capabilities from a PQC device",
+            )
+        )
     seen: dict[int, int] = {}
     for i, kp in enumerate(p.key_pairs):
         if kp.id is not None:

@@ -627,6 +627,15 @@ chain = "{root}/certs/ecdsa-p384/slot0"
             text.replace('"GET_KEY_PAIR_INFO_CAP"', '"CSR_CAP"')
             + "[provisioning]\ncsr_needs_reset = true\n"
         )
+    # SPDM 1.4 key pair info (PQC fields) and provisioning of PQC keys are not implemented
+    with pytest.raises(ProfileError, match="GET_KEY_PAIR_INFO_CAP with SPDM 1.4"):
+        load_profile_text(text.replace('versions = ["1.3"]', 'versions = ["1.3", "1.4"]'))
+    with pytest.raises(ProfileError, match="algorithms.pqc_asym: GET_CSR, SET_CERTIFICATE"):
+        load_profile_text(
+            text.replace('versions = ["1.3"]', 'versions = ["1.4"]')
+            .replace('"GET_KEY_PAIR_INFO_CAP"', '"CSR_CAP"')
+            .replace('base_hash = ["SHA_384"]', 'base_hash = ["SHA_384"]\npqc_asym = ["ML_DSA_65"]')
+        )
     ok = load_profile_text(text + "[[key_pairs]]\ngenerate = 'ecdsa-p256'\n")
     dev = Device.from_profile(ok)
     assert [kp.key_pair_id for kp in dev.provisioning.key_pairs()] == [1, 2]  # type: ignore[union-attr]

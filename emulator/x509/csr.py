@@ -203,7 +203,7 @@ def build_csr(
     elif isinstance(key, rsa.RSAPrivateKey):
         alg = der.tlv(der.SEQUENCE, der.oid(_RSA_OIDS[hash_name]) + der.tlv(der.NULL, b""))
         signature = key.sign(info, padding.PKCS1v15(), _HASHES[hash_name]())
-    else:  # pragma: no cover - PrivateKey is one of the above
+    else:  # ML-DSA (SPDM 1.4): profiles refuse CSR_CAP on a PQC device
         raise CertError(f"CSR: unsupported key type {type(key).__name__}")
     return der.tlv(der.SEQUENCE, info + alg + der.tlv(der.BIT_STRING, b"\x00" + signature))
 
