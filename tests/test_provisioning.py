@@ -628,9 +628,9 @@ chain = "{root}/certs/ecdsa-p384/slot0"
             + "[provisioning]\ncsr_needs_reset = true\n"
         )
     # SPDM 1.4 key pair info (PQC fields) and provisioning of PQC keys are not implemented
-    with pytest.raises(ProfileError, match="GET_KEY_PAIR_INFO_CAP with SPDM 1.4"):
+    with pytest.raises(ProfileError, match=r"GET_KEY_PAIR_INFO_CAP with SPDM 1\.4"):
         load_profile_text(text.replace('versions = ["1.3"]', 'versions = ["1.3", "1.4"]'))
-    with pytest.raises(ProfileError, match="algorithms.pqc_asym: GET_CSR, SET_CERTIFICATE"):
+    with pytest.raises(ProfileError, match=r"algorithms\.pqc_asym: GET_CSR, SET_CERTIFICATE"):
         load_profile_text(
             text.replace('versions = ["1.3"]', 'versions = ["1.4"]')
             .replace('"GET_KEY_PAIR_INFO_CAP"', '"CSR_CAP"')
