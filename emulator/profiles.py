@@ -285,6 +285,23 @@ _RAW_BY_DEFAULT = {
 _MAX_VALUE_SIZE = 0xFFFF - 3  # MeasurementSize is 16 bits and includes the 3-byte DMTF header
 
 
+def read_value_file(name: str, base_dir: Path, limit: int, what: str) -> bytes:
+    """The bytes of a profile's ``file = ...`` value (relative to ``base_dir``); ValueError
+    naming the path when it cannot be read or is over ``limit`` bytes."""
+    path = Path(name).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"no such file: {path}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise ValueError(f"{path}: {len(data)} bytes, {what} holds at most {limit}")
+    return data
+
+
 def parse_hex(text: str) -> bytes:
     """Hex digits with optional ``0x`` prefix and spaces, ``:``, ``_`` or ``-`` separators."""
     t = text.strip()
@@ -508,18 +525,9 @@ class MeasurementEntry(_Strict):
         """Read ``file`` (relative to ``base_dir``); ValueError naming the path if it fails."""
         if self.file is None:
             return
-        path = Path(self.file).expanduser()
-        if not path.is_absolute():
-            path = base_dir / path
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ValueError(f"no such file: {path}") from None
-        except OSError as exc:
-            raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-        if len(data) > _MAX_VALUE_SIZE:
-            raise ValueError(f"{path}: {len(data)} bytes, a measurement value holds at most 65532")
-        self._file_data = data
+        self._file_data = read_value_file(
+            self.file, base_dir, _MAX_VALUE_SIZE, "a measurement value"
+        )
 
     def raw_value(self, base_dir: Path | None = None) -> bytes:
         """The block's raw bit stream (reads ``file`` now if it was not read at load time)."""
@@ -1400,18 +1408,7 @@ class MelEntrySection(_Strict):
     def load_file(self, base_dir: Path) -> None:
         if self.file is None:
             return
-        path = Path(self.file).expanduser()
-        if not path.is_absolute():
-            path = base_dir / path
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ValueError(f"no such file: {path}") from None
-        except OSError as exc:
-            raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-        if len(data) > 0xFFFF:
-            raise ValueError(f"{path}: {len(data)} bytes, a MEL entry value holds at most 65535")
-        self._file_data = data
+        self._file_data = read_value_file(self.file, base_dir, 0xFFFF, "a MEL entry value")
 
     def value_bytes(self) -> bytes:
         if self.value is not None:
