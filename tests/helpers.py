@@ -60,3 +60,34 @@ def make_device(profile: str | Path | Profile = "default", **overrides: Any) -> 
     if isinstance(profile, Path):
         return Device.from_profile(load_profile(profile))
     return Device.from_profile(shipped_profile(profile))
+
+
+#: what the shipped default profile leaves out so that libspdm's default requester flow
+#: passes (it installs its own sample chain): the provisioning tests add them back
+PROVISIONING_CAPS = ("SET_CERT_CAP", "CSR_CAP", "SET_KEY_PAIR_INFO_CAP")
+
+
+def provisioning_data() -> dict[str, Any]:
+    """The default profile's TOML with the provisioning capabilities."""
+    data = profile_data()
+    caps = data["spdm"]["capabilities"]
+    caps += [c for c in PROVISIONING_CAPS if c not in caps]
+    return data
+
+
+def provisioning_device(**overrides: Any) -> Device:
+    """The default device with the provisioning capabilities (sections replaced as
+    :func:`make_device` does)."""
+    return make_device(**{"spdm": provisioning_data()["spdm"], **overrides})
+
+
+def provisioning_profile_file(directory: Path) -> Path:
+    """A profile file in ``directory``: the default profile with the provisioning
+    capabilities, its chain paths made absolute (for a ``serve`` subprocess)."""
+    text = (PROFILES_DIR / "default.toml").read_text()
+    text = text.replace('"../certs/', f'"{PROFILES_DIR.parent / "certs"}/')
+    caps = ", ".join(f'"{c}"' for c in PROVISIONING_CAPS)
+    text = text.replace('"GET_KEY_PAIR_INFO_CAP"]', f'"GET_KEY_PAIR_INFO_CAP", {caps}]', 1)
+    path = directory / "default-provisioning.toml"
+    path.write_text(text)
+    return path

@@ -44,7 +44,7 @@ from emulator.requester.session import (
 )
 from emulator.responder.encapsulated import arm_endpoint_info
 from emulator.transport import get_binding
-from tests.helpers import make_device, profile_data
+from tests.helpers import make_device, profile_data, provisioning_data, provisioning_device
 
 ROOT = Path(__file__).resolve().parent.parent
 REQ_SLOT = ROOT / "certs" / "requester" / "ecdsa-p384" / "slot0"
@@ -116,7 +116,7 @@ def unpad(rsp: bytes, expected: bytes) -> bytes:
 
 
 async def test_mel_portions_and_replay() -> None:
-    dev = make_device()
+    dev = provisioning_device()
     req, _conn = await connect(dev)
     res = await get_mel(req, portion=16)
     assert res.log == dev.mel.encoded()  # type: ignore[union-attr]
@@ -135,7 +135,7 @@ async def test_mel_portions_and_replay() -> None:
 
 
 async def test_mel_byte_exact_and_errors() -> None:
-    dev = make_device()
+    dev = provisioning_device()
     req, conn = await connect(dev)
     log = dev.mel.encoded()  # type: ignore[union-attr]
     rsp = await raw(req, hx("13 EF 00 00 00000000 10000000"))
@@ -155,7 +155,7 @@ async def test_mel_byte_exact_and_errors() -> None:
     # SPDM 1.2 has no MEL; a device without MEL_CAP
     req12, _ = await connect(dev, version=0x12)
     assert await raw(req12, hx("12 EF 00 00 00000000 10000000")) == hx("12 7F 07 EF")
-    data = profile_data()
+    data = provisioning_data()
     data["spdm"]["capabilities"].remove("MEL_CAP")
     req3, _ = await connect(make_device(spdm=data["spdm"]))
     assert await raw(req3, hx("13 EF 00 00 00000000 10000000")) == hx("13 7F 07 EF")
@@ -165,7 +165,7 @@ async def test_mel_byte_exact_and_errors() -> None:
 async def test_large_mel_by_chunks_in_a_session() -> None:
     """A MEL larger than DataTransferSize: with CHUNK_CAP the portion is as large as asked
     and travels by CHUNK_GET; in a session too."""
-    dev = make_device()
+    dev = provisioning_device()
     for n in range(80):
         dev.mel.append(None, 9, f"entry {n} ".encode() * 12)  # type: ignore[union-attr]
     log = dev.mel.encoded()  # type: ignore[union-attr]
@@ -185,7 +185,7 @@ async def test_large_mel_by_chunks_in_a_session() -> None:
 
 
 async def test_endpoint_info_signed_and_unsigned() -> None:
-    dev = make_device()
+    dev = provisioning_device()
     req, _conn = await connect(dev)
     flow = flow_for(req)
     await flow.get_digests()
@@ -203,14 +203,14 @@ async def test_endpoint_info_signed_and_unsigned() -> None:
 
 
 async def test_endpoint_info_errors() -> None:
-    dev = make_device()
+    dev = provisioning_device()
     req, _conn = await connect(dev)
     nonce = bytes(32)
     assert await raw(req, hx("13 87 02 00 00 000000")) == hx("13 7F 01 00")  # SubCode 2
     assert await raw(req, hx("13 87 01 00 01 000000") + nonce[:8]) == hx("13 7F 01 00")
     assert await raw(req, hx("13 87 01 05 01 000000") + nonce) == hx("13 7F 01 00")  # slot 5
     assert await raw(req, hx("13 87 01 0F 01 000000") + nonce) == hx("13 7F 01 00")  # no pub key
-    data = profile_data()
+    data = provisioning_data()
     caps = data["spdm"]["capabilities"]
     caps[caps.index("EP_INFO_CAP_SIG")] = "EP_INFO_CAP_NO_SIG"
     req2, _ = await connect(make_device(spdm=data["spdm"]))
@@ -225,7 +225,7 @@ async def test_encapsulated_endpoint_info_outside_and_in_a_mutual_session() -> N
     """spdm-emu OOB_ENCAP_ENDPOINT_INFO: the device asks the requester for its endpoint
     info; unsigned while it knows no requester chain, signed (and verified) in a session
     with mutual authentication."""
-    dev = make_device()
+    dev = provisioning_device()
     req, conn = await connect(dev)
     arm_endpoint_info(conn.responder)
     res = await serve_encapsulated(req)
@@ -259,7 +259,7 @@ async def test_encapsulated_endpoint_info_outside_and_in_a_mutual_session() -> N
 
 
 async def test_supported_and_subscribe_byte_exact() -> None:
-    dev = make_device()
+    dev = provisioning_device()
     req, _conn, s = await session(dev)
     groups = await get_supported_event_types(s)
     assert groups == [EventGroup(0, b"", 1, 0, (1, 2, 3, 4))]
@@ -286,7 +286,7 @@ async def test_supported_and_subscribe_byte_exact() -> None:
 
 
 async def test_events_delivered_by_send_event() -> None:
-    dev = make_device()
+    dev = provisioning_device()
     req, conn, s = await session(dev)
     await subscribe_event_types(s, [EventGroup(0, b"", 1, 1, ())])
     # nothing has happened: no pending request
@@ -316,7 +316,7 @@ async def test_events_delivered_by_send_event() -> None:
 
 
 async def test_events_only_subscribed_types_and_pre_update() -> None:
-    data = profile_data()
+    data = provisioning_data()
     data["spdm"]["capabilities"].remove("MEAS_FRESH_CAP")
     dev = make_device(spdm=data["spdm"])
     req, _conn, s = await session(dev)
@@ -329,7 +329,7 @@ async def test_events_only_subscribed_types_and_pre_update() -> None:
 
 
 async def test_event_all_policy_and_lost_events() -> None:
-    data = profile_data()
+    data = provisioning_data()
     data["events"] = {"queue_limit": 2}
     dev = make_device(**data)
     req, _conn, s = await session(dev, session_policy=0x03)  # EventAllPolicy, Termination 1
@@ -367,7 +367,7 @@ async def test_multi_key_mutual_auth_transcript(mode: str) -> None:
     """ALGORITHMS makes the requester's keys a multi-key connection (profile
     multi_key_conn, requester MULTI_KEY_CAP_NEG): its encapsulated DIGESTS carries the key
     fields and is message EncapD of TH for FINISH; both sides agree (FINISH verifies)."""
-    data = profile_data()
+    data = provisioning_data()
     data["algorithms"]["multi_key_conn"] = True
     data["spdm"]["capabilities"].append("MULTI_KEY_CAP_NEG")
     data["sessions"]["mut_auth"] = mode

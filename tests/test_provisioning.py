@@ -43,7 +43,7 @@ from emulator.requester.requester import LoopbackChannel
 from emulator.requester.session import ConnectionChannel, open_session
 from emulator.responder import Responder
 from emulator.transport import get_binding
-from tests.helpers import make_device, profile_data
+from tests.helpers import make_device, provisioning_data, provisioning_device
 
 P384 = int(BaseAsymAlgo.ECDSA_P384)
 SHA384 = int(BaseHashAlgo.SHA_384)
@@ -158,7 +158,7 @@ def slot0_spki(dev: Device) -> bytes:
 
 @pytest.mark.parametrize("version", [0x12, 0x13])
 async def test_csr_is_a_signed_pkcs10_of_the_slot0_key(version: int) -> None:
-    dev = make_device()
+    dev = provisioning_device()
     _r, req = await connect(dev, version)
     res = await get_csr(req)
     assert res.csr.is_signature_valid
@@ -172,7 +172,7 @@ async def test_csr_is_a_signed_pkcs10_of_the_slot0_key(version: int) -> None:
 
 
 async def test_csr_honours_requester_info() -> None:
-    dev = make_device()
+    dev = provisioning_device()
     _r, req = await connect(dev)
     other = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name(
@@ -199,7 +199,7 @@ async def test_csr_honours_requester_info() -> None:
 
 
 async def test_csr_errors() -> None:
-    dev = make_device()
+    dev = provisioning_device()
     r, req = await connect(dev)
     ch = req.channel
     # RequesterInfo that is not a CertificationRequestInfo
@@ -220,13 +220,13 @@ async def test_csr_errors() -> None:
 
 
 async def test_csr_unsupported_and_version() -> None:
-    data = profile_data()
+    data = provisioning_data()
     data["spdm"]["capabilities"].remove("CSR_CAP")
     dev = make_device(spdm=data["spdm"])
     _r, req = await connect(dev)
     # CSR_CAP absent: UnsupportedRequest with the request code as data
     assert (await req.channel.exchange(hx("13 ED 00 00 0000 0000"))).message == hx("13 7F 07 ED")
-    _r, req11 = await connect(make_device(), 0x11)
+    _r, req11 = await connect(provisioning_device(), 0x11)
     rsp = (await req11.channel.exchange(hx("11 ED 00 00 0000 0000"))).message
     assert rsp == hx("11 7F 07 ED")  # GET_CSR does not exist in 1.1
 
@@ -237,7 +237,7 @@ async def test_csr_unsupported_and_version() -> None:
 async def test_csr_to_ca_to_set_certificate_in_a_session(ca: TestCa) -> None:
     """The provisioning flow: CSR -> CA -> SET_CERTIFICATE (slot 3 in a session), then the
     new chain is served and CHALLENGE on it verifies with the requester's own code."""
-    dev = make_device()
+    dev = provisioning_device()
     r, req = await connect(dev)
     csr = await get_csr(req)
     certs = ca.issue(csr.csr.public_key(), csr.csr.subject)
@@ -270,7 +270,7 @@ async def test_csr_to_ca_to_set_certificate_in_a_session(ca: TestCa) -> None:
 
 
 async def test_set_certificate_checks(ca: TestCa) -> None:
-    dev = make_device()
+    dev = provisioning_device()
     r, req = await connect(dev)
     key = dev.identity.key_for(0, P384)
     assert key is not None
@@ -317,7 +317,7 @@ async def test_set_certificate_checks(ca: TestCa) -> None:
 
 
 async def test_erase_and_reprovision(ca: TestCa) -> None:
-    dev = make_device()
+    dev = provisioning_device()
     _r, req = await connect(dev)
     key = dev.identity.key_for(0, P384)
     assert key is not None
@@ -331,7 +331,7 @@ async def test_erase_and_reprovision(ca: TestCa) -> None:
 
 
 async def test_set_certificate_needs_set_cert_cap() -> None:
-    data = profile_data()
+    data = provisioning_data()
     data["spdm"]["capabilities"].remove("SET_CERT_CAP")
     _r, req = await connect(make_device(spdm=data["spdm"]))
     assert (await req.channel.exchange(hx("13 EE 00 00"))).message == hx("13 7F 07 EE")
@@ -341,7 +341,7 @@ async def test_set_certificate_needs_set_cert_cap() -> None:
 
 
 async def test_key_pair_info_byte_exact() -> None:
-    dev = make_device()
+    dev = provisioning_device()
     _r, req = await connect(dev)
     spare = await get_key_pair_info(req, 1)
     assert spare.total_key_pairs == 12
@@ -358,12 +358,12 @@ async def test_key_pair_info_byte_exact() -> None:
     assert (await ch.exchange(hx("13 FC 00 00 00"))).message == hx("13 7F 01 00")  # ID 0
     assert (await ch.exchange(hx("13 FC 00 00 0D"))).message == hx("13 7F 01 00")  # > total
     assert (await ch.exchange(hx("13 FC 00 00"))).message == hx("13 7F 01 00")  # short
-    _r, req12 = await connect(make_device(), 0x12)
+    _r, req12 = await connect(provisioning_device(), 0x12)
     assert (await req12.channel.exchange(hx("12 FC 00 00 01"))).message == hx("12 7F 07 FC")
 
 
 async def test_set_key_pair_info_flows_and_errors(ca: TestCa) -> None:
-    dev = make_device()
+    dev = provisioning_device()
     r, req = await connect(dev)
     ch = req.channel
     # libspdm's requester flow: change (no association), erase
@@ -412,7 +412,7 @@ async def test_set_key_pair_info_flows_and_errors(ca: TestCa) -> None:
 async def test_spare_key_pair_provisioned_in_a_multi_key_connection(ca: TestCa) -> None:
     """Multi-key: GET_CSR names key pair 1, SET_CERTIFICATE puts its chain in slot 1 with
     KeyPairID 1, DIGESTS then reports KeyPairID 1 for slot 1 with its key usage."""
-    data = profile_data()
+    data = provisioning_data()
     data["spdm"]["capabilities"].append("MULTI_KEY_CAP_NEG")
     dev = make_device(spdm=data["spdm"])
     flags = FLAGS | int(RequesterCap.MULTI_KEY_CAP_NEG)
@@ -444,7 +444,7 @@ async def test_spare_key_pair_provisioned_in_a_multi_key_connection(ca: TestCa) 
 
 
 def reset_device(store: Any = None) -> Device:
-    data = profile_data()
+    data = provisioning_data()
     data["spdm"]["capabilities"].append("CERT_INSTALL_RESET_CAP")
     return (
         make_device(spdm=data["spdm"])
@@ -503,7 +503,7 @@ async def test_set_certificate_after_reset(ca: TestCa) -> None:
 
 async def test_state_survives_a_new_device(tmp_path: Path, ca: TestCa) -> None:
     store = DirectoryStore(tmp_path / "dev")
-    dev = Device.from_profile(make_device().profile, store=store)
+    dev = Device.from_profile(provisioning_device().profile, store=store)
     _r, req = await connect(dev)
     key = dev.identity.key_for(0, P384)
     assert key is not None
@@ -514,13 +514,17 @@ async def test_state_survives_a_new_device(tmp_path: Path, ca: TestCa) -> None:
     doc = json.loads((tmp_path / "dev" / "state.json").read_text())
     assert doc["format"] == 1 and doc["slots"][0]["slot"] == 0
     # a new device of the same profile on the same store: the chain and the new key pair
-    again = Device.from_profile(make_device().profile, store=DirectoryStore(tmp_path / "dev"))
+    again = Device.from_profile(
+        provisioning_device().profile, store=DirectoryStore(tmp_path / "dev")
+    )
     assert again.identity.key_for(0, P384).certs_der == tuple(certs)  # type: ignore[union-attr]
     assert again.provisioning.key_pair(1).public_key_der() == spare_pub  # type: ignore[union-attr]
     # a stored entry that no longer fits (a chain for another key) is skipped, not fatal
     doc["slots"][0]["certs"] = [c.hex() for c in certs]  # not base64: undecodable
     (tmp_path / "dev" / "state.json").write_text(json.dumps(doc))
-    third = Device.from_profile(make_device().profile, store=DirectoryStore(tmp_path / "dev"))
+    third = Device.from_profile(
+        provisioning_device().profile, store=DirectoryStore(tmp_path / "dev")
+    )
     assert third.identity.key_for(0, P384).origin != "SET_CERTIFICATE"  # type: ignore[union-attr]
 
 
@@ -571,7 +575,7 @@ async def test_set_certificate_on_a_store_in_use(
     holder = DirectoryStore(tmp_path)
     holder.lock()
     try:
-        dev = Device.from_profile(make_device().profile, store=DirectoryStore(tmp_path))
+        dev = Device.from_profile(provisioning_device().profile, store=DirectoryStore(tmp_path))
         r, req = await connect(dev, version)
         key = dev.identity.key_for(0, P384)
         assert key is not None
@@ -585,7 +589,7 @@ async def test_set_certificate_on_a_store_in_use(
 
 
 async def test_connections_share_one_store(ca: TestCa) -> None:
-    dev = Device.from_profile(make_device().profile, store=MemoryStore())
+    dev = Device.from_profile(provisioning_device().profile, store=MemoryStore())
     _r1, req1 = await connect(dev)
     _r2, req2 = await connect(dev)
     key = dev.identity.key_for(0, P384)
@@ -644,7 +648,7 @@ chain = "{root}/certs/ecdsa-p384/slot0"
 async def test_key_exchange_in_a_multi_key_connection() -> None:
     """1.3 MULTI_KEY_CONN_RSP: the KEY_EXCHANGE transcript carries message D (the DIGESTS
     right after VCA) on both sides; a session opens and the requester's TH verifies."""
-    data = profile_data()
+    data = provisioning_data()
     data["spdm"]["capabilities"].append("MULTI_KEY_CAP_NEG")
     dev = make_device(spdm=data["spdm"])
     req = Requester(

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,10 +25,13 @@ from emulator.requester.provisioning import get_csr, set_certificate
 from emulator.requester.transport import SocketClient
 from emulator.transport import get_binding
 from emulator.transport.platform import PlatformCommand
+from tests.helpers import provisioning_profile_file
 from tests.test_cli import free_port, run
 from tests.test_provisioning import TestCa
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the default device with the provisioning capabilities (the shipped default leaves them out)
+PROFILE = str(provisioning_profile_file(Path(tempfile.mkdtemp(prefix="spdm-prov-"))))
 FLAGS = int(RequesterCap.CERT_CAP | RequesterCap.CHAL_CAP | RequesterCap.ENCAP_CAP)
 
 
@@ -36,7 +40,17 @@ def serving(*args: str) -> Iterator[int]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "serve", "--port", str(port), *args],
+        [
+            sys.executable,
+            "-m",
+            "emulator",
+            "serve",
+            "--port",
+            str(port),
+            "--profile",
+            PROFILE,
+            *args,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
