@@ -38,6 +38,7 @@ generation" and libspdm ``libspdm_asym_sign`` / ``libspdm_asym_verify_ex``:
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from enum import Enum
@@ -151,7 +152,17 @@ _EC_CURVES: dict[str, BaseAsymAlgo] = {
 }
 
 
+#: the same table keyed by plain ints (no IntFlag arithmetic per signature)
+_ASYM_BY_VALUE: dict[int, tuple[BaseAsymAlgo, _AsymInfo]] = {
+    int(bit): (bit, info) for bit, info in _ASYM.items()
+}
+_ED448 = int(BaseAsymAlgo.EDDSA_ED448)
+
+
 def _asym(asym: int) -> tuple[BaseAsymAlgo, _AsymInfo]:
+    known = _ASYM_BY_VALUE.get(asym)
+    if known is not None:
+        return known
     bit = single_bit(BaseAsymAlgo, asym, "BaseAsymAlgo")
     return bit, _ASYM[bit]
 
@@ -195,7 +206,7 @@ def check_key_matches(asym: int, key: PrivateKey | PublicKey) -> None:
     bit, info = _asym(asym)
     if info.family is _Family.SM2:
         raise CryptoError(f"BaseAsymAlgo {bit.name}: not supported")
-    if not asym_algo_for_key(key) & bit:
+    if not int(asym_algo_for_key(key)) & int(bit):
         raise CryptoError(f"BaseAsymAlgo {bit.name}: does not match the {_describe(key)}")
 
 
@@ -428,6 +439,7 @@ def public_key_of_cert(cert: bytes | x509.Certificate) -> PublicKey:
 # --- SPDM 1.2+ signing -----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
 def signing_prefix(version: int, context: str) -> bytes:
     """The 100-byte "combined SPDM prefix" of DSP0274 1.2+ ("Signature generation").
 
@@ -477,9 +489,7 @@ def spdm_sign_message_from_hash(
 
 
 def _ed448_context(version: int, asym: int, context: str) -> bytes:
-    if version >= 0x12 and single_bit(BaseAsymAlgo, asym, "BaseAsymAlgo") is (
-        BaseAsymAlgo.EDDSA_ED448
-    ):
+    if version >= 0x12 and _asym(asym)[0] == _ED448:
         return context.encode("ascii")
     return b""
 

@@ -43,6 +43,7 @@ Steps (libspdm ``libspdm_generate_handshake_key`` / ``libspdm_generate_data_key`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -82,6 +83,7 @@ LABEL_EXPORT_MASTER = b"exp master"
 LABEL_TRAFFIC_UPDATE = b"traffic upd"
 
 
+@functools.lru_cache(maxsize=16)
 def _version_label(version: int) -> bytes:
     major, minor = version >> 4, version & 0xF
     if major != 1 or minor > 9 or version < 0x11:

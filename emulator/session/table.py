@@ -31,8 +31,9 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from emulator.codec.constants import RequestCode
+from emulator.crypto.aead import AeadCipher, aead_cipher
 from emulator.crypto.keyschedule import DataSecrets, HandshakeSecrets, KeySchedule, TrafficKeys
-from emulator.errors import SessionError
+from emulator.errors import CryptoError, SessionError
 from emulator.session.record import (
     MAX_SEQUENCE_NUMBER,
     RecordError,
@@ -82,17 +83,29 @@ class DecryptFailure(SessionError):
 
 @dataclass(slots=True)
 class DirectionKeys:
-    """One direction's secret, AEAD key and IV, the next sequence number and the generation."""
+    """One direction's secret, AEAD key and IV, the next sequence number and the generation.
+
+    ``cipher`` is the keyed AEAD object, made on the first record and kept for the others
+    under the same key (a new key is a new DirectionKeys).
+    """
 
     secret: bytes
     key: bytes
     salt: bytes
     sequence: int = 0
     generation: int = 0
+    cipher: AeadCipher | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_traffic(cls, keys: TrafficKeys, generation: int = 0) -> DirectionKeys:
         return cls(keys.secret, keys.key, keys.iv, 0, generation)
+
+    def cipher_for(self, aead: int) -> AeadCipher:
+        """The keyed AEAD object of this key (made once)."""
+        cipher = self.cipher
+        if cipher is None:
+            cipher = self.cipher = aead_cipher(aead, self.key)
+        return cipher
 
 
 @dataclass(slots=True)
@@ -247,7 +260,16 @@ class Session:
             record=record,
             mac_only=self.mac_only,
             max_sequence_number=self.max_sequence,
+            cipher=self._cipher(keys),
         )
+
+    def _cipher(self, keys: DirectionKeys) -> AeadCipher | None:
+        """The direction's keyed AEAD object; None when the key is not one the suite takes
+        (then the record code reports the problem)."""
+        try:
+            return keys.cipher_for(self.schedule.aead)
+        except CryptoError:
+            return None
 
     def seal_response(self, app: bytes, fmt: RecordFormat, rng: Rng) -> bytes:
         """Encode a response record under the current response key (SequenceOverflow at the
@@ -268,6 +290,7 @@ class Session:
             padding=padding,
             mac_only=self.mac_only,
             max_sequence_number=self.max_sequence,
+            cipher=self._cipher(keys),
         )
         keys.sequence += 1
         return record
