@@ -35,7 +35,7 @@ from emulator.responder.context import NegotiatedAlgorithms
 if TYPE_CHECKING:
     from emulator.responder.core import Responder
 
-_STRUCT_FIELD = {
+_STRUCT_FIELD: dict[int, str] = {
     AlgType.DHE: "dhe",
     AlgType.AEAD: "aead",
     AlgType.REQ_BASE_ASYM_ALG: "req_base_asym",
@@ -43,7 +43,20 @@ _STRUCT_FIELD = {
 }
 
 
-_EDDSA = BaseAsymAlgo.EDDSA_ED25519 | BaseAsymAlgo.EDDSA_ED448
+_EDDSA = int(BaseAsymAlgo.EDDSA_ED25519 | BaseAsymAlgo.EDDSA_ED448)
+# capability and parameter bits as plain ints (IntFlag arithmetic costs ~1 us per operation)
+_RSP = {name: int(m) for name, m in ResponderCap.__members__.items()}
+_MEAS_CAPS = _RSP["MEAS_CAP_NO_SIG"] | _RSP["MEAS_CAP_SIG"]
+_SIGNING_CAPS = _RSP["CERT_CAP"] | _RSP["CHAL_CAP"] | _RSP["MEAS_CAP_SIG"]
+_PSK_CAPS = _RSP["PSK_CAP"] | _RSP["PSK_CAP_WITH_CONTEXT"]
+_MULTI_KEY_CAPS = _RSP["MULTI_KEY_CAP_ONLY"] | _RSP["MULTI_KEY_CAP_NEG"]
+_REQ_KEY_EX = int(RequesterCap.KEY_EX_CAP)
+_REQ_ENCRYPT = int(RequesterCap.ENCRYPT_CAP)
+_REQ_MAC = int(RequesterCap.MAC_CAP)
+_REQ_MUT_AUTH = int(RequesterCap.MUT_AUTH_CAP)
+_REQ_PSK = int(RequesterCap.PSK_CAP)
+_MULTI_KEY_CONN = int(OtherParams.MULTI_KEY_CONN)
+_DMTF = int(MeasurementSpec.DMTF)
 
 
 def select(priority: list[int], offered: int) -> int:
@@ -86,15 +99,15 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
         raise invalid(f"Length field {msg.length} but the message is {size} bytes")
 
     dev = r.device
-    caps = dev.capabilities
+    caps = int(dev.capabilities)
     peer = r.peer.flags if r.peer else 0
-    meas = bool(caps & (ResponderCap.MEAS_CAP_NO_SIG | ResponderCap.MEAS_CAP_SIG))
+    meas = bool(caps & _MEAS_CAPS)
     sel = NegotiatedAlgorithms()
-    if (meas or caps & ResponderCap.MEL_CAP) and msg.measurement_spec:
+    if (meas or caps & _RSP["MEL_CAP"]) and msg.measurement_spec:
         sel.measurement_spec = select(dev.priorities["measurement_spec"], msg.measurement_spec)
     if meas and msg.measurement_spec:
         sel.measurement_hash = dev.priorities["measurement_hash"][0]
-        if sel.measurement_spec != MeasurementSpec.DMTF:
+        if sel.measurement_spec != _DMTF:
             raise invalid("the requester does not offer the DMTF measurement specification")
     asym_priority = dev.priorities["base_asym"]
     if not dev.identity.empty:  # only what a provisioned slot key can sign with
@@ -108,49 +121,45 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
     if version >= 0x12:
         sel.other_params = select(dev.priorities["opaque_data_format"], msg.other_params & 0x0F)
     if version >= 0x13:
-        if caps & ResponderCap.MEL_CAP:
+        if caps & _RSP["MEL_CAP"]:
             sel.mel_spec = select(dev.priorities["mel_spec"], msg.mel_spec)
         multi = (peer >> 26) & 3
         if multi == 1 or (multi == 2 and dev.profile.algorithms.multi_key_conn):
-            sel.other_params |= OtherParams.MULTI_KEY_CONN
+            sel.other_params |= _MULTI_KEY_CONN
     response_structs: list[AlgStruct] = []
     if version >= 0x11:
         for st in msg.alg_structs:
-            name = _STRUCT_FIELD[AlgType(st.alg_type)]
+            name = _STRUCT_FIELD[st.alg_type]  # AlgType keys; checked 2..5 above
             chosen = select(dev.priorities[name], st.supported)
             setattr(sel, name, chosen)
             response_structs.append(AlgStruct(st.alg_type, chosen))
 
     if sel.base_hash == 0:
         raise invalid("no common hash algorithm")
-    signs = bool(
-        caps & (ResponderCap.CERT_CAP | ResponderCap.CHAL_CAP | ResponderCap.MEAS_CAP_SIG)
-    ) or bool(caps & ResponderCap.KEY_EX_CAP and peer & RequesterCap.KEY_EX_CAP)
+    key_ex = caps & _RSP["KEY_EX_CAP"] and peer & _REQ_KEY_EX
+    signs = bool(caps & _SIGNING_CAPS) or bool(key_ex)
     if signs and sel.base_asym == 0:
         raise invalid("no common signature algorithm")
     if version >= 0x11:
-        if caps & ResponderCap.KEY_EX_CAP and peer & RequesterCap.KEY_EX_CAP and sel.dhe == 0:
+        if key_ex and sel.dhe == 0:
             raise invalid("no common DHE group while both sides do KEY_EXCHANGE")
-        both_sec = (caps & ResponderCap.ENCRYPT_CAP and peer & RequesterCap.ENCRYPT_CAP) or (
-            caps & ResponderCap.MAC_CAP and peer & RequesterCap.MAC_CAP
+        both_sec = (caps & _RSP["ENCRYPT_CAP"] and peer & _REQ_ENCRYPT) or (
+            caps & _RSP["MAC_CAP"] and peer & _REQ_MAC
         )
         if both_sec and sel.aead == 0:
             raise invalid("no common AEAD suite while both sides protect sessions")
-        mut = caps & ResponderCap.MUT_AUTH_CAP and peer & RequesterCap.MUT_AUTH_CAP
+        mut = caps & _RSP["MUT_AUTH_CAP"] and peer & _REQ_MUT_AUTH
         if mut and sel.req_base_asym == 0:
             raise invalid("no common requester signature algorithm for mutual auth")
-        key_ex = caps & ResponderCap.KEY_EX_CAP and peer & RequesterCap.KEY_EX_CAP
-        psk = caps & (ResponderCap.PSK_CAP | ResponderCap.PSK_CAP_WITH_CONTEXT) and (
-            peer & RequesterCap.PSK_CAP
-        )
+        psk = caps & _PSK_CAPS and peer & _REQ_PSK
         if (key_ex or psk) and sel.key_schedule == 0:
             raise invalid("no common key schedule")
     if version >= 0x13:
-        only = caps & ResponderCap.MULTI_KEY_CAP_ONLY and not caps & ResponderCap.MULTI_KEY_CAP_NEG
-        if not sel.other_params & OtherParams.MULTI_KEY_CONN:
+        only = caps & _RSP["MULTI_KEY_CAP_ONLY"] and not caps & _RSP["MULTI_KEY_CAP_NEG"]
+        if not sel.other_params & _MULTI_KEY_CONN:
             if only:
                 raise invalid("the device only works with multi-key connections")
-        elif not caps & (ResponderCap.MULTI_KEY_CAP_ONLY | ResponderCap.MULTI_KEY_CAP_NEG):
+        elif not caps & _MULTI_KEY_CAPS:
             raise invalid("the requester wants a multi-key connection the device cannot do")
 
     response = AlgorithmsMsg(
@@ -164,7 +173,8 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
         alg_structs=response_structs,
     ).encode()
     r.algorithms = sel
-    r.transcripts.a += req.raw[:size]
-    r.transcripts.a += response
-    r.state = ConnectionState.NEGOTIATED
+    a = r.ctx.transcripts.a
+    a += req.raw[:size]
+    a += response
+    r.ctx.state = ConnectionState.NEGOTIATED
     return response

@@ -60,6 +60,12 @@ MAX_CHAIN_SIZE = 0xFFFF
 #: (libspdm's sample: the largest chain, truncated to the 16-bit field).
 SLOT_STORAGE_SIZE = 0xFFFF
 
+# flag bits as plain ints (IntFlag arithmetic costs ~1 us per operation)
+_MULTI_KEY_CONN = int(OtherParams.MULTI_KEY_CONN)
+_RSP_CHUNK_CAP = int(ResponderCap.CHUNK_CAP)
+_REQ_CHUNK_CAP = int(RequesterCap.CHUNK_CAP)
+_SET_CERT_CAP = int(ResponderCap.SET_CERT_CAP)
+
 #: Requests that empty M1/M2 (B and C) when sent before the connection is authenticated.
 M1_RESETTING_REQUESTS = frozenset(
     {
@@ -85,7 +91,7 @@ def message_d(r: Responder) -> bytes:
 
 def multi_key(r: Responder) -> bool:
     """True when 1.3 MULTI_KEY_CONN was negotiated (multi-key DIGESTS / CERTIFICATE fields)."""
-    return r.version >= 0x13 and bool(r.algorithms.other_params & OtherParams.MULTI_KEY_CONN)
+    return r.version >= 0x13 and bool(r.algorithms.other_params & _MULTI_KEY_CONN)
 
 
 def reset_via_request_code(r: Responder, code: int) -> None:
@@ -187,9 +193,7 @@ def max_portion(r: Responder) -> int:
     dev = r.device
     peer = r.peer
     both_chunk = bool(
-        dev.capabilities & ResponderCap.CHUNK_CAP
-        and peer is not None
-        and peer.flags & RequesterCap.CHUNK_CAP
+        int(dev.capabilities) & _RSP_CHUNK_CAP and peer is not None and peer.flags & _REQ_CHUNK_CAP
     )
     if both_chunk:
         limit = dev.max_spdm_msg_size
@@ -226,7 +230,7 @@ def get_certificate(r: Responder, req: Request) -> bytes:
         raise invalid(f"Offset {offset} is past the {size}-byte chain of slot {slot}")
     length = min(length, max_portion(r), size - offset)
     remainder = size - offset - length
-    if size_requested and r.device.capabilities & ResponderCap.SET_CERT_CAP:
+    if size_requested and int(r.device.capabilities) & _SET_CERT_CAP:
         remainder = SLOT_STORAGE_SIZE
     reset_via_request_code(r, RequestCode.GET_CERTIFICATE)
     response = CertificateMsg(

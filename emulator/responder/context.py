@@ -192,3 +192,28 @@ class ConnectionContext:
     not_ready: NotReadyState = field(default_factory=NotReadyState)
     #: secure sessions (DSP0274 1.3 10.19+); None until the first KEY_EXCHANGE/PSK_EXCHANGE
     sessions: SessionTable | None = None
+
+    def pristine(self) -> bool:
+        """Nothing but GET_VERSION happened on this context: every field still has its
+        default value, except the state (at most AFTER_VERSION) and transcript A.  A new
+        GET_VERSION then needs no new context (DSP0274 1.3 10.3: there is nothing else
+        to reset).  ``tests/test_fast_paths.py`` changes each field in turn and expects False,
+        so a field added here without a check fails there."""
+        return (
+            self.state <= ConnectionState.AFTER_VERSION
+            and self.version == 0
+            and self.peer is None
+            and self.chunking is None
+            and self.sessions is None
+            and not self.transcripts.b
+            and not self.transcripts.c
+            and not self.measurements.logs
+            and self.not_ready.deferred is None
+            and self.not_ready.next_token == 0
+            and not self.identity.message_d
+            and not self.identity.digest_window_closed
+            and self.algorithms == _NOTHING_NEGOTIATED
+        )
+
+
+_NOTHING_NEGOTIATED = NegotiatedAlgorithms()

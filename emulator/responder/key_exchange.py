@@ -78,6 +78,7 @@ from emulator.crypto import (
     signature_size,
     spdm_verify,
 )
+from emulator.device.random import RandomSource, SystemRandom
 from emulator.errors import CodecError, CryptoError, EmulatorError
 from emulator.responder.base import (
     ConnectionState,
@@ -101,12 +102,22 @@ ENCAP_GET_DIGESTS = int(RequestCode.GET_DIGESTS)
 ENCAP_GET_CERTIFICATE = int(RequestCode.GET_CERTIFICATE)
 
 
+# flag bits as plain ints (IntFlag arithmetic costs ~1 us per operation)
+_MEAS_CAPS = int(MEAS_CAP_MASK)
+_CERT_CAP = int(ResponderCap.CERT_CAP)
+_MUT_AUTH_CAP = int(ResponderCap.MUT_AUTH_CAP)
+_EVENT_CAP = int(ResponderCap.EVENT_CAP)
+_MULTI_KEY_CONN = int(OtherParams.MULTI_KEY_CONN)
+_OPAQUE_DATA_FMT_1 = int(OtherParams.OPAQUE_DATA_FMT_1)
+
+
 # --- helpers shared by the session families ----------------------------------------------
 
 
 def both_support(r: Responder, flag: int) -> bool:
     """The capability bit is set by the device and by the requester (same bit position)."""
-    return bool(r.device.capabilities & flag) and r.peer_has(flag)
+    bit = int(flag)
+    return bool(int(r.device.capabilities) & bit) and r.peer_has(bit)
 
 
 def handshake_in_clear(r: Responder) -> bool:
@@ -140,14 +151,14 @@ def secured_message_check(r: Responder, what: str) -> None:
     if not both_support(r, ResponderCap.MAC_CAP):
         raise invalid(f"{what}: MAC_CAP is not set on both sides")
     if r.version >= 0x12 and (
-        r.algorithms.other_params & OPAQUE_DATA_FMT_MASK != OtherParams.OPAQUE_DATA_FMT_1
+        r.algorithms.other_params & OPAQUE_DATA_FMT_MASK != _OPAQUE_DATA_FMT_1
     ):
         raise invalid(f"{what}: SPDM 1.2+ sessions need OPAQUE_DATA_FMT_1")
 
 
 def summary_hash_size(r: Responder, kind: int) -> int:
     """libspdm ``libspdm_get_measurement_summary_hash_size``: H for 1 / 0xFF with MEAS_CAP."""
-    if not r.device.capabilities & MEAS_CAP_MASK:
+    if not int(r.device.capabilities) & _MEAS_CAPS:
         return 0
     if kind in (MeasurementSummaryHashType.TCB, MeasurementSummaryHashType.ALL):
         return hash_size(r.algorithms.base_hash)
@@ -158,7 +169,7 @@ def check_summary_type(r: Responder, kind: int) -> int:
     """Validate Param1 of KEY_EXCHANGE / PSK_EXCHANGE; returns the summary hash size."""
     alg = r.algorithms
     if kind and (
-        not r.device.capabilities & MEAS_CAP_MASK
+        not int(r.device.capabilities) & _MEAS_CAPS
         or not alg.measurement_spec
         or not alg.measurement_hash
     ):
@@ -274,7 +285,7 @@ def _slot_key_material(r: Responder, req: Request, slot: int) -> tuple[bytes, ob
     """(Ct, SlotKey) of the slot KEY_EXCHANGE names; InvalidRequest when it is not usable."""
     identity = req.device.identity
     asym = r.algorithms.base_asym
-    if r.device.capabilities & ResponderCap.CERT_CAP:
+    if int(r.device.capabilities) & _CERT_CAP:
         if slot >= 8:
             raise invalid(f"KEY_EXCHANGE SlotID {slot} is not 0..7")
         key = identity.key_for(slot, asym)
@@ -297,7 +308,7 @@ def _mut_auth_choice(r: Responder) -> int:
     """MutAuthRequested for this KEY_EXCHANGE_RSP (0 unless profile AND requester allow it)."""
     settings = r.device.sessions
     mode = settings.mut_auth
-    if not mode or not r.device.capabilities & ResponderCap.MUT_AUTH_CAP:
+    if not mode or not int(r.device.capabilities) & _MUT_AUTH_CAP:
         return 0
     peer_mut = r.peer_has(RequesterCap.MUT_AUTH_CAP)
     peer_encap = r.peer_has(RequesterCap.ENCAP_CAP)
@@ -322,14 +333,14 @@ def key_exchange(r: Responder, req: Request) -> bytes:
     ct, slot_key = _slot_key_material(r, req, req.param2)
     if r.version >= 0x13:
         if (
-            r.algorithms.other_params & OtherParams.MULTI_KEY_CONN
+            r.algorithms.other_params & _MULTI_KEY_CONN
             and req.param2 != PUBLIC_KEY_SLOT
             and not getattr(slot_key, "key_usage", KeyUsage.KEY_EX) & KeyUsage.KEY_EX
         ):
             raise invalid(f"KEY_EXCHANGE: slot {req.param2} key usage lacks KEY_EX_USE")
         policy = req.raw[6] if len(req.raw) > 6 else 0
         if policy & SessionPolicy.EVENT_ALL_POLICY and not (
-            r.device.capabilities & ResponderCap.EVENT_CAP
+            int(r.device.capabilities) & _EVENT_CAP
         ):
             raise invalid("KEY_EXCHANGE SessionPolicy EventAllPolicy without EVENT_CAP")
     alg = r.algorithms
@@ -353,7 +364,7 @@ def key_exchange(r: Responder, req: Request) -> bytes:
     sid = new_session_id(req, table, msg.req_session_id)
     random_data = req.rng(RANDOM_DATA_SIZE)
     try:
-        dhe = DheKeyPair.generate(alg.dhe, req.rng)
+        dhe = _dhe_key(alg.dhe, req.rng)
         shared = dhe.shared_secret(msg.exchange_data)
     except CryptoError as exc:
         raise SpdmErrorResponse(ErrorCode.Unspecified, f"KEY_EXCHANGE: {exc}") from None
@@ -417,9 +428,18 @@ def key_exchange(r: Responder, req: Request) -> bytes:
     return response.encode()
 
 
+def _dhe_key(group: int, rng: RandomSource) -> DheKeyPair:
+    """The responder's ephemeral DHE key: from OpenSSL's key generation when the exchange
+    draws from the operating system, else derived from ``rng`` bytes (a seed, a fault's
+    recorded or replayed randomness) so that the key is reproducible."""
+    if type(rng) is SystemRandom:
+        return DheKeyPair.fresh(group)
+    return DheKeyPair.generate(group, rng)
+
+
 def _message_d(r: Responder) -> bytes:
     """Message D (1.3 MULTI_KEY_CONN only), as the identity family recorded it."""
-    if r.version >= 0x13 and r.algorithms.other_params & OtherParams.MULTI_KEY_CONN:
+    if r.version >= 0x13 and r.algorithms.other_params & _MULTI_KEY_CONN:
         return message_d(r)
     return b""
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from emulator.codec.constants import ErrorCode
 from emulator.errors import SessionError
@@ -50,8 +50,7 @@ class Disposition(Enum):
     UNKNOWN_SESSION = "unknown-session"
 
 
-@dataclass(frozen=True, slots=True)
-class Opened:
+class Opened(NamedTuple):
     """The result of :meth:`SessionLayer.open`.
 
     ``request``: the SPDM request (REQUEST, REFUSED; the raw record otherwise);

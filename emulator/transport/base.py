@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from emulator.transport.platform import Frame, PlatformCommand
 
@@ -30,9 +30,9 @@ class SocketTransport(IntEnum):
     LINUX_MCTP = 4
 
 
-@dataclass(frozen=True, slots=True)
-class TransportMessage:
-    """A decoded transport message: the SPDM bytes and whether they are a secured record."""
+class TransportMessage(NamedTuple):
+    """A decoded transport message: the SPDM bytes and whether they are a secured record
+    (immutable; a named tuple: one is made per message)."""
 
     message: bytes
     secured: bool = False
