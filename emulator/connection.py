@@ -40,7 +40,35 @@ from emulator.transport.base import TransportBinding
 
 log = logging.getLogger("emulator.connection")
 
-__all__ = ["ExchangeEvent", "ExchangeFaults", "FaultHooks", "Observer", "Reply", "SpdmConnection"]
+__all__ = [
+    "ExchangeEvent",
+    "ExchangeFaults",
+    "FaultHooks",
+    "Observer",
+    "ObserverFanout",
+    "Reply",
+    "SpdmConnection",
+]
+
+
+class ObserverFanout:
+    """One observer that hands each event to every observer of a list that may change
+    while connections run (the app's ``Emulator.observers``).  It is false while the list
+    is empty, and a connection builds no :class:`ExchangeEvent` when none of its observers
+    is true: an exchange nobody watches costs nothing."""
+
+    def __init__(self, targets: list[Observer]) -> None:
+        self.targets = targets
+
+    def __bool__(self) -> bool:
+        return bool(self.targets)
+
+    def __call__(self, event: ExchangeEvent) -> None:
+        for obs in list(self.targets):
+            try:
+                obs(event)
+            except Exception:  # an observer must never break the responder
+                log.exception("observer failed")
 
 
 class ExchangeFaults(Protocol):
@@ -281,8 +309,9 @@ class SpdmConnection:
         fx: ExchangeFaults | None = None,
         reason: str = "",
     ) -> None:
-        """Tell every observer about one exchange (an observer never breaks the device)."""
-        if not self.observers:
+        """Tell every observer about one exchange (an observer never breaks the device).
+        Nothing is built when no observer wants events (:class:`ObserverFanout`)."""
+        if not any(self.observers):
             return
         error = None
         if response is not None and len(response) > 2 and response[1] == 0x7F:
