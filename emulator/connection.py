@@ -103,7 +103,9 @@ class ExchangeFaults(Protocol):
 
 
 class FaultHooks(Protocol):
-    """Fault injection, plugged in from outside (the app composes it)."""
+    """Fault injection, plugged in from outside (the app composes it).  A hooks object
+    that is false (``FaultEngine`` without rules: ``len() == 0``) fires nothing, and the
+    connection does not ask it."""
 
     def begin(
         self, responder: Responder, request: bytes, *, connection: int, session_id: int | None
@@ -175,11 +177,24 @@ class SpdmConnection:
             response = build_error(self.responder.version or 0x10, ErrorCode.InvalidRequest)
             self._emit(payload, response, None, False, reason=str(exc))
             return Reply([self.binding.encode(response)])
-        if msg.secured:
-            return self._secured(msg.message)
-        response, commits, fx, reason = self._exchange(msg.message, None)
+        request, secured = msg
+        if secured:
+            return self._secured(request)
+        if not self.faults:
+            # no fault rule: steps 4, 7 and 8 only (the usual case, kept short)
+            outcome = self.responder.respond(request, None)
+            response = outcome.response
+            reply = Reply([self.binding.encode(response)])
+            if log.isEnabledFor(logging.INFO):
+                self._log(request, response, None, outcome.reason)
+            if self.observers:
+                self._emit(request, response, None, False, None, outcome.reason)
+            if outcome.commits:
+                self.sessions.commit(outcome.commits, None)
+            return reply
+        response, commits, fx, reason = self._exchange(request, None)
         reply = Reply([self.binding.encode(response)])
-        return self._finish(msg.message, response, None, False, commits, fx, reason, reply)
+        return self._finish(request, response, None, False, commits, fx, reason, reply)
 
     # ---- the exchange ------------------------------------------------------------------
 
@@ -189,7 +204,7 @@ class SpdmConnection:
         """Steps 3-5: fault hook, responder, fault hook.  Returns the response, the
         commits, the faults and the error reason."""
         fx = None
-        if self.faults is not None:
+        if self.faults:
             fx = self.faults.begin(
                 self.responder, request, connection=self.number, session_id=session_id
             )

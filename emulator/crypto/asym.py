@@ -42,6 +42,7 @@ import functools
 import os
 from dataclasses import dataclass
 from enum import Enum
+from typing import cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -184,19 +185,42 @@ def _describe(key: object) -> str:
     return f"{type(key).__name__}"
 
 
+def _key_kind(key: object) -> str:
+    """"rsa", "ec", "ed25519", "ed448" or "" for a key object, by its concrete type (the
+    ABC isinstance checks run once per key class, not once per signature)."""
+    kind = _KEY_KINDS.get(type(key))
+    if kind is None:
+        if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+            kind = "rsa"
+        elif isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+            kind = "ec"
+        elif isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
+            kind = "ed25519"
+        elif isinstance(key, ed448.Ed448PrivateKey | ed448.Ed448PublicKey):
+            kind = "ed448"
+        else:
+            kind = ""
+        _KEY_KINDS[type(key)] = kind
+    return kind
+
+
+_KEY_KINDS: dict[type, str] = {}
+
+
 def asym_algo_for_key(key: PrivateKey | PublicKey) -> BaseAsymAlgo:
     """The BaseAsymAlgo bits a key can serve (an RSA-3072 key -> RSASSA_3072 | RSAPSS_3072).
 
     An unsupported key (RSA of another size, another curve, another key type)
     gives an empty flag.
     """
-    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
-        return _RSA_BITS.get(key.key_size, BaseAsymAlgo(0))
-    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
-        return _EC_CURVES.get(key.curve.name, BaseAsymAlgo(0))
-    if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
+    kind = _key_kind(key)
+    if kind == "rsa":
+        return _RSA_BITS.get(key.key_size, BaseAsymAlgo(0))  # type: ignore[union-attr]
+    if kind == "ec":
+        return _EC_CURVES.get(key.curve.name, BaseAsymAlgo(0))  # type: ignore[union-attr]
+    if kind == "ed25519":
         return BaseAsymAlgo.EDDSA_ED25519
-    if isinstance(key, ed448.Ed448PrivateKey | ed448.Ed448PublicKey):
+    if kind == "ed448":
         return BaseAsymAlgo.EDDSA_ED448
     return BaseAsymAlgo(0)
 
@@ -215,6 +239,19 @@ def _check_version(version: int) -> tuple[int, int]:
     if major != 1 or minor > 9:
         raise CryptoError(f"SPDM version 0x{version:02X}: not an SPDM 1.x version")
     return major, minor
+
+
+def _ecdsa(algorithm: utils.Prehashed | hashes.HashAlgorithm) -> ec.ECDSA:
+    """Deterministic ECDSA (RFC 6979) with ``algorithm`` (one object per algorithm)."""
+    if isinstance(algorithm, utils.Prehashed):
+        return ec.ECDSA(algorithm, deterministic_signing=True)
+    shared = _ECDSA_BY_HASH.get(algorithm.name)
+    if shared is None:
+        shared = _ECDSA_BY_HASH[algorithm.name] = ec.ECDSA(algorithm, deterministic_signing=True)
+    return shared
+
+
+_ECDSA_BY_HASH: dict[str, ec.ECDSA] = {}
 
 
 def _ecdsa_raw(der: bytes, size: int) -> bytes:
@@ -253,15 +290,15 @@ def _sign(
     if prehashed and len(data) != h.digest_size:
         raise CryptoError(f"message hash: {len(data)} bytes, {h.name} gives {h.digest_size}")
     algorithm: utils.Prehashed | hashes.HashAlgorithm = utils.Prehashed(h) if prehashed else h
-    if isinstance(key, rsa.RSAPrivateKey):
+    if info.family is not _Family.ECDSA:  # RSA (check_key_matches made sure of the key)
+        assert isinstance(key, rsa.RSAPrivateKey)
         pad: padding.AsymmetricPadding
         if info.family is _Family.RSASSA:
             pad = padding.PKCS1v15()
         else:
             pad = padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size)
         return key.sign(data, pad, algorithm)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    der = key.sign(data, ec.ECDSA(algorithm, deterministic_signing=True))
+    der = cast(ec.EllipticCurvePrivateKey, key).sign(data, _ecdsa(algorithm))
     return _ecdsa_raw(der, info.signature_size // 2)
 
 

@@ -34,6 +34,7 @@ session becomes ESTABLISHED once FINISH_RSP is sent.
 
 from __future__ import annotations
 
+import functools
 import hmac as _hmac
 from typing import TYPE_CHECKING
 
@@ -245,11 +246,15 @@ def session_type(r: Responder) -> SessionType:
 
 def key_schedule(r: Responder) -> KeySchedule:
     try:
-        return KeySchedule(
-            r.version, BaseHashAlgo(r.algorithms.base_hash), AeadSuite(r.algorithms.aead)
-        )
+        return _key_schedule(r.version, r.algorithms.base_hash, r.algorithms.aead)
     except CryptoError as exc:
         raise SpdmErrorResponse(ErrorCode.Unspecified, f"key schedule: {exc}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _key_schedule(version: int, base_hash: int, aead: int) -> KeySchedule:
+    """One (immutable) KeySchedule per negotiated version, hash and AEAD suite."""
+    return KeySchedule(version, BaseHashAlgo(base_hash), AeadSuite(aead))
 
 
 def new_session_id(req: Request, table: SessionTable, req_session_id: int) -> int:

@@ -165,8 +165,8 @@ class SessionLayer:
     def commit(self, commits: Iterable[SessionCommit], session_id: int | None) -> None:
         """Step 5: apply what the handlers decided, now that the response is out."""
         r = self.responder
-        table = self.table
-        if table is None:
+        table = r.ctx.sessions
+        if table is None or (session_id is None and not commits):
             return
         now = r.clock()
         reset = False
