@@ -143,6 +143,9 @@ class KeySchedule:
     hash_algo: BaseHashAlgo
     aead: AeadSuite
 
+    def __deepcopy__(self, memo: dict[int, object]) -> KeySchedule:
+        return self  # immutable
+
     def __post_init__(self) -> None:
         _version_label(self.version)
         object.__setattr__(

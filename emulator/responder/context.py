@@ -90,6 +90,11 @@ class MeasurementLog:
         self.hash.update(data)
         self.length += len(data)
 
+    def __deepcopy__(self, memo: dict[int, object]) -> MeasurementLog:
+        """A copy with its own running hash (hash objects copy, they do not pickle):
+        snapshots of a connection (the fuzz harness) copy contexts."""
+        return MeasurementLog(self.hash.copy(), dict(self.seen), self.length)
+
 
 @dataclass(slots=True)
 class MeasurementsState:

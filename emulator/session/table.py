@@ -26,6 +26,7 @@ the injected random source (never 0, never one already in use); SessionID =
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -99,6 +100,12 @@ class DirectionKeys:
     @classmethod
     def from_traffic(cls, keys: TrafficKeys, generation: int = 0) -> DirectionKeys:
         return cls(keys.secret, keys.key, keys.iv, 0, generation)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> DirectionKeys:
+        """A copy that shares the keyed AEAD object (immutable; it does not pickle)."""
+        return DirectionKeys(
+            self.secret, self.key, self.salt, self.sequence, self.generation, self.cipher
+        )
 
     def cipher_for(self, aead: int) -> AeadCipher:
         """The keyed AEAD object of this key (made once)."""
@@ -391,6 +398,18 @@ class SessionTable:
         if self._listeners is None:
             self._listeners = listeners
             listeners.append(self._on_device_change)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> SessionTable:
+        """A copy with copies of the sessions that listens to the same device (a snapshot
+        of a connection: the fuzz harness copies established sessions)."""
+        out = SessionTable(self.settings)
+        memo[id(self)] = out
+        out.sessions = copy.deepcopy(self.sessions, memo)
+        out.latest_session_id = self.latest_session_id
+        out.runtime_update_pending = self.runtime_update_pending
+        if self._listeners is not None:
+            out.listen(self._listeners)
+        return out
 
     def detach(self) -> None:
         """Stop listening (the connection is reset or closed)."""
