@@ -87,7 +87,7 @@ logger = logging.getLogger("emulator.server")
 SERVER_HELLO = b"Server Hello!\x00"
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 #: seconds of frame handling one connection gets per event-loop turn (then it yields)
-TURN_BUDGET = 0.0005
+TURN_BUDGET = 0.0002
 #: bytes of a read given to the frame decoder at a time (bounds the frames decoded ahead)
 FEED_SLICE = 4096
 _HEADER = struct.Struct(">III")
@@ -274,6 +274,7 @@ class _Connection(asyncio.Protocol):
         self.config = server.config
         self.track_idle = self.config.idle_timeout is not None
         self.loop = asyncio.get_running_loop()
+        self.asyncio_loop = isinstance(self.loop, asyncio.BaseEventLoop)
         self.closed: asyncio.Future[None] = self.loop.create_future()
         self.number = 0
         self.peer = ""
@@ -467,9 +468,16 @@ class _Connection(asyncio.Protocol):
             if transport is None or transport.is_closing():
                 break
             if (self.frames or self.unfed is not None) and loop.time() - started >= TURN_BUDGET:
-                # yield: every other connection gets its turn before this one goes on
+                # yield: every other connection gets its turn before this one goes on.
+                # asyncio runs a due timer after the I/O its next iteration polls (a
+                # call_soon callback before it), so a request that arrived meanwhile goes
+                # first; uvloop polls I/O after its call_soon callbacks anyway, and its
+                # timers have millisecond resolution.
                 self.scheduled = True
-                loop.call_soon(self._pump)
+                if self.asyncio_loop:
+                    loop.call_at(started, self._pump)
+                else:
+                    loop.call_soon(self._pump)
                 break
         self._settle()
 
