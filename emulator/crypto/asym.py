@@ -186,7 +186,7 @@ def _describe(key: object) -> str:
 
 
 def _key_kind(key: object) -> str:
-    """"rsa", "ec", "ed25519", "ed448" or "" for a key object, by its concrete type (the
+    """ "rsa", "ec", "ed25519", "ed448" or "" for a key object, by its concrete type (the
     ABC isinstance checks run once per key class, not once per signature)."""
     kind = _KEY_KINDS.get(type(key))
     if kind is None:

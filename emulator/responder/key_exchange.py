@@ -335,7 +335,7 @@ def key_exchange(r: Responder, req: Request) -> bytes:
     require_negotiated(r, "KEY_EXCHANGE")
     kind = req.param1
     summary_size = check_summary_type(r, kind)
-    ct, slot_key = _slot_key_material(r, req, req.param2)
+    _ct, slot_key = _slot_key_material(r, req, req.param2)  # _slot_key_material checks Ct
     if r.version >= 0x13:
         if (
             r.algorithms.other_params & _MULTI_KEY_CONN
@@ -409,7 +409,9 @@ def key_exchange(r: Responder, req: Request) -> bytes:
             encap.current = ENCAP_GET_DIGESTS
             encap.last_request = bytes((r.version, RequestCode.GET_DIGESTS, 0, 0))
         session.encap = encap
-    session.th_prefix = bytes(r.transcripts.a) + _message_d(r) + digest(alg.base_hash, ct)
+    # Hash(Ct): the slot's digest of that data, made once per slot and hash
+    ct_hash: bytes = slot_key.digest(alg.base_hash)  # type: ignore[attr-defined]
+    session.th_prefix = bytes(r.transcripts.a) + _message_d(r) + ct_hash
     session.message_k += req.raw[:size]
     session.message_k += response.encode_unsigned()
     try:
