@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from emulator.connection import Observer, ObserverFanout, SpdmConnection
 from emulator.control.config import run_control_config
 from emulator.device.model import Device
+from emulator.device.store import DirectoryStore, MemoryStore, StateStore, default_state_dir
 from emulator.faults.engine import FaultEngine
 from emulator.faults.hostile import mutate_spec
 from emulator.faults.model import FaultRule
@@ -49,6 +50,21 @@ def add_fault_options(engine: FaultEngine, options: RunOptions) -> None:
         engine.add(dataclasses.replace(rule) if isinstance(rule, FaultRule) else rule)
     if options.mutate:
         engine.add(mutate_spec(options.mutate), origin="cli")
+
+
+def open_state_store(options: RunOptions, device_name: str) -> StateStore:
+    """The store of a run's provisioned state (RunOptions ``state_dir`` / ``ephemeral``):
+    a :class:`DirectoryStore` (it takes the directory's lock with its first write), or
+    memory for ``ephemeral`` and for a free port without a ``state_dir``."""
+    if options.ephemeral:
+        return MemoryStore()
+    if options.state_dir is not None:
+        path = options.state_dir
+    elif options.port:
+        path = str(default_state_dir(device_name, options.port))
+    else:
+        return MemoryStore()
+    return DirectoryStore(path)
 
 
 def build_fault_engine(profile: Profile, options: RunOptions | None = None) -> FaultEngine:
@@ -81,7 +97,13 @@ class Emulator:
         if opts.seed is not None:
             profile.determinism.seed = opts.seed
         self.profile = profile
-        self.device = Device.from_profile(profile)
+        #: where provisioned certificates and key pairs persist (RunOptions state_dir)
+        self.state_store = open_state_store(opts, profile.device.name)
+        try:
+            self.device = Device.from_profile(profile, store=self.state_store)
+        except BaseException:
+            self._release_state()
+            raise
         #: the fault rules every connection of the device consults (MQTT changes them)
         self.faults = build_fault_engine(profile, opts)
         self.binding = get_binding(opts.transport)
@@ -141,6 +163,10 @@ class Emulator:
             from emulator.trace import attach_tracing
 
             self._cleanups.append(attach_tracing(self, opts.trace, opts.pcap))
+        if opts.keylog is not None:
+            from emulator.keylog import attach_keylog
+
+            self._cleanups.append(attach_keylog(self, opts.keylog))
 
     async def _stop_control(self) -> None:
         plane, self.control = self.control, None
@@ -168,12 +194,19 @@ class Emulator:
             await self.server.start()
         except BaseException:
             await self._detach()
+            self._release_state()
             raise
 
     async def stop(self) -> None:
-        """Stop the control plane and the observers, then the server."""
+        """Stop the control plane and the observers, then the server; release the state
+        directory."""
         await self._detach()
         await self.server.stop()
+        self._release_state()
+
+    def _release_state(self) -> None:
+        if isinstance(self.state_store, DirectoryStore):
+            self.state_store.unlock()
 
     async def serve_forever(self) -> None:
         await self.server.serve_forever()
@@ -205,6 +238,8 @@ class Emulator:
                     "base_hash": r.algorithms.base_hash,
                     "dhe": r.algorithms.dhe,
                     "aead": r.algorithms.aead,
+                    "pqc_asym": r.algorithms.pqc_asym,
+                    "kem": r.algorithms.kem,
                 }
             )
         return {
@@ -212,6 +247,7 @@ class Emulator:
             "host": self.host,
             "port": self.port,
             "transport": self.binding.name,
+            "state_dir": self.state_store.location,
             "connections": conns,
         }
 

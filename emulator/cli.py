@@ -73,6 +73,28 @@ def _size(text: str) -> int:
     return value
 
 
+def _whole(text: str, what: str = "") -> int:
+    """A number 0 or more (decimal or 0x hex)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what}{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{what}{value} is negative")
+    return value
+
+
+def _count(text: str) -> int:
+    return _whole(text)
+
+
+def _seed(text: str) -> int:
+    try:
+        return _whole(text, "seed ")
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (seeds are 0 or more)") from None
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -88,6 +110,17 @@ def _host_port(text: str) -> tuple[str, int]:
     if not sep:
         return text or _RUN.host, _RUN.port
     return host or _RUN.host, _port(port)
+
+
+def _function_id(text: str) -> int:
+    """``--tdisp FUNCTION_ID``: a Requester ID (bus << 8 | device << 3 | function)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"function ID {text!r} is not a number") from None
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"function ID 0x{value:X} is not a 16-bit Requester ID")
+    return value
 
 
 def _fault_rule(text: str) -> FaultRule:
@@ -145,34 +178,67 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument(
         "address",
         nargs="?",
-        default="127.0.0.1:2323",
+        default=None,
         type=_host_port,
         metavar="HOST:PORT",
-        help="device address (default 127.0.0.1:2323)",
+        help="device address (default 127.0.0.1:2323; 127.0.0.1:4194 with --transport tcp)",
     )
     probe.add_argument("--transport", choices=_transports(), default=_RUN.transport)
     probe.add_argument(
+        "--platform-frames",
+        action="store_true",
+        help="tcp: DSP0287 messages inside platform-socket frames, as spdm-emu's --trans TCP "
+        "(default: DSP0287 on the stream)",
+    )
+    probe.add_argument(
         "--spdm-version",
-        choices=("1.0", "1.1", "1.2", "1.3"),
+        choices=("1.0", "1.1", "1.2", "1.3", "1.4"),
         help="force this SPDM version (default: the highest common one)",
     )
     probe.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS")
+    probe.add_argument(
+        "--busy-retries",
+        type=_count,
+        default=3,
+        metavar="N",
+        help="send a request answered ERROR(Busy) again up to N times (default 3; "
+        "ResponseNotReady is always followed by RESPOND_IF_READY); the report lists the retries",
+    )
+    probe.add_argument(
+        "--busy-delay",
+        type=_positive_float,
+        default=0.1,
+        metavar="SECONDS",
+        help="wait between Busy retries (default 0.1)",
+    )
     probe.add_argument("--json", action="store_true", help="print a JSON report")
     probe.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     add_probe_auth_arguments(probe)
+    # ---- TDISP (emulator.requester.tdisp): lock, report, start, stop one TDI ------------
+    probe.add_argument(
+        "--tdisp",
+        nargs="?",
+        const=0xBEEF,
+        type=_function_id,
+        metavar="FUNCTION_ID",
+        help="then drive TDISP in a secure session: program IDE keys for stream 0, lock "
+        "the TDI, read its report, start it with the lock's nonce, stop it "
+        "(FUNCTION_ID: the Requester ID of the TDI, default 0xBEEF)",
+    )
 
     profiles = sub.add_parser("profiles", help="list, show or check device profiles")
     psub = profiles.add_subparsers(
         dest="profiles_command", metavar="{list,show,check}", parser_class=_Parser
     )
     psub.required = True
-    psub.add_parser("list", help="list the shipped profiles")
+    psub.add_parser("list", help="list the shipped profiles (exit status 1 if one is invalid)")
     show = psub.add_parser("show", help="print a profile after validation, as JSON")
     show.add_argument("profile", help="profile name or file")
     check = psub.add_parser("check", help="validate profile files")
     check.add_argument("profile", nargs="+", help="profile names or files")
 
     add_certs_subparser(sub)  # type: ignore[arg-type]
+    add_state_subparser(sub)  # type: ignore[arg-type]
     return parser
 
 
@@ -199,7 +265,12 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         f"(default: {_RUN.profile}; see 'spdm-emulator profiles list')",
     )
     option("--host", help="address to listen on")
-    option("--port", type=_port, help=f"TCP port (default {_RUN.port})")
+    option(
+        "--port",
+        type=_port,
+        help=f"TCP port (default {_RUN.port}; the binding's own for tcp: DSP0287's 4194)",
+    )
+    serve.set_defaults(port=None)  # run_options: the binding's default port
     option(
         "--transport",
         choices=_transports(),
@@ -232,9 +303,11 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     )
     option(
         "--seed",
-        type=int,
+        type=_seed,
         metavar="N",
-        help="deterministic mode: fixed nonces, DHE keys and padding from this seed",
+        help="deterministic mode: nonces, DHE keys and padding from this seed; each "
+        "connection draws from its own stream (seed, device name, connection number), so a "
+        "run repeated with the same requests gives the same bytes on every connection",
     )
     serve.add_argument(
         "--log-level",
@@ -256,7 +329,7 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     )
     option(
         "--fault-seed",
-        type=int,
+        type=_seed,
         metavar="N",
         help="seed of the probabilistic faults (default: the profile's [determinism] seed, or 0)",
     )
@@ -288,6 +361,8 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     mqtt("--mqtt-key", metavar="FILE", help="client key (PEM) for TLS")
     mqtt("--mqtt-insecure", action="store_true", help="TLS without checking the broker")
     mqtt("--mqtt-topic-prefix", metavar="PREFIX")
+    # provisioned state (emulator.device.store; issue 14): a small block of its own
+    add_state_arguments(serve)
     # observers (emulator.trace)
     option(
         "--trace",
@@ -298,8 +373,23 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         "--pcap",
         metavar="FILE",
         help="capture the transport messages in pcap format for DMTF spdm_dump / tshark "
-        "(link type 292 PCI DOE, 291 MCTP); '{conn}' in FILE makes one file per connection",
+        "(link type 292 PCI DOE, 291 MCTP; 147 storage, 148 TCP: tcpdump's private range); "
+        "'{conn}' in FILE makes one file per connection",
     )
+    option(
+        "--keylog",
+        metavar="FILE",
+        help="append every secure session's DHE secret or PSK to FILE, as spdm_dump's "
+        "--dhe_secret / --psk take them (decrypts --pcap captures; anyone who reads FILE "
+        "can decrypt the sessions: test use only)",
+    )
+
+
+def _default_port(transport: str) -> int:
+    """The port of a binding when none is given (2323; tcp: DSP0287's 4194)."""
+    from emulator.transport import get_binding
+
+    return get_binding(transport).default_port
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -311,6 +401,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         f.name: getattr(args, f.name) for f in fields(RunOptions) if hasattr(args, f.name)
     }
     values["faults"] = tuple(values.get("faults", ()))
+    if values.get("port") is None:  # no --port: the transport binding's default port
+        values["port"] = _default_port(values.get("transport", _RUN.transport))
     values["mqtt_password"] = values.get("mqtt_password") or os.environ.get(PASSWORD_ENV)
     return RunOptions(**values)
 
@@ -382,12 +474,13 @@ def event_loop_runner(choice: str) -> tuple[Callable[[Coroutine[Any, Any, int]],
 async def _serve(args: argparse.Namespace) -> int:
     from emulator.app import Emulator
 
+    options = run_options(args)
     try:
-        emulator = Emulator(run_options(args))
+        emulator = Emulator(options)
         await emulator.start()
     except OSError as exc:
         print(
-            f"spdm-emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            f"spdm-emulator: cannot listen on {options.host}:{options.port}: {exc.strerror or exc}",
             file=sys.stderr,
         )
         return 1
@@ -405,7 +498,8 @@ async def _serve(args: argparse.Namespace) -> int:
         f"spdm-emulator {__version__}: device '{dev.name}' "
         f"(SPDM {', '.join(v.text for v in dev.versions)}) listening on "
         f"{args.host}:{emulator.port}, transport {args.transport}\n"
-        f"  QEMU: -device nvme,drive=...,serial=...,spdm_port={emulator.port}\n"
+        f"  {emulator.binding.client_hint.format(port=emulator.port)}\n"
+        f"  Provisioned state: {emulator.state_store.location}\n"
         f"  Stop with Ctrl-C.",
         flush=True,
     )
@@ -424,23 +518,45 @@ async def _probe(args: argparse.Namespace) -> int:
         BaseAsymAlgo,
         BaseHashAlgo,
         DheGroup,
+        KemAlgo,
         MeasurementHashAlgo,
+        MelSpec,
+        PqcAsymAlgo,
         ResponderCap,
         SpdmVersion,
     )
     from emulator.requester import Requester, RequesterConfig
     from emulator.requester.probe import probe_device
-    from emulator.requester.transport import SocketClient
+    from emulator.requester.transport import open_client
     from emulator.transport import get_binding
 
-    host, port = args.address
-    config = RequesterConfig()
+    binding = get_binding(args.transport)
+    host, port = args.address or (_RUN.host, binding.default_port)
+    if args.mode == "linux-cma" and not args.root:
+        print(
+            "spdm-emulator probe: error: --mode linux-cma needs --root FILE (the root the "
+            "guest's .cma keyring trusts)",
+            file=sys.stderr,
+        )
+        return 2
+    for name in args.root:
+        if not os.path.isfile(name) or not os.access(name, os.R_OK):
+            print(f"spdm-emulator probe: error: --root {name}: cannot read it", file=sys.stderr)
+            return 2
+    # as libspdm's requester: ResponseNotReady -> RESPOND_IF_READY, Busy -> sent again
+    config = RequesterConfig(
+        busy_retries=args.busy_retries,
+        busy_delay=args.busy_delay,
+        respond_if_ready=True,
+        mel_spec=int(MelSpec.DMTF),  # 1.3: read the MEL if offered
+    )
+    requester: Requester | None = None
     if args.spdm_version:
         config.version = int(SpdmVersion.from_text(args.spdm_version))
     report: dict[str, Any] = {"address": f"{host}:{port}", "transport": args.transport}
     try:
-        async with SocketClient(
-            host, port, get_binding(args.transport), timeout=args.timeout
+        async with open_client(
+            host, port, binding, timeout=args.timeout, platform_frames=args.platform_frames
         ) as client:
             requester = Requester(client, config)
             neg = await requester.vca()
@@ -464,6 +580,11 @@ async def _probe(args: argparse.Namespace) -> int:
                 dhe=names(DheGroup, alg.struct_value(AlgType.DHE)),
                 aead=names(AeadSuite, alg.struct_value(AlgType.AEAD)),
             )
+            if neg.version >= 0x14:  # SPDM 1.4: the post-quantum selections
+                report.update(
+                    pqc_asym=names(PqcAsymAlgo, alg.pqc_asym_sel),
+                    kem=names(KemAlgo, alg.struct_value(AlgType.KEM)),
+                )
             await probe_device(
                 requester,
                 report,
@@ -472,8 +593,15 @@ async def _probe(args: argparse.Namespace) -> int:
                 san=args.san,
                 no_auth=args.no_auth,
             )
+            # ---- TDISP (probe --tdisp) ---------------------------------------------------
+            if args.tdisp is not None:
+                from emulator.requester.tdisp import probe_tdisp
+
+                await probe_tdisp(requester, report, function_id=args.tdisp, binding=args.transport)
     except (TimeoutError, EmulatorError, OSError) as exc:
         report.update(ok=False, error=str(exc) or type(exc).__name__)
+    if requester is not None and requester.retries:
+        report["retries"] = list(requester.retries)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -492,6 +620,10 @@ def _print_human(report: dict[str, Any], indent: str = "") -> None:
             print(f"{indent}{key}")
             for item in value:
                 print(f"{indent}  - " + "  ".join(f"{k}={v}" for k, v in item.items()))
+        elif isinstance(value, list) and any(len(str(v)) > 40 for v in value):
+            print(f"{indent}{key}")  # long lines (probe's retries): one a line
+            for item in value:
+                print(f"{indent}  - {item}")
         else:
             if isinstance(value, list):
                 value = ", ".join(str(v) for v in value) or "-"
@@ -499,14 +631,25 @@ def _print_human(report: dict[str, Any], indent: str = "") -> None:
 
 
 def _profiles(args: argparse.Namespace) -> int:
-    from emulator.profiles import list_profiles, load_profile
+    from emulator.profiles import PROFILES_DIR, list_profiles, load_profile
 
     if args.profiles_command == "list":
-        for name, description in list_profiles():
+        shipped = list_profiles()
+        if not shipped:
+            print(f"spdm-emulator: no shipped profiles in {PROFILES_DIR}", file=sys.stderr)
+            return 1
+        for name, description, _valid in shipped:
             print(f"{name:20} {description}")
-        return 0
+        return 0 if all(valid for _name, _description, valid in shipped) else 1
     if args.profiles_command == "show":
-        print(json.dumps(load_profile(args.profile).model_dump(mode="json"), indent=2))
+        shown = load_profile(args.profile).model_dump(mode="json")
+        pci = shown.get("device", {}).get("pci")
+        if isinstance(pci, dict):  # PCI IDs as lspci and the certificates write them
+            widths = {"class_code": 6, "revision": 2}
+            for key, value in pci.items():
+                if isinstance(value, int):
+                    pci[key] = f"0x{value:0{widths.get(key, 4)}x}"
+        print(json.dumps(shown, indent=2))
         return 0
     status = 0
     for name in args.profile:
@@ -521,6 +664,19 @@ def _profiles(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spdm-emulator`` console script."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # a broken pipe shows here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:
+        # the reader went away (``probe ... | head -3``): stop quietly, as a shell tool does
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the pipe
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
@@ -542,6 +698,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _profiles(args)
         if args.command == "certs":
             return run_certs(args)
+        if args.command == "state":
+            return run_state(args)
     except ProfileError as exc:
         print(f"spdm-emulator: profile error: {exc}", file=sys.stderr)
         return 2
@@ -575,7 +733,7 @@ An existing non-empty slot directory is refused unless --force.
 
 def add_certs_subparser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``certs generate`` and ``certs verify`` to a CLI's subparsers."""
-    from emulator.x509.model import ASYM_NAMES, QEMU_NVME_PCI_IDS
+    from emulator.x509.model import ASYM_NAMES, PQC_ASYM_NAMES, QEMU_NVME_PCI_IDS
 
     certs = subparsers.add_parser(
         "certs",
@@ -595,8 +753,8 @@ def add_certs_subparser(subparsers: argparse._SubParsersAction[argparse.Argument
         "--asym",
         action="append",
         metavar="ALG[,ALG...]",
-        help=f"key algorithm, repeatable or comma-separated, or 'all' "
-        f"({', '.join(ASYM_NAMES)}; default ecdsa-p384)",
+        help=f"key algorithm, repeatable or comma-separated, 'all' ({', '.join(ASYM_NAMES)}) "
+        f"or 'pqc' (SPDM 1.4: {', '.join(PQC_ASYM_NAMES)}); default ecdsa-p384",
     )
     gen.add_argument(
         "--slots",
@@ -671,7 +829,7 @@ def _certs_date(text: str, what: str, end_of_day: bool) -> datetime.datetime:
 
 def _certs_asyms(values: Sequence[str] | None) -> list[str]:
     from emulator.x509.chain import CertError
-    from emulator.x509.model import ASYM_NAMES, asym_spec
+    from emulator.x509.model import ASYM_NAMES, PQC_ASYM_NAMES, asym_spec
 
     if not values:
         return ["ecdsa-p384"]
@@ -681,7 +839,8 @@ def _certs_asyms(values: Sequence[str] | None) -> list[str]:
             name = item.strip().lower()
             if not name:
                 continue
-            names = list(ASYM_NAMES) if name == "all" else [name]
+            groups = {"all": ASYM_NAMES, "pqc": PQC_ASYM_NAMES}
+            names = list(groups.get(name, (name,)))
             for n in names:
                 asym_spec(n)
                 if n not in out:
@@ -775,6 +934,162 @@ def run_certs(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"spdm-emulator certs: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
         return 2
+
+
+# --- provisioned state: serve --state-dir / --ephemeral, state show | reset -------------------
+# (emulator.device.store; what SET_CERTIFICATE, SET_KEY_PAIR_INFO and GET_CSR leave behind)
+
+
+def add_state_arguments(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s ``--state-dir`` and ``--ephemeral`` (RunOptions ``state_dir``, ``ephemeral``)."""
+    group = serve.add_argument_group(
+        "provisioned state (SET_CERTIFICATE, SET_KEY_PAIR_INFO, GET_CSR after a reset)"
+    )
+    option = functools.partial(_run_option, group)
+    option(
+        "--state-dir",
+        metavar="DIR",
+        help="keep the device's provisioned certificates and key pairs in DIR between runs "
+        "(default: $XDG_DATA_HOME/spdm-emulator/state/<device>-<port>, ~/.local/share when "
+        "unset; memory only on --port 0); see 'spdm-emulator state show'",
+    )
+    option(
+        "--ephemeral",
+        action="store_true",
+        help="keep provisioned state in memory only: every start is the profile's state",
+    )
+
+
+def add_state_subparser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``state show`` and ``state reset``."""
+    state = subparsers.add_parser(
+        "state",
+        help="show or clear a device's provisioned state (--state-dir)",
+        description="Show or clear what requesters provisioned into an emulated device "
+        "(SET_CERTIFICATE chains, SET_KEY_PAIR_INFO changes and generated keys, CSRs waiting "
+        "for a reset).  The directory is --state-dir, or the default of --profile and "
+        "--port (as 'serve' picks it).",
+    )
+    sub = state.add_subparsers(dest="state_command", metavar="{show,reset}", parser_class=_Parser)
+    sub.required = True
+    for name, text in (
+        ("show", "print the stored state (with --profile: the device's whole live state)"),
+        ("reset", "delete the stored state: the next start is the profile's state"),
+    ):
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("--state-dir", metavar="DIR", help="the state directory")
+        cmd.add_argument(
+            "--profile",
+            metavar="FILE|NAME",
+            help=f"the device's profile (default {_RUN.profile}): names the default directory",
+        )
+        cmd.add_argument(
+            "--port", type=_port, default=_RUN.port, help=f"the device's port (default {_RUN.port})"
+        )
+        if name == "show":
+            cmd.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _state_store(args: argparse.Namespace) -> Any:
+    from emulator.device.store import DirectoryStore, default_state_dir
+    from emulator.profiles import load_profile
+
+    if args.state_dir:
+        return DirectoryStore(args.state_dir), None
+    profile = load_profile(args.profile or str(_RUN.profile))
+    return DirectoryStore(default_state_dir(profile.device.name, args.port)), profile
+
+
+def run_state(args: argparse.Namespace) -> int:
+    """``state show | reset``; errors print one line and return 2."""
+    from emulator.device.store import MemoryStore
+
+    store, profile = _state_store(args)
+    if args.state_command == "reset":
+        holder = store.locked_by_other()
+        if holder is not None:
+            print(
+                f"spdm-emulator state: {store.location} is in use by a running emulator "
+                f"(pid {holder}); stop it first",
+                file=sys.stderr,
+            )
+            return 2
+        removed = store.clear()
+        print(f"{store.location}: {'state cleared' if removed else 'nothing stored'}")
+        return 0
+    doc = store.load()
+    report: dict[str, Any] = {"state_dir": store.location, "stored": doc is not None}
+    if doc is not None:
+        report["document"] = _summarise_state(doc)
+    if profile is None and args.profile:
+        from emulator.profiles import load_profile
+
+        profile = load_profile(args.profile)
+    if profile is not None:
+        from emulator.device.model import Device
+
+        # a read-only view: the stored state over the profile as the next start makes it
+        # (a start is a device reset: pending installs complete), nothing written back
+        view = MemoryStore()
+        view.document = doc
+        device = Device.from_profile(profile, store=view)
+        if device.provisioning is not None:
+            described = device.provisioning.describe()
+            described.pop("store", None)  # the view's, not the state directory
+            report["next_start"] = described
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_human(report)
+    return 0
+
+
+def _summarise_state(doc: dict[str, Any]) -> dict[str, Any]:
+    """The stored document with certificates as subjects and keys as their type."""
+    import base64
+
+    from cryptography import x509
+
+    def cert_line(b64: str) -> str:
+        try:
+            cert = x509.load_der_x509_certificate(base64.b64decode(b64))
+        except ValueError as exc:
+            return f"unreadable ({exc})"
+        return f"{cert.subject.rfc4514_string()} (until {cert.not_valid_after_utc:%Y-%m-%d})"
+
+    slots = []
+    for entry in list(doc.get("slots") or []) + list(doc.get("pending_slots") or []):
+        pending = entry in (doc.get("pending_slots") or [])
+        line = {
+            "slot": entry.get("slot"),
+            "key_pair_id": entry.get("key_pair_id"),
+            "pending_reset": pending,
+        }
+        if entry.get("erased"):
+            line["erased"] = True
+        else:
+            line["leaf"] = cert_line((entry.get("certs") or [""])[-1])
+            line["certificates"] = len(entry.get("certs") or [])
+        slots.append(line)
+    pairs = []
+    for kpid, entry in sorted((doc.get("key_pairs") or {}).items(), key=lambda kv: int(kv[0])):
+        key = entry.get("key", "profile")
+        pairs.append(
+            {
+                "key_pair_id": int(kpid),
+                "key": "erased" if key is None else ("stored" if key != "profile" else "profile"),
+                "key_usage": f"0x{int(entry.get('key_usage', 0)):04X}",
+                "asym": f"0x{int(entry.get('asym', 0)):X}",
+                "assoc_slots": f"0x{int(entry.get('assoc_slots', 0)):02X}",
+            }
+        )
+    return {
+        "format": doc.get("format"),
+        "device": doc.get("device"),
+        "slots": slots,
+        "key_pairs": pairs,
+        "pending_csr_tags": [c.get("tag") for c in doc.get("pending_csrs") or []],
+    }
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ from emulator.errors import TransportError
 from emulator.events import ExchangeEvent, Observer, Reply
 from emulator.responder import FaultContext, Responder, SessionCommit
 from emulator.responder.base import end
-from emulator.responder.encapsulated import arm_key_update
-from emulator.session.layer import Disposition, SessionLayer
+from emulator.responder.encapsulated import arm_endpoint_info, arm_key_update
+from emulator.session.layer import Disposition, Opened, SessionLayer
 from emulator.session.table import Session
 from emulator.transport.base import TransportBinding
 
@@ -157,6 +157,11 @@ class SpdmConnection:
         kept, self._kept = self._kept, None
         return kept
 
+    def peek(self) -> Reply | None:
+        """Pull model: the kept reply, left in place (DSP0286 PENDING_INFO and the
+        allocation-length check need its size before it is collected)."""
+        return self._kept
+
     @property
     def has_pending_reply(self) -> bool:
         """A delivered request's reply waits for :meth:`collect`."""
@@ -167,7 +172,7 @@ class SpdmConnection:
         discovery = self.binding.answer_discovery(payload)
         if discovery is not None:
             log.info("conn %d: %s discovery answered", self.number, self.binding.name)
-            return Reply([discovery])
+            return Reply([discovery] if discovery else [])
         try:
             msg = self.binding.decode(payload)
         except TransportError as exc:
@@ -213,6 +218,7 @@ class SpdmConnection:
             return outcome.response, outcome.commits, None, outcome.reason
         request, canned = fx.on_request(request)
         if canned is not None:
+            self.responder.observe(request, session_id, canned)  # an ERROR's effects
             return fx.on_response(canned, request), (), fx, ""
         outcome = self.responder.respond(request, session_id, fx.context)
         response = fx.on_response(outcome.response, outcome.request)
@@ -234,6 +240,8 @@ class SpdmConnection:
             self._emit(record, opened.response, sid, True, reason=opened.reason)
             self.sessions.commit((end(sid),), sid)
             return reply
+        if opened.disposition is Disposition.APPLICATION:
+            return self._application(opened, session)
         commits: Sequence[SessionCommit] = ()
         fx: ExchangeFaults | None = None
         if opened.disposition is Disposition.REFUSED:
@@ -242,6 +250,28 @@ class SpdmConnection:
             response, commits, fx, reason = self._exchange(opened.request, sid)
         reply = self._seal(session, response, fx)
         return self._finish(opened.request, response, sid, True, commits, fx, reason, reply)
+
+    def _application(self, opened: Opened, session: Session) -> Reply:
+        """A non-SPDM application message in an established session (MCTP: PLDM): the
+        responder's application handler answers under the same header; without one, the
+        SPDM ERROR the session layer prepared.  Fault rules (SPDM request codes) do not
+        apply to these messages."""
+        sid = session.session_id
+        answer = self.responder.application(opened.protocol, opened.request, sid)
+        if answer is None:
+            reply = self._seal(session, opened.response, None)
+            self._emit(opened.request, opened.response, sid, True, reason=opened.reason)
+            return reply
+        if not answer:  # nothing is due (a PLDM response or datagram)
+            self._emit(opened.request, None, sid, True, protocol=opened.protocol)
+            self.sessions.commit((), sid)
+            return Reply([])
+        record = self.sessions.seal(session, answer, header=opened.header)
+        reply = Reply([self.binding.encode(record, secured=True)] if record is not None else [])
+        # (the protocol's handler logs the exchange by name: emulator.responder.pldm)
+        self._emit(opened.request, answer, sid, True, protocol=opened.protocol)
+        self.sessions.commit((), sid)
+        return reply
 
     def _seal(self, session: Session, response: bytes, fx: ExchangeFaults | None) -> Reply:
         """Step 6: the response record, with the record fault hook; no reply when the
@@ -289,6 +319,14 @@ class SpdmConnection:
         )
         return armed
 
+    def oob_encap_endpoint_info(self, payload: bytes) -> None:
+        """Platform command OOB_ENCAP_ENDPOINT_INFO (0x8002, spdm-emu): the next
+        GET_ENCAPSULATED_REQUEST, in or outside a session, gets GET_ENDPOINT_INFO for the
+        requester (libspdm ``libspdm_init_get_endpoint_info_encap_state`` with no session);
+        spdm-emu ignores any payload and answers with an empty OOB_ENCAP_ENDPOINT_INFO."""
+        arm_endpoint_info(self.responder)
+        log.info("conn %d: OOB_ENCAP_ENDPOINT_INFO: GET_ENDPOINT_INFO armed", self.number)
+
     def close(self) -> None:
         """The socket is gone (SHUTDOWN, peer closed): forget the connection state."""
         if not self.closed:
@@ -323,13 +361,19 @@ class SpdmConnection:
         secured: bool,
         fx: ExchangeFaults | None = None,
         reason: str = "",
+        protocol: str = "spdm",
     ) -> None:
         """Tell every observer about one exchange (an observer never breaks the device).
         Nothing is built when no observer wants events (:class:`ObserverFanout`)."""
         if not any(self.observers):
             return
         error = None
-        if response is not None and len(response) > 2 and response[1] == 0x7F:
+        if (
+            protocol == "spdm"
+            and response is not None
+            and len(response) > 2
+            and response[1] == 0x7F
+        ):
             error = response[2]
         event = ExchangeEvent(
             self.number,
@@ -341,6 +385,7 @@ class SpdmConnection:
             error,
             reason,
             tuple(fx.applied) if fx is not None else (),
+            protocol,
         )
         for obs in self.observers:
             try:

@@ -46,3 +46,7 @@ class SessionError(EmulatorError):
 
 class RequesterError(EmulatorError):
     """The built-in requester found the responder's answer wrong or unverifiable."""
+
+
+class StateError(EmulatorError):
+    """The persisted device state (``--state-dir``) cannot be read, written or locked."""

@@ -43,15 +43,22 @@ class ExchangeEvent:
     reason: str = ""
     #: description of each fault applied to this exchange
     faults: tuple[str, ...] = ()
+    #: the application protocol of request and response: "spdm", or another one a
+    #: secured record carried ("pldm" over MCTP)
+    protocol: str = "spdm"
 
     @property
     def request_name(self) -> str:
+        if self.protocol != "spdm":
+            return self.protocol.upper()
         return code_name(self.request[1]) if len(self.request) > 1 else "MALFORMED"
 
     @property
     def response_name(self) -> str:
         if self.response is None:
             return "NONE"
+        if self.protocol != "spdm":
+            return self.protocol.upper()
         return code_name(self.response[1]) if len(self.response) > 1 else "MALFORMED"
 
 

@@ -75,6 +75,9 @@ class RunOptions:
     trace: str | None = None
     #: capture the transport messages to this pcap file (``{conn}``: one file per connection)
     pcap: str | None = None
+    #: append each secure session's DHE secret / PSK to this file, in the hex form of DMTF
+    #: spdm_dump's --dhe_secret / --psk (emulator.keylog); off by default
+    keylog: str | None = None
 
     # ---- fault injection (emulator.faults) ------------------------------------------------
     #: fault rules (``--fault`` SPEC strings or parsed rules), added after the profile's
@@ -101,6 +104,15 @@ class RunOptions:
     mqtt_insecure: bool = False
     #: topic prefix (default: the control plane's ``spdm-emulator``)
     mqtt_topic_prefix: str | None = None
+
+    # ---- provisioned state (emulator.device.store) ---------------------------------------
+    #: where what requesters provision (SET_CERTIFICATE, SET_KEY_PAIR_INFO, CSRs waiting
+    #: for a reset) is kept between runs; None: ``$XDG_DATA_HOME/spdm-emulator/state/
+    #: <device>-<port>`` (``~/.local/share/...``) when ``port`` is fixed, memory only on a
+    #: free port (0)
+    state_dir: str | None = None
+    #: keep the provisioned state in memory only: the profile's state at every start
+    ephemeral: bool = False
 
 
 __all__ = [

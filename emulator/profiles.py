@@ -14,8 +14,8 @@ that the requester also offers.
 
 from __future__ import annotations
 
+import itertools
 import os
-import sys
 import tomllib
 from collections.abc import Iterable
 from enum import IntFlag
@@ -36,16 +36,19 @@ from pydantic import (
 
 from emulator.codec.constants import (
     MIN_DATA_TRANSFER_SIZE_V12,
+    PQC_ASYM_SHIFT,
     RESPONDER_CAPS_BY_VERSION,
     AeadSuite,
     BaseAsymAlgo,
     BaseHashAlgo,
     DheGroup,
+    KemAlgo,
     KeySchedule,
     MeasurementHashAlgo,
     MeasurementSpec,
     MelSpec,
     OtherParams,
+    PqcAsymAlgo,
     ResponderCap,
     SpdmVersion,
 )
@@ -61,21 +64,20 @@ from emulator.codec.measurements import (
     encode_device_mode,
     general_opaque_data_problem,
 )
+from emulator.data import shipped_dir
 from emulator.errors import ProfileError
 
 F = TypeVar("F", bound=IntFlag)
 
 
 def _profiles_dir() -> Path:
-    """Where the shipped profiles are: $SPDM_EMULATOR_PROFILES, the source checkout, or
-    ``<prefix>/share/spdm-emulator/profiles`` of a non-editable install."""
+    """Where the shipped profiles are: $SPDM_EMULATOR_PROFILES, else
+    :func:`emulator.data.shipped_dir` (the wheel's package data, or the checkout's
+    top-level ``profiles/``)."""
     env = os.environ.get("SPDM_EMULATOR_PROFILES")
     if env:
         return Path(env)
-    checkout = Path(__file__).resolve().parent.parent / "profiles"
-    if checkout.is_dir():
-        return checkout
-    return Path(sys.prefix) / "share" / "spdm-emulator" / "profiles"
+    return shipped_dir("profiles")
 
 
 #: Directory of the profiles shipped with the project.
@@ -88,6 +90,18 @@ IMPLEMENTED_HASH = BaseHashAlgo(0x3F)  # all but SM3
 IMPLEMENTED_MEAS_HASH = MeasurementHashAlgo(0x7F)
 IMPLEMENTED_DHE = DheGroup(0x3F)
 IMPLEMENTED_AEAD = AeadSuite(0x07)
+#: SPDM 1.4: cryptography 48 has ML-DSA-44/65/87 (no SLH-DSA) and ML-KEM-768/1024 (no 512)
+IMPLEMENTED_PQC_ASYM = PqcAsymAlgo.ML_DSA_44 | PqcAsymAlgo.ML_DSA_65 | PqcAsymAlgo.ML_DSA_87
+IMPLEMENTED_KEM = KemAlgo.ML_KEM_768 | KemAlgo.ML_KEM_1024
+#: why an algorithm the spec defines is not offered (the error names the library's gap)
+_NOT_IMPLEMENTED_WHY: dict[type[IntFlag], str] = {
+    PqcAsymAlgo: "cryptography 48 has no SLH-DSA (ML-DSA-44/65/87 are implemented)",
+    KemAlgo: "cryptography 48 has no ML-KEM-512 (ML-KEM-768/1024 are implemented)",
+    BaseAsymAlgo: "cryptography has no SM2",
+    BaseHashAlgo: "cryptography has no SM3",
+    AeadSuite: "cryptography has no SM4-GCM",
+    DheGroup: "cryptography has no SM2 key exchange",
+}
 
 
 def _norm(name: str) -> str:
@@ -163,7 +177,7 @@ class SpdmSection(_Strict):
                 v = SpdmVersion.from_text(text)
             except ValueError:
                 raise ValueError(
-                    f"unknown SPDM version {text!r}; choose from 1.0, 1.1, 1.2, 1.3"
+                    f"unknown SPDM version {text!r}; choose from 1.0, 1.1, 1.2, 1.3, 1.4"
                 ) from None
             if v in seen:
                 raise ValueError(f"version {text!r} is listed twice")
@@ -192,6 +206,10 @@ _ALGORITHM_FIELDS: dict[str, tuple[type[IntFlag], int | None]] = {
         OtherParams.OPAQUE_DATA_FMT_0 | OtherParams.OPAQUE_DATA_FMT_1,
     ),
     "mel_spec": (MelSpec, None),
+    # SPDM 1.4
+    "pqc_asym": (PqcAsymAlgo, IMPLEMENTED_PQC_ASYM),
+    "req_pqc_asym": (PqcAsymAlgo, IMPLEMENTED_PQC_ASYM),
+    "kem": (KemAlgo, IMPLEMENTED_KEM),
 }
 
 
@@ -209,6 +227,13 @@ class AlgorithmsSection(_Strict):
     opaque_data_format: list[str] = Field(default_factory=lambda: ["OPAQUE_DATA_FMT_1"])
     mel_spec: list[str] = Field(default_factory=list)
     multi_key_conn: bool = False
+    #: SPDM 1.4 PqcAsymAlgo (ML_DSA_44/65/87), ReqPqcAsymAlg and KEM (ML_KEM_768/1024)
+    pqc_asym: list[str] = Field(default_factory=list)
+    req_pqc_asym: list[str] = Field(default_factory=list)
+    kem: list[str] = Field(default_factory=list)
+    #: SPDM 1.4: when the requester offers both, select PQC (ML-DSA, ML-KEM) over the
+    #: classic algorithms (libspdm LIBSPDM_DATA_ALGO_PRIORITY_PQC_FIRST)
+    pqc_first: bool = True
 
     @field_validator(*_ALGORITHM_FIELDS)
     @classmethod
@@ -218,7 +243,11 @@ class AlgorithmsSection(_Strict):
         enum, implemented = _ALGORITHM_FIELDS[field]
         for member in parse_flag_names(enum, v, field):
             if implemented is not None and not member & implemented:
-                raise ValueError(f"{member.name} is not implemented by this emulator")
+                why = _NOT_IMPLEMENTED_WHY.get(enum)
+                raise ValueError(
+                    f"{member.name} is not implemented by this emulator"
+                    + (f": {why}" if why else "")
+                )
         return v
 
 
@@ -256,6 +285,23 @@ _RAW_BY_DEFAULT = {
 _MAX_VALUE_SIZE = 0xFFFF - 3  # MeasurementSize is 16 bits and includes the 3-byte DMTF header
 
 
+def read_value_file(name: str, base_dir: Path, limit: int, what: str) -> bytes:
+    """The bytes of a profile's ``file = ...`` value (relative to ``base_dir``); ValueError
+    naming the path when it cannot be read or is over ``limit`` bytes."""
+    path = Path(name).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"no such file: {path}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise ValueError(f"{path}: {len(data)} bytes, {what} holds at most {limit}")
+    return data
+
+
 def parse_hex(text: str) -> bytes:
     """Hex digits with optional ``0x`` prefix and spaces, ``:``, ``_`` or ``-`` separators."""
     t = text.strip()
@@ -282,17 +328,32 @@ def _mode_bits(value: int | list[str] | None, enum: type[IntFlag], what: str) ->
     return bits
 
 
+def _measurement_type(v: str | int) -> str | int:
+    """A DMTF measurement value type: its number or one of its names."""
+    if isinstance(v, int):
+        if v not in {int(m) for m in MeasurementValueType}:
+            raise ValueError(f"type {v} is not a DMTF measurement value type (0..10)")
+        return v
+    if _norm(v) not in MEASUREMENT_TYPE_NAMES:
+        names = ", ".join(m.name.lower() for m in MeasurementValueType)
+        raise ValueError(f"unknown measurement type {v!r}; choose from {names}")
+    return v
+
+
 class MeasurementEntry(_Strict):
     """[[measurements]]: one measurement block.
 
     The value is the raw bit stream, given by exactly one of ``value`` (hex),
     ``file`` (read as bytes, relative to the profile), ``text`` (UTF-8) or ``svn``
     (an integer, 8 bytes little-endian).  The device mode block (index 0xFE)
-    takes the four mode fields instead (integers or lists of flag names).
+    takes the four mode fields instead (integers or lists of flag names).  A
+    ``hash_extended`` block with ``mel = true`` takes no value: it is extended by the
+    entries of the measurement extension log (``[[mel]]``, DSP0274 1.3).
     """
 
     index: int = Field(ge=0, le=0xFF)
     type: str | int
+    mel: bool = False
     representation: str | None = None
     tcb: bool | None = None
     raw_on_request: bool = True
@@ -328,14 +389,7 @@ class MeasurementEntry(_Strict):
     @field_validator("type")
     @classmethod
     def _type(cls, v: str | int) -> str | int:
-        if isinstance(v, int):
-            if v not in {int(m) for m in MeasurementValueType}:
-                raise ValueError(f"type {v} is not a DMTF measurement value type (0..10)")
-            return v
-        if _norm(v) not in MEASUREMENT_TYPE_NAMES:
-            names = ", ".join(m.name.lower() for m in MeasurementValueType)
-            raise ValueError(f"unknown measurement type {v!r}; choose from {names}")
-        return v
+        return _measurement_type(v)
 
     @field_validator("representation")
     @classmethod
@@ -399,6 +453,14 @@ class MeasurementEntry(_Strict):
                 )
             if dm_state & ~dm_cap:
                 raise ValueError("device_mode_state has bits outside device_mode_capabilities")
+        elif self.mel:
+            if kind is not MeasurementValueType.HASH_EXTENDED:
+                raise ValueError("mel = true is for a hash_extended block (the MEL extends it)")
+            if sources or mode_fields:
+                given = (sources + mode_fields)[0]
+                raise ValueError(f"a block extended by the MEL takes no {given}")
+            if self.representation is not None:
+                raise ValueError("a block extended by the MEL takes no representation")
         else:
             if mode_fields:
                 raise ValueError(f"{mode_fields[0]} belongs to the device mode block (0xFE)")
@@ -463,18 +525,9 @@ class MeasurementEntry(_Strict):
         """Read ``file`` (relative to ``base_dir``); ValueError naming the path if it fails."""
         if self.file is None:
             return
-        path = Path(self.file).expanduser()
-        if not path.is_absolute():
-            path = base_dir / path
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ValueError(f"no such file: {path}") from None
-        except OSError as exc:
-            raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-        if len(data) > _MAX_VALUE_SIZE:
-            raise ValueError(f"{path}: {len(data)} bytes, a measurement value holds at most 65532")
-        self._file_data = data
+        self._file_data = read_value_file(
+            self.file, base_dir, _MAX_VALUE_SIZE, "a measurement value"
+        )
 
     def raw_value(self, base_dir: Path | None = None) -> bytes:
         """The block's raw bit stream (reads ``file`` now if it was not read at load time)."""
@@ -689,10 +742,361 @@ class VendorDefinedEntry(_Strict):
         return self
 
 
+def _hex_text(v: str) -> str:
+    """A hex string of a profile (whitespace allowed), checked; returned without spaces."""
+    text = "".join(v.split()).removeprefix("0x")
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"{v!r} is not hex") from None
+    return text
+
+
+# --- [tdisp] (PCIe 6.1 chapter 11, emulator.responder.vendor_defined.tdisp) ------------
+
+#: the TDISP names a profile uses (codec.tdisp enums), kept here as plain names so that
+#: the schema needs no responder import
+TDISP_LOCK_FLAGS = {
+    "NO_FW_UPDATE": 0x01,
+    "SYSTEM_CACHE_LINE_SIZE": 0x02,
+    "LOCK_MSIX": 0x04,
+    "BIND_P2P": 0x08,
+    "ALL_REQUEST_REDIRECT": 0x10,
+}
+TDISP_INTERFACE_INFO = {
+    "DMA_WITHOUT_PASID": 0x02,
+    "DMA_WITH_PASID": 0x04,
+    "ATS_SUPPORTED": 0x08,
+    "PRS_SUPPORTED": 0x10,
+}
+TDISP_MMIO_ATTRIBUTES = {
+    "MSIX_TABLE": 0x01,
+    "MSIX_PBA": 0x02,
+    "IS_NON_TEE_MEM": 0x04,
+    "IS_MEM_ATTR_UPDATABLE": 0x08,
+}
+PAGE_4K = 0x1000
+
+
+def _names_to_bits(names: list[str], table: dict[str, int], what: str) -> int:
+    bits = 0
+    seen: set[str] = set()
+    for name in names:
+        key = _norm(name)
+        if key not in table:
+            raise ValueError(f"unknown {what} {name!r}; choose from {', '.join(table)}")
+        if key in seen:
+            raise ValueError(f"{what} {name!r} is listed twice")
+        seen.add(key)
+        bits |= table[key]
+    return bits
+
+
+class TdispMmioRange(_Strict):
+    """[[tdisp.interfaces.mmio_ranges]]: one MMIO range of a TDI (PCIe 6.1 table 11-15):
+    its physical ``address`` (4 KiB aligned; the report adds the TSM's
+    MMIO_REPORTING_OFFSET), ``pages`` (4 KiB pages), ``attributes`` (MSIX_TABLE,
+    MSIX_PBA, IS_NON_TEE_MEM, IS_MEM_ATTR_UPDATABLE) and ``range_id`` (the BAR
+    equivalent indicator 0-7 for a BAR's range, or a device-specific group ID)."""
+
+    address: int = Field(ge=0, le=0xFFFFFFFFFFFFFFFF)
+    pages: int = Field(ge=1, le=0xFFFFFFFF)
+    attributes: list[str] = Field(default_factory=list)
+    range_id: int = Field(0, ge=0, le=0xFFFF)
+
+    @field_validator("address")
+    @classmethod
+    def _aligned(cls, v: int) -> int:
+        if v % PAGE_4K:
+            raise ValueError(f"0x{v:X} is not 4 KiB aligned")
+        return v
+
+    @field_validator("attributes")
+    @classmethod
+    def _attrs(cls, v: list[str]) -> list[str]:
+        bits = _names_to_bits(v, TDISP_MMIO_ATTRIBUTES, "MMIO range attribute")
+        if bits & 0x03 == 0x03:
+            raise ValueError("one range cannot map both the MSI-X table and the PBA")
+        return v
+
+    @property
+    def attribute_bits(self) -> int:
+        return _names_to_bits(self.attributes, TDISP_MMIO_ATTRIBUTES, "attribute")
+
+    @property
+    def end(self) -> int:
+        return self.address + self.pages * PAGE_4K
+
+
+class TdispInterface(_Strict):
+    """[[tdisp.interfaces]]: one TEE Device Interface (PCIe 6.1 11.2): a function of the
+    device that a TSM locks, attests and starts for a TVM.
+
+    ``function_id`` is the Requester ID of the function hosting the TDI (bus << 8 | device
+    << 3 | function; spdm-emu's requester uses 0xBEEF); ``segment`` (None: the device does
+    not know its segment) is compared when the request's Requester Segment Valid bit is set.
+    ``lock_flags_supported`` (LOCK_INTERFACE_FLAGS_SUPPORTED: NO_FW_UPDATE,
+    SYSTEM_CACHE_LINE_SIZE, LOCK_MSIX, BIND_P2P, ALL_REQUEST_REDIRECT; a LOCK asking for
+    another one is refused).  ``ide_required``: LOCK needs keys for every sub-stream of the
+    default stream programmed in the same session (on ``ide_port``, None: any port; a
+    profile without [ide_km] cannot require IDE).  The report: ``interface_info`` (DMA /
+    ATS / PRS bits; bit 0 NO_UPDATE_AFTER_LOCK is set while locked unless
+    ``runtime_firmware_update`` and the LOCK did not ask NO_FW_UPDATE), the MSI-X / LNR /
+    TPH control registers (MSI-X and TPH reported only when the LOCK locked MSI-X), the
+    ``mmio_ranges`` and ``device_specific_info`` (text) or ``device_specific_info_hex``.
+    ``p2p``: BIND_P2P_STREAM / UNBIND_P2P_STREAM are supported (with the BIND_P2P flag)."""
+
+    function_id: int = Field(ge=0, le=0xFFFF)
+    segment: int | None = Field(None, ge=0, le=0xFF)
+    lock_flags_supported: list[str] = Field(
+        default_factory=lambda: ["NO_FW_UPDATE", "SYSTEM_CACHE_LINE_SIZE", "LOCK_MSIX"]
+    )
+    ide_required: bool = True
+    ide_port: int | None = Field(None, ge=0, le=0xFF)
+    interface_info: list[str] = Field(default_factory=lambda: ["DMA_WITHOUT_PASID"])
+    runtime_firmware_update: bool = False
+    msix_message_control: int = Field(0, ge=0, le=0xFFFF)
+    lnr_control: int = Field(0, ge=0, le=0xFFFF)
+    tph_control: int = Field(0, ge=0, le=0xFFFFFFFF)
+    mmio_ranges: list[TdispMmioRange] = Field(default_factory=list)
+    device_specific_info: str | None = None
+    device_specific_info_hex: str | None = None
+    p2p: bool = False
+
+    @field_validator("lock_flags_supported")
+    @classmethod
+    def _flags(cls, v: list[str]) -> list[str]:
+        _names_to_bits(v, TDISP_LOCK_FLAGS, "lock flag")
+        return v
+
+    @field_validator("interface_info")
+    @classmethod
+    def _info(cls, v: list[str]) -> list[str]:
+        _names_to_bits(v, TDISP_INTERFACE_INFO, "interface_info bit")
+        return v
+
+    @field_validator("device_specific_info_hex")
+    @classmethod
+    def _info_hex(cls, v: str | None) -> str | None:
+        return None if v is None else _hex_text(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TdispInterface:
+        if self.device_specific_info is not None and self.device_specific_info_hex is not None:
+            raise ValueError("give device_specific_info or device_specific_info_hex, not both")
+        if self.p2p and "BIND_P2P" not in {_norm(n) for n in self.lock_flags_supported}:
+            raise ValueError("p2p needs BIND_P2P in lock_flags_supported")
+        spans = sorted((r.address, r.end, i) for i, r in enumerate(self.mmio_ranges))
+        for (_a0, e0, i0), (a1, _e1, i1) in itertools.pairwise(spans):
+            if a1 < e0:
+                raise ValueError(f"mmio_ranges[{i1}] overlaps mmio_ranges[{i0}]")
+        for i, r in enumerate(self.mmio_ranges):
+            if r.end > 1 << 64:
+                raise ValueError(f"mmio_ranges[{i}] ends above the 64-bit address space")
+        if len(self.device_specific_bytes) > 0xFFFF:
+            raise ValueError("device-specific information longer than 65535 bytes")
+        return self
+
+    @property
+    def device_specific_bytes(self) -> bytes:
+        if self.device_specific_info_hex is not None:
+            return bytes.fromhex(self.device_specific_info_hex)
+        return (self.device_specific_info or "").encode("utf-8")
+
+    @property
+    def lock_flag_bits(self) -> int:
+        return _names_to_bits(self.lock_flags_supported, TDISP_LOCK_FLAGS, "lock flag")
+
+    @property
+    def interface_info_bits(self) -> int:
+        return _names_to_bits(self.interface_info, TDISP_INTERFACE_INFO, "interface_info bit")
+
+
+class TdispVdmEntry(_Strict):
+    """[[tdisp.vdm]]: a canned VDM_RESPONSE (PCIe 6.1 11.3.25): a VDM_REQUEST with this
+    ``registry_id`` (0 / "PCISIG", 1 / "CXL"), ``vendor_id`` (hex, as sent) and vendor data
+    starting with ``request_prefix`` (hex; "" matches any) is answered with ``response``
+    (hex vendor data)."""
+
+    registry_id: int | str = 0
+    vendor_id: str
+    request_prefix: str = ""
+    response: str = ""
+
+    @field_validator("vendor_id", "request_prefix", "response")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        return _hex_text(v)
+
+    @field_validator("registry_id")
+    @classmethod
+    def _registry(cls, v: int | str) -> int:
+        if isinstance(v, str):
+            names = {"PCISIG": 0, "PCI_SIG": 0, "CXL": 1}
+            if _norm(v) not in names:
+                raise ValueError(f"registry_id {v!r}: use 0 (PCISIG) or 1 (CXL)")
+            return names[_norm(v)]
+        if v not in (0, 1):
+            raise ValueError(f"registry_id {v}: use 0 (PCISIG) or 1 (CXL)")
+        return v
+
+    @model_validator(mode="after")
+    def _sizes(self) -> TdispVdmEntry:
+        if len(bytes.fromhex(self.vendor_id)) > 0xFF:
+            raise ValueError("vendor_id is longer than 255 bytes")
+        return self
+
+
+class TdispSection(_Strict):
+    """[tdisp]: the TDISP responder (PCIe 6.1 chapter 11) in PCI-SIG VENDOR_DEFINED_REQUEST
+    (protocol 01h), inside secure sessions only.  TDISP_CAPABILITIES reports
+    ``dev_addr_width``, ``num_req_this`` and ``num_req_all``; a DEVICE_INTERFACE_REPORT
+    carries at most ``max_report_portion`` report bytes (the requester reads the rest with
+    further requests); ``interfaces`` are the TDIs, ``vdm`` the canned vendor messages."""
+
+    enabled: bool = True
+    dev_addr_width: int = Field(52, ge=1, le=64)
+    num_req_this: int = Field(1, ge=1, le=0xFF)
+    num_req_all: int = Field(1, ge=1, le=0xFF)
+    max_report_portion: int = Field(0x400, ge=1, le=0xFFFF)
+    interfaces: list[TdispInterface] = Field(default_factory=list)
+    vdm: list[TdispVdmEntry] = Field(default_factory=list)
+
+
+# --- [cxl_ide_km], [cxl_tsp], [pldm]: what libspdm's requester app flow exercises --------
+
+
+class CxlIdeKmSection(_Strict):
+    """[cxl_ide_km]: CXL.cachemem IDE key management (CXL 3.1 11.4.11; VendorID 0x1E98,
+    protocol 0 over PCI-SIG VENDOR_DEFINED_REQUEST).  QUERY_RESP reports
+    ``segment``/``bus``/``device``/``function``, ``max_port_index``, the capability bits
+    (version 1, ``iv_generation``, ``key_generation``, ``k_set_stop``) and ``registers``
+    (the CXL IDE capability structure's DWORDs, at most 9).  Keys need a secure session."""
+
+    enabled: bool = True
+    ports: list[int] = Field(default_factory=lambda: [0])
+    max_port_index: int = Field(7, ge=0, le=0xFF)
+    segment: int = Field(0, ge=0, le=0xFF)
+    bus: int = Field(0, ge=0, le=0xFF)
+    device: int = Field(0, ge=0, le=31)
+    function: int = Field(0, ge=0, le=7)
+    iv_generation: bool = False
+    key_generation: bool = False
+    k_set_stop: bool = True
+    registers: list[int] = Field(default_factory=lambda: [1, 0, 0, 0, 0, 0, 0, 0, 0])
+
+    @field_validator("registers")
+    @classmethod
+    def _regs(cls, v: list[int]) -> list[int]:
+        if len(v) > 9:
+            raise ValueError(f"{len(v)} registers; the CXL IDE capability structure has 9")
+        for i, r in enumerate(v):
+            if not 0 <= r <= 0xFFFFFFFF:
+                raise ValueError(f"registers[{i}] = {r} is not a 32-bit value")
+        return v
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        for p in v:
+            if not 0 <= p <= 0xFF:
+                raise ValueError(f"port index {p} is not 0..255")
+        if len(set(v)) != len(v):
+            raise ValueError("a port index is listed twice")
+        return v
+
+
+#: names of CXL TSP capability bits a profile may list (CXL 3.1 table 11-52 ff.)
+CXL_TSP_ENCRYPTION_FEATURES = {
+    "ENCRYPTION": 0x01,
+    "CKID_BASED_ENCRYPTION": 0x02,
+    "RANGE_BASED_ENCRYPTION": 0x04,
+    "INITIATOR_SUPPLIED_ENTROPY": 0x08,
+    "CKID_BASED_REQUIRED": 0x10,
+}
+CXL_TSP_ALGORITHMS = {"AES_XTS_128": 0x01, "AES_XTS_256": 0x02}
+CXL_TSP_TE_FEATURES = {
+    "WRITE_ACCESS_CONTROL": 0x01,
+    "READ_ACCESS_CONTROL": 0x02,
+    "IMPLICIT_TE_STATE_CHANGE": 0x04,
+    "EXPLICIT_OOB_TE_STATE_CHANGE": 0x08,
+    "EXPLICIT_IB_TE_STATE_CHANGE": 0x10,
+    "EXPLICIT_TE_STATE_CHANGE_SANITIZE": 0x20,
+}
+CXL_TSP_CONFIG_FEATURES = {"LOCKED_TARGET_FW_UPDATE": 0x01}
+
+
+class CxlTspSection(_Strict):
+    """[cxl_tsp]: the CXL Trusted Security Protocol target (CXL 3.1 11.5; VendorID 0x1E98,
+    protocol 1), inside secure sessions only.  GET_TARGET_CAPABILITIES reports the
+    memory-encryption ``encryption_features`` and ``algorithms``, the TE-state
+    ``te_features`` with ``explicit_ib_granularity`` / ``explicit_oob_granularity`` (bit
+    masks, 64 B = bit 0), ``configuration_features`` and ``number_of_ckids``; the
+    configuration report is ``report_size`` bytes (valid fields byte first).  The first
+    session that asks GET_TARGET_TSP_VERSION is the primary one: only it may set and lock
+    the configuration.  Secondary sessions are not offered."""
+
+    enabled: bool = True
+    encryption_features: list[str] = Field(default_factory=lambda: ["ENCRYPTION"])
+    algorithms: list[str] = Field(default_factory=lambda: ["AES_XTS_256"])
+    range_based_keys: int = Field(0, ge=0, le=0xFFFF)
+    te_features: list[str] = Field(
+        default_factory=lambda: [
+            "READ_ACCESS_CONTROL",
+            "IMPLICIT_TE_STATE_CHANGE",
+            "EXPLICIT_IB_TE_STATE_CHANGE",
+        ]
+    )
+    explicit_oob_granularity: int = Field(0, ge=0, le=0xFFFFFFFF)
+    explicit_ib_granularity: int = Field(0x1, ge=0, le=0xFFFFFFFF)
+    configuration_features: list[str] = Field(default_factory=lambda: ["LOCKED_TARGET_FW_UPDATE"])
+    number_of_ckids: int = Field(0, ge=0, le=0x1FFF)
+    report_size: int = Field(0xDC, ge=4, le=0x1000)
+    max_report_portion: int = Field(0x200, ge=1, le=0xFFFF)
+
+    @model_validator(mode="after")
+    def _bits(self) -> CxlTspSection:
+        enc = _names_to_bits(self.encryption_features, CXL_TSP_ENCRYPTION_FEATURES, "feature")
+        alg = _names_to_bits(self.algorithms, CXL_TSP_ALGORITHMS, "algorithm")
+        te = _names_to_bits(self.te_features, CXL_TSP_TE_FEATURES, "TE feature")
+        _names_to_bits(self.configuration_features, CXL_TSP_CONFIG_FEATURES, "feature")
+        if enc & 0x01 and not alg:
+            raise ValueError("ENCRYPTION needs at least one of algorithms")
+        if not enc & 0x01 and enc:
+            raise ValueError("encryption features other than ENCRYPTION need ENCRYPTION")
+        if bool(enc & 0x04) != bool(self.range_based_keys):
+            raise ValueError("range_based_keys > 0 exactly when RANGE_BASED_ENCRYPTION is listed")
+        if enc & 0x02 and not 2 <= self.number_of_ckids < 0x2000:
+            raise ValueError("CKID_BASED_ENCRYPTION needs number_of_ckids 2..8191")
+        if bool(te & 0x08) != bool(self.explicit_oob_granularity):
+            raise ValueError(
+                "explicit_oob_granularity is set exactly when EXPLICIT_OOB_TE_STATE_CHANGE is"
+            )
+        if bool(te & 0x10) != bool(self.explicit_ib_granularity):
+            raise ValueError(
+                "explicit_ib_granularity is set exactly when EXPLICIT_IB_TE_STATE_CHANGE is"
+            )
+        if te & 0x04 and not (te & 0x10 and self.explicit_ib_granularity & 0x01):
+            raise ValueError(
+                "IMPLICIT_TE_STATE_CHANGE needs EXPLICIT_IB_TE_STATE_CHANGE at 64 B granularity"
+            )
+        if te & 0x03 and not te & 0x1C:
+            raise ValueError("access control needs a TE state change feature")
+        return self
+
+
+class PldmSection(_Strict):
+    """[pldm]: PLDM for platform monitoring (DSP0240) in MCTP secured messages (the MCTP
+    message type 01h inside a DSP0277 record): GetTID answers ``tid``."""
+
+    enabled: bool = True
+    tid: int = Field(1, ge=0, le=0xFE)
+
+
 class DeterminismSection(_Strict):
     """[determinism]: a seed makes nonces, DHE keys and random padding reproducible."""
 
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0)
 
 
 # --- [[faults]] and [mqtt] (emulator.faults, emulator.control) ------------------------
@@ -833,6 +1237,297 @@ class SlotSection(_Strict):
         return self
 
 
+# --- provisioning, key pairs, MEL, endpoint info, events (DSP0274 1.2 / 1.3) -------------
+
+#: [[key_pairs]] capability names -> KEY_PAIR_INFO Capabilities bits
+KEY_PAIR_CAPABILITY_NAMES: dict[str, int] = {
+    "GEN_KEY": 0x01,
+    "ERASABLE": 0x02,
+    "CERT_ASSOC": 0x04,
+    "KEY_USAGE": 0x08,
+    "ASYM_ALGO": 0x10,
+    "SHAREABLE": 0x20,
+}
+
+
+def _key_usage_names(v: list[str] | None) -> list[str] | None:
+    from emulator.codec.identity import KeyUsage
+
+    for name in v or []:
+        if _norm(name).removesuffix("_USE") not in KeyUsage.__members__:
+            raise ValueError(
+                f"unknown key usage {name!r}; choose from {', '.join(KeyUsage.__members__)}"
+            )
+    return v
+
+
+class KeyPairSection(_Strict):
+    """[[key_pairs]]: one key pair (DSP0274 1.3 GET_KEY_PAIR_INFO / SET_KEY_PAIR_INFO).
+
+    ``key`` (a private key file) or ``generate`` (an algorithm: a key made at load) or
+    neither (no key until SET_KEY_PAIR_INFO Generate: needs GEN_KEY).  ``capabilities``:
+    what SET_KEY_PAIR_INFO may do (GEN_KEY, ERASABLE, CERT_ASSOC, KEY_USAGE, ASYM_ALGO,
+    SHAREABLE); ``key_usage`` / ``key_usage_capabilities``: KEY_EX, CHALLENGE,
+    MEASUREMENT, ENDPOINT_INFO, STANDARDS_KEY, VENDOR_KEY; ``asym_capabilities``: the
+    algorithms it may use (default: its key's).  A [[slots]] entry with this ``id`` as
+    its ``key_pair_id`` must hold the same key; key pairs are numbered 1..N together with
+    the slot keys no entry names."""
+
+    id: int | None = Field(None, ge=1, le=255)
+    key: FilePath | None = None
+    generate: str | None = None
+    capabilities: list[str] = Field(default_factory=list)
+    key_usage: list[str] | None = None
+    key_usage_capabilities: list[str] | None = None
+    asym_capabilities: list[str] | None = None
+    description: str = ""
+
+    @field_validator("capabilities")
+    @classmethod
+    def _caps(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if _norm(name).removesuffix("_CAP") not in KEY_PAIR_CAPABILITY_NAMES:
+                raise ValueError(
+                    f"unknown key pair capability {name!r}; choose from "
+                    f"{', '.join(KEY_PAIR_CAPABILITY_NAMES)}"
+                )
+        return v
+
+    @field_validator("key_usage", "key_usage_capabilities")
+    @classmethod
+    def _usage(cls, v: list[str] | None) -> list[str] | None:
+        return _key_usage_names(v)
+
+    @field_validator("generate")
+    @classmethod
+    def _generate(cls, v: str | None) -> str | None:
+        from emulator.x509.model import ASYM_NAMES
+
+        if v is not None and v not in ASYM_NAMES:
+            raise ValueError(f"unknown algorithm {v!r}; choose from {', '.join(ASYM_NAMES)}")
+        return v
+
+    @field_validator("asym_capabilities")
+    @classmethod
+    def _asyms(cls, v: list[str] | None) -> list[str] | None:
+        from emulator.x509.model import ASYM_NAMES
+
+        for name in v or []:
+            if name not in ASYM_NAMES:
+                raise ValueError(f"unknown algorithm {name!r}; choose from {', '.join(ASYM_NAMES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KeyPairSection:
+        if self.key is not None and self.generate is not None:
+            raise ValueError("give key or generate, not both")
+        caps = self.capability_bits
+        if self.key is None and self.generate is None and not caps & 0x01:
+            raise ValueError("a key pair without key or generate needs the GEN_KEY capability")
+        if self.key_usage is not None and self.key_usage_capabilities is not None:
+            from emulator.codec.identity import key_usage_bits
+
+            extra = key_usage_bits(self.key_usage) & ~key_usage_bits(self.key_usage_capabilities)
+            if extra:
+                raise ValueError(f"key_usage 0x{extra:04X} is outside key_usage_capabilities")
+        if (
+            self.generate is not None
+            and self.asym_capabilities is not None
+            and self.generate not in self.asym_capabilities
+        ):
+            raise ValueError(f"generate {self.generate!r} is not in asym_capabilities")
+        return self
+
+    @property
+    def capability_bits(self) -> int:
+        out = 0
+        for name in self.capabilities:
+            out |= KEY_PAIR_CAPABILITY_NAMES[_norm(name).removesuffix("_CAP")]
+        return out
+
+
+class ProvisioningSection(_Strict):
+    """[provisioning]: how the device takes certificates (DSP0274 1.2 GET_CSR,
+    SET_CERTIFICATE).  ``trusted_environment``: SET_CERTIFICATE on every slot outside a
+    secure session (else slot 0 only, as libspdm).  ``csr_needs_reset`` /
+    ``set_certificate_needs_reset`` (default: whether CERT_INSTALL_RESET_CAP is set): the
+    request is answered ERROR(ResetRequired) and completes after a device reset.
+    ``csr_organization``: O= of the subject of a CSR sent without RequesterInfo."""
+
+    trusted_environment: bool = False
+    csr_needs_reset: bool | None = None
+    set_certificate_needs_reset: bool | None = None
+    csr_organization: str = Field("spdm-emulator", min_length=1, max_length=64)
+
+
+class MelEntrySection(_Strict):
+    """[[mel]]: one entry of the measurement extension log (DSP0274 1.3 MEL, DMTF format):
+    a measurement value of ``type`` given by exactly one of ``value`` (hex), ``text``
+    (UTF-8) or ``file``; ``raw`` (default true) marks it a raw bit stream; ``index`` is
+    the hash_extended block it extends (default: the one with ``mel = true``)."""
+
+    index: int | None = Field(None, ge=1, le=0xFE)
+    type: str | int = "informational"
+    raw: bool = True
+    value: str | None = None
+    text: str | None = None
+    file: FilePath | None = None
+    description: str = ""
+    _file_data: bytes | None = PrivateAttr(default=None)
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str | int) -> str | int:
+        return _measurement_type(v)
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, v: str | None) -> str | None:
+        if v is not None:
+            data = parse_hex(v)
+            if len(data) > 0xFFFF:
+                raise ValueError(f"{len(data)} bytes, a MEL entry value holds at most 65535")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MelEntrySection:
+        given = [n for n in ("value", "text", "file") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of value (hex), text or file"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> int:
+        if isinstance(self.type, int):
+            return self.type
+        return int(MEASUREMENT_TYPE_NAMES[_norm(self.type)])
+
+    def load_file(self, base_dir: Path) -> None:
+        if self.file is None:
+            return
+        self._file_data = read_value_file(self.file, base_dir, 0xFFFF, "a MEL entry value")
+
+    def value_bytes(self) -> bytes:
+        if self.value is not None:
+            return parse_hex(self.value)
+        if self.text is not None:
+            return self.text.encode("utf-8")
+        return self._file_data or b""
+
+
+class EndpointIdentifierSection(_Strict):
+    """[[endpoint_info.identifiers]]: one device class identifier element of
+    ENDPOINT_INFO (DSP0274 1.3 10.16): ``registry`` (a registry name or number, as
+    ``vendor_defined``), ``vendor_id`` (hex, as sent) and ``sub_ids`` (hex each)."""
+
+    registry: int | str = "PCISIG"
+    vendor_id: str = ""
+    sub_ids: list[str] = Field(default_factory=list)
+
+    @field_validator("vendor_id")
+    @classmethod
+    def _vid(cls, v: str) -> str:
+        if v.strip():
+            parse_hex(v)
+        return v
+
+    @field_validator("sub_ids")
+    @classmethod
+    def _subs(cls, v: list[str]) -> list[str]:
+        for i, sub in enumerate(v):
+            try:
+                data = parse_hex(sub)
+            except ValueError as exc:
+                raise ValueError(f"sub_ids[{i}]: {exc}") from None
+            if len(data) > 0xFF:
+                raise ValueError(f"sub_ids[{i}]: {len(data)} bytes, a sub-identifier holds 255")
+        if len(v) > 0xFF:
+            raise ValueError("at most 255 sub-identifiers")
+        return v
+
+    @model_validator(mode="after")
+    def _ids(self) -> EndpointIdentifierSection:
+        from emulator.codec.vendor import StandardId, valid_vendor_id_len
+
+        given = self.registry
+        if isinstance(given, str):
+            try:
+                reg = int(given, 0)
+            except ValueError:
+                try:
+                    reg = int(StandardId[_norm(given).replace("_", "")])
+                except KeyError:
+                    names = ", ".join(m.name for m in StandardId)
+                    raise ValueError(
+                        f"registry {self.registry!r}: not a number or one of {names}"
+                    ) from None
+            self.registry = reg
+        else:
+            reg = given
+        if not 0 <= reg <= 0xFF:
+            raise ValueError(f"registry {reg} does not fit in a byte")
+        vlen = len(self.vendor_bytes)
+        if not valid_vendor_id_len(reg, vlen):
+            raise ValueError(f"a {vlen}-byte vendor_id is not allowed for registry {reg}")
+        return self
+
+    @property
+    def vendor_bytes(self) -> bytes:
+        return parse_hex(self.vendor_id) if self.vendor_id.strip() else b""
+
+    def sub_id_bytes(self) -> list[bytes]:
+        return [parse_hex(s) if s.strip() else b"" for s in self.sub_ids]
+
+
+class EndpointInfoSection(_Strict):
+    """[endpoint_info]: what ENDPOINT_INFO (device class identifier) reports; without
+    ``identifiers``, one PCI-SIG element: VendorID = [device.pci] vendor_id and
+    sub-identifiers device_id, revision + class_code (the config DWORD at 0x08),
+    subsystem vendor ID and subsystem ID (little-endian)."""
+
+    identifiers: list[EndpointIdentifierSection] | None = Field(None, min_length=1, max_length=255)
+
+
+#: [events] supported type names -> DMTF event type IDs
+DMTF_EVENT_NAMES: dict[str, int] = {
+    "EVENT_LOST": 1,
+    "MEASUREMENT_CHANGED": 2,
+    "MEASUREMENT_PRE_UPDATE": 3,
+    "CERTIFICATE_CHANGED": 4,
+}
+
+
+class EventsSection(_Strict):
+    """[events]: the DMTF event types the device notifies (EVENT_CAP, DSP0274 1.3 10.26):
+    EVENT_LOST, MEASUREMENT_CHANGED, MEASUREMENT_PRE_UPDATE, CERTIFICATE_CHANGED; and how
+    many undelivered events a session keeps before the oldest are reported lost."""
+
+    supported: list[str] = Field(default_factory=lambda: list(DMTF_EVENT_NAMES), min_length=1)
+    queue_limit: int = Field(32, ge=1, le=4096)
+
+    @field_validator("supported")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for name in v:
+            key = _norm(name)
+            if key not in DMTF_EVENT_NAMES:
+                raise ValueError(
+                    f"unknown event type {name!r}; choose from {', '.join(DMTF_EVENT_NAMES)}"
+                )
+            if key in seen:
+                raise ValueError(f"event type {name!r} is listed twice")
+            seen.add(key)
+        return v
+
+    @property
+    def type_ids(self) -> list[int]:
+        return sorted(DMTF_EVENT_NAMES[_norm(n)] for n in self.supported)
+
+
 class Profile(_Strict):
     """A whole device profile (the TOML document)."""
 
@@ -850,6 +1545,15 @@ class Profile(_Strict):
     mqtt: MqttSection = Field(default_factory=MqttSection)
     ide_km: IdeKmSection | None = None
     vendor_defined: list[VendorDefinedEntry] = Field(default_factory=list)
+    key_pairs: list[KeyPairSection] = Field(default_factory=list)
+    provisioning: ProvisioningSection = Field(default_factory=ProvisioningSection)
+    mel: list[MelEntrySection] = Field(default_factory=list)
+    endpoint_info: EndpointInfoSection = Field(default_factory=EndpointInfoSection)
+    events: EventsSection = Field(default_factory=EventsSection)
+    tdisp: TdispSection | None = None
+    cxl_ide_km: CxlIdeKmSection | None = None
+    cxl_tsp: CxlTspSection | None = None
+    pldm: PldmSection | None = None
     #: directory that relative file names in the profile are resolved against
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     #: the device identity built from ``slots`` (emulator.device.identity), once loaded
@@ -908,6 +1612,8 @@ def _slot_checks(p: Profile) -> list[tuple[str, str]]:
     offered = 0
     for bit in p.algo_list("base_asym"):
         offered |= bit
+    for bit in p.algo_list("pqc_asym"):
+        offered |= int(bit) << PQC_ASYM_SHIFT
     empty: set[int] = set()
     used: dict[int, list[tuple[int, int]]] = {}
     for i, slot in enumerate(p.slots):
@@ -924,7 +1630,7 @@ def _slot_checks(p: Profile) -> list[tuple[str, str]]:
                 errs.append(
                     (
                         f"slots[{i}].generate",
-                        f"{slot.generate} is not in [algorithms] base_asym",
+                        f"{slot.generate} is not in [algorithms] base_asym or pqc_asym",
                     )
                 )
             for j, other in used.get(slot.id, []):
@@ -1000,8 +1706,9 @@ def _cross_checks(p: Profile) -> list[tuple[str, str]]:
         ):
             if flag in caps:
                 errs.append(("spdm.capabilities", f"{flag.name} needs KEY_EX_CAP or PSK_CAP"))
-    if key_ex and not alg.dhe:
-        errs.append(("algorithms.dhe", "KEY_EX_CAP needs at least one DHE group"))
+    if key_ex and not alg.dhe and not alg.kem:
+        errs.append(("algorithms.dhe", "KEY_EX_CAP needs at least one DHE group (or a 1.4 kem)"))
+    errs += _pqc_checks(p)
     if C.HANDSHAKE_IN_THE_CLEAR_CAP in caps and not key_ex:
         errs.append(("spdm.capabilities", "HANDSHAKE_IN_THE_CLEAR_CAP needs KEY_EX_CAP"))
     if C.CERT_CAP in caps and C.PUB_KEY_ID_CAP in caps:
@@ -1011,7 +1718,7 @@ def _cross_checks(p: Profile) -> list[tuple[str, str]]:
     ):
         errs.append(("spdm.capabilities", "CHAL_CAP/MUT_AUTH_CAP need CERT_CAP or PUB_KEY_ID_CAP"))
     signs = caps & (C.CERT_CAP | C.CHAL_CAP | C.MEAS_CAP_SIG | C.KEY_EX_CAP | C.PUB_KEY_ID_CAP)
-    if signs and not alg.base_asym:
+    if signs and not alg.base_asym and not alg.pqc_asym:
         errs.append(("algorithms.base_asym", "the capabilities need a signature algorithm"))
     if not alg.base_hash:
         errs.append(("algorithms.base_hash", "at least one hash algorithm is required"))
@@ -1022,7 +1729,7 @@ def _cross_checks(p: Profile) -> list[tuple[str, str]]:
             errs.append(("algorithms.measurement_spec", "MEAS_CAP needs DMTF"))
     elif C.MEAS_FRESH_CAP in caps:
         errs.append(("spdm.capabilities", "MEAS_FRESH_CAP needs MEAS_CAP"))
-    if C.MUT_AUTH_CAP in caps and not alg.req_base_asym:
+    if C.MUT_AUTH_CAP in caps and not alg.req_base_asym and not alg.req_pqc_asym:
         errs.append(("algorithms.req_base_asym", "MUT_AUTH_CAP needs a requester algorithm"))
     if C.MEL_CAP in caps and not alg.mel_spec:
         errs.append(("algorithms.mel_spec", "MEL_CAP needs a MEL specification"))
@@ -1040,11 +1747,115 @@ def _cross_checks(p: Profile) -> list[tuple[str, str]]:
     errs += _measurement_checks(p)
     errs += _session_checks(p)
     errs += _ide_km_checks(p)
+    errs += _tdisp_checks(p)
     top = max(p.versions)
     allowed = RESPONDER_CAPS_BY_VERSION[top]
     for flag in caps:
         if not flag & allowed:
             errs.append(("spdm.capabilities", f"{flag.name} does not exist in SPDM {top.text}"))
+    errs += _provisioning_checks(p)
+    return errs
+
+
+def _provisioning_checks(p: Profile) -> list[tuple[str, str]]:
+    """[provisioning], [[key_pairs]], [[mel]], [events] against the capabilities."""
+    errs: list[tuple[str, str]] = []
+    caps = p.capabilities
+    C = ResponderCap
+    for flag in (C.SET_CERT_CAP, C.CSR_CAP):
+        if flag in caps and C.CERT_CAP not in caps:
+            errs.append(("spdm.capabilities", f"{flag.name} needs CERT_CAP"))
+    if C.CERT_INSTALL_RESET_CAP in caps and not caps & (C.SET_CERT_CAP | C.CSR_CAP):
+        errs.append(("spdm.capabilities", "CERT_INSTALL_RESET_CAP needs SET_CERT_CAP or CSR_CAP"))
+    prov = p.provisioning
+    needs = (("csr_needs_reset", C.CSR_CAP), ("set_certificate_needs_reset", C.SET_CERT_CAP))
+    for name, flag in needs:
+        if getattr(prov, name):
+            if C.CERT_INSTALL_RESET_CAP not in caps:
+                errs.append((f"provisioning.{name}", "needs CERT_INSTALL_RESET_CAP"))
+            if flag not in caps:
+                errs.append((f"provisioning.{name}", f"needs {flag.name}"))
+    if C.SET_KEY_PAIR_INFO_CAP in caps and C.GET_KEY_PAIR_INFO_CAP not in caps:
+        errs.append(("spdm.capabilities", "SET_KEY_PAIR_INFO_CAP needs GET_KEY_PAIR_INFO_CAP"))
+    if (
+        caps & (C.GET_KEY_PAIR_INFO_CAP | C.CSR_CAP)
+        and not p.key_pairs
+        and not any(s.provisioned for s in p.slots)
+    ):
+        errs.append(("key_pairs", "GET_KEY_PAIR_INFO_CAP / CSR_CAP need a key pair"))
+    # SPDM 1.4 adds PQC algorithm fields to KEY_PAIR_INFO / SET_KEY_PAIR_INFO, and ML-DSA
+    # keys to CSRs and provisioned chains: not implemented (1.2/1.3 provisioning only)
+    kp_caps = [f.name for f in (C.GET_KEY_PAIR_INFO_CAP, C.SET_KEY_PAIR_INFO_CAP) if f in caps]
+    if kp_caps and SpdmVersion.V14 in p.versions:
+        errs.append(
+            (
+                "spdm.capabilities",
+                f"{' and '.join(n or '' for n in kp_caps)} with SPDM 1.4: the 1.4 "
+                "KEY_PAIR_INFO / SET_KEY_PAIR_INFO layouts (PQC algorithm fields) are not "
+                "implemented; offer key pair info up to SPDM 1.3 only",
+            )
+        )
+    prov_caps = caps & (C.CSR_CAP | C.SET_CERT_CAP | C.GET_KEY_PAIR_INFO_CAP)
+    if prov_caps and p.algo_list("pqc_asym"):
+        errs.append(
+            (
+                "algorithms.pqc_asym",
+                "GET_CSR, SET_CERTIFICATE and key pair info are implemented for classic keys "
+                "(RSA, ECDSA, EdDSA) only: drop CSR_CAP, SET_CERT_CAP and the key pair "
+                "capabilities from a PQC device",
+            )
+        )
+    seen: dict[int, int] = {}
+    for i, kp in enumerate(p.key_pairs):
+        if kp.id is not None:
+            if kp.id in seen:
+                errs.append(
+                    (f"key_pairs[{i}].id", f"id {kp.id} is used by key_pairs[{seen[kp.id]}]")
+                )
+            seen[kp.id] = i
+    if caps & (C.EP_INFO_CAP_SIG) and not caps & (C.CERT_CAP | C.PUB_KEY_ID_CAP):
+        errs.append(("spdm.capabilities", "EP_INFO_CAP_SIG needs CERT_CAP or PUB_KEY_ID_CAP"))
+    if C.EVENT_CAP in caps:
+        if C.ENCAP_CAP not in caps:
+            errs.append(
+                ("spdm.capabilities", "EVENT_CAP needs ENCAP_CAP (SEND_EVENT is encapsulated)")
+            )
+        if not caps & (C.KEY_EX_CAP | C.PSK_CAP | C.PSK_CAP_WITH_CONTEXT):
+            errs.append(("spdm.capabilities", "EVENT_CAP needs sessions (KEY_EX_CAP or PSK_CAP)"))
+    mel_blocks = [m.index for m in p.measurements if m.mel]
+    if C.MEL_CAP in caps:
+        if not mel_blocks:
+            errs.append(("measurements", "MEL_CAP needs a hash_extended block with mel = true"))
+        if not caps & (C.MEAS_CAP_NO_SIG | C.MEAS_CAP_SIG):
+            errs.append(("spdm.capabilities", "MEL_CAP needs MEAS_CAP"))
+    for i, entry in enumerate(p.mel):
+        if entry.index is None:
+            if len(mel_blocks) != 1:
+                errs.append(
+                    (
+                        f"mel[{i}].index",
+                        f"{len(mel_blocks)} blocks have mel = true: name the one this entry "
+                        "extends",
+                    )
+                )
+        elif entry.index not in mel_blocks:
+            errs.append((f"mel[{i}].index", f"block {entry.index} is not a mel = true block"))
+    return errs
+
+
+def _pqc_checks(p: Profile) -> list[tuple[str, str]]:
+    """SPDM 1.4 algorithms need 1.4 offered; a 1.4-only signer needs PQC-capable slots."""
+    errs: list[tuple[str, str]] = []
+    alg = p.algorithms
+    has_14 = SpdmVersion.V14 in p.versions
+    for name in ("pqc_asym", "req_pqc_asym", "kem"):
+        if getattr(alg, name) and not has_14:
+            errs.append(
+                (
+                    f"algorithms.{name}",
+                    'is an SPDM 1.4 field: add "1.4" to [spdm] versions',
+                )
+            )
     return errs
 
 
@@ -1059,6 +1870,54 @@ def _ide_km_checks(p: Profile) -> list[tuple[str, str]]:
                     (
                         f"ide_km.ports[{i}]",
                         f"port {port} is above max_port_index {ide.max_port_index}",
+                    )
+                )
+    return errs
+
+
+def _tdisp_checks(p: Profile) -> list[tuple[str, str]]:
+    """[tdisp] (and the CXL / PLDM sections) against the rest of the profile."""
+    errs: list[tuple[str, str]] = []
+    C = ResponderCap
+    sessions = bool(p.capabilities & (C.KEY_EX_CAP | C.PSK_CAP | C.PSK_CAP_WITH_CONTEXT))
+    for name in ("tdisp", "cxl_ide_km", "cxl_tsp", "pldm"):
+        section = getattr(p, name)
+        if section is not None and section.enabled and not sessions:
+            errs.append((name, "travels in secure sessions only: needs KEY_EX_CAP or PSK_CAP"))
+    td = p.tdisp
+    if td is None:
+        return errs
+    seen: dict[int, int] = {}
+    ide = p.ide_km if p.ide_km is not None and p.ide_km.enabled else None
+    for i, tdi in enumerate(td.interfaces):
+        where = f"tdisp.interfaces[{i}]"
+        if tdi.function_id in seen:
+            errs.append(
+                (
+                    f"{where}.function_id",
+                    f"0x{tdi.function_id:04X} is already tdisp.interfaces[{seen[tdi.function_id]}]",
+                )
+            )
+        seen.setdefault(tdi.function_id, i)
+        if tdi.ide_required and ide is None:
+            errs.append(
+                (
+                    f"{where}.ide_required",
+                    "IDE cannot be required without an enabled [ide_km] section "
+                    "(set ide_required = false for a TDI that needs no IDE, e.g. an RCIEP)",
+                )
+            )
+        if tdi.ide_port is not None and ide is not None:
+            ports = ide.ports if ide.ports is not None else range(ide.max_port_index + 1)
+            if tdi.ide_port not in ports:
+                errs.append((f"{where}.ide_port", f"port {tdi.ide_port} is not an [ide_km] port"))
+        limit = 1 << td.dev_addr_width
+        for j, r in enumerate(tdi.mmio_ranges):
+            if r.end > limit:
+                errs.append(
+                    (
+                        f"{where}.mmio_ranges[{j}]",
+                        f"ends at 0x{r.end:X}, beyond dev_addr_width {td.dev_addr_width} bits",
                     )
                 )
     return errs
@@ -1216,19 +2075,24 @@ def load_profile_text(
             m.load_file(profile._base_dir)
         except ValueError as exc:
             raise ProfileError(source, f"measurements[{i}].file", str(exc)) from None
+    for i, e in enumerate(profile.mel):
+        try:
+            e.load_file(profile._base_dir)
+        except ValueError as exc:
+            raise ProfileError(source, f"mel[{i}].file", str(exc)) from None
     profile._source = source
     if profile.slots:
         profile.identity()  # load the slot files now: a bad slot fails the profile load
     return profile
 
 
-def list_profiles() -> list[tuple[str, str]]:
-    """(name, description) of every shipped profile."""
+def list_profiles() -> list[tuple[str, str, bool]]:
+    """(name, description or the error, valid) of every shipped profile."""
     out = []
     for path in sorted(PROFILES_DIR.glob("*.toml")):
         try:
             prof = load_profile(path)
-            out.append((path.stem, prof.device.description))
+            out.append((path.stem, prof.device.description, True))
         except ProfileError as exc:
-            out.append((path.stem, f"INVALID: {exc}"))
+            out.append((path.stem, f"INVALID: {exc}", False))
     return out

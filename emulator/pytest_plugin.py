@@ -12,7 +12,8 @@ that runs ``pip install spdm-emulator`` gets these fixtures without any conftest
     ``events`` (every
     :class:`~emulator.connection.ExchangeEvent` the device answered, in order),
     ``requests`` (their request names), ``state()``, ``call(fn)`` and
-    ``client()`` (a connected-on-enter :class:`~emulator.requester.transport.SocketClient`).
+    ``client()`` (a connected-on-enter client of the device's wire:
+    :func:`~emulator.requester.transport.open_client`'s).
 
 ``spdm_responder_factory``
     ``make(profile=None, *, transport=None, seed=None, **options)`` starts one more
@@ -27,7 +28,7 @@ Choosing the device, most specific first::
 
 and otherwise :class:`~emulator.options.RunOptions`' defaults (the shipped ``default``
 profile over PCI DOE) on a free loopback port.  Marker keywords: ``transport`` (a
-name of ``emulator.transport.BINDINGS``: doe, mctp, none), ``seed`` (deterministic
+name of ``emulator.transport.BINDINGS``: doe, mctp, none, storage, tcp), ``seed`` (deterministic
 nonces and keys), ``host``, ``port`` (0 = a free one), ``faults`` (fault specs, as
 ``--fault`` takes them) and any other :class:`~emulator.options.RunOptions` field
 (``max_payload``, ``idle_timeout``, ``max_connections``, ``trace``...).  A
@@ -75,7 +76,7 @@ if TYPE_CHECKING:
     from emulator.device.model import Device
     from emulator.faults.engine import FaultEngine
     from emulator.profiles import Profile
-    from emulator.requester.transport import SocketClient
+    from emulator.requester.transport import Client
 
 __all__ = [
     "EmulatorThread",
@@ -318,7 +319,7 @@ class SpdmResponder:
 
     @property
     def transport(self) -> str:
-        """The transport binding inside the socket frames: doe, mctp or none."""
+        """The transport binding: doe, mctp, none, storage or tcp."""
         return self.emulator.binding.name
 
     @property
@@ -366,11 +367,19 @@ class SpdmResponder:
         """Run ``fn(*args, **kwargs)`` in the emulator's thread and return its result."""
         return self._thread.call(fn, *args, **kwargs)
 
-    def client(self, timeout: float = 10.0) -> SocketClient:
-        """A platform-socket client for this device (``async with handle.client() as c``)."""
-        from emulator.requester.transport import SocketClient
+    def client(self, timeout: float = 10.0, *, platform_frames: bool = False) -> Client:
+        """A client of this device's wire (``async with handle.client() as c``): platform
+        frames, storage IF_SEND/IF_RECV, or DSP0287 on the stream (``platform_frames``:
+        tcp as spdm-emu's ``--trans TCP``)."""
+        from emulator.requester.transport import open_client
 
-        return SocketClient(self.host, self.port, self.emulator.binding, timeout=timeout)
+        return open_client(
+            self.host,
+            self.port,
+            self.emulator.binding,
+            timeout=timeout,
+            platform_frames=platform_frames,
+        )
 
     # ---- lifecycle ------------------------------------------------------------------
 

@@ -62,8 +62,8 @@ _RESETTING_ERRORS = frozenset({int(ErrorCode.RequestResynch)})
 #: ERROR(LargeResponse) stands in for a response kept for CHUNK_GET (DSP0274 large
 #: messages): the request succeeded, so state and message A may have moved
 _DEFERRING_ERRORS = frozenset({int(ErrorCode.LargeResponse)})
-#: DSP0274: MaxSPDMmsgSize rule checked only when this is set (see README)
-STRICT_SIZE = os.environ.get("FUZZ_STRICT_SIZE", "") == "1"
+#: DSP0274 1.2+: no response over the requester's MaxSPDMmsgSize (FUZZ_STRICT_SIZE=0: off)
+STRICT_SIZE = os.environ.get("FUZZ_STRICT_SIZE", "1") != "0"
 
 
 class ContractViolation(AssertionError):

@@ -10,7 +10,11 @@ request is recorded and written in the input format of each target:
 * ``frames/``: the requests as NORMAL platform-socket frames (DOE), plus TEST/SHUTDOWN;
 * ``transport/``: the requests as DOE, MCTP and bare payloads, in sequence;
 * ``profile/``: every shipped profile, as text and as the structured-mode seed;
-* ``secured/``: records of a real session, when the session layer exists.
+* ``secured/``: records of a real session, when the session layer exists;
+* ``storage/``: the requests as QEMU forwards Security Send/Receive (IF_SEND with its
+  storage header, then IF_RECV), with DISCOVERY and PENDING_INFO;
+* ``tcp/``: the requests as DSP0287 messages on the stream (and a Role-Inquiry), and in
+  spdm-emu's platform frames after its TEST hello.
 
 It also writes ``<out>/profile.dict``, a libFuzzer dictionary of profile keys and names.
 Output is deterministic (file names are content hashes).
@@ -48,7 +52,7 @@ from fuzz.harness import (
     selector_of,
 )
 
-TARGETS = ("responder", "frames", "transport", "profile", "secured")
+TARGETS = ("responder", "frames", "transport", "profile", "secured", "storage", "tcp")
 
 
 async def record_flow(version: int) -> list[tuple[str, list[Step]]]:
@@ -171,7 +175,52 @@ def make(out: Path) -> dict[str, int]:
         words |= _profile_words(text.decode("utf-8", "replace"))
     _write_dict(out / "profile.dict", words)
     counts["secured"] += _secured_inputs(out / "secured")
+    counts["storage"] += _storage_inputs(out / "storage", requests)
+    counts["tcp"] += _tcp_inputs(out / "tcp", requests)
     return counts
+
+
+def _storage_inputs(directory: Path, requests: list[bytes]) -> int:
+    """Byte 0 = 0 (QEMU's limit), byte 1 = cut seed, then IF_SEND/IF_RECV frames."""
+    storage = get_binding("storage")
+
+    def frame(command: int, payload: bytes) -> bytes:
+        return encode_frame(Frame(command, 4, payload))
+
+    recv = struct.pack("<BHI", 0xE8, 0x14, 0x1200)
+    pairs = [
+        frame(PlatformCommand.STORAGE_IF_SEND, storage.encode_request(r))
+        + frame(PlatformCommand.STORAGE_IF_RECV, recv)
+        for r in requests
+    ]
+    info = frame(PlatformCommand.STORAGE_IF_RECV, struct.pack("<BHI", 0xE8, 0x04, 32)) + frame(
+        PlatformCommand.STORAGE_IF_RECV, struct.pack("<BHI", 0xE8, 0x08, 12)
+    )
+    n = 0
+    for i in range(0, len(pairs), 6):
+        for cut_seed in (0, 5):
+            _write(directory, bytes((0, cut_seed)) + info + b"".join(pairs[i : i + 6]))
+            n += 1
+    return n
+
+
+def _tcp_inputs(directory: Path, requests: list[bytes]) -> int:
+    """Byte 0 = 0 (0x1200), byte 1 = cut seed, then DSP0287 messages (or platform frames)."""
+    tcp = get_binding("tcp")
+    messages = [tcp.encode(r) for r in requests]
+    hello = encode_frame(Frame(PlatformCommand.TEST, 3, b"Client Hello!\x00"))
+    n = 0
+    for i in range(0, len(messages), 6):
+        chunk = messages[i : i + 6]
+        _write(directory, bytes((0, 0)) + b"".join(chunk) + b"\x00\x00\x01\xbf")
+        _write(
+            directory,
+            bytes((0, 3))
+            + hello
+            + b"".join(encode_frame(Frame(PlatformCommand.NORMAL, 3, m)) for m in chunk),
+        )
+        n += 2
+    return n
 
 
 def _profile_words(text: str) -> set[str]:

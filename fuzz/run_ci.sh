@@ -18,7 +18,7 @@ MAX_TIME=${FUZZ_MAX_TIME:-300}
 SEED=${FUZZ_SEED:-1}
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-    TARGETS=(responder frames transport profile secured)
+    TARGETS=(responder frames transport profile secured storage tcp)
 fi
 WORK=${FUZZ_KEEP:-$(mktemp -d -t spdm-fuzz.XXXXXX)}
 mkdir -p "$WORK"

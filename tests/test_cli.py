@@ -194,5 +194,24 @@ def test_probe_linux_cma_mode(server: tuple[int, subprocess.Popen[str]]) -> None
     assert bad.returncode == 1
     assert "ok                   False" in bad.stdout
     assert "Leaf certificate of slot 0 has invalid Subject Alternative Name" in bad.stdout
+    # an argument error, found before connecting (issue 12): usage status 2, on stderr
     missing = run("probe", f"127.0.0.1:{port}", "--mode", "linux-cma")
-    assert missing.returncode == 1 and "needs --root" in missing.stdout
+    assert missing.returncode == 2 and "needs --root" in missing.stderr
+
+
+def test_probe_tdisp(server: tuple[int, subprocess.Popen[str]]) -> None:
+    """probe --tdisp locks, attests, starts and stops the default profile's TDI."""
+    port, _proc = server
+    result = run("probe", f"127.0.0.1:{port}", "--no-auth", "--tdisp", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    tdisp = json.loads(result.stdout)["tdisp"]
+    assert tdisp["function_id"] == "0xBEEF" and tdisp["versions"] == ["1.0"]
+    assert tdisp["states"] == ["CONFIG_UNLOCKED", "CONFIG_LOCKED", "RUN", "CONFIG_UNLOCKED"]
+    assert tdisp["report"]["bytes"] == 125 and tdisp["report"]["portions"] == 2
+    assert tdisp["ide"].startswith("stream 0 keyed")
+    # a TDI the device does not host: the TDISP error, by name, exit 1
+    bad = run("probe", f"127.0.0.1:{port}", "--no-auth", "--tdisp", "0x0100")
+    assert bad.returncode == 1
+    assert "GET_TDISP_VERSION answered TDISP_ERROR INVALID_INTERFACE" in bad.stdout
+    flag = run("probe", f"127.0.0.1:{port}", "--tdisp", "0x10000")
+    assert flag.returncode == 2 and "not a 16-bit Requester ID" in flag.stderr

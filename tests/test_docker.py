@@ -145,7 +145,8 @@ def test_default_command_serves_on_the_exposed_port_checked_by_the_health_check(
     assert only(runtime, "EXPOSE").args.split() == [option(cmd, "--port")]
     health = only(runtime, "HEALTHCHECK").args
     probe = json.loads(health[health.index("CMD") + len("CMD") :].strip())
-    assert probe == ["spdm-emulator", "probe", f"127.0.0.1:{option(cmd, '--port')}"]
+    # VCA only (--no-auth): no GET_DIGESTS/CHALLENGE/GET_MEASUREMENTS for fault rules to count
+    assert probe == ["spdm-emulator", "probe", "--no-auth", f"127.0.0.1:{option(cmd, '--port')}"]
 
 
 def test_build_context_ignores_git_and_caches() -> None:

@@ -27,7 +27,7 @@ from fuzz.harness import (
 )
 
 HERE = Path(__file__).resolve().parent / "fuzz_regressions"
-TARGETS = ("responder", "frames", "transport", "profile", "secured")
+TARGETS = ("responder", "frames", "transport", "profile", "secured", "storage", "tcp")
 
 
 def _known() -> dict[str, str]:

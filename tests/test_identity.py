@@ -355,13 +355,18 @@ async def test_empty_and_absent_slots(multi_device: Device) -> None:
 
 async def test_multi_key_connection(multi_device: Device) -> None:
     flags = int(RequesterCap.CERT_CAP | RequesterCap.CHAL_CAP | RequesterCap.MULTI_KEY_CAP_NEG)
-    r, req = await connect(multi_device, 0x13, flags=flags)
+    r, req = await connect(multi_device, 0x13, flags=flags, multi_key_conn=True)
     assert req.neg.algorithms is not None
+    # NEGOTIATE_ALGORITHMS asked for the responder's keys; ALGORITHMS chose for ours
+    # (multi_key_conn = true in the profile)
+    assert req.neg.multi_key_rsp and r.algorithms.multi_key_rsp
     assert req.neg.algorithms.other_params_sel & OtherParams.MULTI_KEY_CONN
     flow = flow_for(req)
     digests = await flow.get_digests()
     order = [0, 1, 2, 3, 4, 7]
-    assert [digests.key_pair_ids[s] for s in order] == [1, 0x11, 3, 4, 5, 8]
+    # KeyPairIDs 1..TotalKeyPairs: slot 1 names key pair 2 in the profile, the others are
+    # numbered in [[slots]] order
+    assert [digests.key_pair_ids[s] for s in order] == [1, 2, 3, 4, 5, 6]
     # CertificateInfo: device, device, generic, device, alias, device (generated)
     assert [digests.certificate_infos[s] for s in order] == [1, 1, 3, 1, 2, 1]
     assert [digests.key_usages[s] for s in order] == [0xF, 0x1, 0xF, 0xF, 0xF, 0x6]
@@ -381,7 +386,7 @@ async def test_multi_key_connection(multi_device: Device) -> None:
 
 async def test_multi_key_window_closed(multi_device: Device) -> None:
     flags = int(RequesterCap.CERT_CAP | RequesterCap.CHAL_CAP | RequesterCap.MULTI_KEY_CAP_NEG)
-    r, req = await connect(multi_device, 0x13, flags=flags)
+    r, req = await connect(multi_device, 0x13, flags=flags, multi_key_conn=True)
     flow = flow_for(req)
     await flow.get_certificate(0)  # not GET_DIGESTS first: no message D
     await flow.get_digests()

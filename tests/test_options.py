@@ -41,9 +41,10 @@ def test_every_serve_flag_reaches_its_field(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv(cli.PASSWORD_ENV, raising=False)
     flags = """serve --profile nvme-ssd --host ::1 --port 0 --transport mctp
         --max-payload 0x800 --idle-timeout 5 --max-connections 3 --frame-timeout 2 --seed 7
-        --trace - --pcap x.pcap --fault do=drop --fault-seed 9 --mutate 1:0.5
+        --trace - --pcap x.pcap --keylog k --fault do=drop --fault-seed 9 --mutate 1:0.5
         --mqtt broker --mqtt-username u --mqtt-password p --mqtt-tls --mqtt-ca ca
-        --mqtt-cert c --mqtt-key k --mqtt-insecure --mqtt-topic-prefix t"""
+        --mqtt-cert c --mqtt-key k --mqtt-insecure --mqtt-topic-prefix t
+        --state-dir /tmp/x --ephemeral"""
     args = cli.build_parser().parse_args(flags.split())
     options = cli.run_options(args)
     unchanged = [

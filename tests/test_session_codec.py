@@ -344,7 +344,10 @@ def test_record_application_length_overrun_rejected() -> None:
 
 def test_record_format_per_binding() -> None:
     assert get_binding("doe").record_format == RecordFormat(0, 0, b"")
-    assert get_binding("mctp").record_format == RecordFormat(2, 32, b"\x05")
+    # MCTP: secured PLDM (message type 0x01) besides SPDM (DSP0275)
+    assert get_binding("mctp").record_format == RecordFormat(
+        2, 32, b"\x05", app_protocols=((1, "pldm"),)
+    )
 
 
 def test_requester_record_params_come_from_the_binding() -> None:

@@ -291,7 +291,9 @@ def test_link_types_come_from_the_bindings() -> None:
         assert link_type_for(binding) == link_type_for(name) == binding.pcap_link_type
         assert pcap_packet(binding, b"\x05\x10", False) == pcap_packet(name, b"\x05\x10", False)
     assert (LINKTYPE_PCI_DOE, LINKTYPE_MCTP) == (292, 291)
-    with pytest.raises(TransportError, match=r"'none' has no pcap link type .*; use doe or mctp$"):
+    with pytest.raises(
+        TransportError, match=r"'none' has no pcap link type .*; use doe, mctp, storage or tcp$"
+    ):
         link_type_for(get_binding("none"))
     with pytest.raises(TransportError, match="'none' has no pcap link type"):
         pcap_packet("none", b"\x10\x84\x00\x00", True)

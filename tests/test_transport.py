@@ -21,6 +21,8 @@ from emulator.transport.doe import PciDoeBinding
 from emulator.transport.mctp import MctpBinding
 from emulator.transport.none import NoneBinding
 from emulator.transport.platform import PlatformCommand
+from emulator.transport.storage import StorageBinding
+from emulator.transport.tcp import TcpBinding
 
 GET_VERSION = bytes.fromhex("10840000")
 # GET_CAPABILITIES 1.0: 4 bytes; a 5-byte message exercises padding.
@@ -186,7 +188,7 @@ def test_none_rejects() -> None:
 
 def test_secured_header_info() -> None:
     assert doe.record_format == RecordFormat(0, 0)
-    assert mctp.record_format == RecordFormat(2, 32, b"\x05")
+    assert mctp.record_format == RecordFormat(2, 32, b"\x05", app_protocols=((1, "pldm"),))
     assert none.record_format == RecordFormat(0, 0)
 
 
@@ -198,8 +200,10 @@ def test_socket_transport_and_names() -> None:
 
 
 def test_registry() -> None:
-    assert set(BINDINGS) == {"doe", "mctp", "none"}
+    assert set(BINDINGS) == {"doe", "mctp", "none", "storage", "tcp"}
     assert isinstance(get_binding("doe"), PciDoeBinding)
+    assert isinstance(get_binding("storage"), StorageBinding)
+    assert isinstance(get_binding("TCP"), TcpBinding)
     assert isinstance(get_binding("MCTP"), MctpBinding)
     assert isinstance(get_binding("none"), NoneBinding)
     for name, binding in BINDINGS.items():
@@ -212,15 +216,15 @@ def test_registry_unknown_lists_choices() -> None:
 
 
 def test_registry_names_descriptions_and_order() -> None:
-    assert binding_names() == ("doe", "mctp", "none")
+    assert binding_names() == ("doe", "mctp", "none", "storage", "tcp")
     assert [entry.name for entry in REGISTRY] == list(binding_names())
     for entry in REGISTRY:
         assert BINDINGS[entry.name] is entry.binding
         assert binding_description(entry.name) == entry.description
         assert entry.description and "\n" not in entry.description
     assert "DOE" in binding_description("DOE") and "MCTP" in binding_description(" mctp ")
-    with pytest.raises(TransportError, match=r"unknown transport 'tcp': choose one of doe, mctp"):
-        binding_description("tcp")
+    with pytest.raises(TransportError, match=r"unknown transport 'scsi': choose one of doe, mctp"):
+        binding_description("scsi")
 
 
 def test_registry_is_what_the_package_exports() -> None:
@@ -232,14 +236,18 @@ def test_registry_is_what_the_package_exports() -> None:
 def test_bindings_declare_their_wire() -> None:
     """pcap link types (libspdm link_type_ex.h), secured messages, platform commands."""
     assert (doe.pcap_link_type, mctp.pcap_link_type, none.pcap_link_type) == (292, 291, None)
-    assert bindings_with_pcap() == ("doe", "mctp")
+    assert bindings_with_pcap() == ("doe", "mctp", "storage", "tcp")
     assert (doe.carries_secured, mctp.carries_secured, none.carries_secured) == (
         True,
         True,
         False,
     )
-    for binding in (doe, mctp, none):
+    for binding in (doe, mctp, none, get_binding("tcp")):
         assert binding.platform_commands == {PlatformCommand.NORMAL}
+    assert get_binding("storage").platform_commands == {
+        PlatformCommand.STORAGE_IF_SEND,
+        PlatformCommand.STORAGE_IF_RECV,
+    }
     assert doe.pcap_packet(b"\x01\x00\x01\x00", True) == b"\x01\x00\x01\x00"
     assert mctp.pcap_packet(b"\x05\x10", False) == bytes.fromhex("010000c0 0510")
     with pytest.raises(TransportError, match="no pcap link type"):

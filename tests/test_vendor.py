@@ -202,8 +202,7 @@ async def test_unknown_vendors_and_protocols(device: Device) -> None:
     cases = [
         (0x0002, b"\x6b\x1d", b"\x00"),  # USB vendor: no handler
         (0x0000, b"", b"hello"),  # DMTF
-        (0x0003, b"\x98\x1e", b"\x00\x00\x00\x01"),  # PCI-SIG registry, CXL vendor ID
-        (0x0003, b"\x01\x00", b"\x01\x00\x00"),  # PCI-SIG TDISP (protocol 1)
+        (0x0003, b"\x98\x1e", b"\x7f\x00\x00\x01"),  # CXL vendor ID, unknown protocol
         (0x0003, b"\x01\x00", b"\x7f"),  # PCI-SIG unknown protocol
     ]
     for sid, vid, payload in cases:
@@ -246,7 +245,7 @@ async def test_vendor_request_before_algorithms(device: Device) -> None:
 
 
 async def test_profile_without_ide_km() -> None:
-    dev = make_device(ide_km=None)
+    dev = make_device(ide_km=None, tdisp=None)  # TDISP's default TDI requires IDE
     assert dev.ide_km is None
     req = await plain(dev)
     with pytest.raises(SpdmErrorReply) as exc:

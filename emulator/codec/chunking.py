@@ -15,6 +15,10 @@ Layouts (little-endian; libspdm ``spdm_chunk_*`` structs, SPDM 1.2/1.3 forms)::
                     [LargeMessageSize (4)   only when ChunkSeqNo = 0], ResponseChunk (ChunkSize)
     ERROR(LargeResponse)  SPDMVersion, 0x7F, 0x0F, 0x00, Handle (1)
 
+SPDM 1.4 (libspdm ``spdm_chunk_*_14_t``) widens ChunkSeqNo to 4 bytes: in CHUNK_SEND and
+CHUNK_RESPONSE it takes the place of ChunkSeqNo + Reserved (same 12-byte header), in
+CHUNK_GET and CHUNK_SEND_ACK the short form grows from 6 to 8 bytes.
+
 Decoders ignore trailing bytes (DOE padding) and raise :class:`CodecError` only.
 """
 
@@ -43,6 +47,19 @@ LAST_CHUNK = 0x01
 EARLY_ERROR_DETECTED = 0x01
 #: ChunkSeqNo is a 16-bit counter in SPDM 1.2/1.3
 MAX_CHUNKS = 0x10000
+#: ... and a 32-bit one from SPDM 1.4
+MAX_CHUNKS_14 = 0x100000000
+
+
+def short_chunk_size(version: int) -> int:
+    """Size of CHUNK_GET / the CHUNK_SEND_ACK header: 6 bytes, 8 from SPDM 1.4."""
+    return 8 if version >= 0x14 else 6
+
+
+def max_chunks(version: int) -> int:
+    """How many chunks one large message may have (ChunkSeqNo range) in ``version``."""
+    return MAX_CHUNKS_14 if version >= 0x14 else MAX_CHUNKS
+
 
 _ChunkHeader = Layout(
     "chunk header",
@@ -68,11 +85,28 @@ _ShortChunk = Layout(
     ),
 )
 
+_ShortChunk14 = Layout(
+    "CHUNK_GET / CHUNK_SEND_ACK (1.4)",
+    cs.Struct(
+        "version" / cs.Int8ul,
+        "code" / cs.Int8ul,
+        "param1" / cs.Int8ul,
+        "handle" / cs.Int8ul,
+        "seq" / cs.Int32ul,
+    ),
+)
 
-def max_large_message(chunk_limit: int) -> int:
-    """The largest message ``MAX_CHUNKS`` chunks of ``chunk_limit``-byte messages carry
-    (libspdm's max_chunk_data_transfer_size for SPDM 1.2/1.3)."""
-    return (chunk_limit - CHUNK_HEADER_SIZE) * MAX_CHUNKS - LARGE_MESSAGE_SIZE_FIELD
+
+def _short_layout(data_or_version: bytes | int) -> Layout:
+    version = data_or_version if isinstance(data_or_version, int) else data_or_version[0]
+    return _ShortChunk14 if version >= 0x14 else _ShortChunk
+
+
+def max_large_message(chunk_limit: int, version: int = 0x13) -> int:
+    """The largest message ``max_chunks(version)`` chunks of ``chunk_limit``-byte messages
+    carry (libspdm's max_chunk_data_transfer_size), capped at the u32 LargeMessageSize."""
+    most = (chunk_limit - CHUNK_HEADER_SIZE) * max_chunks(version) - LARGE_MESSAGE_SIZE_FIELD
+    return min(most, 0xFFFFFFFF)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +128,14 @@ class _Chunk:
     def encode(self) -> bytes:
         if (self.seq == 0) != (self.large_message_size is not None):
             raise CodecError("LargeMessageSize must be present exactly in chunk 0")
+        wide = self.version >= 0x14  # ChunkSeqNo u32 over the 1.2/1.3 seq + reserved
         head = _ChunkHeader.build(
             version=self.version,
             code=self._CODE,
             param1=(LAST_CHUNK if self.last else 0) | self.param1_extra,
             handle=self.handle,
-            seq=self.seq,
-            reserved=self.reserved,
+            seq=self.seq & 0xFFFF if wide else self.seq,
+            reserved=(self.seq >> 16) & 0xFFFF if wide else self.reserved,
             chunk_size=len(self.chunk),
         )
         size = b""
@@ -115,9 +150,12 @@ class _Chunk:
         h = _ChunkHeader.parse(data)
         if h.code != cls._CODE:
             raise CodecError(f"chunk message: code 0x{h.code:02X}, expected 0x{cls._CODE:02X}")
+        seq, reserved = h.seq, h.reserved
+        if h.version >= 0x14:
+            seq, reserved = seq | (reserved << 16), 0
         offset = CHUNK_HEADER_SIZE
         large: int | None = None
-        if h.seq == 0:
+        if seq == 0:
             if len(data) < offset + LARGE_MESSAGE_SIZE_FIELD:
                 raise CodecError("chunk 0: no room for LargeMessageSize")
             large = int.from_bytes(data[offset : offset + 4], "little")
@@ -130,8 +168,8 @@ class _Chunk:
             h.version,
             h.param1,
             h.handle,
-            h.seq,
-            h.reserved,
+            seq,
+            reserved,
             large,
             bytes(data[offset : offset + h.chunk_size]),
         )
@@ -171,7 +209,7 @@ class ChunkGet:
     param1: int = 0
 
     def encode(self) -> bytes:
-        return _ShortChunk.build(
+        return _short_layout(self.version).build(
             version=self.version,
             code=RequestCode.CHUNK_GET,
             param1=self.param1,
@@ -181,7 +219,7 @@ class ChunkGet:
 
     @classmethod
     def decode(cls, data: bytes) -> ChunkGet:
-        h = _ShortChunk.parse(data)
+        h = _short_layout(data).parse(data) if data else _ShortChunk.parse(data)
         if h.code != RequestCode.CHUNK_GET:
             raise CodecError(f"CHUNK_GET: code 0x{h.code:02X}")
         return cls(h.version, h.handle, h.seq, h.param1)
@@ -200,7 +238,7 @@ class ChunkSendAck:
 
     def encode(self) -> bytes:
         return (
-            _ShortChunk.build(
+            _short_layout(self.version).build(
                 version=self.version,
                 code=ResponseCode.CHUNK_SEND_ACK,
                 param1=(EARLY_ERROR_DETECTED if self.early_error else 0) | self.param1_extra,
@@ -212,7 +250,7 @@ class ChunkSendAck:
 
     @classmethod
     def decode(cls, data: bytes) -> ChunkSendAck:
-        h = _ShortChunk.parse(data)
+        h = _short_layout(data).parse(data) if data else _ShortChunk.parse(data)
         if h.code != ResponseCode.CHUNK_SEND_ACK:
             raise CodecError(f"CHUNK_SEND_ACK: code 0x{h.code:02X}")
         return cls(
@@ -220,7 +258,7 @@ class ChunkSendAck:
             h.handle,
             h.seq,
             bool(h.param1 & EARLY_ERROR_DETECTED),
-            bytes(data[CHUNK_SEND_ACK_HEADER_SIZE:]),
+            bytes(data[short_chunk_size(h.version) :]),
             h.param1 & ~1,
         )
 

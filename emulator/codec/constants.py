@@ -1,4 +1,4 @@
-"""Codes, flags and algorithm bits of DSP0274 (SPDM 1.0-1.3) and DSP0277.
+"""Codes, flags and algorithm bits of DSP0274 (SPDM 1.0-1.4) and DSP0277.
 
 Values are those of the spec tables (and libspdm's ``industry_standard/spdm.h``).
 """
@@ -15,6 +15,7 @@ class SpdmVersion(IntEnum):
     V11 = 0x11
     V12 = 0x12
     V13 = 0x13
+    V14 = 0x14
 
     @property
     def text(self) -> str:
@@ -41,6 +42,7 @@ class RequestCode(IntEnum):
     CHUNK_SEND = 0x85
     CHUNK_GET = 0x86
     GET_ENDPOINT_INFO = 0x87
+    SLOT_MANAGEMENT = 0x88  # 1.4
     GET_MEASUREMENTS = 0xE0
     GET_CAPABILITIES = 0xE1
     GET_SUPPORTED_EVENT_TYPES = 0xE2
@@ -75,6 +77,7 @@ class ResponseCode(IntEnum):
     CHUNK_SEND_ACK = 0x05
     CHUNK_RESPONSE = 0x06
     ENDPOINT_INFO = 0x07
+    SLOT_MANAGEMENT_RESP = 0x08  # 1.4
     MEASUREMENTS = 0x60
     CAPABILITIES = 0x61
     SUPPORTED_EVENT_TYPES = 0x62
@@ -119,11 +122,14 @@ class ErrorCode(IntEnum):
     LargeResponse = 0x0F
     MessageLost = 0x10
     InvalidPolicy = 0x11
+    DataTooLarge = 0x12  # 1.4
     VersionMismatch = 0x41
     ResponseNotReady = 0x42
     RequestResynch = 0x43
     OperationFailed = 0x44
     NoPendingRequests = 0x45
+    RequestSessionTerminated = 0x46  # 1.4
+    InvalidState = 0x47  # 1.4
     VendorDefined = 0xFF
 
 
@@ -170,6 +176,14 @@ class ResponderCap(IntFlag):
     MULTI_KEY_CAP_NEG = 1 << 27
     GET_KEY_PAIR_INFO_CAP = 1 << 28
     SET_KEY_PAIR_INFO_CAP = 1 << 29
+    SET_KEY_PAIR_RESET_CAP = 1 << 30  # 1.4
+    LARGE_RESP_CAP = 1 << 31  # 1.4
+
+
+class ResponderExtCap(IntFlag):
+    """Responder CAPABILITIES ExtFlags (DSP0274 1.4; the field is reserved before 1.4)."""
+
+    SLOT_MGMT_CAP = 1 << 0
 
 
 class RequesterCap(IntFlag):
@@ -194,6 +208,7 @@ class RequesterCap(IntFlag):
     EVENT_CAP = 1 << 25
     MULTI_KEY_CAP_ONLY = 1 << 26
     MULTI_KEY_CAP_NEG = 1 << 27
+    LARGE_RESP_CAP = 1 << 31  # 1.4
 
 
 MEAS_CAP_MASK = ResponderCap.MEAS_CAP_NO_SIG | ResponderCap.MEAS_CAP_SIG
@@ -206,12 +221,14 @@ RESPONDER_CAPS_BY_VERSION: dict[int, int] = {
     0x11: 0x1FFFF,  # .. PUB_KEY_ID
     0x12: 0x3FFFFF,  # .. CERT_INSTALL_RESET
     0x13: 0x3FFFFFFF,  # .. SET_KEY_PAIR_INFO
+    0x14: 0xFFFFFFFF,  # .. LARGE_RESP
 }
 REQUESTER_CAPS_BY_VERSION: dict[int, int] = {
     0x10: 0x06,
     0x11: 0x1F7C6,
     0x12: 0x3F7C6,
     0x13: 0x0EC3F7C6 | (1 << 11),
+    0x14: 0x0EC3F7C6 | (1 << 11) | (1 << 31),
 }
 
 
@@ -230,6 +247,61 @@ class BaseAsymAlgo(IntFlag):
     SM2_P256 = 1 << 9
     EDDSA_ED25519 = 1 << 10
     EDDSA_ED448 = 1 << 11
+
+
+class PqcAsymAlgo(IntFlag):
+    """PqcAsymAlgo / PqcAsymSel and the ReqPqcAsymAlg AlgStruct bits (DSP0274 1.4).
+
+    ``cryptography`` (48) implements ML-DSA-44/65/87 only; the SLH-DSA bits are defined
+    here for parsing and traces but cannot be offered (see :data:`PQC_IMPLEMENTED`).
+    """
+
+    ML_DSA_44 = 1 << 0
+    ML_DSA_65 = 1 << 1
+    ML_DSA_87 = 1 << 2
+    SLH_DSA_SHA2_128S = 1 << 3
+    SLH_DSA_SHAKE_128S = 1 << 4
+    SLH_DSA_SHA2_128F = 1 << 5
+    SLH_DSA_SHAKE_128F = 1 << 6
+    SLH_DSA_SHA2_192S = 1 << 7
+    SLH_DSA_SHAKE_192S = 1 << 8
+    SLH_DSA_SHA2_192F = 1 << 9
+    SLH_DSA_SHAKE_192F = 1 << 10
+    SLH_DSA_SHA2_256S = 1 << 11
+    SLH_DSA_SHAKE_256S = 1 << 12
+    SLH_DSA_SHA2_256F = 1 << 13
+    SLH_DSA_SHAKE_256F = 1 << 14
+
+
+#: Internal signature-algorithm ids: a BaseAsymAlgo bit as is, a PqcAsymAlgo bit shifted
+#: left by this many bits (so one ``int`` names any negotiated signature algorithm).
+PQC_ASYM_SHIFT = 32
+
+
+def signing_algo(base_asym: int, pqc_asym: int) -> int:
+    """The internal id of the negotiated signature algorithm (BaseAsymSel or PqcAsymSel)."""
+    return base_asym if base_asym else pqc_asym << PQC_ASYM_SHIFT
+
+
+def split_signing_algo(asym: int) -> tuple[int, int]:
+    """(BaseAsymAlgo bits, PqcAsymAlgo bits) of an internal signature-algorithm id."""
+    return asym & 0xFFFFFFFF, asym >> PQC_ASYM_SHIFT
+
+
+def signing_algo_name(asym: int) -> str:
+    """Human name of an internal signature-algorithm id (``ECDSA_P384``, ``ML_DSA_65``)."""
+    base, pqc = split_signing_algo(asym)
+    if pqc:
+        return PqcAsymAlgo(pqc).name or f"PqcAsymAlgo 0x{pqc:X}"
+    return BaseAsymAlgo(base).name or f"BaseAsymAlgo 0x{base:X}"
+
+
+class KemAlgo(IntFlag):
+    """KEM AlgStruct bits (AlgType 7, DSP0274 1.4)."""
+
+    ML_KEM_512 = 1 << 0
+    ML_KEM_768 = 1 << 1
+    ML_KEM_1024 = 1 << 2
 
 
 class BaseHashAlgo(IntFlag):
@@ -314,6 +386,8 @@ class AlgType(IntEnum):
     AEAD = 3
     REQ_BASE_ASYM_ALG = 4
     KEY_SCHEDULE = 5
+    REQ_PQC_ASYM_ALG = 6  # 1.4
+    KEM = 7  # 1.4
 
 
 #: Minimum DataTransferSize of an SPDM 1.2+ endpoint (DSP0274 MinDataTransferSize).

@@ -23,6 +23,7 @@ whether a summary hash is present) is passed in by the caller.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 
@@ -53,6 +54,11 @@ BASIC_MUT_AUTH_REQ = 0x80
 GET_DIGESTS_SIZE = HEADER_SIZE
 GET_CERTIFICATE_SIZE = 8
 CERTIFICATE_HEADER_SIZE = 8
+#: SPDM 1.4 GET_CERTIFICATE / CERTIFICATE Param1 bit 7 LargeCertChain: u32 LargeOffset +
+#: LargeLength (request) and LargePortionLength + LargeRemainderLength (response) follow
+LARGE_CERT_CHAIN = 0x80
+GET_CERTIFICATE_LARGE_SIZE = 16
+CERTIFICATE_LARGE_HEADER_SIZE = 16
 CHALLENGE_SIZE_V10 = HEADER_SIZE + NONCE_SIZE
 CHALLENGE_SIZE_V13 = CHALLENGE_SIZE_V10 + REQUESTER_CONTEXT_SIZE
 
@@ -87,6 +93,15 @@ class KeyUsage(IntFlag):
 
 #: Every defined KeyUsageMask bit.
 KEY_USAGE_MASK = 0xC00F
+
+
+def key_usage_bits(names: list[str]) -> int:
+    """KeyUsageMask of profile names (``KEY_EX``, ``challenge-use``...); KeyError if one
+    is unknown (profiles validate the names first)."""
+    out = 0
+    for n in names:
+        out |= KeyUsage[n.strip().upper().replace("-", "_").replace(" ", "_").removesuffix("_USE")]
+    return out
 
 
 def _need(data: bytes, size: int, what: str) -> None:
@@ -194,13 +209,24 @@ CertificateHeader = Layout(
 
 @dataclass(slots=True)
 class GetCertificateMsg:
-    """GET_CERTIFICATE: ``param1`` is kept whole (SlotID in bits 3:0)."""
+    """GET_CERTIFICATE: ``param1`` is kept whole (SlotID in bits 3:0; 1.4 LargeCertChain in
+    bit 7, then ``offset``/``length`` are the u32 LargeOffset/LargeLength)."""
 
     version: int
     param1: int
     offset: int
     length: int
     param2: int = 0
+
+    @property
+    def large(self) -> bool:
+        """SPDM 1.4 LargeCertChain (Param1 bit 7; reserved before 1.4)."""
+        return self.version >= 0x14 and bool(self.param1 & LARGE_CERT_CHAIN)
+
+    @property
+    def size(self) -> int:
+        """The request's own size: 8, or 16 with LargeCertChain."""
+        return GET_CERTIFICATE_LARGE_SIZE if self.large else GET_CERTIFICATE_SIZE
 
     @property
     def slot_id(self) -> int:
@@ -212,6 +238,16 @@ class GetCertificateMsg:
         return self.version >= 0x13 and bool(self.param2 & SLOT_SIZE_REQUESTED)
 
     def encode(self) -> bytes:
+        if self.large:  # Offset/Length 0, then LargeOffset/LargeLength
+            head = GetCertificate.build(
+                version=self.version,
+                code=RequestCode.GET_CERTIFICATE,
+                param1=self.param1,
+                param2=self.param2,
+                offset=0,
+                length=0,
+            )
+            return head + struct.pack("<II", self.offset, self.length)
         return GetCertificate.build(
             version=self.version,
             code=RequestCode.GET_CERTIFICATE,
@@ -224,7 +260,11 @@ class GetCertificateMsg:
     @classmethod
     def decode(cls, data: bytes) -> GetCertificateMsg:
         f = GetCertificate.parse(data)
-        return cls(f.version, f.param1, f.offset, f.length, f.param2)
+        msg = cls(f.version, f.param1, f.offset, f.length, f.param2)
+        if msg.large:
+            _need(data, GET_CERTIFICATE_LARGE_SIZE, "GET_CERTIFICATE with LargeCertChain")
+            msg.offset, msg.length = struct.unpack_from("<II", data, GET_CERTIFICATE_SIZE)
+        return msg
 
 
 @dataclass(slots=True)
@@ -236,12 +276,27 @@ class CertificateMsg:
     portion: bytes
     remainder_length: int
     param2: int = 0
+    #: SPDM 1.4 LargeCertChain: Param1 bit 7, u16 lengths 0, then u32 lengths
+    large: bool = False
 
     @property
     def portion_length(self) -> int:
         return len(self.portion)
 
     def encode(self) -> bytes:
+        if self.large:
+            return (
+                CertificateHeader.build(
+                    version=self.version,
+                    code=ResponseCode.CERTIFICATE,
+                    param1=self.slot_id | LARGE_CERT_CHAIN,
+                    param2=self.param2,
+                    portion_length=0,
+                    remainder_length=0,
+                )
+                + struct.pack("<II", len(self.portion), self.remainder_length)
+                + self.portion
+            )
         return (
             CertificateHeader.build(
                 version=self.version,
@@ -258,6 +313,14 @@ class CertificateMsg:
     def decode(cls, data: bytes) -> tuple[CertificateMsg, int]:
         """Parse; returns the message and its size (8 + PortionLength)."""
         f = CertificateHeader.parse(data)
+        if f.version >= 0x14 and f.param1 & LARGE_CERT_CHAIN:
+            _need(data, CERTIFICATE_LARGE_HEADER_SIZE, "CERTIFICATE with LargeCertChain")
+            plen, rem = struct.unpack_from("<II", data, CERTIFICATE_HEADER_SIZE)
+            size = CERTIFICATE_LARGE_HEADER_SIZE + plen
+            _need(data, size, f"CERTIFICATE with LargePortionLength {plen}")
+            portion = bytes(data[CERTIFICATE_LARGE_HEADER_SIZE:size])
+            slot = f.param1 & ~LARGE_CERT_CHAIN
+            return cls(f.version, slot, portion, rem, f.param2, large=True), size
         size = CERTIFICATE_HEADER_SIZE + f.portion_length
         _need(data, size, f"CERTIFICATE with PortionLength {f.portion_length}")
         portion = bytes(data[CERTIFICATE_HEADER_SIZE:size])

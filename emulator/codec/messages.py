@@ -2,7 +2,14 @@
 
 Header, ERROR, GET_VERSION/VERSION, GET_CAPABILITIES/CAPABILITIES (1.0, 1.1,
 1.2/1.3 forms) and NEGOTIATE_ALGORITHMS/ALGORITHMS (1.0 fixed part, 1.1+
-AlgStruct tables, 1.2 OtherParams, 1.3 MELspecification).  All little-endian.
+AlgStruct tables, 1.2 OtherParams, 1.3 MELspecification, 1.4 PqcAsymAlgo / PqcAsymSel
+and the ReqPqcAsymAlg / KEM AlgStructs).  All little-endian.
+
+SPDM 1.4 (libspdm ``spdm.h``) puts its new fields in bytes that were reserved before:
+CAPABILITIES ``ExtFlags`` (offset 6, 2 bytes), NEGOTIATE_ALGORITHMS ``PqcAsymAlgo``
+(offset 16, 4 of the 12 reserved bytes), ALGORITHMS ``PqcAsymSel`` (offset 20, 4 of the
+11 reserved bytes).  Below 1.4 they are written as zero and read as zero (ignored), so
+1.0-1.3 messages are byte-for-byte what they were.
 """
 
 from __future__ import annotations
@@ -102,7 +109,7 @@ def _caps_struct(with_sizes: bool) -> cs.Struct:
         "param2" / cs.Int8ul,
         "reserved" / cs.Int8ul,
         "ct_exponent" / cs.Int8ul,
-        "reserved2" / cs.Int16ul,
+        "ext_flags" / cs.Int16ul,  # 1.4; reserved before
         "flags" / cs.Int32ul,
     ]
     if with_sizes:
@@ -136,6 +143,8 @@ class CapabilitiesMsg:
     max_spdm_msg_size: int = 0
     param1: int = 0
     param2: int = 0
+    #: ExtFlags (SPDM 1.4; 0 and not sent before)
+    ext_flags: int = 0
 
     def encode(self) -> bytes:
         """Build the message in the form its version defines."""
@@ -148,7 +157,7 @@ class CapabilitiesMsg:
             param2=self.param2,
             reserved=0,
             ct_exponent=self.ct_exponent,
-            reserved2=0,
+            ext_flags=self.ext_flags if self.version >= 0x14 else 0,
             flags=self.flags,
         )
         if self.version >= 0x12:
@@ -178,6 +187,7 @@ class CapabilitiesMsg:
             max_spdm_msg_size=c.get("max_spdm_msg_size", 0),
             param1=c.param1,
             param2=c.param2,
+            ext_flags=c.ext_flags if version >= 0x14 else 0,
         )
 
 
@@ -186,9 +196,9 @@ class CapabilitiesMsg:
 NEGOTIATE_ALGORITHMS_FIXED_SIZE = 32
 ALGORITHMS_FIXED_SIZE = 36
 #: DSP0274: LengthMax of NEGOTIATE_ALGORITHMS (64 for 1.0, 128 from 1.1).
-NEGOTIATE_ALGORITHMS_MAX_LENGTH = {0x10: 64, 0x11: 128, 0x12: 128, 0x13: 128}
+NEGOTIATE_ALGORITHMS_MAX_LENGTH = {0x10: 64, 0x11: 128, 0x12: 128, 0x13: 128, 0x14: 128}
 #: Maximum total number of extended algorithms (ExtAsym + ExtHash + per-struct) in a request.
-NEGOTIATE_ALGORITHMS_MAX_EXT = {0x10: 8, 0x11: 20, 0x12: 20, 0x13: 20}
+NEGOTIATE_ALGORITHMS_MAX_EXT = {0x10: 8, 0x11: 20, 0x12: 20, 0x13: 20, 0x14: 20}
 
 NegotiateAlgorithmsFixed = Layout(
     "NEGOTIATE_ALGORITHMS",
@@ -202,7 +212,8 @@ NegotiateAlgorithmsFixed = Layout(
         "other_params" / cs.Int8ul,  # 1.2+
         "base_asym" / cs.Int32ul,
         "base_hash" / cs.Int32ul,
-        "reserved2" / cs.Bytes(12),
+        "pqc_asym" / cs.Int32ul,  # 1.4; reserved before
+        "reserved2" / cs.Bytes(8),
         "ext_asym_count" / cs.Int8ul,
         "ext_hash_count" / cs.Int8ul,
         "reserved3" / cs.Int8ul,
@@ -223,7 +234,8 @@ AlgorithmsFixed = Layout(
         "measurement_hash_algo" / cs.Int32ul,
         "base_asym_sel" / cs.Int32ul,
         "base_hash_sel" / cs.Int32ul,
-        "reserved2" / cs.Bytes(11),
+        "pqc_asym_sel" / cs.Int32ul,  # 1.4; reserved before
+        "reserved2" / cs.Bytes(7),
         "mel_spec_sel" / cs.Int8ul,  # 1.3
         "ext_asym_sel_count" / cs.Int8ul,
         "ext_hash_sel_count" / cs.Int8ul,
@@ -317,6 +329,8 @@ class NegotiateAlgorithmsMsg:
     ext_hash: list[bytes] = field(default_factory=list)
     alg_structs: list[AlgStruct] = field(default_factory=list)
     param2: int = 0
+    #: PqcAsymAlgo (SPDM 1.4; 0 before)
+    pqc_asym: int = 0
     #: Length as carried in the message (set by decode; encode computes it)
     length: int = 0
 
@@ -333,7 +347,8 @@ class NegotiateAlgorithmsMsg:
             other_params=self.other_params,
             base_asym=self.base_asym,
             base_hash=self.base_hash,
-            reserved2=bytes(12),
+            pqc_asym=self.pqc_asym if self.version >= 0x14 else 0,
+            reserved2=bytes(8),
             ext_asym_count=len(self.ext_asym),
             ext_hash_count=len(self.ext_hash),
             reserved3=0,
@@ -366,6 +381,7 @@ class NegotiateAlgorithmsMsg:
             alg_structs=structs,
             param2=f.param2,
             length=f.length,
+            pqc_asym=f.pqc_asym if f.version >= 0x14 else 0,
         )
         return msg, off
 
@@ -385,6 +401,8 @@ class AlgorithmsMsg:
     ext_hash_sel: list[bytes] = field(default_factory=list)
     alg_structs: list[AlgStruct] = field(default_factory=list)
     length: int = 0
+    #: PqcAsymSel (SPDM 1.4; 0 before)
+    pqc_asym_sel: int = 0
 
     def encode(self) -> bytes:
         tail = _encode_tail(self.version, self.ext_asym_sel, self.ext_hash_sel, self.alg_structs)
@@ -400,7 +418,8 @@ class AlgorithmsMsg:
             measurement_hash_algo=self.measurement_hash_algo,
             base_asym_sel=self.base_asym_sel,
             base_hash_sel=self.base_hash_sel,
-            reserved2=bytes(11),
+            pqc_asym_sel=self.pqc_asym_sel if self.version >= 0x14 else 0,
+            reserved2=bytes(7),
             mel_spec_sel=self.mel_spec_sel,
             ext_asym_sel_count=len(self.ext_asym_sel),
             ext_hash_sel_count=len(self.ext_hash_sel),
@@ -433,6 +452,7 @@ class AlgorithmsMsg:
             ext_hash_sel=ext_hash,
             alg_structs=structs,
             length=f.length,
+            pqc_asym_sel=f.pqc_asym_sel if f.version >= 0x14 else 0,
         )
         return msg, off
 

@@ -1,4 +1,4 @@
-"""Layouts of the session messages (DSP0274 10.11-10.16, SPDM 1.1-1.3) and DSP0277 opaque data.
+"""Layouts of the session messages (DSP0274 10.11-10.16, SPDM 1.1-1.4) and DSP0277 opaque data.
 
 KEY_EXCHANGE / KEY_EXCHANGE_RSP, FINISH / FINISH_RSP, PSK_EXCHANGE / PSK_EXCHANGE_RSP,
 PSK_FINISH / PSK_FINISH_RSP, HEARTBEAT / HEARTBEAT_ACK, KEY_UPDATE / KEY_UPDATE_ACK,
@@ -22,7 +22,12 @@ DELIVER_ENCAPSULATED_RESPONSE / ENCAPSULATED_RESPONSE_ACK, as libspdm's
   RspSessionID, Reserved (u16), ResponderContextLength, OpaqueDataLength, then
   MeasurementSummaryHash, ResponderContext, OpaqueData, ResponderVerifyData (H).
 * PSK_FINISH: RequesterVerifyData (H).  HEARTBEAT(_ACK), END_SESSION(_ACK), PSK_FINISH_RSP:
-  the header only.  KEY_UPDATE(_ACK): Param1 = operation, Param2 = tag.
+  the header only.
+* SPDM 1.4 (libspdm ``spdm.h``): FINISH, FINISH_RSP, PSK_FINISH and PSK_FINISH_RSP carry
+  OpaqueDataLength (u16) + OpaqueData (at most 1024 bytes) right after the header; with a
+  KEM selected KEY_EXCHANGE's ExchangeData is the ML-KEM encapsulation key and
+  KEY_EXCHANGE_RSP's the ciphertext (:func:`emulator.crypto.exchange_sizes`).
+* KEY_UPDATE(_ACK): Param1 = operation, Param2 = tag.
 * ENCAPSULATED_REQUEST: Param1 = RequestID, then the encapsulated request.
   DELIVER_ENCAPSULATED_RESPONSE: Param1 = RequestID, then the encapsulated response.
   ENCAPSULATED_RESPONSE_ACK: Param1 = RequestID, Param2 = PayloadType; 1.2+ adds
@@ -272,33 +277,74 @@ class FinishRequest:
     signature: bytes = b""
     req_slot_id: int = 0
     attributes: int = 0
+    #: OpaqueData (SPDM 1.4: OpaqueDataLength + OpaqueData follow the header)
+    opaque_data: bytes = b""
 
     def header(self) -> bytes:
+        """Everything before the Signature (what the FINISH signature and HMAC cover):
+        the header and, from SPDM 1.4, OpaqueDataLength + OpaqueData."""
         attrs = self.attributes | (FINISH_SIGNATURE_INCLUDED if self.signature else 0)
-        return build_header(self.version, RequestCode.FINISH, attrs, self.req_slot_id)
+        head = build_header(self.version, RequestCode.FINISH, attrs, self.req_slot_id)
+        return head + opaque_field(self.version, self.opaque_data)
 
     def encode(self) -> bytes:
         return self.header() + self.signature + self.verify_data
 
     @classmethod
     def decode(cls, data: bytes, signature_size: int, hash_size: int) -> tuple[FinishRequest, int]:
-        size = HEADER_SIZE + signature_size + hash_size
+        off, opaque = read_opaque_field(data, "FINISH")
+        size = off + signature_size + hash_size
         _need(data, size, "FINISH")
         return (
             cls(
                 version=data[0],
                 attributes=data[2],
                 req_slot_id=data[3],
-                signature=bytes(data[HEADER_SIZE : HEADER_SIZE + signature_size]),
-                verify_data=bytes(data[HEADER_SIZE + signature_size : size]),
+                signature=bytes(data[off : off + signature_size]),
+                verify_data=bytes(data[off + signature_size : size]),
+                opaque_data=opaque,
             ),
             size,
         )
 
 
-def build_finish_rsp(version: int, verify_data: bytes = b"") -> bytes:
-    """FINISH_RSP (ResponderVerifyData only when the handshake is in the clear)."""
-    return build_header(version, ResponseCode.FINISH_RSP) + verify_data
+def opaque_field(version: int, opaque: bytes = b"") -> bytes:
+    """SPDM 1.4 FINISH/FINISH_RSP/PSK_FINISH/PSK_FINISH_RSP ``OpaqueDataLength (2) ||
+    OpaqueData`` after the header (nothing before 1.4)."""
+    if version < 0x14:
+        if opaque:
+            raise CodecError("OpaqueData in FINISH/PSK_FINISH exists from SPDM 1.4 only")
+        return b""
+    if len(opaque) > MAX_FINISH_OPAQUE:
+        raise CodecError(f"OpaqueData: {len(opaque)} bytes, at most {MAX_FINISH_OPAQUE}")
+    return struct.pack("<H", len(opaque)) + bytes(opaque)
+
+
+def read_opaque_field(data: bytes, what: str) -> tuple[int, bytes]:
+    """``(offset after the opaque field, OpaqueData)`` of a 1.4 FINISH-family message
+    (``(4, b"")`` before 1.4); CodecError when truncated or over 1024 bytes."""
+    _need(data, HEADER_SIZE, what)
+    if data[0] < 0x14:
+        return HEADER_SIZE, b""
+    _need(data, HEADER_SIZE + 2, f"{what} OpaqueDataLength")
+    n = _u16(data, HEADER_SIZE)
+    if n > MAX_FINISH_OPAQUE:
+        raise CodecError(f"{what} OpaqueDataLength {n} is over {MAX_FINISH_OPAQUE}")
+    end = HEADER_SIZE + 2 + n
+    _need(data, end, f"{what} with OpaqueDataLength {n}")
+    return end, bytes(data[HEADER_SIZE + 2 : end])
+
+
+#: SPDM_MAX_OPAQUE_DATA_SIZE
+MAX_FINISH_OPAQUE = 1024
+
+
+def build_finish_rsp(version: int, verify_data: bytes = b"", opaque: bytes = b"") -> bytes:
+    """FINISH_RSP (1.4: OpaqueDataLength + OpaqueData; ResponderVerifyData only when the
+    handshake is in the clear)."""
+    return (
+        build_header(version, ResponseCode.FINISH_RSP) + opaque_field(version, opaque) + verify_data
+    )
 
 
 # --- PSK_EXCHANGE / PSK_EXCHANGE_RSP (DSP0274 10.13) ------------------------------------
@@ -416,8 +462,9 @@ class PskExchangeResponse:
         )
 
 
-def build_psk_finish_rsp(version: int) -> bytes:
-    return build_header(version, ResponseCode.PSK_FINISH_RSP)
+def build_psk_finish_rsp(version: int, opaque: bytes = b"") -> bytes:
+    """PSK_FINISH_RSP (1.4: OpaqueDataLength + OpaqueData)."""
+    return build_header(version, ResponseCode.PSK_FINISH_RSP) + opaque_field(version, opaque)
 
 
 # --- HEARTBEAT, KEY_UPDATE, END_SESSION (DSP0274 10.14-10.16) ---------------------------

@@ -19,8 +19,27 @@ Commands (payload = a JSON object; ``id`` is optional and may be any JSON scalar
     ``{"op": "list"}``.  ``op`` defaults to ``set``.
 ``reset``
     ``{}`` forgets the negotiated state of every connection (as GET_VERSION does) and
-    applies pending measurement changes (a device reset); ``{"connection": 3}`` only
-    that connection.
+    resets the device: pending measurement changes become visible, certificate installs
+    and CSRs waiting for a reset (ERROR ResetRequired, CERT_INSTALL_RESET_CAP) complete,
+    TDIs go back to CONFIG_UNLOCKED (PCIe 6.1 11.4.8); ``{"connection": 3}`` only that
+    connection.
+``mel``
+    ``{"op": "append", "type": "informational", "text": "..."}`` (or ``"value": "hex"``;
+    ``"index"``: the MEL-extended block, default the only one; ``"raw"``: default true)
+    adds an entry to the measurement extension log (its hash-extended block changes,
+    subscribed sessions get MeasurementChanged); ``{"op": "list"}``.  ``op`` defaults to
+    ``append``.
+``provisioning``
+    ``{"op": "show"}``: the key pairs, the slot chains (leaf subject, issuer, SHA-256),
+    what differs from the profile and what waits for a reset; ``{"op": "device_reset"}``:
+    a device reset without touching the connections.
+``tdisp``
+    ``{"op": "list"}`` -> ``{"interfaces": [...]}`` (state, locking session, flags);
+    ``{"op": "error", "function_id": "0xBEEF"}`` moves the locked TDI (no ``function_id``:
+    every locked TDI) to ERROR, as a device that detects a configuration change does
+    (``reason`` optional); ``{"op": "flr", ...}`` the same for a function level reset
+    (PCIe 6.1 11.4.9); ``{"op": "reset"}`` a conventional reset: every TDI to
+    CONFIG_UNLOCKED (11.4.8).  Each change is published on ``<base>/device``.
 """
 
 from __future__ import annotations
@@ -42,9 +61,15 @@ COMMAND_FIELDS: dict[str, frozenset[str]] = {
     "faults": frozenset({"op", "rule", "spec"}),
     "measurements": frozenset({"op", "index", "value", "text"}),
     "reset": frozenset({"connection"}),
+    "mel": frozenset({"op", "index", "type", "value", "text", "raw"}),
+    "provisioning": frozenset({"op"}),
+    "tdisp": frozenset({"op", "function_id", "reason"}),
 }
 FAULT_OPS = ("add", "clear", "list")
 MEASUREMENT_OPS = ("set", "bump_version", "device_reset", "list")
+MEL_OPS = ("append", "list")
+PROVISIONING_OPS = ("show", "device_reset")
+TDISP_OPS = ("list", "error", "flr", "reset")
 
 
 class CommandError(EmulatorError):
@@ -101,7 +126,7 @@ class CommandProcessor:
             return {"id": cid, "command": command, "ok": False, "error": f"internal error: {exc}"}
         log.info("control: command %s done", command)
         if self.on_change is not None and not (
-            isinstance(data.get("op"), str) and data["op"] == "list"
+            isinstance(data.get("op"), str) and data["op"] in ("list", "show")
         ):
             self.on_change(command)
         return {"id": cid, "command": command, "ok": True, "result": result}
@@ -232,13 +257,122 @@ class CommandProcessor:
             numbers = sorted(live)
         for n in numbers:
             live[n].responder.reset()
-        applied: list[int] = []
+        done: dict[str, Any] = {"measurements_applied": []}
         if target is None:
-            store = getattr(self.device, "measurements", None)
-            if store is not None:
-                applied = store.device_reset()
+            reset = getattr(self.device, "reset", None)
+            if reset is not None:
+                done = reset()
         log.warning("control: reset connection(s) %s", numbers or "none")
-        return {"connections": numbers, "measurements_applied": applied}
+        return {"connections": numbers, **done}
+
+    # ---- mel -----------------------------------------------------------------------
+
+    def _cmd_mel(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        mel = getattr(self.device, "mel", None)
+        if mel is None:
+            raise CommandError("this device has no measurement extension log (no mel = true block)")
+        op = self._op(data, MEL_OPS, "append")
+        if op == "list":
+            extra = sorted(set(data) - {"op", "id"})
+            if extra:
+                raise CommandError(f"{extra[0]}: not for op list")
+            return {"entries": [_mel_entry(e) for e in mel.entries()]}
+        from emulator.profiles import MEASUREMENT_TYPE_NAMES
+
+        index = data.get("index")
+        if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
+            raise CommandError(f"index: {index!r} is not a measurement index")
+        kind = data.get("type", "informational")
+        if isinstance(kind, str):
+            key = kind.strip().upper().replace("-", "_").replace(" ", "_")
+            if key not in MEASUREMENT_TYPE_NAMES:
+                raise CommandError(f"type: unknown measurement type {kind!r}")
+            value_type = int(MEASUREMENT_TYPE_NAMES[key])
+        elif isinstance(kind, int) and not isinstance(kind, bool):
+            value_type = kind
+        else:
+            raise CommandError("type: a measurement type name or number")
+        if ("value" in data) == ("text" in data):
+            raise CommandError("append needs exactly one of value (hex) or text (UTF-8)")
+        if "value" in data:
+            if not isinstance(data["value"], str):
+                raise CommandError("value: must be a hex string")
+            try:
+                value = bytes.fromhex(data["value"].removeprefix("0x").replace(" ", ""))
+            except ValueError:
+                raise CommandError(f"value: {data['value'][:40]!r} is not hex") from None
+        else:
+            if not isinstance(data["text"], str):
+                raise CommandError("text: must be a string")
+            value = data["text"].encode("utf-8")
+        raw = data.get("raw", True)
+        if not isinstance(raw, bool):
+            raise CommandError("raw: must be true or false")
+        entry = mel.append(index, value_type, value, raw=raw)
+        return {"entry": _mel_entry(entry), "entries": len(mel)}
+
+    # ---- provisioning --------------------------------------------------------------
+
+    def _cmd_provisioning(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        prov = getattr(self.device, "provisioning", None)
+        if prov is None:
+            raise CommandError("this device has no key pairs")
+        op = self._op(data, PROVISIONING_OPS, "show")
+        if op == "device_reset":
+            result: dict[str, Any] = self.device.reset()
+            return result
+        described: dict[str, Any] = prov.describe()
+        return described
+
+    # ---- tdisp -------------------------------------------------------------------
+
+    def _cmd_tdisp(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        state = getattr(self.device, "tdisp", None)
+        if state is None:
+            raise CommandError("this device has no TDISP interfaces (no [tdisp] in its profile)")
+        op = self._op(data, TDISP_OPS, "list")
+        raw = data.get("function_id")
+        function_id: int | None = None
+        if raw is not None:
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                raise CommandError('function_id: give a number or a hex string like "0xBEEF"')
+            try:
+                function_id = int(raw, 0) if isinstance(raw, str) else raw
+            except ValueError:
+                raise CommandError(f"function_id: {raw!r} is not a number") from None
+            if not 0 <= function_id <= 0xFFFF:
+                raise CommandError(f"function_id: 0x{function_id:X} is not a Requester ID")
+        reason = data.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise CommandError("reason: must be a string")
+        if op in ("list", "reset") and (raw is not None or reason is not None):
+            raise CommandError(f"function_id/reason: not for op {op}")
+        try:
+            if op == "error":
+                why = f"control plane: {reason}" if reason else "control plane: forced to ERROR"
+                changed = state.force_error(function_id, why)
+            elif op == "flr":
+                if reason is not None:
+                    raise CommandError("reason: not for op flr")
+                changed = state.function_level_reset(function_id)
+            elif op == "reset":
+                changed = state.conventional_reset()
+            else:
+                return {"interfaces": state.snapshot()}
+        except KeyError as exc:
+            raise CommandError(f"function_id: {exc.args[0]}") from None
+        log.warning("control: tdisp %s changed %s", op, changed or "nothing")
+        return {"changed": [f"0x{f:04X}" for f in changed], "interfaces": state.snapshot()}
+
+
+def _mel_entry(entry: Any) -> dict[str, Any]:
+    return {
+        "mel_index": entry.mel_index,
+        "measurement_index": entry.meas_index,
+        "type": entry.value_type & 0x7F,
+        "raw": bool(entry.value_type & 0x80),
+        "value": entry.value.hex(),
+    }
 
 
 def _block(block: Any) -> dict[str, Any]:

@@ -210,6 +210,7 @@ class ControlPlane:
                 "rules": [rule_to_dict(r) for r in engine.rules] if engine else [],
                 "applied": engine.applied_total if engine else 0,
             },
+            **self._tee_io_state(),
             "telemetry": {
                 "exchanges": self.tracker.exchanges,
                 "published": self.published,
@@ -218,6 +219,17 @@ class ControlPlane:
                 "reconnects": self.reconnects,
             },
         }
+
+    def _tee_io_state(self) -> dict[str, Any]:
+        """TDISP interfaces and the CXL TSP target, when the device has them."""
+        out: dict[str, Any] = {}
+        tdisp = getattr(self.device, "tdisp", None)
+        if tdisp is not None:
+            out["tdisp"] = tdisp.snapshot()
+        tsp = getattr(self.device, "cxl_tsp", None)
+        if tsp is not None:
+            out["cxl_tsp"] = tsp.snapshot()
+        return out
 
     def _state_wait(self) -> float | None:
         """Seconds until the state is due (None: nothing to publish)."""

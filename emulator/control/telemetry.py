@@ -27,12 +27,16 @@ from emulator.codec.constants import (
     BaseHashAlgo,
     DheGroup,
     ErrorCode,
+    KemAlgo,
     KeySchedule,
     MeasurementHashAlgo,
+    PqcAsymAlgo,
     ResponseCode,
     code_name,
 )
 from emulator.codec.messages import AlgorithmsMsg
+from emulator.codec.pldm import command_name
+from emulator.codec.tdisp import message_name, tdisp_in_vendor
 from emulator.errors import CodecError
 from emulator.events import ExchangeEvent
 
@@ -40,16 +44,24 @@ if TYPE_CHECKING:
     from emulator.connection import SpdmConnection
 
 
-def _message(direction: str, data: bytes | None) -> dict[str, Any] | None:
+def _message(direction: str, data: bytes | None, protocol: str = "spdm") -> dict[str, Any] | None:
     if data is None:
         return None
+    if protocol == "pldm":
+        cmd = data[2] if len(data) > 2 else None
+        name = command_name(data[1] & 0x3F, cmd) if cmd is not None else "MALFORMED"
+        return {"direction": direction, "name": f"PLDM {name}", "code": cmd, "size": len(data)}
     code = data[1] if len(data) > 1 else None
-    return {
+    out: dict[str, Any] = {
         "direction": direction,
         "name": code_name(code) if code is not None else "MALFORMED",
         "code": code,
         "size": len(data),
     }
+    tdisp = tdisp_in_vendor(data)
+    if tdisp is not None and len(tdisp) > 1:
+        out["tdisp"] = message_name(tdisp[1])
+    return out
 
 
 def _error_name(code: int | None) -> str | None:
@@ -68,8 +80,8 @@ def event_json(event: ExchangeEvent, seq: int, time: float) -> dict[str, Any]:
         "time": round(time, 6),
         "device": event.device,
         "connection": event.connection,
-        "request": _message("to_device", event.request),
-        "response": _message("from_device", event.response),
+        "request": _message("to_device", event.request, event.protocol),
+        "response": _message("from_device", event.response, event.protocol),
         "secured": event.secured,
         "session": f"0x{event.session_id:08X}" if event.session_id is not None else None,
         "error": _error_name(event.error),
@@ -94,9 +106,17 @@ def _version_text(v: int) -> str | None:
 
 
 def algorithms_json(
-    base_asym: int, base_hash: int, measurement_hash: int, dhe: int, aead: int, key_schedule: int
+    base_asym: int,
+    base_hash: int,
+    measurement_hash: int,
+    dhe: int,
+    aead: int,
+    key_schedule: int,
+    pqc_asym: int = 0,
+    kem: int = 0,
 ) -> dict[str, str | None]:
-    return {
+    """The negotiated algorithms by name; SPDM 1.4 ``pqc_asym`` / ``kem`` only when set."""
+    out = {
         "base_asym": _flag_name(BaseAsymAlgo, base_asym),
         "base_hash": _flag_name(BaseHashAlgo, base_hash),
         "measurement_hash": _flag_name(MeasurementHashAlgo, measurement_hash),
@@ -104,6 +124,10 @@ def algorithms_json(
         "aead": _flag_name(AeadSuite, aead),
         "key_schedule": _flag_name(KeySchedule, key_schedule),
     }
+    if pqc_asym or kem:
+        out["pqc_asym"] = _flag_name(PqcAsymAlgo, pqc_asym)
+        out["kem"] = _flag_name(KemAlgo, kem)
+    return out
 
 
 class StateTracker:
@@ -153,6 +177,8 @@ class StateTracker:
                     alg.struct_value(AlgType.DHE),
                     alg.struct_value(AlgType.AEAD),
                     alg.struct_value(AlgType.KEY_SCHEDULE),
+                    alg.pqc_asym_sel,
+                    alg.struct_value(AlgType.KEM),
                 )
                 changed = True
         sid = event.session_id
@@ -189,7 +215,14 @@ def connection_state(number: int, conn: SpdmConnection) -> dict[str, Any]:
         "state": r.state.name,
         "version": _version_text(r.version),
         "algorithms": algorithms_json(
-            a.base_asym, a.base_hash, a.measurement_hash, a.dhe, a.aead, a.key_schedule
+            a.base_asym,
+            a.base_hash,
+            a.measurement_hash,
+            a.dhe,
+            a.aead,
+            a.key_schedule,
+            a.pqc_asym,
+            a.kem,
         )
         if r.version
         else None,

@@ -3,8 +3,10 @@
 Pure functions over bytes, shared by the responder and the test-side requester:
 
 * :mod:`.hashes` - BaseHashAlgo / MeasurementHashAlgo digests.
-* :mod:`.asym` - signatures (RSASSA, RSAPSS, ECDSA, EdDSA) and the SPDM 1.2+ signing prefix.
+* :mod:`.asym` - signatures (RSASSA, RSAPSS, ECDSA, EdDSA, 1.4 ML-DSA) and the SPDM 1.2+
+  signing prefix.
 * :mod:`.dhe` - SECP and FFDHE key exchange with an injected random source.
+* :mod:`.kem` - SPDM 1.4 ML-KEM key encapsulation (KEY_EXCHANGE with a KEM AlgStruct).
 * :mod:`.aead` - AES-GCM and ChaCha20-Poly1305.
 * :mod:`.kdf` - HMAC and HKDF.
 * :mod:`.keyschedule` - the DSP0274 key schedule.
@@ -24,6 +26,7 @@ from emulator.crypto.asym import (
     PublicKey,
     asym_algo_for_key,
     check_key_matches,
+    is_pqc,
     load_certificate,
     load_private_key,
     public_key_of_cert,
@@ -60,6 +63,14 @@ from emulator.crypto.hashes import (
     new_hash,
 )
 from emulator.crypto.kdf import hkdf_expand, hkdf_extract, hmac_digest
+from emulator.crypto.kem import (
+    KemKeyPair,
+    exchange_sizes,
+    kem_ciphertext_size,
+    kem_encap_key_size,
+    kem_encapsulate,
+    kem_supported,
+)
 from emulator.crypto.keyschedule import (
     DataSecrets,
     HandshakeSecrets,
@@ -84,6 +95,7 @@ __all__ = [
     "DheKeyPair",
     "HandshakeSecrets",
     "HashObject",
+    "KemKeyPair",
     "KeySchedule",
     "PrivateKey",
     "PublicKey",
@@ -99,12 +111,18 @@ __all__ = [
     "dhe_exchange_size",
     "dhe_shared_secret_size",
     "digest",
+    "exchange_sizes",
     "generate_dhe_key",
     "hash_name",
     "hash_size",
     "hkdf_expand",
     "hkdf_extract",
     "hmac_digest",
+    "is_pqc",
+    "kem_ciphertext_size",
+    "kem_encap_key_size",
+    "kem_encapsulate",
+    "kem_supported",
     "load_certificate",
     "load_private_key",
     "measurement_digest",

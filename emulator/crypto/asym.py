@@ -12,6 +12,14 @@ Wire format of a signature (DSP0274 table "BaseAsymAlgo", as libspdm produces it
   deterministic (RFC 6979), so a fixed key and fixed data give fixed bytes.
 * EDDSA_ED25519 / EDDSA_ED448: RFC 8032 PureEdDSA ``R || S`` (64 / 114 bytes).
 * SM2_P256: defined (64 bytes) but not supported: ``cryptography`` has no SM2.
+* ML-DSA-44/65/87 (SPDM 1.4 PqcAsymAlgo, FIPS 204): the 2420 / 3309 / 4627-byte
+  signature of FIPS 204 ``ML-DSA.Sign`` (pure, hedged: randomised by OpenSSL, so
+  bytes differ on every call; a seed cannot fix them).  ``cryptography`` 48 has no
+  SLH-DSA, so those PqcAsymAlgo bits are refused (CryptoError naming the bit).
+
+Internal ids: a BaseAsymAlgo bit is used as is; a PqcAsymAlgo bit is shifted left by
+:data:`~emulator.codec.constants.PQC_ASYM_SHIFT` (32), so one ``asym`` int names any
+negotiated signature algorithm (``signing_algo(base_sel, pqc_sel)``).
 
 Low level (:func:`sign`, :func:`verify`): RSA and ECDSA hash ``message`` with
 ``hash_algo`` inside the primitive (the standard "sign a message" operation);
@@ -34,6 +42,9 @@ generation" and libspdm ``libspdm_asym_sign`` / ``libspdm_asym_verify_ex``:
   the RFC 8032 context ``C`` = the SPDM context string (e.g.
   ``b"responder-challenge_auth signing"``), as libspdm passes
   ``libspdm_get_signing_context_string`` to ``libspdm_eddsa_sign``.
+* SPDM 1.4 ML-DSA (libspdm ``libspdm_pqc_asym_sign``): ML-DSA signs
+  ``combined_spdm_prefix || Hash(M)`` with the FIPS 204 context string = the SPDM
+  context string (e.g. ``b"responder-key_exchange_rsp signing"``), as for Ed448.
 """
 
 from __future__ import annotations
@@ -47,9 +58,22 @@ from typing import cast
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import (
+    ec,
+    ed448,
+    ed25519,
+    mldsa,
+    padding,
+    rsa,
+    utils,
+)
 
-from emulator.codec.constants import BaseAsymAlgo
+from emulator.codec.constants import (
+    PQC_ASYM_SHIFT,
+    BaseAsymAlgo,
+    PqcAsymAlgo,
+    signing_algo_name,
+)
 from emulator.crypto._ed448 import ed448_sign, ed448_verify
 from emulator.crypto.hashes import cryptography_hash, digest, hash_size, single_bit
 from emulator.errors import CryptoError
@@ -63,10 +87,13 @@ __all__ = [
     "MUT_CHALLENGE_AUTH_SIGN_CONTEXT",
     "MUT_ENDPOINT_INFO_SIGN_CONTEXT",
     "SIGNING_CONTEXT_SIZE",
+    "MlDsaPrivateKey",
+    "MlDsaPublicKey",
     "PrivateKey",
     "PublicKey",
     "asym_algo_for_key",
     "check_key_matches",
+    "is_pqc",
     "load_certificate",
     "load_private_key",
     "public_key_of_cert",
@@ -84,14 +111,39 @@ __all__ = [
     "verify_digest",
 ]
 
+MlDsaPrivateKey = mldsa.MLDSA44PrivateKey | mldsa.MLDSA65PrivateKey | mldsa.MLDSA87PrivateKey
+MlDsaPublicKey = mldsa.MLDSA44PublicKey | mldsa.MLDSA65PublicKey | mldsa.MLDSA87PublicKey
 PrivateKey = (
     rsa.RSAPrivateKey
     | ec.EllipticCurvePrivateKey
     | ed25519.Ed25519PrivateKey
     | ed448.Ed448PrivateKey
+    | MlDsaPrivateKey
 )
 PublicKey = (
-    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+    rsa.RSAPublicKey
+    | ec.EllipticCurvePublicKey
+    | ed25519.Ed25519PublicKey
+    | ed448.Ed448PublicKey
+    | MlDsaPublicKey
+)
+_PRIVATE_TYPES = (
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+    mldsa.MLDSA44PrivateKey,
+    mldsa.MLDSA65PrivateKey,
+    mldsa.MLDSA87PrivateKey,
+)
+_PUBLIC_TYPES = (
+    rsa.RSAPublicKey,
+    ec.EllipticCurvePublicKey,
+    ed25519.Ed25519PublicKey,
+    ed448.Ed448PublicKey,
+    mldsa.MLDSA44PublicKey,
+    mldsa.MLDSA65PublicKey,
+    mldsa.MLDSA87PublicKey,
 )
 
 # SPDM context strings (DSP0274 1.2+ "Signature generation"; libspdm spdm.h *_SIGN_CONTEXT).
@@ -116,6 +168,8 @@ class _Family(Enum):
     ED25519 = "Ed25519"
     ED448 = "Ed448"
     SM2 = "SM2"
+    MLDSA = "ML-DSA"
+    SLHDSA = "SLH-DSA"
 
 
 @dataclass(frozen=True)
@@ -141,6 +195,32 @@ _ASYM: dict[BaseAsymAlgo, _AsymInfo] = {
     BaseAsymAlgo.EDDSA_ED448: _AsymInfo(_Family.ED448, 114),
 }
 
+#: PqcAsymAlgo bit -> (FIPS 204 parameter set, signature size, public key size, key classes)
+_MLDSA: dict[PqcAsymAlgo, tuple[int, type[object], type[object]]] = {
+    PqcAsymAlgo.ML_DSA_44: (2420, mldsa.MLDSA44PrivateKey, mldsa.MLDSA44PublicKey),
+    PqcAsymAlgo.ML_DSA_65: (3309, mldsa.MLDSA65PrivateKey, mldsa.MLDSA65PublicKey),
+    PqcAsymAlgo.ML_DSA_87: (4627, mldsa.MLDSA87PrivateKey, mldsa.MLDSA87PublicKey),
+}
+#: FIPS 205 signature sizes (libspdm ``libspdm_get_pqc_asym_signature_size``); not signable here
+_SLHDSA_SIZES: dict[PqcAsymAlgo, int] = {
+    PqcAsymAlgo.SLH_DSA_SHA2_128S: 7856,
+    PqcAsymAlgo.SLH_DSA_SHAKE_128S: 7856,
+    PqcAsymAlgo.SLH_DSA_SHA2_128F: 17088,
+    PqcAsymAlgo.SLH_DSA_SHAKE_128F: 17088,
+    PqcAsymAlgo.SLH_DSA_SHA2_192S: 16224,
+    PqcAsymAlgo.SLH_DSA_SHAKE_192S: 16224,
+    PqcAsymAlgo.SLH_DSA_SHA2_192F: 35664,
+    PqcAsymAlgo.SLH_DSA_SHAKE_192F: 35664,
+    PqcAsymAlgo.SLH_DSA_SHA2_256S: 29792,
+    PqcAsymAlgo.SLH_DSA_SHAKE_256S: 29792,
+    PqcAsymAlgo.SLH_DSA_SHA2_256F: 49856,
+    PqcAsymAlgo.SLH_DSA_SHAKE_256F: 49856,
+}
+for _bit, (_size, _priv, _pub) in _MLDSA.items():
+    _ASYM[_bit << PQC_ASYM_SHIFT] = _AsymInfo(_Family.MLDSA, _size)  # type: ignore[index]
+for _bit, _size in _SLHDSA_SIZES.items():
+    _ASYM[_bit << PQC_ASYM_SHIFT] = _AsymInfo(_Family.SLHDSA, _size)  # type: ignore[index]
+
 _RSA_BITS: dict[int, BaseAsymAlgo] = {
     2048: BaseAsymAlgo.RSASSA_2048 | BaseAsymAlgo.RSAPSS_2048,
     3072: BaseAsymAlgo.RSASSA_3072 | BaseAsymAlgo.RSAPSS_3072,
@@ -153,24 +233,33 @@ _EC_CURVES: dict[str, BaseAsymAlgo] = {
 }
 
 
-#: the same table keyed by plain ints (no IntFlag arithmetic per signature)
-_ASYM_BY_VALUE: dict[int, tuple[BaseAsymAlgo, _AsymInfo]] = {
-    int(bit): (bit, info) for bit, info in _ASYM.items()
-}
-_ED448 = int(BaseAsymAlgo.EDDSA_ED448)
+class _Bit(int):
+    """An internal signature-algorithm id with a ``name`` (for error messages)."""
+
+    @property
+    def name(self) -> str:
+        return signing_algo_name(int(self))
 
 
-def _asym(asym: int) -> tuple[BaseAsymAlgo, _AsymInfo]:
-    known = _ASYM_BY_VALUE.get(asym)
-    if known is not None:
-        return known
+def _asym(asym: int) -> tuple[_Bit, _AsymInfo]:
+    if asym >> PQC_ASYM_SHIFT:
+        if asym & ((1 << PQC_ASYM_SHIFT) - 1):
+            raise CryptoError(f"signature algorithm 0x{asym:X}: both BaseAsymAlgo and PqcAsymAlgo")
+        pqc = single_bit(PqcAsymAlgo, asym >> PQC_ASYM_SHIFT, "PqcAsymAlgo")
+        return _Bit(pqc << PQC_ASYM_SHIFT), _ASYM[pqc << PQC_ASYM_SHIFT]  # type: ignore[index]
     bit = single_bit(BaseAsymAlgo, asym, "BaseAsymAlgo")
-    return bit, _ASYM[bit]
+    return _Bit(bit), _ASYM[bit]
 
 
 def signature_size(asym: int) -> int:
-    """Signature size in bytes for a BaseAsymAlgo bit (DSP0274 table "BaseAsymAlgo")."""
+    """Signature size in bytes of a signature algorithm id (DSP0274 tables "BaseAsymAlgo",
+    1.4 "PqcAsymAlgo")."""
     return _asym(asym)[1].signature_size
+
+
+def is_pqc(asym: int) -> bool:
+    """True for an internal id naming a PqcAsymAlgo (SPDM 1.4) algorithm."""
+    return bool(asym >> PQC_ASYM_SHIFT)
 
 
 def _describe(key: object) -> str:
@@ -182,45 +271,29 @@ def _describe(key: object) -> str:
         return "Ed25519 key"
     if isinstance(key, ed448.Ed448PrivateKey | ed448.Ed448PublicKey):
         return "Ed448 key"
+    for bit, (_size, priv, pub) in _MLDSA.items():
+        if isinstance(key, priv | pub):
+            return f"{signing_algo_name(bit).replace('_', '-')} key"
     return f"{type(key).__name__}"
 
 
-def _key_kind(key: object) -> str:
-    """ "rsa", "ec", "ed25519", "ed448" or "" for a key object, by its concrete type (the
-    ABC isinstance checks run once per key class, not once per signature)."""
-    kind = _KEY_KINDS.get(type(key))
-    if kind is None:
-        if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
-            kind = "rsa"
-        elif isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
-            kind = "ec"
-        elif isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
-            kind = "ed25519"
-        elif isinstance(key, ed448.Ed448PrivateKey | ed448.Ed448PublicKey):
-            kind = "ed448"
-        else:
-            kind = ""
-        _KEY_KINDS[type(key)] = kind
-    return kind
-
-
-_KEY_KINDS: dict[type, str] = {}
-
-
-def asym_algo_for_key(key: PrivateKey | PublicKey) -> BaseAsymAlgo:
-    """The BaseAsymAlgo bits a key can serve (an RSA-3072 key -> RSASSA_3072 | RSAPSS_3072).
+def asym_algo_for_key(key: PrivateKey | PublicKey) -> int:
+    """The signature algorithm ids a key can serve (an RSA-3072 key -> RSASSA_3072 |
+    RSAPSS_3072; an ML-DSA-65 key -> ML_DSA_65 << 32).
 
     An unsupported key (RSA of another size, another curve, another key type)
-    gives an empty flag.
+    gives 0.
     """
-    kind = _key_kind(key)
-    if kind == "rsa":
-        return _RSA_BITS.get(key.key_size, BaseAsymAlgo(0))  # type: ignore[union-attr]
-    if kind == "ec":
-        return _EC_CURVES.get(key.curve.name, BaseAsymAlgo(0))  # type: ignore[union-attr]
-    if kind == "ed25519":
+    for bit, (_size, priv, pub) in _MLDSA.items():
+        if isinstance(key, priv | pub):
+            return int(bit) << PQC_ASYM_SHIFT
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        return _RSA_BITS.get(key.key_size, BaseAsymAlgo(0))
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return _EC_CURVES.get(key.curve.name, BaseAsymAlgo(0))
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
         return BaseAsymAlgo.EDDSA_ED25519
-    if kind == "ed448":
+    if isinstance(key, ed448.Ed448PrivateKey | ed448.Ed448PublicKey):
         return BaseAsymAlgo.EDDSA_ED448
     return BaseAsymAlgo(0)
 
@@ -230,8 +303,10 @@ def check_key_matches(asym: int, key: PrivateKey | PublicKey) -> None:
     bit, info = _asym(asym)
     if info.family is _Family.SM2:
         raise CryptoError(f"BaseAsymAlgo {bit.name}: not supported")
-    if not int(asym_algo_for_key(key)) & int(bit):
-        raise CryptoError(f"BaseAsymAlgo {bit.name}: does not match the {_describe(key)}")
+    if info.family is _Family.SLHDSA:
+        raise CryptoError(f"PqcAsymAlgo {bit.name}: not supported (cryptography has no SLH-DSA)")
+    if not asym_algo_for_key(key) & bit:
+        raise CryptoError(f"{bit.name}: does not match the {_describe(key)}")
 
 
 def _check_version(version: int) -> tuple[int, int]:
@@ -279,6 +354,11 @@ def _sign(
     bit, info = _asym(asym)
     check_key_matches(bit, key)
     data = bytes(data)
+    if info.family is _Family.MLDSA:
+        if prehashed:
+            raise CryptoError(f"{bit.name}: ML-DSA signs the message, not a digest")
+        assert isinstance(key, MlDsaPrivateKey)
+        return key.sign(data, bytes(ed448_context) or None)
     if info.family in (_Family.ED25519, _Family.ED448):
         if prehashed:
             raise CryptoError(f"BaseAsymAlgo {bit.name}: EdDSA signs the message, not a digest")
@@ -317,6 +397,15 @@ def _verify(
     signature = bytes(signature)
     if len(signature) != info.signature_size:
         return False
+    if info.family is _Family.MLDSA:
+        if prehashed:
+            raise CryptoError(f"{bit.name}: ML-DSA signs the message, not a digest")
+        assert isinstance(key, MlDsaPublicKey)
+        try:
+            key.verify(signature, data, bytes(ed448_context) or None)
+        except InvalidSignature:
+            return False
+        return True
     if info.family in (_Family.ED25519, _Family.ED448):
         if prehashed:
             raise CryptoError(f"BaseAsymAlgo {bit.name}: EdDSA signs the message, not a digest")
@@ -405,13 +494,7 @@ def verify_digest(
 
 
 def _check_private(key: object, where: str) -> PrivateKey:
-    if isinstance(
-        key,
-        rsa.RSAPrivateKey
-        | ec.EllipticCurvePrivateKey
-        | ed25519.Ed25519PrivateKey
-        | ed448.Ed448PrivateKey,
-    ):
+    if isinstance(key, _PRIVATE_TYPES):
         return key
     raise CryptoError(f"{where}: unsupported private key type {type(key).__name__}")
 
@@ -460,13 +543,7 @@ def public_key_of_cert(cert: bytes | x509.Certificate) -> PublicKey:
         key = cert.public_key()
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise CryptoError(f"certificate SubjectPublicKeyInfo: unusable ({exc})") from None
-    if isinstance(
-        key,
-        rsa.RSAPublicKey
-        | ec.EllipticCurvePublicKey
-        | ed25519.Ed25519PublicKey
-        | ed448.Ed448PublicKey,
-    ):
+    if isinstance(key, _PUBLIC_TYPES):
         return key
     raise CryptoError(
         f"certificate SubjectPublicKeyInfo: unsupported key type {type(key).__name__}"
@@ -526,7 +603,9 @@ def spdm_sign_message_from_hash(
 
 
 def _ed448_context(version: int, asym: int, context: str) -> bytes:
-    if version >= 0x12 and _asym(asym)[0] == _ED448:
+    """The context string given to the primitive: Ed448 (1.2+) and ML-DSA (1.4) only."""
+    _bit, info = _asym(asym)
+    if version >= 0x12 and info.family in (_Family.ED448, _Family.MLDSA):
         return context.encode("ascii")
     return b""
 

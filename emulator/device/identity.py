@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from emulator.codec.constants import BaseAsymAlgo
+from emulator.codec.constants import PQC_ASYM_SHIFT, BaseAsymAlgo, PqcAsymAlgo
 from emulator.codec.identity import PUBLIC_KEY_SLOT, SLOT_COUNT, CertificateInfo, KeyUsage
 from emulator.crypto import PrivateKey, asym_algo_for_key, digest, hash_name, spdm_sign
 from emulator.device.random import SeededRandom
@@ -42,6 +42,7 @@ from emulator.x509.generate import generate_chain
 from emulator.x509.model import PciIds
 
 if TYPE_CHECKING:
+    from emulator.device.keypairs import KeyPairPlan
     from emulator.profiles import Profile, SlotSection
 
 __all__ = [
@@ -66,8 +67,11 @@ DEFAULT_KEY_USAGE = int(
 
 
 def asym_names(mask: int) -> str:
-    """``"RSASSA_3072, RSAPSS_3072"`` for a BaseAsymAlgo mask."""
-    return ", ".join(m.name or "?" for m in BaseAsymAlgo if m & mask) or "none"
+    """``"RSASSA_3072, RSAPSS_3072"`` for a mask of signature ids (BaseAsymAlgo bits and
+    PqcAsymAlgo bits << 32, e.g. ``"ML_DSA_65"``)."""
+    names = [m.name or "?" for m in BaseAsymAlgo if m & mask]
+    names += [m.name or "?" for m in PqcAsymAlgo if (m << PQC_ASYM_SHIFT) & mask]
+    return ", ".join(names) or "none"
 
 
 @dataclass
@@ -154,11 +158,15 @@ class Identity:
                 self.supported_mask |= 1 << k.slot_id
         #: OpaqueData of CHALLENGE_AUTH (sent when the version/opaque format allows)
         self.challenge_opaque_data = b""
+        #: how the profile numbered its key pairs (emulator.device.keypairs), when built
+        #: from a profile
+        self.key_pair_plan: KeyPairPlan | None = None
 
     def copy(self) -> Identity:
         """An independent identity with the same keys (each device owns its slots)."""
         out = Identity(list(self.keys), self.supported_mask)
         out.challenge_opaque_data = self.challenge_opaque_data
+        out.key_pair_plan = self.key_pair_plan
         return out
 
     @property
@@ -352,17 +360,58 @@ def _check_match(
         )
 
 
+def _section_keys(profile: Profile, source: str) -> list[PrivateKey | None]:
+    """The key of each [[key_pairs]] entry: read, generated (seeded with [determinism]
+    seed), or None (made later by SET_KEY_PAIR_INFO Generate)."""
+    from emulator.x509.generate import generate_private_key
+
+    out: list[PrivateKey | None] = []
+    for i, sec in enumerate(profile.key_pairs):
+        if sec.key is not None:
+            out.append(
+                _read_key((profile.base_dir / sec.key).resolve(), source, f"key_pairs[{i}].key")
+            )
+        elif sec.generate is not None:
+            seed = profile.determinism.seed
+            rng = SeededRandom(seed, f"key_pair/{i}/{sec.generate}") if seed is not None else None
+            try:
+                out.append(generate_private_key(sec.generate, rng))
+            except CertError as exc:
+                raise ProfileError(source, f"key_pairs[{i}].generate", str(exc)) from None
+        else:
+            out.append(None)
+    return out
+
+
+@dataclass
+class _Loaded:
+    index: int
+    entry: SlotSection
+    key: PrivateKey
+    certs: tuple[bytes, ...]
+    info: int
+    origin: str
+    mask: int
+
+
 def build_identity(profile: Profile, source: str = "<profile>") -> Identity:
     """Load (or generate) every ``[[slots]]`` entry; ProfileError names the bad entry.
 
     Checks: files exist, the key matches the leaf, the key's algorithms are in
     ``[algorithms] base_asym``, no two entries of one slot serve the same
-    algorithm, and every advertised base_asym is served by some slot.
+    algorithm, and every advertised base_asym is served by some slot.  Each key is
+    a key pair (:func:`emulator.device.keypairs.plan_key_pairs` numbers them with the
+    [[key_pairs]] entries); the plan is kept on the identity (``key_pair_plan``).
     """
+    from emulator.codec.identity import key_usage_bits
+    from emulator.device.keypairs import plan_key_pairs
+
     offered = 0
     for bit in profile.algo_list("base_asym"):
         offered |= bit
-    keys: list[SlotKey] = []
+    for bit in profile.algo_list("pqc_asym"):
+        offered |= int(bit) << PQC_ASYM_SHIFT
+    loaded: list[_Loaded] = []
     supported = 0
     for i, entry in enumerate(profile.slots):
         where = f"slots[{i}]"
@@ -379,33 +428,61 @@ def build_identity(profile: Profile, source: str = "<profile>") -> Identity:
                 source,
                 where,
                 f"the key of slot {entry.id} signs with {asym_names(mask)}, none of which is "
-                "in [algorithms] base_asym",
+                "in [algorithms] base_asym or pqc_asym",
             )
-        for other in keys:
-            if other.slot_id == entry.id and other.asym_mask & mask:
+        for other in loaded:
+            if other.entry.id == entry.id and other.mask & mask:
                 raise ProfileError(
                     source,
                     f"{where}.id",
-                    f"slot {entry.id} already has a key for {asym_names(other.asym_mask & mask)} "
+                    f"slot {entry.id} already has a key for {asym_names(other.mask & mask)} "
                     f"({other.origin})",
                 )
         if entry.cert_model is not None:
             info = int(CERT_MODELS[entry.cert_model])
-        keys.append(
-            SlotKey(
-                slot_id=entry.id,
-                key=key,
-                certs_der=certs,
-                asym_mask=mask,
-                key_pair_id=entry.key_pair_id
-                if entry.key_pair_id is not None
-                else (entry.id + 1 if entry.id < SLOT_COUNT else 0),
-                certificate_info=info,
-                key_usage=_key_usage(entry.key_usage),
-                origin=origin,
+        loaded.append(_Loaded(i, entry, key, certs, info, origin, mask))
+    plan = plan_key_pairs(
+        profile, {x.index: x.key for x in loaded}, _section_keys(profile, source), source
+    )
+    # the key usage of each key pair: its [[key_pairs]] key_usage, else its slots' (which
+    # must agree), else every SPDM use
+    usage: dict[int, int] = {}
+    for x in loaded:
+        kpid = plan.slot_ids[x.index]
+        idx = plan.pairs[kpid][0]
+        sec_usage = profile.key_pairs[idx].key_usage if idx is not None else None
+        if sec_usage is not None:
+            want = key_usage_bits(sec_usage)
+            if x.entry.key_usage is not None and _key_usage(x.entry.key_usage) != want:
+                raise ProfileError(
+                    source,
+                    f"slots[{x.index}].key_usage",
+                    f"differs from the key_usage of key pair {kpid} ([[key_pairs]])",
+                )
+        else:
+            want = _key_usage(x.entry.key_usage)
+        if kpid in usage and usage[kpid] != want and x.entry.key_usage is not None:
+            raise ProfileError(
+                source,
+                f"slots[{x.index}].key_usage",
+                f"key pair {kpid} backs several slots with different key_usage",
             )
+        usage.setdefault(kpid, want)
+    keys = [
+        SlotKey(
+            slot_id=x.entry.id,
+            key=x.key,
+            certs_der=x.certs,
+            asym_mask=x.mask,
+            key_pair_id=plan.slot_ids[x.index],
+            certificate_info=x.info,
+            key_usage=usage[plan.slot_ids[x.index]],
+            origin=x.origin,
         )
+        for x in loaded
+    ]
     identity = Identity(keys, supported)
+    identity.key_pair_plan = plan
     if keys:
         missing = offered & ~identity.servable_asym()
         if missing:

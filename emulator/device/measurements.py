@@ -89,6 +89,9 @@ class StoredBlock:
     _encoded: dict[tuple[int, bool], bytes] = field(
         init=False, default_factory=dict, repr=False, compare=False
     )
+    #: a hash-extended block linked to the measurement extension log: the encoded MEL
+    #: entries that extend it, in order (None: an ordinary block, ``value`` is reported)
+    extension: tuple[bytes, ...] | None = None
 
     def sends_raw(self, meas_hash_algo: int, raw_requested: bool) -> bool:
         """Whether this block goes out as a raw bit stream for the request."""
@@ -102,8 +105,19 @@ class StoredBlock:
         """The measurement block as GET_MEASUREMENTS reports it.
 
         ``meas_hash_algo`` is the negotiated MeasurementHashAlgo bit.  Raises
-        CryptoError for an unsupported algorithm.
+        CryptoError for an unsupported algorithm.  A block extended by the MEL reports
+        the extend chain v = H(v || entry) from zeros with ``meas_hash_algo`` (as libspdm's
+        sample device), or the concatenated entries with RAW_BIT_STREAM_ONLY.
         """
+        if self.extension is not None:
+            if meas_hash_algo == MeasurementHashAlgo.RAW_BIT_STREAM_ONLY:
+                return MeasurementBlock(
+                    self.index, int(self.kind) | RAW_BIT_STREAM, b"".join(self.extension)
+                )
+            value = bytes(len(measurement_digest(meas_hash_algo, b"")))
+            for entry in self.extension:
+                value = measurement_digest(meas_hash_algo, value + entry)
+            return MeasurementBlock(self.index, int(self.kind), value)
         if self.sends_raw(meas_hash_algo, raw_requested):
             return MeasurementBlock(self.index, int(self.kind) | RAW_BIT_STREAM, self.value)
         return MeasurementBlock(
@@ -279,6 +293,11 @@ class MeasurementStore:
             raise MeasurementError(f"measurement {index}: {len(value)}-byte value is too large")
         with self._lock:
             old = self._require(index)
+            if old.extension is not None:
+                raise MeasurementError(
+                    f"measurement {index} is extended by the measurement extension log: "
+                    "append a MEL entry instead"
+                )
             if old.kind is MeasurementValueType.DEVICE_MODE and len(value) != DEVICE_MODE_SIZE:
                 raise MeasurementError(
                     f"measurement {index}: a device mode value is 16 bytes, got {len(value)}"
@@ -366,6 +385,22 @@ class MeasurementStore:
         self._changed(new, visible, "set_device_mode")
         return new
 
+    def set_extension(self, index: int, extension: tuple[bytes, ...]) -> StoredBlock:
+        """The MEL entries that extend hash-extended block ``index`` (DSP0274 1.3 MEL): a
+        hash-extend register is live, so the change is reported at once, MEAS_FRESH_CAP
+        or not."""
+        with self._lock:
+            old = self._require(index)
+            if old.extension is None:
+                raise MeasurementError(
+                    f"measurement {index} is not extended by the measurement extension log"
+                )
+            new = replace(old, extension=extension, generation=old.generation + 1)
+            self._reported[index] = new
+            self._pending.pop(index, None)
+        self._changed(new, True, "mel_extend")
+        return new
+
     def device_reset(self) -> list[int]:
         """A device reset: pending changes (no MEAS_FRESH_CAP) become the reported values."""
         with self._lock:
@@ -390,6 +425,7 @@ def measurement_store(profile: Profile) -> MeasurementStore:
             tcb=m.in_tcb,
             raw_on_request=m.raw_on_request,
             description=m.description,
+            extension=() if m.mel else None,
         )
         for m in profile.measurements
     ]

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from emulator.codec.constants import RequestCode, code_name
 from emulator.codec.messages import build_error
+from emulator.codec.tdisp import tdisp_in_vendor
 from emulator.device.random import RandomSource, SeededRandom
 from emulator.faults import hostile, mutate
 from emulator.faults.lies import VIEW_LIES, DeviceView, LieMaterial
@@ -43,6 +44,7 @@ from emulator.faults.model import (
 )
 from emulator.faults.spec import parse_fault_spec, rule_from_mapping
 from emulator.responder import Deferral, FaultContext
+from emulator.responder.vendor_defined.tdisp import TdispFault
 
 if TYPE_CHECKING:
     from emulator.events import Reply
@@ -174,10 +176,19 @@ class FaultEngine:
         version = responder.version or (request[0] if request else 0)
         fired: list[FaultRule] = []
         remember = False
+        tdisp_type: int | None = None
+        tdisp_parsed = False
         for rule in list(self._rules):
             w = rule.when
             if w.codes and code not in w.codes:
                 continue
+            if w.tdisp:
+                if not tdisp_parsed:
+                    inner = tdisp_in_vendor(request)
+                    tdisp_type = inner[1] if inner is not None and len(inner) > 1 else None
+                    tdisp_parsed = True
+                if tdisp_type not in w.tdisp:
+                    continue
             if w.session == "in" and session_id is None:
                 continue
             if w.session == "out" and session_id is not None:
@@ -258,6 +269,8 @@ class FaultExchange:
         self._deferred: tuple[FaultRule, int] | None = None
         #: what the responder sees differently in this exchange (lies, rng, not-ready)
         self.context: FaultContext | None = None
+        #: TDISP faults handed to the responder, and their rules
+        self._tdisp: list[tuple[FaultRule, TdispFault]] = []
 
     def _rules(self, stage: Stage) -> list[FaultRule]:
         return [r for r in self.fired if r.action.stage is stage]
@@ -328,6 +341,11 @@ class FaultExchange:
                     self._lies = ActiveLies()
                 self._lies.wanted[a.lie] = rule.id
                 self._lie_rules[a.lie] = rule
+            elif a.kind is ActionKind.TDISP and a.tdisp is not None:
+                if tdisp_in_vendor(request) is None:
+                    self._skipped(rule, "the request carries no TDISP message")
+                else:
+                    self._tdisp.append((rule, TdispFault(a.tdisp, a.tdisp_code)))
         self.request = request
         if response is not None:
             return request, response
@@ -341,8 +359,9 @@ class FaultExchange:
                 device = DeviceView(r.device, view_lies, self.engine.material, self._lies.told)
         if self._remember or replay is not None:
             self._random = _ReplayRandom(r.rng, replay)
-        if device is not None or self._random is not None:
-            self.context = FaultContext(device=device, rng=self._random)
+        tdisp = tuple(f for _rule, f in self._tdisp)
+        if device is not None or self._random is not None or tdisp:
+            self.context = FaultContext(device=device, rng=self._random, tdisp=tdisp)
         return request, None
 
     # ---- stage 2: after the responder, before encryption ---------------------------
@@ -367,6 +386,12 @@ class FaultExchange:
             if rnd.drawn and self.code >= 0:
                 self.engine._random_memory[self.code] = bytes(rnd.drawn)
             self._random = None
+        for rule, fault in self._tdisp:
+            if fault.applied is not None:
+                self._applied(rule, fault.applied)
+            else:
+                self._skipped(rule, f"nothing in this TDISP request can carry {rule.action_text}")
+        self._tdisp = []
         if self._lies is not None:
             for kind, _rule_id in self._lies.wanted.items():
                 rule = self._lie_rules[kind]

@@ -72,7 +72,7 @@ class MutationContext:
     def from_responder(cls, r: Any, request: bytes, **kw: Any) -> MutationContext:
         """Sizes from a :class:`~emulator.responder.Responder`'s negotiated algorithms."""
         from emulator.crypto import (
-            dhe_exchange_size,
+            exchange_sizes,
             hash_size,
             measurement_hash_size,
             signature_size,
@@ -97,9 +97,9 @@ class MutationContext:
             request=bytes(request),
             version=r.version,
             hash_size=size(hash_size, alg.base_hash),
-            signature_size=size(signature_size, alg.base_asym),
+            signature_size=size(signature_size, alg.asym),
             measurement_hash_size=size(measurement_hash_size, alg.measurement_hash),
-            dhe_size=size(dhe_exchange_size, alg.dhe),
+            dhe_size=size(lambda _: exchange_sizes(alg.dhe, alg.kem)[1], alg.dhe | alg.kem),
             handshake_in_clear=clear,
             **kw,
         )
@@ -186,6 +186,8 @@ def response_fields(response: bytes, ctx: MutationContext) -> list[Field]:
             Field("ExtAsymSelCount", 32, 1, "count"),
             Field("ExtHashSelCount", 33, 1, "count"),
         ]
+        if response[0] >= 0x14:  # DSP0274 1.4 PqcAsymSel, in formerly reserved bytes
+            fields.append(Field("PqcAsymSel", 20, 4, "algo"))
         if response[0] >= 0x11:
             fields.append(Field("NumAlgStructs", 2, 1, "count"))
             for i in range(response[2]):
@@ -194,6 +196,16 @@ def response_fields(response: bytes, ctx: MutationContext) -> list[Field]:
         fields.append(Field("ProvisionedSlotMask", 3, 1, "count"))
         n = bin(response[3]).count("1")
         fields += [Field(f"Digest[{i}]", 4 + i * h, h, "hash") for i in range(n)]
+    elif code == ResponseCode.CERTIFICATE and response[0] >= 0x14 and response[2] & 0x80:
+        # SPDM 1.4 LargeCertChain: u32 LargePortionLength / LargeRemainderLength at 8 / 12
+        fields.append(Field("LargePortionLength", 8, 4, "length"))
+        fields.append(Field("LargeRemainderLength", 12, 4, "length", strict=False))
+        portion = _u(response, 8, 4)
+        offset = _u(req, 8, 4) if len(req) >= 16 else -1
+        if offset == 0 and h:
+            fields.append(Field("CertChain.Length", 16, 2, "length"))
+            fields.append(Field("CertChain.RootHash", 20, h, "hash"))
+        fields.append(Field("CertChain", 16, min(portion, len(response) - 16), "der"))
     elif code == ResponseCode.CERTIFICATE:
         fields.append(Field("PortionLength", 4, 2, "length"))
         fields.append(Field("RemainderLength", 6, 2, "length", strict=False))
@@ -355,7 +367,7 @@ def op_algo(response: bytes, rng: random.Random, ctx: MutationContext) -> tuple[
             new = old ^ (1 << rng.randrange(30))
             strict = False
     elif f.name.startswith("VersionNumberEntry"):
-        new = rng.choice([0x1400, 0x0900, 0x2000, 0xFFFF])
+        new = rng.choice([0x1500, 0x0900, 0x2000, 0xFFFF])  # 1.5, 0.9, 2.0: none exists
         strict = False  # an unknown version in the list is ignored by a requester
     else:
         new = old ^ (1 << rng.randrange(8 * f.size))
@@ -376,6 +388,8 @@ def _offered(request: bytes, name: str) -> int | None:
         return _u(request, 8, 4)
     if name == "BaseHashSel":
         return _u(request, 12, 4)
+    if name == "PqcAsymSel":
+        return _u(request, 16, 4) if request[0] >= 0x14 else 0
     if name == "MeasurementSpecificationSel":
         return request[6]
     if name.startswith("AlgStruct["):

@@ -31,14 +31,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa, rsa
 from cryptography.x509.oid import ExtensionOID
 
 from emulator.faults.model import LieKind
+from emulator.x509.pqc import is_mldsa_certificate
 
 #: lies told through a device view
 VIEW_LIES = frozenset(
@@ -116,6 +118,15 @@ class LieMaterial:
         if isinstance(like, ed448.Ed448PrivateKey):
             raw = hashlib.shake_256(f"{self.seed}/other-key/ed448".encode()).digest(57)
             return self._cached(("ed448",), lambda: ed448.Ed448PrivateKey.from_private_bytes(raw))
+        classes: tuple[Any, ...] = (
+            mldsa.MLDSA44PrivateKey,
+            mldsa.MLDSA65PrivateKey,
+            mldsa.MLDSA87PrivateKey,
+        )
+        for cls in classes:
+            if isinstance(like, cls):  # SPDM 1.4 ML-DSA: FIPS 204 KeyGen from a seeded xi
+                xi = hashlib.sha256(f"{self.seed}/other-key/{cls.__name__}".encode()).digest()
+                return self._cached((cls.__name__,), partial(cls.from_seed_bytes, xi))
         raise TypeError(f"no substitute for a {type(like).__name__}")
 
     def reissued_chain(self, certs_der: tuple[bytes, ...], expired: bool) -> tuple[bytes, ...]:
@@ -129,6 +140,8 @@ def _reissue(certs_der: tuple[bytes, ...], expired: bool, seed: int) -> tuple[by
     from cryptography.hazmat.primitives import serialization
 
     certs = [x509.load_der_x509_certificate(d) for d in certs_der]
+    if is_mldsa_certificate(certs[-1]):
+        return _reissue_mldsa(certs, expired, seed)
     order = _CURVE_ORDERS["secp256r1"]
     ca_keys = [
         ec.derive_private_key(
@@ -167,6 +180,58 @@ def _reissue(certs_der: tuple[bytes, ...], expired: bool, seed: int) -> tuple[by
                 value = ext.value
             builder = builder.add_extension(value, ext.critical)
         out.append(builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+    return tuple(out)
+
+
+def _validity(cert: x509.Certificate, expired: bool) -> tuple[datetime, datetime]:
+    if expired:
+        return EXPIRED_NOT_BEFORE, EXPIRED_NOT_AFTER
+    not_after = cert.not_valid_after_utc
+    if not_after <= datetime.now(UTC):
+        not_after = datetime.now(UTC) + timedelta(days=3650)
+    return cert.not_valid_before_utc, not_after
+
+
+def _reissue_mldsa(certs: list[x509.Certificate], expired: bool, seed: int) -> tuple[bytes, ...]:
+    """:func:`_reissue` for an SPDM 1.4 ML-DSA chain: new ML-DSA-65 CA keys (from the seed),
+    each certificate built with stand-in keys and re-signed (emulator.x509.pqc)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519 as _ed
+
+    from emulator.x509.pqc import mldsa_sign_certificate, subject_key_id
+
+    ca_keys = [
+        mldsa.MLDSA65PrivateKey.from_seed_bytes(
+            hashlib.sha256(f"{seed}/lie-ca/{expired}/{i}/mldsa".encode()).digest()
+        )
+        for i in range(len(certs) - 1)
+    ]
+    stand_in = _ed.Ed25519PrivateKey.from_private_bytes(bytes(32))
+    out: list[bytes] = []
+    for i, cert in enumerate(certs):
+        is_leaf = i == len(certs) - 1
+        public: Any = cert.public_key() if is_leaf else ca_keys[i].public_key()
+        signer = ca_keys[i - 1] if i else ca_keys[0]
+        not_before, not_after = _validity(cert, expired)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(cert.subject)
+            .issuer_name(cert.issuer)
+            .public_key(stand_in.public_key())
+            .serial_number(cert.serial_number)
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+        )
+        for ext in cert.extensions:
+            if ext.oid == ExtensionOID.SUBJECT_KEY_IDENTIFIER:
+                value: Any = x509.SubjectKeyIdentifier(subject_key_id(public))
+            elif ext.oid == ExtensionOID.AUTHORITY_KEY_IDENTIFIER:
+                value = x509.AuthorityKeyIdentifier(subject_key_id(signer.public_key()), None, None)
+            else:
+                value = ext.value
+            builder = builder.add_extension(value, ext.critical)
+        signed = mldsa_sign_certificate(builder.sign(stand_in, None), public, signer)
+        out.append(signed.public_bytes(serialization.Encoding.DER))
     return tuple(out)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from emulator.errors import EmulatorError
+from emulator.responder.vendor_defined.tdisp import TdispFaultKind
 
 
 class FaultSpecError(EmulatorError):
@@ -63,6 +64,8 @@ class ActionKind(Enum):
     RECORD = "record"
     #: hostile device: seeded structure-aware lies (emulator.faults.hostile)
     MUTATE = "mutate"
+    #: a TDISP device that misbehaves (emulator.responder.vendor_defined.tdisp)
+    TDISP = "tdisp"
 
 
 class LieKind(Enum):
@@ -110,7 +113,8 @@ class When:
     """Which exchanges a rule matches and, among them, which ones it fires on.
 
     Filters (all must hold): request ``codes`` (empty: any), ``session``
-    ("any" / "in" / "out"), ``connections`` and ``versions`` (empty: any).  Each
+    ("any" / "in" / "out"), ``connections`` and ``versions`` (empty: any), ``tdisp``
+    (the TDISP message types a VENDOR_DEFINED_REQUEST must carry; empty: no filter).  Each
     matching exchange increments the rule's count k (1, 2, ...); the rule fires when
     every given trigger holds: ``nth`` (k == nth), ``every`` (k % every == 0),
     ``after`` (k > after), ``prob`` (seeded draw < prob), and it has fired fewer than
@@ -121,6 +125,8 @@ class When:
     session: str = "any"
     connections: frozenset[int] = frozenset()
     versions: frozenset[int] = frozenset()
+    #: TDISP message types (VENDOR_DEFINED_REQUEST carrying TDISP; empty: any request)
+    tdisp: frozenset[int] = frozenset()
     nth: int | None = None
     every: int | None = None
     after: int | None = None
@@ -167,11 +173,14 @@ class Action:
     lie: LieKind | None = None
     tamper: TamperSide = TamperSide.REQUEST
     record: RecordFault | None = None
+    #: tdisp: what the DSM does wrong, and the TDISP_ERROR code of refuse / refuse_lock
+    tdisp: TdispFaultKind | None = None
+    tdisp_code: int = 0x0104
 
     @property
     def stage(self) -> Stage:
         k = self.kind
-        if k in (ActionKind.ERROR, ActionKind.NOT_READY):
+        if k in (ActionKind.ERROR, ActionKind.NOT_READY, ActionKind.TDISP):
             return Stage.REQUEST
         if k in (
             ActionKind.DELAY,

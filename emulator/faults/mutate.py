@@ -29,7 +29,7 @@ from emulator.codec.constants import (
     ResponderCap,
     ResponseCode,
 )
-from emulator.crypto import dhe_exchange_size, hash_size, signature_size
+from emulator.crypto import exchange_sizes, hash_size, signature_size
 from emulator.errors import CryptoError
 
 NONCE_SIZE = 32
@@ -83,16 +83,17 @@ def _hash_size(r: Any) -> int:
 
 def _sig_size(r: Any) -> int:
     try:
-        return signature_size(r.algorithms.base_asym)
+        return signature_size(r.algorithms.asym)
     except CryptoError:
         raise NotApplicable("no signature algorithm negotiated") from None
 
 
 def _dhe_size(r: Any) -> int:
     try:
-        return dhe_exchange_size(r.algorithms.dhe)
+        # KEY_EXCHANGE_RSP ExchangeData: the DHE value or (1.4) the ML-KEM ciphertext
+        return exchange_sizes(r.algorithms.dhe, r.algorithms.kem)[1]
     except CryptoError:
-        raise NotApplicable("no DHE group negotiated") from None
+        raise NotApplicable("no DHE group or KEM negotiated") from None
 
 
 def _record_length(response: bytes) -> int:
@@ -194,6 +195,8 @@ def length_field(response: bytes, request: bytes, r: Any) -> tuple[int, int, str
         field = (5, 1, "VersionNumberEntryCount")
     elif code == ResponseCode.ALGORITHMS:
         field = (4, 2, "Length")
+    elif code == ResponseCode.CERTIFICATE and response[0] >= 0x14 and response[2] & 0x80:
+        field = (8, 4, "LargePortionLength")  # SPDM 1.4 LargeCertChain
     elif code == ResponseCode.CERTIFICATE:
         field = (4, 2, "PortionLength")
     elif code == ResponseCode.MEASUREMENTS:

@@ -15,6 +15,8 @@ A SPEC is a comma-separated list of ``key=value`` items, e.g.::
 ``session`` ``in`` (only inside a secured session), ``out``, ``any`` (default)
 ``conn``   connection numbers, ``|``-separated (the server numbers them from 1)
 ``version`` SPDM versions, ``|``-separated (``1.2|1.3``): the negotiated one
+``tdisp``  TDISP message types, ``|``-separated (``LOCK_INTERFACE_REQUEST``, any
+           case, or numbers ``0x83``): only VENDOR_DEFINED_REQUESTs carrying one
 ``nth``    fire on the n-th matching request only
 ``every``  fire on every n-th matching request
 ``after``  fire on every matching request after the first n
@@ -64,6 +66,15 @@ A SPEC is a comma-separated list of ``key=value`` items, e.g.::
                              response (length/count fields, codes, version, algorithm
                              bits, truncation, signature/hash/DER bytes); ``seed``
                              seeds it (emulator.faults.hostile; ``--mutate SEED[:RATE]``)
+``tdisp:KIND``               a misbehaving TDISP device (PCIe 6.1 ch. 11): ``refuse_lock``
+                             (LOCK_INTERFACE_REQUEST gets TDISP_ERROR ``code``, default
+                             INVALID_DEVICE_CONFIGURATION), ``refuse`` (any matching
+                             TDISP request, default code UNSPECIFIED), ``error`` (the TDI
+                             moves to ERROR before the request is handled),
+                             ``wrong_nonce`` (LOCK returns a nonce START will not accept),
+                             ``report_lie`` (the reported MMIO range 0 moves after LOCK
+                             while the TDI stays locked); key ``code`` (a TDISP error
+                             code name or number)
 ===========================  ========================================================
 
 Numbers may be decimal or ``0x`` hex; offsets may be negative (from the end).
@@ -76,6 +87,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from emulator.codec.constants import ErrorCode, RequestCode, ResponseCode, SpdmVersion
+from emulator.codec.tdisp import TdispErrorCode, TdispRequest
 from emulator.faults.model import (
     Action,
     ActionKind,
@@ -86,6 +98,7 @@ from emulator.faults.model import (
     TamperSide,
     When,
 )
+from emulator.responder.vendor_defined.tdisp import TdispFaultKind
 
 #: keys that say when a rule fires
 WHEN_KEYS = (
@@ -94,6 +107,7 @@ WHEN_KEYS = (
     "session",
     "conn",
     "version",
+    "tdisp",
     "nth",
     "every",
     "after",
@@ -113,6 +127,7 @@ PARAM_KEYS: dict[str, frozenset[ActionKind]] = {
     "mask": frozenset({ActionKind.FLIP, ActionKind.TAMPER}),
     "value": frozenset({ActionKind.SET, ActionKind.EXTEND}),
     "at": frozenset({ActionKind.FLIP, ActionKind.SET, ActionKind.TAMPER}),
+    "code": frozenset({ActionKind.TDISP}),
 }
 ALL_KEYS = (*WHEN_KEYS, "do", *PARAM_KEYS)
 
@@ -173,6 +188,39 @@ def parse_error_code(text: str, key: str = "do") -> int:
             return int(member)
     choices = ", ".join(m.name for m in ErrorCode)
     raise FaultSpecError(key, f"unknown error code {t!r}; choose from {choices}")
+
+
+def parse_tdisp_error(text: str, key: str = "code") -> int:
+    """A TDISP ERROR_CODE name (``BUSY``, ``invalid-nonce``) or number (PCIe 6.1 table 11-27)."""
+    t = text.strip()
+    if t[:2].lower() == "0x" or t.isdigit():
+        return _int(key, t, 0, 0xFFFFFFFF)
+    member = TdispErrorCode.__members__.get(_norm(t))
+    if member is None:
+        choices = ", ".join(TdispErrorCode.__members__)
+        raise FaultSpecError(key, f"unknown TDISP error code {t!r}; choose from {choices}")
+    return int(member)
+
+
+def _tdisp_type(key: str, text: str) -> int:
+    t = text.strip()
+    if t[:2].lower() == "0x" or t.isdigit():
+        code = _int(key, t, 0x81, 0x8B)
+    else:
+        member = TdispRequest.__members__.get(_norm(t))
+        if member is None:
+            choices = ", ".join(TdispRequest.__members__)
+            raise FaultSpecError(key, f"unknown TDISP request {t!r}; choose from {choices}")
+        code = int(member)
+    return code
+
+
+#: the TDISP messages a tdisp:KIND fault applies to when the rule names none
+_TDISP_DEFAULT_FILTER: dict[TdispFaultKind, frozenset[int]] = {
+    TdispFaultKind.REFUSE_LOCK: frozenset({TdispRequest.LOCK_INTERFACE_REQUEST}),
+    TdispFaultKind.WRONG_NONCE: frozenset({TdispRequest.LOCK_INTERFACE_REQUEST}),
+    TdispFaultKind.REPORT_LIE: frozenset({TdispRequest.GET_DEVICE_INTERFACE_REPORT}),
+}
 
 
 def _version(key: str, text: str) -> int:
@@ -339,6 +387,20 @@ def _parse_action(do: str, params: dict[str, str]) -> tuple[Action, str]:
     if kind is ActionKind.MUTATE:
         no_arg()
         return Action(kind), canon
+    if kind is ActionKind.TDISP:
+        fault = _choice("do", needs_arg("KIND"), TdispFaultKind, "TDISP fault")
+        refusing = fault in (TdispFaultKind.REFUSE, TdispFaultKind.REFUSE_LOCK)
+        if "code" in params and not refusing:
+            raise FaultSpecError(
+                "code", f"only for tdisp:refuse and tdisp:refuse_lock, not {fault.value}"
+            )
+        default = (
+            TdispErrorCode.INVALID_DEVICE_CONFIGURATION
+            if fault is TdispFaultKind.REFUSE_LOCK
+            else TdispErrorCode.UNSPECIFIED
+        )
+        code = parse_tdisp_error(params["code"]) if "code" in params else int(default)
+        return Action(kind, tdisp=fault, tdisp_code=code), f"tdisp:{fault.value}"
     raise FaultSpecError("do", f"unhandled action {kind.value}")  # pragma: no cover
 
 
@@ -360,7 +422,7 @@ def rule_from_items(
             raise FaultSpecError("do", "missing: a fault needs an action (do=ACTION)")
         params = {k: v for k, v in seen.items() if k in PARAM_KEYS}
         action, action_text = _parse_action(seen["do"], params)
-        when, when_text = _parse_when(seen)
+        when, when_text = _parse_when(seen, action)
     except FaultSpecError as exc:
         raise FaultSpecError(exc.key, exc.problem, source) from None
     rule_id = seen.get("id", "")
@@ -377,7 +439,7 @@ def rule_from_items(
     )
 
 
-def _parse_when(seen: Mapping[str, str]) -> tuple[When, list[str]]:
+def _parse_when(seen: Mapping[str, str], action: Action) -> tuple[When, list[str]]:
     text: list[str] = []
     codes: set[int] = set()
     if "on" in seen:
@@ -387,8 +449,24 @@ def _parse_when(seen: Mapping[str, str]) -> tuple[When, list[str]]:
         if not any(n.lower() in ("any", "*") for n in names):
             for n in names:
                 codes.add(_enum_code("on", n, RequestCode))
+    tdisp: frozenset[int] = frozenset()
+    if "tdisp" in seen:
+        tdisp = frozenset(_tdisp_type("tdisp", n) for n in _list(seen["tdisp"]))
+        if not tdisp:
+            raise FaultSpecError("tdisp", "no TDISP message type given")
+    elif action.tdisp is not None:
+        tdisp = _TDISP_DEFAULT_FILTER.get(action.tdisp, frozenset())
+    if tdisp or action.kind is ActionKind.TDISP:
+        vendor = int(RequestCode.VENDOR_DEFINED_REQUEST)
+        if codes and codes != {vendor}:
+            raise FaultSpecError(
+                "on", "TDISP messages travel in VENDOR_DEFINED_REQUEST; drop on= or use it"
+            )
+        codes = {vendor}
     if codes:
         text.append("on=" + "|".join(_code_text(c) for c in sorted(codes)))
+    if tdisp:
+        text.append("tdisp=" + "|".join(TdispRequest(c).name for c in sorted(tdisp)))
     session = "any"
     if "session" in seen:
         s = seen["session"].strip().lower()
@@ -425,7 +503,7 @@ def _parse_when(seen: Mapping[str, str]) -> tuple[When, list[str]]:
         text.append(f"seed={_int('seed', seen['seed'], 0)}")
     if times is not None:
         text.append(f"times={times}")
-    when = When(frozenset(codes), session, conns, versions, nth, every, after, prob, times)
+    when = When(frozenset(codes), session, conns, versions, tdisp, nth, every, after, prob, times)
     return when, text
 
 
@@ -503,6 +581,6 @@ def rule_to_dict(rule: FaultRule) -> dict[str, Any]:
 #: what the CLI shows under ``--help`` for ``--fault``
 FAULT_HELP = (
     "inject a fault: comma-separated key=value, e.g. on=GET_MEASUREMENTS,nth=2,do=error:Busy "
-    "(keys: on, session, conn, version, nth, every, after, prob, seed, times, id, do; "
+    "(keys: on, session, conn, version, tdisp, nth, every, after, prob, seed, times, id, do; "
     "see 'Fault injection' in README.md). May be repeated."
 )

@@ -26,14 +26,15 @@ from typing import TYPE_CHECKING
 
 from emulator.codec.chunking import (
     CHUNK_HEADER_SIZE,
-    CHUNK_SEND_ACK_HEADER_SIZE,
     LARGE_MESSAGE_SIZE_FIELD,
     ChunkGet,
     ChunkResponse,
     ChunkSend,
     ChunkSendAck,
     large_response_handle,
+    max_chunks,
     max_large_message,
+    short_chunk_size,
 )
 from emulator.codec.constants import (
     MIN_DATA_TRANSFER_SIZE_V12,
@@ -177,9 +178,10 @@ async def fetch_large_response(
     data = bytearray()
     large = 0
     seq = 0
-    max_large = max_large_message(data_transfer_size)
+    max_large = max_large_message(data_transfer_size, version)
+    wrap = max_chunks(version) - 1  # ChunkSeqNo: 16 bits, 32 from SPDM 1.4
     while True:
-        if seq and seq & 0xFFFF == 0:
+        if seq and seq & wrap == 0:
             raise _fail(what, "ChunkSeqNo would wrap around")
         request = ChunkGet(version, handle, seq).encode()
         response = await send(request)
@@ -221,9 +223,9 @@ async def fetch_large_response(
                     what, f"LargeMessageSize {large} over our MaxSPDMmsgSize {max_spdm_msg_size}"
                 )
             if large > max_large:
-                raise _fail(what, f"LargeMessageSize {large} needs more than 65536 chunks")
+                raise _fail(what, f"LargeMessageSize {large} needs more than {wrap + 1} chunks")
             floor = MIN_DATA_TRANSFER_SIZE_V12 - (
-                CHUNK_SEND_ACK_HEADER_SIZE if after_chunk_send else 0
+                short_chunk_size(version) if after_chunk_send else 0
             )
             if large <= floor:
                 raise _fail(what, f"LargeMessageSize {large} is not over {floor}")
@@ -270,8 +272,10 @@ async def send_large_request(
     what = "CHUNK_SEND_ACK"
     if chunk_limit < MIN_DATA_TRANSFER_SIZE_V12:
         raise RequesterError(f"CHUNK_SEND: transfer size {chunk_limit} is under 42")
-    if len(request) > max_large_message(chunk_limit):
-        raise RequesterError(f"CHUNK_SEND: a {len(request)}-byte request needs > 65536 chunks")
+    if len(request) > max_large_message(chunk_limit, version):
+        raise RequesterError(
+            f"CHUNK_SEND: a {len(request)}-byte request needs > {max_chunks(version)} chunks"
+        )
     if transfer is not None:
         transfer.request = request
     sent = 0

@@ -24,22 +24,32 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import (
+    ec,
+    ed448,
+    ed25519,
+    mldsa,
+    padding,
+    rsa,
+    utils,
+)
 
 from emulator.codec.constants import (
     MEAS_CAP_MASK,
+    PQC_ASYM_SHIFT,
     BaseAsymAlgo,
     BaseHashAlgo,
-    OtherParams,
+    PqcAsymAlgo,
     RequestCode,
     RequesterCap,
     ResponderCap,
     ResponseCode,
+    signing_algo_name,
 )
 from emulator.errors import RequesterError
 from emulator.requester.requester import Requester
@@ -92,10 +102,25 @@ _ASYM: dict[int, tuple[str, int | str, int]] = {
     BaseAsymAlgo.ECDSA_P521: ("ecdsa", "secp521r1", 132),
     BaseAsymAlgo.EDDSA_ED25519: ("ed25519", 0, 64),
     BaseAsymAlgo.EDDSA_ED448: ("ed448", 0, 114),
+    # SPDM 1.4 PqcAsymAlgo bits << 32 (FIPS 204 signature sizes)
+    PqcAsymAlgo.ML_DSA_44 << PQC_ASYM_SHIFT: ("mldsa", "ML-DSA-44", 2420),
+    PqcAsymAlgo.ML_DSA_65 << PQC_ASYM_SHIFT: ("mldsa", "ML-DSA-65", 3309),
+    PqcAsymAlgo.ML_DSA_87 << PQC_ASYM_SHIFT: ("mldsa", "ML-DSA-87", 4627),
+}
+_MLDSA_KEYS: dict[str, type[object]] = {
+    "ML-DSA-44": mldsa.MLDSA44PublicKey,
+    "ML-DSA-65": mldsa.MLDSA65PublicKey,
+    "ML-DSA-87": mldsa.MLDSA87PublicKey,
 }
 
 PublicKey = (
-    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+    rsa.RSAPublicKey
+    | ec.EllipticCurvePublicKey
+    | ed25519.Ed25519PublicKey
+    | ed448.Ed448PublicKey
+    | mldsa.MLDSA44PublicKey
+    | mldsa.MLDSA65PublicKey
+    | mldsa.MLDSA87PublicKey
 )
 
 
@@ -117,7 +142,9 @@ def hash_len(algo: int) -> int:
 def signature_size(asym: int) -> int:
     info = _ASYM.get(asym)
     if info is None:
-        raise RequesterError(f"BaseAsymSel 0x{asym:X}: not an algorithm this requester verifies")
+        base, pqc = asym & 0xFFFFFFFF, asym >> PQC_ASYM_SHIFT
+        field = f"PqcAsymSel 0x{pqc:X}" if pqc else f"BaseAsymSel 0x{base:X}"
+        raise RequesterError(f"{field}: not an algorithm this requester verifies")
     return info[2]
 
 
@@ -162,6 +189,8 @@ def _key_matches(asym: int, key: object) -> bool:
         return isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == param
     if kind == "ed25519":
         return isinstance(key, ed25519.Ed25519PublicKey)
+    if kind == "mldsa":
+        return isinstance(key, _MLDSA_KEYS[str(param)])
     return isinstance(key, ed448.Ed448PublicKey)
 
 
@@ -177,7 +206,8 @@ def verify_challenge_signature(
     """True if ``signature`` is the responder's signature over ``transcript`` (M1/M2/L1...).
 
     1.0/1.1 sign the transcript (the primitive hashes it); 1.2+ sign combined
-    prefix || Hash(transcript).  Independent of the responder's signing code.
+    prefix || Hash(transcript); 1.4 ML-DSA signs that with the FIPS 204 context string =
+    the SPDM context.  Independent of the responder's signing code.
     """
     kind, _param, size = _ASYM[asym]
     if len(signature) != size:
@@ -188,7 +218,11 @@ def verify_challenge_signature(
     else:
         data = transcript
     try:
-        if kind in ("rsassa", "rsapss"):
+        if kind == "mldsa":
+            if not isinstance(public_key, _MLDSA_KEYS[str(_param)]):
+                return False
+            cast(Any, public_key).verify(signature, data, context)
+        elif kind in ("rsassa", "rsapss"):
             assert isinstance(public_key, rsa.RSAPublicKey)
             pad: padding.AsymmetricPadding = (
                 padding.PKCS1v15()
@@ -237,10 +271,36 @@ def key_usage_of(cert: x509.Certificate) -> x509.KeyUsage | None:
         return None
 
 
+#: RFC 9881 id-ml-dsa-44/65/87: the ML-DSA signatureAlgorithm OIDs
+_MLDSA_SIG_OIDS = {
+    "2.16.840.1.101.3.4.3.17": "ML-DSA-44",
+    "2.16.840.1.101.3.4.3.18": "ML-DSA-65",
+    "2.16.840.1.101.3.4.3.19": "ML-DSA-87",
+}
+
+
 def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """``issuer`` signed ``cert`` (names and signature); ML-DSA certificates (which
+    ``verify_directly_issued_by`` does not know) are checked with the issuer's key over
+    the TBSCertificate, pure ML-DSA with an empty context (RFC 9881)."""
+    param = _MLDSA_SIG_OIDS.get(cert.signature_algorithm_oid.dotted_string)
+    if param is not None:
+        if cert.issuer != issuer.subject:
+            return False
+        try:
+            key = issuer.public_key()
+        except (ValueError, UnsupportedAlgorithm):
+            return False
+        if not isinstance(key, _MLDSA_KEYS[param]):
+            return False
+        try:
+            cast(Any, key).verify(cert.signature, cert.tbs_certificate_bytes)
+        except InvalidSignature:
+            return False
+        return True
     try:
         cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
 
@@ -330,7 +390,7 @@ def verify_spdm_chain(
     if usage is not None and not usage.digital_signature:
         raise RequesterError(f"{where}: the leaf keyUsage lacks digitalSignature")
     if not _key_matches(asym, leaf.public_key()):
-        name = BaseAsymAlgo(asym).name
+        name = signing_algo_name(asym)
         raise RequesterError(f"{where}: the leaf public key is not a {name} key")
     if expected_digest is not None and _h(hash_algo, chain) != expected_digest:
         raise RequesterError(f"{where}: Hash(chain) != the DIGESTS entry of slot {slot}")
@@ -432,16 +492,13 @@ class IdentityFlow:
         neg = self.req.neg
         if neg.algorithms is None:
             raise RequesterError("identity requests need VCA first")
-        return neg.version, neg.base_asym, neg.base_hash
+        return neg.version, neg.asym, neg.base_hash
 
     @property
     def multi_key(self) -> bool:
-        alg = self.req.neg.algorithms
-        return bool(
-            self.req.version >= 0x13
-            and alg is not None
-            and alg.other_params_sel & OtherParams.MULTI_KEY_CONN
-        )
+        """A multi-key connection for the responder's keys (what we asked in
+        NEGOTIATE_ALGORITHMS): DIGESTS and CERTIFICATE carry the key fields."""
+        return self.req.neg.multi_key_rsp
 
     async def _send(self, request: bytes) -> bytes:
         return await self.req.send(request)
@@ -490,9 +547,17 @@ class IdentityFlow:
     # -- GET_CERTIFICATE
 
     async def get_certificate(
-        self, slot: int = 0, *, portion: int | None = None, verify: bool = True
+        self,
+        slot: int = 0,
+        *,
+        portion: int | None = None,
+        verify: bool = True,
+        large: bool = False,
     ) -> SlotChain:
-        """Read slot ``slot`` in portions, check RemainderLength consistency, verify the chain."""
+        """Read slot ``slot`` in portions, check RemainderLength consistency, verify the chain.
+
+        ``large``: SPDM 1.4 LargeCertChain requests (u32 LargeOffset/LargeLength; the
+        responder must have advertised LARGE_RESP_CAP)."""
         self._sync()
         version, asym, base_hash = self._neg
         want_max = portion or self.portion
@@ -503,28 +568,44 @@ class IdentityFlow:
         info = 0
         while True:
             want = want_max if total is None else min(want_max, total - offset)
-            request = bytes((version, RequestCode.GET_CERTIFICATE, slot, 0)) + (
-                offset.to_bytes(2, "little") + want.to_bytes(2, "little")
-            )
+            if large:
+                if version < 0x14:
+                    raise RequesterError("LargeCertChain exists from SPDM 1.4 only")
+                request = bytes((version, RequestCode.GET_CERTIFICATE, slot | 0x80, 0))
+                request += bytes(4) + offset.to_bytes(4, "little") + want.to_bytes(4, "little")
+            else:
+                request = bytes((version, RequestCode.GET_CERTIFICATE, slot, 0)) + (
+                    offset.to_bytes(2, "little") + want.to_bytes(2, "little")
+                )
             response = await self._send(request)
             self.req.expect(response, ResponseCode.CERTIFICATE)
-            if len(response) < 8:
-                raise RequesterError(f"CERTIFICATE: {len(response)} bytes, need 8")
-            plen = int.from_bytes(response[4:6], "little")
-            rem = int.from_bytes(response[6:8], "little")
+            head = 16 if large else 8
+            if len(response) < head:
+                raise RequesterError(f"CERTIFICATE: {len(response)} bytes, need {head}")
+            if large:
+                if not response[2] & 0x80 or response[4:8] != bytes(4):
+                    raise RequesterError(
+                        "CERTIFICATE: LargeCertChain response without Param1 bit 7 / with "
+                        "non-zero 16-bit lengths"
+                    )
+                plen = int.from_bytes(response[8:12], "little")
+                rem = int.from_bytes(response[12:16], "little")
+            else:
+                plen = int.from_bytes(response[4:6], "little")
+                rem = int.from_bytes(response[6:8], "little")
             if (response[2] & 0x0F) != slot:
                 raise RequesterError(
                     f"CERTIFICATE: SlotID {response[2] & 0x0F}, requested slot {slot}"
                 )
             if plen > want:
                 raise RequesterError(f"CERTIFICATE: PortionLength {plen} > requested Length {want}")
-            if len(response) < 8 + plen:
+            if len(response) < head + plen:
                 raise RequesterError(
-                    f"CERTIFICATE: {len(response)} bytes, PortionLength {plen} needs {8 + plen}"
+                    f"CERTIFICATE: {len(response)} bytes, PortionLength {plen} needs {head + plen}"
                 )
             if total is None:
                 total = offset + plen + rem
-                if total > 0xFFFF:
+                if total > 0xFFFF and not large:
                     raise RequesterError(f"CERTIFICATE: chain of {total} bytes exceeds 0xFFFF")
             elif offset + plen + rem != total:
                 raise RequesterError(
@@ -534,8 +615,8 @@ class IdentityFlow:
             if plen == 0 and rem:
                 raise RequesterError(f"CERTIFICATE: PortionLength 0 with RemainderLength {rem}")
             info = response[3] if self.multi_key else 0
-            self.message_b += request + response[: 8 + plen]
-            data += response[8 : 8 + plen]
+            self.message_b += request + response[: head + plen]
+            data += response[head : head + plen]
             offset += plen
             portions += 1
             if rem == 0:
@@ -559,13 +640,7 @@ class IdentityFlow:
             h_len = hash_len(base_hash)
             certs = [x509.load_der_x509_certificate(d) for d in split_der(chain[4 + h_len :])]
         key = certs[-1].public_key()
-        if not isinstance(
-            key,
-            rsa.RSAPublicKey
-            | ec.EllipticCurvePublicKey
-            | ed25519.Ed25519PublicKey
-            | ed448.Ed448PublicKey,
-        ):
+        if not isinstance(key, PublicKey):
             raise RequesterError(f"slot {slot}: unsupported leaf key {type(key).__name__}")
         result = SlotChain(slot, chain, certs, key, portions, info)
         self.chains[slot] = result

@@ -22,10 +22,19 @@ import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import (
+    ec,
+    ed448,
+    ed25519,
+    mldsa,
+    padding,
+    rsa,
+    utils,
+)
 
 from emulator.codec.constants import (
     OPAQUE_DATA_FMT_MASK,
@@ -35,6 +44,7 @@ from emulator.codec.constants import (
     OtherParams,
     RequestCode,
     ResponseCode,
+    signing_algo,
 )
 from emulator.codec.measurements import (
     ATTR_RAW_BIT_STREAM_REQUESTED,
@@ -55,7 +65,13 @@ from emulator.errors import CodecError, RequesterError
 from emulator.requester.requester import Requester
 
 PublicKey = (
-    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+    rsa.RSAPublicKey
+    | ec.EllipticCurvePublicKey
+    | ed25519.Ed25519PublicKey
+    | ed448.Ed448PublicKey
+    | mldsa.MLDSA44PublicKey
+    | mldsa.MLDSA65PublicKey
+    | mldsa.MLDSA87PublicKey
 )
 
 #: BaseHashAlgo -> (hashlib name, cryptography hash class)
@@ -91,6 +107,12 @@ _SIG_SIZES = {
     BaseAsymAlgo.SM2_P256: 64,
     BaseAsymAlgo.EDDSA_ED25519: 64,
     BaseAsymAlgo.EDDSA_ED448: 114,
+}
+#: SPDM 1.4 PqcAsymAlgo bits << 32 -> (cryptography public key class, FIPS 204 size)
+_MLDSA: dict[int, tuple[type[object], int]] = {
+    1 << 32: (mldsa.MLDSA44PublicKey, 2420),
+    2 << 32: (mldsa.MLDSA65PublicKey, 3309),
+    4 << 32: (mldsa.MLDSA87PublicKey, 4627),
 }
 _SIGN_CONTEXT = b"responder-measurements signing"
 
@@ -146,7 +168,12 @@ def verify_signature(
     if version >= 0x12:
         data = signing_prefix(version) + hashlib.new(hname, transcript).digest()
     try:
-        if asym in (BaseAsymAlgo.ECDSA_P256, BaseAsymAlgo.ECDSA_P384, BaseAsymAlgo.ECDSA_P521):
+        if asym in _MLDSA:
+            # 1.4 ML-DSA: prefix || Hash(L1/L2), FIPS 204 context = the SPDM context
+            if not isinstance(public_key, _MLDSA[asym][0]):
+                raise RequesterError("the leaf key is not a key of the negotiated ML-DSA")
+            cast(Any, public_key).verify(signature, data, _SIGN_CONTEXT)
+        elif asym in (BaseAsymAlgo.ECDSA_P256, BaseAsymAlgo.ECDSA_P384, BaseAsymAlgo.ECDSA_P521):
             if not isinstance(public_key, ec.EllipticCurvePublicKey):
                 raise RequesterError("the leaf key is not an EC key")
             half = len(signature) // 2
@@ -201,14 +228,15 @@ def _log(req: Requester) -> MeasurementTranscript:
     return req.measurement_transcript
 
 
-def _sync_log(req: Requester, st: MeasurementTranscript) -> None:
-    """Reset L1/L2 if any other request succeeded (or a GET_MEASUREMENTS failed) since."""
-    for request, response in req.log[st.log_position :]:
+def _sync_log(req: Requester, st: MeasurementTranscript, end: int | None = None) -> None:
+    """Reset L1/L2 if any other request succeeded (or a GET_MEASUREMENTS failed) since
+    (up to the log entry ``end``)."""
+    for request, response in req.log[st.log_position : end]:
         is_error = len(response) > 1 and response[1] == ResponseCode.ERROR
         meas = len(request) > 1 and request[1] == RequestCode.GET_MEASUREMENTS
         if (meas and is_error) or (not meas and not is_error):
             st.data.clear()
-    st.log_position = len(req.log)
+    st.log_position = len(req.log) if end is None else end
 
 
 def _fail(st: MeasurementTranscript, problem: str) -> RequesterError:
@@ -262,15 +290,25 @@ async def get_measurements(
     ).encode()
     try:
         response = await req.send(request, session_id=session_id)
-    finally:
+    except BaseException:
+        st.data.clear()  # an ERROR (or no answer) to GET_MEASUREMENTS ends L1/L2
         st.log_position = len(req.log)
+        raise
+    # ERROR(Busy) answers the requester retried past (Requester.busy_retries) end L1/L2 too
+    _sync_log(req, st, end=len(req.log) - 1)
+    st.log_position = len(req.log)
     if response[1] == ResponseCode.ERROR:  # pragma: no cover - send() raises
         raise _fail(st, "ERROR")
     if response[1] != ResponseCode.MEASUREMENTS:
         raise _fail(st, f"response code 0x{response[1]:02X}, expected MEASUREMENTS")
     if response[0] != version:
         raise _fail(st, f"version byte 0x{response[0]:02X}, request was 0x{version:02X}")
-    sig_size = _SIG_SIZES.get(BaseAsymAlgo(alg.base_asym_sel), 0) if signed else 0
+    asym = signing_algo(alg.base_asym_sel, alg.pqc_asym_sel)
+    sig_sizes = {
+        **{int(k): v for k, v in _SIG_SIZES.items()},
+        **{k: v[1] for k, v in _MLDSA.items()},
+    }
+    sig_size = sig_sizes.get(asym, 0) if signed else 0
     if signed and not sig_size:
         raise _fail(st, "no signature algorithm was negotiated")
     try:
@@ -355,9 +393,7 @@ async def get_measurements(
                 f"MEASUREMENTS: no public key for slot {slot}: pass public_key or fetch the "
                 "slot's chain first (emulator.requester.identity.get_certificate)"
             )
-        if not verify_signature(
-            version, alg.base_asym_sel, alg.base_hash_sel, key, l1l2, msg.signature
-        ):
+        if not verify_signature(version, asym, alg.base_hash_sel, key, l1l2, msg.signature):
             raise RequesterError(
                 f"MEASUREMENTS: the signature does not verify over L1/L2 ({len(l1l2)} bytes)"
             )

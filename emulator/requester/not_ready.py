@@ -12,41 +12,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from emulator.codec.constants import ErrorCode, RequestCode, ResponseCode, code_name
 from emulator.codec.messages import build_header
 from emulator.errors import RequesterError
-from emulator.requester.errors import SpdmErrorReply
+from emulator.requester.errors import MAX_RDT_EXPONENT, NotReady, SpdmErrorReply
 from emulator.requester.requester import Requester
 from emulator.transport.base import TransportMessage
 
-#: libspdm's LIBSPDM_MAX_RDT_EXPONENT
-MAX_RDT_EXPONENT = 31
-
-
-@dataclass(frozen=True, slots=True)
-class NotReady:
-    """One ERROR(ResponseNotReady)'s extended error data."""
-
-    rdt_exponent: int
-    request_code: int
-    token: int
-    rdtm: int
-
-    @classmethod
-    def parse(cls, response: bytes) -> NotReady:
-        if len(response) < 8:
-            raise RequesterError(
-                f"ResponseNotReady: {len(response)} bytes, the extended error data needs 8"
-            )
-        return cls(response[4], response[5], response[6], response[7])
-
-    @property
-    def wait_seconds(self) -> float:
-        """RDT = 2^RDTExponent microseconds."""
-        return (1 << self.rdt_exponent) / 1e6
+__all__ = ["MAX_RDT_EXPONENT", "NotReady", "RespondIfReadyChannel", "send_if_ready"]
 
 
 async def _sleep(seconds: float) -> None:

@@ -97,5 +97,62 @@ async def probe_device(
                     {"index": b.index, "type": b.value_type, "value": b.value.hex()} for b in blocks
                 ],
             }
+        if requester.version >= 0x13:
+            await _probe_13(requester, report, flags)
     except EmulatorError as exc:
         report.update(ok=False, error=str(exc))
+
+
+async def _probe_13(requester: Any, report: dict[str, Any], flags: int) -> None:
+    """SPDM 1.3 extras the device offers: its key pairs, its measurement extension log
+    (replayed against its hash-extended blocks) and its endpoint info (signed when it
+    can sign and slot 0's chain was verified)."""
+    if flags & ResponderCap.GET_KEY_PAIR_INFO_CAP:
+        from emulator.requester.provisioning import get_key_pair_info
+
+        first = await get_key_pair_info(requester, 1)
+        pairs = [first] + [
+            await get_key_pair_info(requester, n) for n in range(2, first.total_key_pairs + 1)
+        ]
+        report["key_pairs"] = [
+            {
+                "id": p.key_pair_id,
+                "asym": f"0x{p.current_asym_algo:X}",
+                "usage": f"0x{p.current_key_usage:04X}",
+                "slots": f"0x{p.assoc_cert_slot_mask:02X}",
+                "caps": f"0x{p.capabilities:02X}",
+            }
+            for p in pairs
+        ]
+    alg = requester.neg.algorithms
+    if flags & ResponderCap.MEL_CAP and alg is not None and alg.mel_spec_sel:
+        from emulator.requester.measurements import get_measurements
+        from emulator.requester.mel import get_mel, replay
+
+        mel = await get_mel(requester)
+        checked = []
+        for index in sorted({e.meas_index for e in mel.entries}):
+            block = (await get_measurements(requester, index)).blocks[0]
+            if block.value != replay(mel.entries, index, requester.neg.measurement_hash):
+                raise RequesterError(f"MEL: block {index} does not replay from the log")
+            checked.append(index)
+        report["mel"] = {"entries": len(mel.entries), "bytes": len(mel.log), "replayed": checked}
+    if flags & (ResponderCap.EP_INFO_CAP_NO_SIG | ResponderCap.EP_INFO_CAP_SIG):
+        from emulator.requester.endpoint_info import get_endpoint_info
+
+        flow = requester.identity_flow
+        signed = bool(flags & ResponderCap.EP_INFO_CAP_SIG) and (
+            flow is not None and 0 in flow.chains
+        )
+        ep = await get_endpoint_info(requester, signed=signed)
+        report["endpoint_info"] = {
+            "signed": signed,
+            "identifiers": [
+                {
+                    "registry": i.registry_id,
+                    "vendor_id": i.vendor_id.hex(),
+                    "sub_ids": [s.hex() for s in i.sub_ids],
+                }
+                for i in ep.identifiers
+            ],
+        }

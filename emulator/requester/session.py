@@ -3,10 +3,10 @@ records, HEARTBEAT, KEY_UPDATE, END_SESSION and mutual authentication (encapsula
 
 Everything here is an independent code path from the responder's: the key schedule,
 HMACs, transcript concatenation and the record format are written again with ``hashlib``,
-``hmac`` and ``cryptography``'s AEAD/DH/EC classes, following DSP0274 / DSP0277 and what
-libspdm's requester computes (``libspdm_req_key_exchange.c``, ``libspdm_req_finish.c``,
-``libspdm_secmes_encode_decode.c``).  Only the RFC 7919 FFDHE primes (constants) are shared
-with :mod:`emulator.crypto.dhe`.
+``hmac`` and ``cryptography``'s AEAD/DH/EC/ML-KEM/ML-DSA classes, following DSP0274 /
+DSP0277 and what libspdm's requester computes (``libspdm_req_key_exchange.c``,
+``libspdm_req_finish.c``, ``libspdm_secmes_encode_decode.c``).  Only the RFC 7919 FFDHE
+primes (constants) are shared with :mod:`emulator.crypto.dhe`.
 
 Use::
 
@@ -36,7 +36,16 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dh, ec, ed25519, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import (
+    dh,
+    ec,
+    ed25519,
+    mldsa,
+    mlkem,
+    padding,
+    rsa,
+    utils,
+)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from emulator.codec.constants import (
@@ -52,7 +61,7 @@ from emulator.errors import RequesterError, TransportError
 from emulator.requester.errors import SpdmErrorReply
 from emulator.requester.requester import Requester
 from emulator.transport import get_binding
-from emulator.transport.base import TransportBinding, TransportMessage
+from emulator.transport.base import AppData, RecordFormat, TransportBinding, TransportMessage
 
 # --- algorithm tables (DSP0274 bits -> parameters), the requester's own copy ------------------
 
@@ -96,6 +105,16 @@ _ASYM: dict[int, tuple[str, int]] = {
     0x100: ("ecdsa", 132),
     0x400: ("ed25519", 64),
     0x800: ("ed448", 114),
+    # SPDM 1.4 PqcAsymAlgo bits << 32: FIPS 204 ML-DSA-44/65/87
+    0x1 << 32: ("mldsa", 2420),
+    0x2 << 32: ("mldsa", 3309),
+    0x4 << 32: ("mldsa", 4627),
+}
+#: SPDM 1.4 KEM bit -> (cryptography private key class, encapsulation key, ciphertext size);
+#: ML-KEM-512 (0x1) is absent: cryptography 48 has no ML-KEM-512
+_KEM: dict[int, tuple[Any, int, int]] = {
+    0x2: (mlkem.MLKEM768PrivateKey, 1184, 1088),
+    0x4: (mlkem.MLKEM1024PrivateKey, 1568, 1568),
 }
 KEY_EXCHANGE_RSP_CONTEXT = b"responder-key_exchange_rsp signing"
 FINISH_CONTEXT = b"requester-finish signing"
@@ -179,13 +198,18 @@ def chain_leaf_key(hash_size: int, chain: bytes) -> Any:
     return x509.load_der_x509_certificate(certs[-1]).public_key()
 
 
-def _verify(asym: int, hash_name: str, key: Any, data: bytes, signature: bytes) -> bool:
+def _verify(
+    asym: int, hash_name: str, key: Any, data: bytes, signature: bytes, context: bytes = b""
+) -> bool:
+    """``context``: the SPDM context string, which 1.4 ML-DSA passes as its FIPS 204 ctx."""
     kind, size = _ASYM[asym]
     if len(signature) != size:
         return False
     algo = _CRYPTO_HASH[hash_name]()
     try:
-        if kind == "ecdsa":
+        if kind == "mldsa":
+            key.verify(signature, data, context)
+        elif kind == "ecdsa":
             half = size // 2
             der = utils.encode_dss_signature(
                 int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
@@ -209,9 +233,12 @@ def _verify(asym: int, hash_name: str, key: Any, data: bytes, signature: bytes) 
     return True
 
 
-def _sign(asym: int, hash_name: str, key: Any, data: bytes) -> bytes:
+def _sign(asym: int, hash_name: str, key: Any, data: bytes, context: bytes = b"") -> bytes:
     kind, size = _ASYM[asym]
     algo = _CRYPTO_HASH[hash_name]()
+    if kind == "mldsa":
+        mldsa_sig: bytes = key.sign(data, context)
+        return mldsa_sig
     if kind == "ecdsa":
         r_, s_ = utils.decode_dss_signature(key.sign(data, ec.ECDSA(algo)))
         half = size // 2
@@ -232,11 +259,28 @@ def _sign(asym: int, hash_name: str, key: Any, data: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class RecordParams:
-    """DSP0277 record facts of a binding: sequence number bytes, app header, padding."""
+    """DSP0277 record facts of a binding: sequence number bytes, app header (or the
+    binding's application-data codec: TCP, storage), padding."""
 
     sequence_number_size: int = 0
     app_header: bytes = b""
     max_random_padding: int = 0
+    app_data: AppData | None = None
+
+    def wrap(self, message: bytes) -> bytes:
+        """The application data that carries ``message`` in a record."""
+        return RecordFormat(app_header=self.app_header, app_data=self.app_data).wrap(message)
+
+    def unwrap(self, app_data: bytes) -> bytes:
+        """The SPDM message of a response record's application data (RequesterError when
+        it carries none)."""
+        fmt = RecordFormat(app_header=self.app_header, app_data=self.app_data)
+        try:
+            return fmt.unwrap(app_data)
+        except TransportError as exc:
+            raise RequesterError(
+                f"secured response does not carry an SPDM message: {exc}"
+            ) from None
 
     @classmethod
     def for_binding(cls, binding: str | TransportBinding) -> RecordParams:
@@ -250,7 +294,7 @@ class RecordParams:
             name = binding if isinstance(binding, str) else binding.name
             raise RequesterError(f"transport {name!r} has no secured-message binding")
         fmt = found.record_format
-        return cls(fmt.sequence_number_size, fmt.app_header, fmt.max_random_padding)
+        return cls(fmt.sequence_number_size, fmt.app_header, fmt.max_random_padding, fmt.app_data)
 
 
 @dataclass
@@ -260,6 +304,8 @@ class RequesterIdentity:
     certs_der: list[bytes]
     key: Any
     slot_id: int = 0
+    #: the KeyPairID our DIGESTS reports in a multi-key connection (1.3)
+    key_pair_id: int = 1
 
 
 class ConnectionChannel:
@@ -270,9 +316,17 @@ class ConnectionChannel:
         self.binding = connection.binding
 
     async def exchange(self, message: bytes, secured: bool = False) -> TransportMessage:
-        reply = self.connection.receive(self.binding.encode(message, secured=secured))
+        """One request in, its reply out, as the binding frames each direction (storage:
+        the request with its storage header, the reply bare: ``encode_request`` /
+        ``decode_response``; the others frame both the same way)."""
+        encode = getattr(self.binding, "encode_request", self.binding.encode)
+        reply = self.connection.receive(encode(message, secured=secured))
         if not reply.payloads:
             raise RequesterError("the responder sent no reply (message dropped)")
+        decode_response = getattr(self.binding, "decode_response", None)
+        if decode_response is not None:
+            response: TransportMessage = decode_response(reply.payloads[0], secured)
+            return response
         decoded: TransportMessage = self.binding.decode(reply.payloads[0])
         return decoded
 
@@ -309,6 +363,9 @@ class RequesterSession:
     message_k: bytearray = field(default_factory=bytearray)
     message_f: bytearray = field(default_factory=bytearray)
     mut_chain: bytes = b""
+    #: the first encapsulated DIGESTS this requester sent (1.3 message EncapD: in the
+    #: FINISH transcript when ALGORITHMS made our keys a multi-key connection)
+    encap_d: bytes = b""
     handshake_secret: bytes = b""
     req_finished_key: bytes = b""
     rsp_finished_key: bytes = b""
@@ -438,17 +495,12 @@ class RequesterSession:
         """Send one request in the session; ERROR raises SpdmErrorReply unless allowed."""
         if self.ended:
             raise RequesterError("the session has ended")
-        reply = await self.exchange_record(self.encrypt(self.record.app_header + request))
+        reply = await self.exchange_record(self.encrypt(self.record.wrap(request)))
         if not reply.secured:
             raise RequesterError(
                 f"{code_name(request[1])}: plain reply {reply.message[:8].hex()} in a session"
             )
-        app = self.decrypt(reply.message)
-        hdr = self.record.app_header
-        if hdr:
-            if not app.startswith(hdr):
-                raise RequesterError("secured response does not carry an SPDM message")
-            app = app[len(hdr) :]
+        app = self.record.unwrap(self.decrypt(reply.message))
         self.log.append((request, app))
         if len(app) < 4:
             raise RequesterError(f"{code_name(request[1])}: {len(app)}-byte response")
@@ -482,10 +534,10 @@ class RequesterSession:
         tag = self.padding_rng(1)[0] if tag is None else tag
         request = bytes((self.version, RequestCode.KEY_UPDATE, operation, tag))
         if operation == 2:  # UpdateAllKeys: the ACK already comes under the new response key
-            record = self.encrypt(self.record.app_header + request)
+            record = self.encrypt(self.record.wrap(request))
             self.update_key("rsp")
             reply = await self.exchange_record(record)
-            app = self.decrypt(reply.message)[len(self.record.app_header) :]
+            app = self.record.unwrap(self.decrypt(reply.message))
             self.log.append((request, app))
             rsp = app
         else:
@@ -515,11 +567,11 @@ class RequesterSession:
             op = request[2]
             answer = bytes((v, ResponseCode.KEY_UPDATE_ACK)) + request[2:4]
             deliver = bytes((v, RequestCode.DELIVER_ENCAPSULATED_RESPONSE, request_id, 0)) + answer
-            record = self.encrypt(self.record.app_header + deliver)
+            record = self.encrypt(self.record.wrap(deliver))
             if op == 1:  # the responder switches to its new key for the next message
                 self.update_key("rsp")
             reply = await self.exchange_record(record)
-            rsp = self.decrypt(reply.message)[len(self.record.app_header) :]
+            rsp = self.record.unwrap(self.decrypt(reply.message))
             self.log.append((deliver, rsp))
             self._expect(rsp, ResponseCode.ENCAPSULATED_RESPONSE_ACK)
             if rsp[3] == 1:
@@ -631,6 +683,20 @@ def _dhe_keygen(group: int) -> tuple[Any, bytes, Callable[[bytes], bytes]]:
     return dpriv, dpub, dshared
 
 
+def _kem_keygen(kem: int) -> tuple[bytes, Callable[[bytes], bytes], int]:
+    """SPDM 1.4 KEM: (encapsulation key, decapsulate, ciphertext size)."""
+    if kem not in _KEM:
+        raise RequesterError(f"KEM 0x{kem:X} not usable (ML-KEM-768/1024 only)")
+    cls, _ek_size, ct_size = _KEM[kem]
+    priv = cls.generate()
+
+    def shared(ciphertext: bytes) -> bytes:
+        secret: bytes = priv.decapsulate(ciphertext)
+        return secret
+
+    return priv.public_key().public_bytes_raw(), shared, ct_size
+
+
 async def key_exchange(
     req: Requester,
     *,
@@ -646,10 +712,15 @@ async def key_exchange(
     """KEY_EXCHANGE: checks the signature over TH and ResponderVerifyData; handshake keys."""
     s = _new_session(req, binding, req_session_id)
     v = req.version
+    kem = req.neg.kem
     group = req.neg.struct(AlgType.DHE)
-    if group not in _DHE:
-        raise RequesterError(f"DHE group 0x{group:X} not usable")
-    _, pub, shared_fn = _dhe_keygen(group)
+    if kem:
+        pub, shared_fn, dsize = _kem_keygen(kem)
+    else:
+        if group not in _DHE:
+            raise RequesterError(f"DHE group 0x{group:X} not usable")
+        _, pub, shared_fn = _dhe_keygen(group)
+        dsize = _DHE[group][2]
     if opaque is None:
         opaque = opaque_supported_versions(v, secured_versions)
     request = (
@@ -662,9 +733,10 @@ async def key_exchange(
     )
     rsp = await req.send(request)
     req.expect(rsp, ResponseCode.KEY_EXCHANGE_RSP)
-    asym = req.neg.base_asym
+    asym = req.neg.asym
+    if asym not in _ASYM:
+        raise RequesterError(f"signature algorithm 0x{asym:X} not usable")
     sig_size = _ASYM[asym][1]
-    dsize = _DHE[group][2]
     msize = _summary_size(req, measurement_summary, s.hash_size)
     vsize = 0 if s.in_clear else s.hash_size
     base = 40 + dsize + msize
@@ -685,7 +757,7 @@ async def key_exchange(
     s.secured_version = parse_version_selection(v, rsp[base + 2 : op_end]) if olen else 0x1000
     if olen and s.secured_version not in secured_versions:
         raise RequesterError(f"selected DSP0277 version 0x{s.secured_version:04X} not offered")
-    s.th_prefix = bytes(req.message_a) + _hash(s.hash_name, peer_chain)
+    s.th_prefix = bytes(req.message_a) + req.message_d + _hash(s.hash_name, peer_chain)
     s.message_k += request + rsp[:op_end]
     signature = rsp[op_end : op_end + sig_size]
     th = s.th_prefix + bytes(s.message_k)
@@ -698,7 +770,7 @@ async def key_exchange(
             v, asym, req.neg.base_hash, leaf, KEY_EXCHANGE_RSP_SIGN_CONTEXT, th, signature
         )
     else:
-        ok = _verify(asym, s.hash_name, leaf, data, signature)
+        ok = _verify(asym, s.hash_name, leaf, data, signature, KEY_EXCHANGE_RSP_CONTEXT)
     if not ok:
         raise RequesterError("KEY_EXCHANGE_RSP signature does not verify over TH")
     s.message_k += signature
@@ -724,16 +796,21 @@ async def run_encapsulated(s: RequesterSession, identity: RequesterIdentity) -> 
         s._expect(rsp, ResponseCode.ENCAPSULATED_REQUEST)
         request_id, request = rsp[2], rsp[4:]
     ack_size = 8 if v >= 0x12 else 4
+    multi = s.requester.neg.multi_key_req
     while request:
         if request[1] == RequestCode.GET_DIGESTS:
             mask = 1 << identity.slot_id
             answer = bytes((v, ResponseCode.DIGESTS, mask if v >= 0x13 else 0, mask))
             answer += _hash(s.hash_name, chain)
+            if multi:  # KeyPairID, CertificateInfo (DeviceCert), KeyUsageMask
+                answer += bytes((identity.key_pair_id, 1)) + struct.pack("<H", 0x0003)
+            if multi and not s.encap_d:
+                s.encap_d = answer
         elif request[1] == RequestCode.GET_CERTIFICATE:
             offset, length = struct.unpack_from("<HH", request, 4)
             portion = chain[offset : offset + length]
             remainder = len(chain) - offset - len(portion)
-            answer = bytes((v, ResponseCode.CERTIFICATE, request[2] & 0x0F, 0))
+            answer = bytes((v, ResponseCode.CERTIFICATE, request[2] & 0x0F, 1 if multi else 0))
             answer += struct.pack("<HH", len(portion), remainder) + portion
         else:
             answer = bytes((v, ResponseCode.ERROR, ErrorCode.UnsupportedRequest, request[1]))
@@ -760,17 +837,20 @@ async def finish(s: RequesterSession, identity: RequesterIdentity | None = None)
     if mut and not s.mut_chain:
         s.mut_chain = spdm_chain(s.hash_name, identity.certs_der)  # type: ignore[union-attr]
     header = bytes((v, RequestCode.FINISH, 1 if mut else 0, identity.slot_id if mut else 0))  # type: ignore[union-attr]
+    if v >= 0x14:
+        header += b"\x00\x00"  # 1.4 OpaqueDataLength 0 (signed and MACed with the header)
     s.message_f = bytearray(header)
     th_pre = s.th_prefix + bytes(s.message_k)
     if mut:
+        th_pre += s.encap_d  # empty unless our keys make a multi-key connection
         th_pre += _hash(s.hash_name, s.mut_chain)
     signature = b""
     if mut:
         assert identity is not None
         th = th_pre + bytes(s.message_f)
-        asym = req.neg.struct(AlgType.REQ_BASE_ASYM_ALG)
+        asym = req.neg.req_asym
         data = th if v < 0x12 else _signing_prefix(v, FINISH_CONTEXT) + _hash(s.hash_name, th)
-        signature = _sign(asym, s.hash_name, identity.key, data)
+        signature = _sign(asym, s.hash_name, identity.key, data, FINISH_CONTEXT)
         s.message_f += signature
     verify = hmac.new(
         s.req_finished_key, _hash(s.hash_name, th_pre + bytes(s.message_f)), s.hash_name
@@ -780,21 +860,36 @@ async def finish(s: RequesterSession, identity: RequesterIdentity | None = None)
     if s.in_clear:
         rsp = await req.send(request)
         req.expect(rsp, ResponseCode.FINISH_RSP)
-        rsp = rsp[: 4 + s.hash_size]
-        s.message_f += rsp[:4]
+        head = _finish_rsp_head(v, rsp, "FINISH_RSP")
+        rsp = rsp[: head + s.hash_size]
+        s.message_f += rsp[:head]
         expected = hmac.new(
             s.rsp_finished_key, _hash(s.hash_name, th_pre + bytes(s.message_f)), s.hash_name
         ).digest()
-        if not hmac.compare_digest(expected, rsp[4:]):
+        if not hmac.compare_digest(expected, rsp[head:]):
             raise RequesterError("FINISH_RSP ResponderVerifyData mismatch")
-        s.message_f += rsp[4:]
+        s.message_f += rsp[head:]
     else:
         rsp = await s.send(request)
         s._expect(rsp, ResponseCode.FINISH_RSP)
-        if len(rsp) != 4:
+        head = _finish_rsp_head(v, rsp, "FINISH_RSP")
+        if len(rsp) != head:
             raise RequesterError(f"FINISH_RSP is {len(rsp)} bytes inside the session")
         s.message_f += rsp
     s.derive_data(_hash(s.hash_name, th_pre + bytes(s.message_f)))
+
+
+def _finish_rsp_head(version: int, rsp: bytes, what: str) -> int:
+    """Size of FINISH_RSP / PSK_FINISH_RSP before ResponderVerifyData: the header, and from
+    1.4 OpaqueDataLength + OpaqueData (at most 1024 bytes)."""
+    if version < 0x14:
+        return 4
+    if len(rsp) < 6:
+        raise RequesterError(f"{what}: {len(rsp)} bytes, 1.4 needs OpaqueDataLength")
+    olen = int.from_bytes(rsp[4:6], "little")
+    if olen > 1024 or len(rsp) < 6 + olen:
+        raise RequesterError(f"{what}: OpaqueDataLength {olen} does not fit")
+    return 6 + olen
 
 
 async def open_session(
@@ -872,11 +967,14 @@ async def psk_exchange(
     if not finish:
         return s
     header = bytes((v, RequestCode.PSK_FINISH, 0, 0))
+    if v >= 0x14:
+        header += b"\x00\x00"  # 1.4 OpaqueDataLength 0
     th = s.th_prefix + bytes(s.message_k) + header
     verify = hmac.new(s.req_finished_key, _hash(s.hash_name, th), s.hash_name).digest()
     rsp = await s.send(header + verify)
     s._expect(rsp, ResponseCode.PSK_FINISH_RSP)
-    s.message_f = bytearray(header + verify + rsp[:4])
+    head = _finish_rsp_head(v, rsp, "PSK_FINISH_RSP")
+    s.message_f = bytearray(header + verify + rsp[:head])
     s.derive_data(_hash(s.hash_name, s.th_prefix + bytes(s.message_k) + bytes(s.message_f)))
     return s
 
@@ -889,7 +987,13 @@ def load_identity(slot_dir: str, slot_id: int = 0) -> RequesterIdentity:
     certs = _split_der((path / "chain.der").read_bytes())
     key = serialization.load_pem_private_key((path / "leaf.key.pem").read_bytes(), None)
     if not isinstance(
-        key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+        key,
+        ec.EllipticCurvePrivateKey
+        | rsa.RSAPrivateKey
+        | ed25519.Ed25519PrivateKey
+        | mldsa.MLDSA44PrivateKey
+        | mldsa.MLDSA65PrivateKey
+        | mldsa.MLDSA87PrivateKey,
     ):
         raise RequesterError(f"{slot_dir}: unsupported requester key")
     return RequesterIdentity(certs, key, slot_id)

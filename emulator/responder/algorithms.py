@@ -7,6 +7,14 @@ counts, AlgStructs in ascending AlgType order with FixedAlgCount 2 and a
 non-empty AlgSupported).  When a needed algorithm has no common choice (e.g.
 no common hash, or no common signature algorithm while the device signs), the
 answer is ERROR(InvalidRequest) and the connection stays after CAPABILITIES.
+
+SPDM 1.4 (libspdm ``libspdm_rsp_algorithms.c``): PqcAsymAlgo is selected beside
+BaseAsymAlgo and the AlgStructs may include ReqPqcAsymAlg (AlgType 6) and KEM (AlgType 7).
+Exactly one signature algorithm and at most one key exchange survive: with the profile's
+``pqc_first`` (default) a selected PQC algorithm clears its classic counterpart
+(PqcAsymSel clears BaseAsymSel, ReqPqcAsymAlg clears ReqBaseAsymAlg, KEM clears DHE);
+without it the classic selection clears the PQC one.  Every AlgStruct of the request is
+answered, a cleared one with AlgSupported 0.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from emulator.codec.constants import (
+    PQC_ASYM_SHIFT,
     AlgType,
     BaseAsymAlgo,
     MeasurementSpec,
@@ -40,6 +49,8 @@ _STRUCT_FIELD: dict[int, str] = {
     AlgType.AEAD: "aead",
     AlgType.REQ_BASE_ASYM_ALG: "req_base_asym",
     AlgType.KEY_SCHEDULE: "key_schedule",
+    AlgType.REQ_PQC_ASYM_ALG: "req_pqc_asym",
+    AlgType.KEM: "kem",
 }
 
 
@@ -67,6 +78,16 @@ def select(priority: list[int], offered: int) -> int:
     return 0
 
 
+def _one_of_each(sel: NegotiatedAlgorithms, pqc_first: bool) -> None:
+    """DSP0274 1.4 / libspdm: one signature algorithm per side, one key exchange."""
+    pairs = (("pqc_asym", "base_asym"), ("req_pqc_asym", "req_base_asym"), ("kem", "dhe"))
+    for pqc, classic in pairs:
+        if pqc_first and getattr(sel, pqc):
+            setattr(sel, classic, 0)
+        elif not pqc_first and getattr(sel, classic):
+            setattr(sel, pqc, 0)
+
+
 def negotiate_algorithms(r: Responder, req: Request) -> bytes:
     """Select algorithms and answer ALGORITHMS; the VCA transcript is complete after it."""
     if r.state != ConnectionState.AFTER_CAPABILITIES:
@@ -78,9 +99,10 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
         raise invalid(str(exc)) from None
     if version >= 0x11:
         previous = 0
+        top = AlgType.KEM if version >= 0x14 else AlgType.KEY_SCHEDULE
         for i, st in enumerate(msg.alg_structs):
-            if not AlgType.DHE <= st.alg_type <= AlgType.KEY_SCHEDULE:
-                raise invalid(f"AlgStruct[{i}]: AlgType {st.alg_type} is not 2..5")
+            if not AlgType.DHE <= st.alg_type <= top:
+                raise invalid(f"AlgStruct[{i}]: AlgType {st.alg_type} is not 2..{int(top)}")
             if st.alg_type <= previous:
                 raise invalid(f"AlgStruct[{i}]: AlgType {st.alg_type} out of ascending order")
             previous = st.alg_type
@@ -117,49 +139,69 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
         # EdDSA signing is defined from SPDM 1.2 on (libspdm refuses it for 1.0/1.1)
         asym_priority = [bit for bit in asym_priority if not bit & _EDDSA]
     sel.base_asym = select(asym_priority, msg.base_asym)
+    if version >= 0x14:
+        pqc_priority = dev.priorities["pqc_asym"]
+        if not dev.identity.empty:
+            servable = dev.identity.servable_asym()
+            pqc_priority = [b for b in pqc_priority if (b << PQC_ASYM_SHIFT) & servable]
+        sel.pqc_asym = select(pqc_priority, msg.pqc_asym)
     sel.base_hash = select(dev.priorities["base_hash"], msg.base_hash)
     if version >= 0x12:
         sel.other_params = select(dev.priorities["opaque_data_format"], msg.other_params & 0x0F)
     if version >= 0x13:
         if caps & _RSP["MEL_CAP"]:
             sel.mel_spec = select(dev.priorities["mel_spec"], msg.mel_spec)
+        # DSP0274 1.3 "multi-key connection", as libspdm: the requester decides for the
+        # responder's keys (MULTI_KEY_CONN in its OtherParamsSupport), the responder for
+        # the requester's (MULTI_KEY_CONN in OtherParamsSelection)
         multi = (peer >> 26) & 3
-        if multi == 1 or (multi == 2 and dev.profile.algorithms.multi_key_conn):
-            sel.other_params |= _MULTI_KEY_CONN
-    response_structs: list[AlgStruct] = []
+        sel.multi_key_req = multi == 1 or (multi == 2 and dev.profile.algorithms.multi_key_conn)
+        if sel.multi_key_req:
+            sel.other_params |= OtherParams.MULTI_KEY_CONN
+        sel.multi_key_rsp = bool(msg.other_params & OtherParams.MULTI_KEY_CONN)
     if version >= 0x11:
         for st in msg.alg_structs:
-            name = _STRUCT_FIELD[st.alg_type]  # AlgType keys; checked 2..5 above
-            chosen = select(dev.priorities[name], st.supported)
-            setattr(sel, name, chosen)
-            response_structs.append(AlgStruct(st.alg_type, chosen))
+            name = _STRUCT_FIELD[AlgType(st.alg_type)]
+            setattr(sel, name, select(dev.priorities[name], st.supported))
+    if version >= 0x14:
+        _one_of_each(sel, dev.profile.algorithms.pqc_first)
+    response_structs = [
+        AlgStruct(st.alg_type, getattr(sel, _STRUCT_FIELD[AlgType(st.alg_type)]))
+        for st in (msg.alg_structs if version >= 0x11 else [])
+    ]
 
     if sel.base_hash == 0:
         raise invalid("no common hash algorithm")
-    key_ex = caps & _RSP["KEY_EX_CAP"] and peer & _REQ_KEY_EX
-    signs = bool(caps & _SIGNING_CAPS) or bool(key_ex)
-    if signs and sel.base_asym == 0:
+    signs = bool(
+        caps & (ResponderCap.CERT_CAP | ResponderCap.CHAL_CAP | ResponderCap.MEAS_CAP_SIG)
+    ) or bool(caps & ResponderCap.KEY_EX_CAP and peer & RequesterCap.KEY_EX_CAP)
+    if signs and sel.base_asym == 0 and sel.pqc_asym == 0:
         raise invalid("no common signature algorithm")
     if version >= 0x11:
-        if key_ex and sel.dhe == 0:
-            raise invalid("no common DHE group while both sides do KEY_EXCHANGE")
-        both_sec = (caps & _RSP["ENCRYPT_CAP"] and peer & _REQ_ENCRYPT) or (
-            caps & _RSP["MAC_CAP"] and peer & _REQ_MAC
+        key_ex_both = caps & ResponderCap.KEY_EX_CAP and peer & RequesterCap.KEY_EX_CAP
+        if key_ex_both and sel.dhe == 0 and sel.kem == 0:
+            what = "DHE group or KEM" if version >= 0x14 else "DHE group"
+            raise invalid(f"no common {what} while both sides do KEY_EXCHANGE")
+        both_sec = (caps & ResponderCap.ENCRYPT_CAP and peer & RequesterCap.ENCRYPT_CAP) or (
+            caps & ResponderCap.MAC_CAP and peer & RequesterCap.MAC_CAP
         )
         if both_sec and sel.aead == 0:
             raise invalid("no common AEAD suite while both sides protect sessions")
-        mut = caps & _RSP["MUT_AUTH_CAP"] and peer & _REQ_MUT_AUTH
-        if mut and sel.req_base_asym == 0:
+        mut = caps & ResponderCap.MUT_AUTH_CAP and peer & RequesterCap.MUT_AUTH_CAP
+        if mut and sel.req_base_asym == 0 and sel.req_pqc_asym == 0:
             raise invalid("no common requester signature algorithm for mutual auth")
         psk = caps & _PSK_CAPS and peer & _REQ_PSK
-        if (key_ex or psk) and sel.key_schedule == 0:
+        if (key_ex_both or psk) and sel.key_schedule == 0:
             raise invalid("no common key schedule")
     if version >= 0x13:
-        only = caps & _RSP["MULTI_KEY_CAP_ONLY"] and not caps & _RSP["MULTI_KEY_CAP_NEG"]
-        if not sel.other_params & _MULTI_KEY_CONN:
+        only = caps & ResponderCap.MULTI_KEY_CAP_ONLY and not caps & ResponderCap.MULTI_KEY_CAP_NEG
+        if not sel.multi_key_rsp:
             if only:
-                raise invalid("the device only works with multi-key connections")
-        elif not caps & _MULTI_KEY_CAPS:
+                raise invalid(
+                    "the device only works with multi-key connections: OtherParamsSupport "
+                    "needs MULTI_KEY_CONN"
+                )
+        elif not caps & (ResponderCap.MULTI_KEY_CAP_ONLY | ResponderCap.MULTI_KEY_CAP_NEG):
             raise invalid("the requester wants a multi-key connection the device cannot do")
 
     response = AlgorithmsMsg(
@@ -171,6 +213,7 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
         base_hash_sel=sel.base_hash,
         mel_spec_sel=sel.mel_spec,
         alg_structs=response_structs,
+        pqc_asym_sel=sel.pqc_asym,
     ).encode()
     r.algorithms = sel
     a = r.ctx.transcripts.a

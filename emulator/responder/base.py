@@ -18,6 +18,7 @@ from emulator.device.random import RandomSource
 if TYPE_CHECKING:
     from emulator.device.model import Device
     from emulator.responder.core import Responder
+    from emulator.responder.vendor_defined.tdisp import TdispFault
 
 
 class ConnectionState(IntEnum):
@@ -91,6 +92,8 @@ class Request(NamedTuple):
     session_id: int | None
     device: Device
     rng: RandomSource
+    #: TDISP faults of this exchange (emulator.responder.vendor_defined.tdisp)
+    tdisp_faults: tuple[TdispFault, ...] = ()
 
     @property
     def in_session(self) -> bool:

@@ -15,6 +15,12 @@ Behaviour follows libspdm (``libspdm_rsp_digests.c``, ``libspdm_rsp_certificate.
   smaller of our and the requester's DataTransferSize (1.2+) minus the 8-byte
   header, unless both sides do CHUNK_CAP (then MaxSPDMmsgSize, the chunking
   layer splits); at most 0xFFFF;
+* SPDM 1.4 LargeCertChain (GET_CERTIFICATE Param1 bit 7, u32 LargeOffset/LargeLength):
+  only with LARGE_RESP_CAP advertised (else ERROR(UnsupportedRequest)); the CERTIFICATE
+  then has Param1 bit 7, zero u16 lengths and u32 LargePortionLength/LargeRemainderLength,
+  and PortionLength is not capped at 0xFFFF.  (Chains themselves stay within the 16-bit
+  Length of the chain format, :func:`emulator.x509.chain.spdm_cert_chain`, so the 1.4
+  DataTooLarge answer for a longer chain never arises);
 * transcripts (libspdm ``libspdm_reset_message_buffer_via_request_code``):
   GET_DIGESTS empties message B first, then request + response are appended to
   B; with 1.3 MULTI_KEY_CONN the first DIGESTS right after VCA is also kept as
@@ -27,7 +33,6 @@ from typing import TYPE_CHECKING
 
 from emulator.codec.constants import (
     ErrorCode,
-    OtherParams,
     RequestCode,
     RequesterCap,
     ResponderCap,
@@ -35,7 +40,7 @@ from emulator.codec.constants import (
 )
 from emulator.codec.identity import (
     CERTIFICATE_HEADER_SIZE,
-    GET_CERTIFICATE_SIZE,
+    CERTIFICATE_LARGE_HEADER_SIZE,
     GET_DIGESTS_SIZE,
     SLOT_COUNT,
     CertificateMsg,
@@ -61,7 +66,6 @@ MAX_CHAIN_SIZE = 0xFFFF
 SLOT_STORAGE_SIZE = 0xFFFF
 
 # flag bits as plain ints (IntFlag arithmetic costs ~1 us per operation)
-_MULTI_KEY_CONN = int(OtherParams.MULTI_KEY_CONN)
 _RSP_CHUNK_CAP = int(ResponderCap.CHUNK_CAP)
 _REQ_CHUNK_CAP = int(RequesterCap.CHUNK_CAP)
 _SET_CERT_CAP = int(ResponderCap.SET_CERT_CAP)
@@ -90,8 +94,9 @@ def message_d(r: Responder) -> bytes:
 
 
 def multi_key(r: Responder) -> bool:
-    """True when 1.3 MULTI_KEY_CONN was negotiated (multi-key DIGESTS / CERTIFICATE fields)."""
-    return r.version >= 0x13 and bool(r.algorithms.other_params & _MULTI_KEY_CONN)
+    """True in a 1.3 multi-key connection for the responder's keys (the requester set
+    MULTI_KEY_CONN in NEGOTIATE_ALGORITHMS): multi-key DIGESTS / CERTIFICATE fields."""
+    return r.version >= 0x13 and r.algorithms.multi_key_rsp
 
 
 def reset_via_request_code(r: Responder, code: int) -> None:
@@ -149,11 +154,24 @@ def observe(r: Responder, request: bytes, response: bytes) -> None:
     reset_via_request_code(r, request[1])
 
 
+def _reset_pending(req: Request, slots: int, what: str) -> None:
+    """ERROR(ResetRequired) while a SET_CERTIFICATE of these slots waits for a device
+    reset (CERT_INSTALL_RESET_CAP; libspdm ``cert_slot_reset_mask``)."""
+    prov = req.device.provisioning
+    pending = prov.reset_pending_slots & slots if prov is not None else 0
+    if pending:
+        raise SpdmErrorResponse(
+            ErrorCode.ResetRequired,
+            f"{what}: slot mask 0x{pending:02X} takes a new chain at the next device reset",
+        )
+
+
 def get_digests(r: Responder, req: Request) -> bytes:
     """DIGESTS: Hash(SPDM cert chain) of every slot provisioned for the negotiated asym."""
     require_negotiated(r, "GET_DIGESTS")
+    _reset_pending(req, 0xFF, "GET_DIGESTS")
     reset_via_request_code(r, RequestCode.GET_DIGESTS)
-    asym = r.algorithms.base_asym
+    asym = r.algorithms.asym
     base_hash = r.algorithms.base_hash
     identity = req.device.identity
     keys = identity.provisioned(asym)
@@ -188,8 +206,9 @@ def get_digests(r: Responder, req: Request) -> bytes:
     return response
 
 
-def max_portion(r: Responder) -> int:
-    """The largest PortionLength one CERTIFICATE may carry on this connection."""
+def max_portion(r: Responder, large: bool = False) -> int:
+    """The largest PortionLength one CERTIFICATE may carry on this connection (no 0xFFFF
+    cap for a 1.4 LargeCertChain response)."""
     dev = r.device
     peer = r.peer
     both_chunk = bool(
@@ -203,6 +222,8 @@ def max_portion(r: Responder) -> int:
         limit = dev.data_transfer_size
         if r.version >= 0x12 and peer is not None and peer.data_transfer_size:
             limit = min(limit, peer.data_transfer_size)
+    if large:
+        return max(0, limit - CERTIFICATE_LARGE_HEADER_SIZE)
     return max(0, min(limit - CERTIFICATE_HEADER_SIZE, MAX_CHAIN_SIZE))
 
 
@@ -213,11 +234,18 @@ def get_certificate(r: Responder, req: Request) -> bytes:
         msg = GetCertificateMsg.decode(req.raw)
     except CodecError as exc:
         raise invalid(str(exc)) from None
+    if msg.large and not r.device.capabilities & ResponderCap.LARGE_RESP_CAP:
+        raise SpdmErrorResponse(
+            ErrorCode.UnsupportedRequest,
+            "GET_CERTIFICATE LargeCertChain without LARGE_RESP_CAP",
+            data=RequestCode.GET_CERTIFICATE,
+        )
     slot = msg.slot_id
     if slot >= SLOT_COUNT:
         raise invalid(f"SlotID {slot} is not 0..7")
+    _reset_pending(req, 1 << slot, "GET_CERTIFICATE")
     size_requested = msg.slot_size_requested
-    key = req.device.identity.key_for(slot, r.algorithms.base_asym)
+    key = req.device.identity.key_for(slot, r.algorithms.asym)
     if key is None and not size_requested:
         raise invalid(f"slot {slot} is empty")
     try:
@@ -228,7 +256,7 @@ def get_certificate(r: Responder, req: Request) -> bytes:
     offset, length = (0, 0) if size_requested else (msg.offset, msg.length)
     if not size_requested and offset >= size:
         raise invalid(f"Offset {offset} is past the {size}-byte chain of slot {slot}")
-    length = min(length, max_portion(r), size - offset)
+    length = min(length, max_portion(r, msg.large), size - offset)
     remainder = size - offset - length
     if size_requested and int(r.device.capabilities) & _SET_CERT_CAP:
         remainder = SLOT_STORAGE_SIZE
@@ -239,9 +267,10 @@ def get_certificate(r: Responder, req: Request) -> bytes:
         portion=chain[offset : offset + length],
         remainder_length=remainder,
         param2=key.certificate_info if key is not None and multi_key(r) else 0,
+        large=msg.large,
     ).encode()
     if not req.in_session:
-        r.transcripts.b += req.raw[:GET_CERTIFICATE_SIZE]
+        r.transcripts.b += req.raw[: msg.size]
         r.transcripts.b += response
     if r.state < ConnectionState.AFTER_CERTIFICATE:
         r.state = ConnectionState.AFTER_CERTIFICATE

@@ -87,7 +87,7 @@ def challenge(r: Responder, req: Request) -> bytes:
     slot = msg.slot_id
     if slot != PUBLIC_KEY_SLOT and slot >= SLOT_COUNT:
         raise invalid(f"SlotID {slot} is not 0..7 or 0xFF")
-    key = dev.identity.key_for(slot, alg.base_asym)
+    key = dev.identity.key_for(slot, alg.asym)
     if key is None:
         what = (
             "no public key is provisioned" if slot == PUBLIC_KEY_SLOT else f"slot {slot} is empty"
@@ -106,7 +106,7 @@ def challenge(r: Responder, req: Request) -> bytes:
     if slot == PUBLIC_KEY_SLOT:
         slot_mask = 0
     else:
-        slot_mask = dev.identity.provisioned_mask(alg.base_asym)
+        slot_mask = dev.identity.provisioned_mask(alg.asym)
         if slot_mask == 0:  # pragma: no cover - a key was found above
             raise SpdmErrorResponse(ErrorCode.Unspecified, "no provisioned slot")
     try:
@@ -143,9 +143,7 @@ def challenge(r: Responder, req: Request) -> bytes:
     c += unsigned
     m1 = bytes(r.transcripts.a) + bytes(r.transcripts.b) + bytes(c)
     try:
-        signature = key.sign(
-            r.version, alg.base_asym, alg.base_hash, CHALLENGE_AUTH_SIGN_CONTEXT, m1
-        )
+        signature = key.sign(r.version, alg.asym, alg.base_hash, CHALLENGE_AUTH_SIGN_CONTEXT, m1)
     except EmulatorError as exc:
         r.transcripts.b.clear()  # libspdm empties B and C whether or not signing worked
         c.clear()

@@ -5,13 +5,17 @@ Behaviour follows libspdm (``libspdm_rsp_receive_send.c``, ``libspdm_rsp_chunk_r
 ``libspdm_rsp_chunk_send_ack.c``).  Chunking is *active* when the connection is SPDM 1.2+
 and both sides advertised CHUNK_CAP.  Then:
 
+* **Too large responses** (:func:`too_large`, the pipeline's "limit" step, run on every
+  response in the clear and in sessions, and on the response to a reassembled large
+  request): a response over what the requester can receive at all
+  (:func:`response_limit`: its MaxSPDMmsgSize, with chunking also what 65536 chunks
+  carry, without chunking its DataTransferSize) is ERROR(ResponseTooLarge) with the 4-byte
+  size as extended error data, and the pipeline undoes what the handler changed
+  (:mod:`emulator.responder.core`, "ResponseTooLarge and state").
 * **Large responses** (a response filter run after the handler and the observers, so the
   transcripts hold the whole response, as in libspdm where the handler appended it): a
   response over ``min(requester DataTransferSize, device DataTransferSize)`` is kept and
-  answered with ERROR(LargeResponse, Handle).  A response over the requester's
-  MaxSPDMmsgSize is not chunked: handlers answer ResponseTooLarge before they change any
-  state (GET_MEASUREMENTS does; libspdm instead replaces such a response after its
-  handler ran, leaving the state changed behind the ERROR).  Handles follow libspdm's counter:
+  answered with ERROR(LargeResponse, Handle).  Handles follow libspdm's counter:
   incremented when a large response is stored and again when its last chunk is sent
   (1, 3, 5, ... on a connection).  A CHUNK_SEND_ACK whose ResponseToLargeRequest makes it
   too large is stored *without* the ACK header (only the response is chunked).
@@ -47,16 +51,16 @@ import logging
 from typing import TYPE_CHECKING
 
 from emulator.codec.chunking import (
-    CHUNK_GET_SIZE,
     CHUNK_HEADER_SIZE,
-    CHUNK_SEND_ACK_HEADER_SIZE,
     LARGE_MESSAGE_SIZE_FIELD,
     LAST_CHUNK,
     ChunkGet,
     ChunkResponse,
     ChunkSendAck,
     build_large_response_error,
+    max_chunks,
     max_large_message,
+    short_chunk_size,
 )
 from emulator.codec.constants import (
     MIN_DATA_TRANSFER_SIZE_V12,
@@ -160,18 +164,66 @@ def gate(r: Responder, request: bytes, session_id: int | None) -> None:
         )
 
 
-# --- the response filter ---------------------------------------------------------------
+# --- the size limit and the response filter --------------------------------------------
 
 
-def _too_large(r: Responder, size: int, why: str) -> bytes:
-    r.last_error = why
-    log.debug("ResponseTooLarge: %s", why)
-    return r.error(ErrorCode.ResponseTooLarge, 0, size.to_bytes(4, "little"))
+def response_limit(r: Responder) -> int | None:
+    """The largest response the requester can receive on this connection, None for no
+    limit (before GET_CAPABILITIES, and SPDM 1.0/1.1, which have no MaxSPDMmsgSize).
+
+    SPDM 1.2+ (DSP0274 1.2 10.4 GET_CAPABILITIES, "Large SPDM message transfer"): with
+    chunking, the requester's MaxSPDMmsgSize and what the most chunks (65536; 2^32 in 1.4)
+    can carry; without,
+    its DataTransferSize too (the message must arrive whole; DSP0274 1.2 makes the two
+    sizes equal for a requester without CHUNK_CAP).
+    """
+    peer = r.peer
+    if peer is None or r.version < 0x12:
+        return None
+    sizes = [peer.max_spdm_msg_size] if peer.max_spdm_msg_size else []
+    if chunking_active(r):
+        sizes.append(max_large_message(chunk_limit(r), r.version))
+    elif peer.data_transfer_size:
+        sizes.append(peer.data_transfer_size)
+    return min(sizes) if sizes else None
+
+
+def too_large(r: Responder, request: bytes, response: bytes) -> bytes | None:
+    """Pipeline step "limit": the ERROR(ResponseTooLarge) that replaces ``response`` when
+    the requester cannot receive it, else None (DSP0274 1.2+ ResponseTooLarge: the
+    extended error data is the 4-byte size of the response).  Chunks and CHUNK_SEND_ACK
+    are exempt: a chunk is sized to fit, and the response to a large request was
+    limited when it was made."""
+    if len(response) < 2 or response[1] in _SIZED_BY_CONSTRUCTION:
+        return None
+    limit = response_limit(r)
+    if limit is None or len(response) <= limit:
+        return None
+    peer = r.peer
+    what = code_name(request[1]) if len(request) > 1 else "?"
+    if peer is not None and peer.max_spdm_msg_size and len(response) > peer.max_spdm_msg_size:
+        why = f"MaxSPDMmsgSize {peer.max_spdm_msg_size}"
+    elif chunking_active(r):
+        why = f"what {max_chunks(r.version)} chunks of {chunk_limit(r)} bytes carry ({limit})"
+    else:
+        why = f"DataTransferSize {limit} (no CHUNK_CAP on both sides)"
+    r.last_error = (
+        f"the {len(response)}-byte {code_name(response[1])} to {what} is over the requester's {why}"
+    )
+    log.debug("ResponseTooLarge: %s", r.last_error)
+    return r.error(ErrorCode.ResponseTooLarge, 0, len(response).to_bytes(4, "little"))
+
+
+#: responses the limit does not apply to
+_SIZED_BY_CONSTRUCTION = frozenset(
+    {int(ResponseCode.CHUNK_RESPONSE), int(ResponseCode.CHUNK_SEND_ACK)}
+)
 
 
 def size_filter(r: Responder, request: bytes, session_id: int | None, response: bytes) -> bytes:
     """Pipeline step "filter": a response the requester cannot receive at once becomes
-    ERROR(LargeResponse) (DSP0274 1.3 10.24); transcripts saw the real response."""
+    ERROR(LargeResponse) (DSP0274 1.3 10.24); transcripts saw the real response.  What
+    the requester cannot receive at all was refused by :func:`too_large` already."""
     if len(response) < 2 or not chunking_active(r):
         return response
     if response[1] == ResponseCode.CHUNK_RESPONSE:
@@ -179,27 +231,10 @@ def size_filter(r: Responder, request: bytes, session_id: int | None, response: 
     limit = chunk_limit(r)
     if len(response) <= limit:
         return response
-    peer = r.peer
-    if peer is not None and peer.max_spdm_msg_size and len(response) > peer.max_spdm_msg_size:
-        # The handler should have answered ResponseTooLarge before changing any state
-        # (as GET_MEASUREMENTS does); libspdm replaces the response here, after the
-        # handler ran, which leaves state changed behind an ERROR.  Not chunked: a
-        # LargeMessageSize over MaxSPDMmsgSize is refused by the requester anyway.
-        log.warning(
-            "%s: a %d-byte response is over the requester's MaxSPDMmsgSize %d",
-            code_name(request[1]) if len(request) > 1 else "?",
-            len(response),
-            peer.max_spdm_msg_size,
-        )
-        return response
     message = response
     if response[1] == ResponseCode.CHUNK_SEND_ACK:
         # only the response to the large request is chunked, not the ACK around it
-        message = response[CHUNK_SEND_ACK_HEADER_SIZE:]
-    if len(message) > max_large_message(limit):
-        return _too_large(
-            r, len(message), f"a {len(message)}-byte response needs more than 65536 chunks"
-        )
+        message = response[short_chunk_size(r.version) :]
     st = _state(r)
     if st.pending is not None:
         log.debug("dropping the unread large response (handle %d)", st.pending.handle)
@@ -224,8 +259,9 @@ def chunk_get(r: Responder, req: Request) -> bytes:
     """CHUNK_GET -> CHUNK_RESPONSE: the next chunk of the pending large response."""
     if not chunking_active(r):
         raise unexpected("CHUNK_GET: CHUNK_CAP was not advertised by both sides")
-    if len(req.raw) < CHUNK_GET_SIZE:
-        raise invalid(f"CHUNK_GET is {len(req.raw)} bytes, needs {CHUNK_GET_SIZE}")
+    need = short_chunk_size(r.version)
+    if len(req.raw) < need:
+        raise invalid(f"CHUNK_GET is {len(req.raw)} bytes, needs {need}")
     st = _state(r)
     pending = st.pending
     if pending is None:
@@ -291,8 +327,8 @@ def _first_chunk_problem(
         )
     if large > dev.max_spdm_msg_size:
         return f"LargeMessageSize {large} is over MaxSPDMmsgSize {dev.max_spdm_msg_size}", large
-    if large > max_large_message(dev.data_transfer_size):
-        return f"LargeMessageSize {large} needs more than 65536 chunks", large
+    if large > max_large_message(dev.data_transfer_size, r.version):
+        return f"LargeMessageSize {large} needs more than {max_chunks(r.version)} chunks", large
     if large <= MIN_DATA_TRANSFER_SIZE_V12:
         return (
             f"LargeMessageSize {large} is not over MinDataTransferSize "
@@ -308,8 +344,9 @@ def _next_chunk_problem(
     r: Responder, inc: IncomingRequest, raw: bytes, handle: int, seq: int, last: bool, size: int
 ) -> str | None:
     """Why a later chunk of a large request is refused (libspdm's checks)."""
-    if seq != (inc.seq + 1) & 0xFFFF:
-        return f"ChunkSeqNo {seq}, expected {(inc.seq + 1) & 0xFFFF}"
+    wrap = max_chunks(r.version) - 1
+    if seq != (inc.seq + 1) & wrap:
+        return f"ChunkSeqNo {seq}, expected {(inc.seq + 1) & wrap}"
     if handle != inc.handle:
         return f"Handle {handle}, the transfer has {inc.handle}"
     if size > len(raw) - CHUNK_HEADER_SIZE:
@@ -358,7 +395,7 @@ def chunk_send(r: Responder, req: Request) -> bytes:
         raise unexpected("CHUNK_SEND while a large response is pending")
     handle = req.param2
     last = bool(req.param1 & LAST_CHUNK)
-    seq = int.from_bytes(raw[4:6], "little")
+    seq = int.from_bytes(raw[4:8] if r.version >= 0x14 else raw[4:6], "little")
     size = int.from_bytes(raw[8:12], "little")
     version = r.version
     inc = st.incoming

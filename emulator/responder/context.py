@@ -9,12 +9,13 @@ PSK_EXCHANGE (:meth:`emulator.responder.core.Responder.session_table`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from emulator.codec.constants import signing_algo
 from emulator.codec.messages import build_response_not_ready
 from emulator.crypto import HashObject
 from emulator.responder.base import ConnectionState
-from emulator.session.table import SessionTable
+from emulator.session.table import EncapState, SessionTable, TableCheckpoint
 
 
 @dataclass(slots=True)
@@ -42,6 +43,27 @@ class NegotiatedAlgorithms:
     aead: int = 0
     req_base_asym: int = 0
     key_schedule: int = 0
+    #: 1.3 multi-key connection for the responder's keys: the requester set MULTI_KEY_CONN
+    #: in NEGOTIATE_ALGORITHMS (DIGESTS/CERTIFICATE key fields, message D, KeyPairID in
+    #: GET_CSR / SET_CERTIFICATE, KeyUsageMask checks)
+    multi_key_rsp: bool = False
+    #: 1.3 multi-key connection for the requester's keys: MULTI_KEY_CONN in ALGORITHMS
+    #: (encapsulated DIGESTS key fields, message EncapD in the FINISH transcript)
+    multi_key_req: bool = False
+    #: SPDM 1.4 PqcAsymSel, ReqPqcAsymAlg and KEM selections (0 when not negotiated)
+    pqc_asym: int = 0
+    req_pqc_asym: int = 0
+    kem: int = 0
+
+    @property
+    def asym(self) -> int:
+        """The responder's signature algorithm as one id (BaseAsymSel, or PqcAsymSel << 32)."""
+        return signing_algo(self.base_asym, self.pqc_asym)
+
+    @property
+    def req_asym(self) -> int:
+        """The requester's signature algorithm (ReqBaseAsymAlg, or ReqPqcAsymAlg << 32)."""
+        return signing_algo(self.req_base_asym, self.req_pqc_asym)
 
 
 @dataclass(slots=True)
@@ -90,10 +112,14 @@ class MeasurementLog:
         self.hash.update(data)
         self.length += len(data)
 
+    def copy(self) -> MeasurementLog:
+        """A copy with its own running hash."""
+        return MeasurementLog(self.hash.copy(), dict(self.seen), self.length)
+
     def __deepcopy__(self, memo: dict[int, object]) -> MeasurementLog:
         """A copy with its own running hash (hash objects copy, they do not pickle):
         snapshots of a connection (the fuzz harness) copy contexts."""
-        return MeasurementLog(self.hash.copy(), dict(self.seen), self.length)
+        return self.copy()
 
 
 @dataclass(slots=True)
@@ -143,6 +169,25 @@ class ChunkState:
     @property
     def in_transfer(self) -> bool:
         return self.pending is not None or self.incoming is not None
+
+    def copy(self) -> ChunkState:
+        pending = self.pending
+        if pending is not None:
+            pending = PendingResponse(
+                pending.handle, pending.message, pending.session_id, pending.seq, pending.sent
+            )
+        incoming = self.incoming
+        if incoming is not None:
+            incoming = IncomingRequest(
+                incoming.handle,
+                incoming.session_id,
+                incoming.size,
+                bytearray(incoming.data),
+                incoming.seq,
+            )
+        return ChunkState(
+            self.get_handle, pending, incoming, self.responses_stored, self.requests_completed
+        )
 
 
 @dataclass(slots=True)
@@ -197,6 +242,11 @@ class ConnectionContext:
     not_ready: NotReadyState = field(default_factory=NotReadyState)
     #: secure sessions (DSP0274 1.3 10.19+); None until the first KEY_EXCHANGE/PSK_EXCHANGE
     sessions: SessionTable | None = None
+    #: an encapsulated flow of the connection, not of a session (GET_ENDPOINT_INFO armed by
+    #: spdm-emu's OOB_ENCAP_ENDPOINT_INFO); None when there is none
+    encap: EncapState | None = None
+    #: EPInfo the requester sent in the last encapsulated ENDPOINT_INFO
+    peer_endpoint_info: bytes | None = None
 
     def pristine(self) -> bool:
         """Nothing but GET_VERSION happened on this context: every field still has its
@@ -218,7 +268,100 @@ class ConnectionContext:
             and not self.identity.message_d
             and not self.identity.digest_window_closed
             and self.algorithms == _NOTHING_NEGOTIATED
+            and self.encap is None
+            and self.peer_endpoint_info is None
         )
+
+    def checkpoint(self) -> ContextCheckpoint:
+        """Everything a request may change here, copied (see :class:`ContextCheckpoint`).
+        ``peer`` and ``algorithms`` are replaced by their handlers, never changed, so they
+        are kept by reference."""
+        t = self.transcripts
+        sessions = self.sessions
+        deferred = self.not_ready.deferred
+        logs = self.measurements.logs
+        return ContextCheckpoint(
+            self,
+            self.state,
+            self.version,
+            self.peer,
+            self.algorithms,
+            (bytes(t.a), bytes(t.b), bytes(t.c)),
+            (self.identity.message_d, self.identity.digest_window_closed),
+            {sid: log.copy() for sid, log in logs.items()} if logs else {},
+            self.chunking.copy() if self.chunking is not None else None,
+            (deferred, deferred.remaining if deferred is not None else 0),
+            self.not_ready.next_token,
+            sessions,
+            sessions.checkpoint() if sessions is not None else None,
+            _copy_encap(self.encap),
+            self.peer_endpoint_info,
+        )
+
+
+@dataclass(slots=True)
+class ContextCheckpoint:
+    """A connection context as it was before a request (``ConnectionContext.checkpoint``).
+
+    The pipeline takes one before the handler runs when the requester's size limits may
+    refuse the response: a response that cannot be delivered (ERROR(ResponseTooLarge),
+    DSP0274 1.2+) is an ERROR to the request, and the request then has the effects of
+    an ERROR, not those of the response the requester never saw (no transcript, state,
+    measurement-log or session change).  :meth:`restore` puts every field back, in the
+    same objects (the session layer keeps references to sessions).
+    """
+
+    context: ConnectionContext
+    state: ConnectionState
+    version: int
+    peer: PeerCapabilities | None
+    algorithms: NegotiatedAlgorithms
+    transcripts: tuple[bytes, bytes, bytes]
+    identity: tuple[bytes, bool]
+    logs: dict[int | None, MeasurementLog]
+    chunking: ChunkState | None
+    deferred: tuple[DeferredRequest | None, int]
+    next_token: int
+    sessions: SessionTable | None
+    table: TableCheckpoint | None
+    encap: EncapState | None
+    peer_endpoint_info: bytes | None
+
+    def restore(self) -> ConnectionContext:
+        """The context as it was (the same object, fields put back); install it."""
+        ctx = self.context
+        ctx.state = self.state
+        ctx.version = self.version
+        ctx.peer = self.peer
+        ctx.algorithms = self.algorithms
+        t = ctx.transcripts
+        t.a[:], t.b[:], t.c[:] = self.transcripts
+        ctx.identity.message_d, ctx.identity.digest_window_closed = self.identity
+        ctx.measurements.logs = self.logs
+        ctx.chunking = self.chunking
+        deferred, remaining = self.deferred
+        if deferred is not None:
+            deferred.remaining = remaining
+        ctx.not_ready.deferred = deferred
+        ctx.not_ready.next_token = self.next_token
+        created = ctx.sessions
+        if created is not None and created is not self.sessions:
+            # the table was made by this request (its first KEY_EXCHANGE / PSK_EXCHANGE)
+            created.clear()
+            created.detach()
+        ctx.sessions = self.sessions
+        if self.sessions is not None and self.table is not None:
+            self.sessions.restore(self.table)
+        ctx.encap = self.encap
+        ctx.peer_endpoint_info = self.peer_endpoint_info
+        return ctx
+
+
+def _copy_encap(encap: EncapState | None) -> EncapState | None:
+    """The connection's encapsulated flow, its mutable fields copied."""
+    if encap is None:
+        return None
+    return replace(encap, sequence=list(encap.sequence), chain=bytearray(encap.chain))
 
 
 _NOTHING_NEGOTIATED = NegotiatedAlgorithms()

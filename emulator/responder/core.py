@@ -11,11 +11,36 @@ Every request goes through the same steps, in this order (libspdm
 4. **dispatch**: header length, the dispatch-table line of the code (``table.py``), its
    version / capability / connection-state / session / requester-capability rules, then
    the handler.  An :class:`SpdmErrorResponse` becomes the ERROR.
-5. **observe**: transcript resets that depend on which request came next (B/C by
+5. **limit** (:func:`emulator.responder.chunking.too_large`): a response larger than the
+   requester can receive at all (its MaxSPDMmsgSize; its DataTransferSize without
+   chunking) becomes ERROR(ResponseTooLarge) with the size, in the clear and in sessions
+   alike, and the request then has the effects of an ERROR (below).
+6. **observe**: transcript resets that depend on which request came next (B/C by
    :func:`emulator.responder.certificates.observe`, L1/L2 by
-   :func:`emulator.responder.measurements.observe`).
-6. **filter** (:func:`emulator.responder.chunking.size_filter`): a response larger than
-   the requester can take becomes ERROR(LargeResponse) for CHUNK_GET.
+   :func:`emulator.responder.measurements.observe`); they see the ERROR of step 5.
+7. **filter** (:func:`emulator.responder.chunking.size_filter`): a response larger than
+   the requester can take at once becomes ERROR(LargeResponse) for CHUNK_GET.
+
+Steps 4-6 are :meth:`Responder.dispatch`, which a request reassembled from CHUNK_SEND goes
+through too (its response, or the ERROR(ResponseTooLarge) standing for it, travels in the
+CHUNK_SEND_ACK).
+
+**ResponseTooLarge and state.**  DSP0274 has no rule that every ERROR leaves state alone:
+it says what each exchange changes, and an ERROR has the effects DSP0274 gives it (an
+ERROR to GET_MEASUREMENTS ends the L1/L2 log; RequestResynch and a failed FINISH end
+things; most change nothing).  What a response changes, a transcript, the connection
+state, a session opened or moved on, comes from the messages both sides exchanged, and
+ERROR(ResponseTooLarge) means the requester never saw that response: keeping its effects
+would leave the two sides with different transcripts (every later signature fails) and,
+for KEY_EXCHANGE, a session the requester cannot know of, holding a slot of the table.  So
+``dispatch`` takes a checkpoint of the connection context (transcripts, state, measurement
+logs, chunking, not-ready and session table: ``ConnectionContext.checkpoint``) before the
+handler runs whenever a size limit applies, and puts it back when step 5 refuses the
+response; the handler's session commits are dropped; then the observers see the ERROR as
+they see any other.  Device-wide changes (a provisioned certificate, an IDE key) are not
+undone (their responses are far below any limit).  libspdm's responder
+(``libspdm_rsp_receive_send.c``) replaces the response after its handler ran and so keeps
+the changes behind the ERROR; its GET_MEASUREMENTS handler checks the size itself first.
 
 The core never does I/O, never reads the clock and never calls ``os.urandom``:
 randomness and time come in through ``rng`` and ``clock``.
@@ -53,11 +78,12 @@ from emulator.responder.context import (
     PeerCapabilities,
     Transcripts,
 )
-from emulator.responder.table import DEFAULT_TABLE
+from emulator.responder.table import APPLICATION_PROTOCOLS, DEFAULT_TABLE
 from emulator.session.table import SessionTable
 
 if TYPE_CHECKING:
     from emulator.device.model import Device
+    from emulator.responder.vendor_defined.tdisp import TdispFault
 
 log = logging.getLogger("emulator.responder")
 
@@ -82,6 +108,8 @@ class FaultContext:
     device: Device | None = None
     rng: RandomSource | None = None
     defer: Deferral | None = None
+    #: TDISP faults (emulator.responder.vendor_defined.tdisp) for a TDISP request
+    tdisp: tuple[TdispFault, ...] = ()
 
 
 class Outcome(NamedTuple):
@@ -169,8 +197,18 @@ class Responder:
         if table is None:
             table = SessionTable(self.device.sessions)
             table.listen(self.device.listeners)
+            table.on_end = self._session_ended
             self.ctx.sessions = table
         return table
+
+    def _session_ended(self, session_id: int) -> None:
+        """A session of this connection ended: tell the device-wide state that depends
+        on sessions (TDIs locked over it go to ERROR, PCIe 6.1 11.4.5)."""
+        for hook in list(self.device.session_hooks):
+            try:
+                hook(self.connection_number, session_id)
+            except Exception:  # device state must never break the session layer
+                log.exception("session-end hook failed")
 
     # ---- public API ------------------------------------------------------------------
 
@@ -188,6 +226,16 @@ class Responder:
             table.clear()
             table.detach()
         self.ctx = ConnectionContext()
+
+    def application(self, protocol: str, message: bytes, session_id: int) -> bytes | None:
+        """Answer a message of another application protocol that a secured record carried
+        (MCTP: PLDM, DSP0275): its response (b"": none is due), or None when the device
+        does not speak ``protocol``.  The table of these protocols is
+        :data:`emulator.responder.table.APPLICATION_PROTOCOLS`."""
+        handler = APPLICATION_PROTOCOLS.get(protocol)
+        if handler is None:
+            return None
+        return handler(self, message, session_id)
 
     def handle(self, request: bytes, session_id: int | None = None) -> bytes:
         """Answer one request; an ERROR response for anything wrong with it."""
@@ -216,8 +264,12 @@ class Responder:
     def dispatch(
         self, request: bytes, session_id: int | None, fault: FaultContext | None = None
     ) -> bytes:
-        """Steps 4 and 5 for one request: the checks, the handler, the observers.  Also
-        what a reassembled CHUNK_SEND request goes through (DSP0274 1.3 10.25)."""
+        """Steps 4-6 for one request: the checks and the handler, the size limit, the
+        observers.  Also what a reassembled CHUNK_SEND request goes through (DSP0274 1.3
+        10.25)."""
+        # a checkpoint only where a limit may refuse the response (SPDM 1.2+ requesters)
+        saved = self.ctx.checkpoint() if chunking.response_limit(self) is not None else None
+        first_commit = len(self._commits)
         try:
             result = self._run_handler(request, session_id, fault)
         except SpdmErrorResponse as err:
@@ -229,9 +281,24 @@ class Responder:
                 response = result.message
             else:
                 response = result
+        refused = chunking.too_large(self, request, response)
+        if refused is not None:
+            # the requester never sees the response: the request has an ERROR's effects
+            # (module docstring, "ResponseTooLarge and state")
+            if saved is not None:
+                self.ctx = saved.restore()
+            del self._commits[first_commit:]
+            response = refused
+        self.observe(request, session_id, response)
+        return response
+
+    def observe(self, request: bytes, session_id: int | None, response: bytes) -> None:
+        """Step 6 alone: what answering ``request`` with ``response`` ends in the
+        transcripts.  The connection calls it for an ERROR a fault sent without asking
+        the responder, so that the device's L1/L2 end where the requester's do (libspdm's
+        GET_MEASUREMENTS handler resets message M when it answers Busy)."""
         certificates.observe(self, request, response)
         measurements.observe(self, request, session_id, response)
-        return response
 
     def error(self, code: ErrorCode | int, data: int = 0, extended: bytes = b"") -> bytes:
         """An ERROR in the connection's version (1.0 before negotiation, as libspdm)."""
@@ -317,12 +384,10 @@ class Responder:
             raise SpdmErrorResponse(
                 ErrorCode.UnsupportedRequest, f"unknown request code 0x{code:02X}", data=code
             )
-        if fault is None:
-            req = Request(raw, version, code, p1, p2, session_id, self.device, self.rng)
-        else:
-            device = self.device if fault.device is None else fault.device
-            rng = self.rng if fault.rng is None else fault.rng
-            req = Request(raw, version, code, p1, p2, session_id, device, rng)
+        device = self.device if fault is None or fault.device is None else fault.device
+        rng = self.rng if fault is None or fault.rng is None else fault.rng
+        tdisp_faults = fault.tdisp if fault is not None else ()
+        req = Request(raw, version, code, p1, p2, session_id, device, rng, tdisp_faults)
         if spec.own_ordering:
             return spec.fn(self, req)
         ctx = self.ctx

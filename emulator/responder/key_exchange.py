@@ -28,8 +28,9 @@ signature-included bit must match MutAuthRequested; the requester signature (mut
 context "requester-finish signing") over A || Hash(Ct) || K || Hash(CM) || FINISH header and
 RequesterVerifyData = HMAC(request finished key, Hash(... || signature)) are checked (failure:
 ERROR(DecryptError), then the session ends); FINISH_RSP carries ResponderVerifyData only in
-the clear; the data keys come from TH2 = Hash(A || Hash(Ct) || K || [Hash(CM)] || F), and the
-session becomes ESTABLISHED once FINISH_RSP is sent.
+the clear; the data keys come from TH2 = Hash(A || Hash(Ct) || K || [EncapD] || [Hash(CM)] ||
+F), and the session becomes ESTABLISHED once FINISH_RSP is sent (EncapD: the first
+encapsulated DIGESTS, when the requester's keys make a 1.3 multi-key connection).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from emulator.codec.session import (
     build_finish_rsp,
     parse_aead_limit,
     parse_supported_versions,
+    read_opaque_field,
     sm_aead_limit_element,
     sm_version_selection_element,
 )
@@ -71,10 +73,11 @@ from emulator.crypto import (
     KEY_EXCHANGE_RSP_SIGN_CONTEXT,
     DheKeyPair,
     KeySchedule,
-    dhe_exchange_size,
     digest,
+    exchange_sizes,
     hash_size,
     hmac_digest,
+    kem_encapsulate,
     public_key_of_cert,
     signature_size,
     spdm_verify,
@@ -289,8 +292,8 @@ def th_finish(session: Session) -> bytes:
 def _slot_key_material(r: Responder, req: Request, slot: int) -> tuple[bytes, object]:
     """(Ct, SlotKey) of the slot KEY_EXCHANGE names; InvalidRequest when it is not usable."""
     identity = req.device.identity
-    asym = r.algorithms.base_asym
-    if int(r.device.capabilities) & _CERT_CAP:
+    asym = r.algorithms.asym
+    if r.device.capabilities & ResponderCap.CERT_CAP:
         if slot >= 8:
             raise invalid(f"KEY_EXCHANGE SlotID {slot} is not 0..7")
         key = identity.key_for(slot, asym)
@@ -338,7 +341,7 @@ def key_exchange(r: Responder, req: Request) -> bytes:
     _ct, slot_key = _slot_key_material(r, req, req.param2)  # _slot_key_material checks Ct
     if r.version >= 0x13:
         if (
-            r.algorithms.other_params & _MULTI_KEY_CONN
+            r.algorithms.multi_key_rsp
             and req.param2 != PUBLIC_KEY_SLOT
             and not getattr(slot_key, "key_usage", KeyUsage.KEY_EX) & KeyUsage.KEY_EX
         ):
@@ -350,7 +353,7 @@ def key_exchange(r: Responder, req: Request) -> bytes:
             raise invalid("KEY_EXCHANGE SessionPolicy EventAllPolicy without EVENT_CAP")
     alg = r.algorithms
     try:
-        exchange_size = dhe_exchange_size(alg.dhe)
+        exchange_size, _ = exchange_sizes(alg.dhe, alg.kem)
     except CryptoError as exc:
         raise invalid(f"KEY_EXCHANGE: {exc}") from None
     try:
@@ -369,8 +372,13 @@ def key_exchange(r: Responder, req: Request) -> bytes:
     sid = new_session_id(req, table, msg.req_session_id)
     random_data = req.rng(RANDOM_DATA_SIZE)
     try:
-        dhe = _dhe_key(alg.dhe, req.rng)
-        shared = dhe.shared_secret(msg.exchange_data)
+        if alg.kem:
+            # DSP0274 1.4: the responder encapsulates to the requester's ML-KEM key
+            shared, exchange_data = kem_encapsulate(alg.kem, msg.exchange_data)
+        else:
+            dhe = _dhe_key(alg.dhe, req.rng)
+            shared = dhe.shared_secret(msg.exchange_data)
+            exchange_data = dhe.public_bytes
     except CryptoError as exc:
         raise SpdmErrorResponse(ErrorCode.Unspecified, f"KEY_EXCHANGE: {exc}") from None
     summary = measurement_summary(r, req, kind, summary_size)
@@ -383,7 +391,7 @@ def key_exchange(r: Responder, req: Request) -> bytes:
         mut_auth_requested=mut,
         req_slot_id_param=req_slot_param,
         random_data=random_data,
-        exchange_data=dhe.public_bytes,
+        exchange_data=exchange_data,
         measurement_summary_hash=summary,
         opaque_data=rsp_opaque,
     )
@@ -400,6 +408,8 @@ def key_exchange(r: Responder, req: Request) -> bytes:
         mut_auth_requested=mut,
         req_slot_id=settings.req_slot_id,
     )
+    if session.session_policy & SessionPolicy.EVENT_ALL_POLICY and r.version >= 0x13:
+        subscribe_all_events(r, session)
     if mut == MutAuthRequested.REQUESTED:
         session.peer_chain = _provisioned_requester_chain(r)
     elif mut:
@@ -417,7 +427,7 @@ def key_exchange(r: Responder, req: Request) -> bytes:
     try:
         signature = slot_key.sign(  # type: ignore[attr-defined]
             r.version,
-            alg.base_asym,
+            alg.asym,
             alg.base_hash,
             KEY_EXCHANGE_RSP_SIGN_CONTEXT,
             th_base(session),
@@ -428,6 +438,7 @@ def key_exchange(r: Responder, req: Request) -> bytes:
     session.message_k += signature
     th1 = digest(alg.base_hash, th_base(session))
     session.install_handshake(schedule.handshake(shared, th1))
+    session.dhe_secret = shared
     if not in_clear:
         response.verify_data = hmac_digest(alg.base_hash, session.response_finished_key, th1)
         session.message_k += response.verify_data
@@ -444,9 +455,18 @@ def _dhe_key(group: int, rng: RandomSource) -> DheKeyPair:
     return DheKeyPair.generate(group, rng)
 
 
+def subscribe_all_events(r: Responder, session: Session) -> None:
+    """SessionPolicy EventAllPolicy (1.3): the session is subscribed to every supported
+    event type from its start (DSP0274 1.3 KEY_EXCHANGE / PSK_EXCHANGE)."""
+    from emulator.device.events import EventQueue
+
+    session.events = EventQueue(r.device.events)
+    session.events.subscribe_all()
+
+
 def _message_d(r: Responder) -> bytes:
     """Message D (1.3 MULTI_KEY_CONN only), as the identity family recorded it."""
-    if r.version >= 0x13 and r.algorithms.other_params & _MULTI_KEY_CONN:
+    if r.version >= 0x13 and r.algorithms.multi_key_rsp:
         return message_d(r)
     return b""
 
@@ -495,8 +515,12 @@ def finish(r: Responder, req: Request) -> Response:
         )
     alg = r.algorithms
     hsize = hash_size(alg.base_hash)
-    sig_size = signature_size(alg.req_base_asym) if mut else 0
-    total = 4 + sig_size + hsize
+    sig_size = signature_size(alg.req_asym) if mut else 0
+    try:  # 1.4: OpaqueDataLength + OpaqueData follow the header
+        head, _opaque = read_opaque_field(req.raw, "FINISH")
+    except CodecError as exc:
+        raise invalid(str(exc)) from None
+    total = head + sig_size + hsize
     if len(req.raw) < total:
         raise invalid(f"FINISH is {len(req.raw)} bytes, needs {total}")
     if included:
@@ -507,9 +531,9 @@ def finish(r: Responder, req: Request) -> Response:
             raise invalid(f"FINISH ReqSlotID {req_slot}, the encapsulated flow used another")
     reset_via_request_code(r, RequestCode.FINISH)
     raw = req.raw[:total]
-    f = bytearray(raw[:4])
+    f = bytearray(raw[:head])
     if mut:
-        signature = raw[4 : 4 + sig_size]
+        signature = raw[head : head + sig_size]
         if not _verify_requester_signature(r, session, _th_with(session, f), signature):
             raise SpdmErrorResponse(
                 ErrorCode.DecryptError,
@@ -517,7 +541,7 @@ def finish(r: Responder, req: Request) -> Response:
                 commits=(end(session.session_id),),
             )
         f += signature
-    verify = raw[4 + sig_size : total]
+    verify = raw[head + sig_size : total]
     th_hash = digest(alg.base_hash, _th_with(session, f))
     expected = hmac_digest(alg.base_hash, session.request_finished_key, th_hash)
     if not _hmac.compare_digest(expected, verify):
@@ -544,8 +568,11 @@ def finish(r: Responder, req: Request) -> Response:
 
 
 def _th_with(session: Session, f: bytes | bytearray) -> bytes:
+    """A || [D] || Hash(Ct) || K || [EncapD] || [Hash(CM)] || F (EncapD: the first
+    encapsulated DIGESTS when the requester's keys make a 1.3 multi-key connection)."""
     out = session.th_prefix + bytes(session.message_k)
     if session.mut_auth_requested and session.peer_chain:
+        out += session.encap_digests
         out += digest(session.schedule.hash_algo, session.peer_chain)
     return out + bytes(f)
 
@@ -564,7 +591,7 @@ def _verify_requester_signature(
         key = public_key_of_cert(parsed.certs[-1])
         return spdm_verify(
             r.version,
-            r.algorithms.req_base_asym,
+            r.algorithms.req_asym,
             r.algorithms.base_hash,
             key,
             FINISH_SIGN_CONTEXT,

@@ -46,7 +46,6 @@ from typing import TYPE_CHECKING
 from emulator.codec.constants import (
     OPAQUE_DATA_FMT_MASK,
     ErrorCode,
-    OtherParams,
     RequestCode,
     ResponderCap,
     ResponseCode,
@@ -77,7 +76,7 @@ from emulator.responder.base import (
     invalid,
     unexpected,
 )
-from emulator.responder.chunking import chunking_active
+from emulator.responder.chunking import chunking_active, response_limit
 from emulator.responder.context import MeasurementLog
 
 if TYPE_CHECKING:
@@ -86,7 +85,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("emulator.responder.measurements")
 
-_MULTI_KEY_CONN = int(OtherParams.MULTI_KEY_CONN)
 _MEAS_CAP_SIG = int(ResponderCap.MEAS_CAP_SIG)
 #: identity slot id of the raw public key (PUB_KEY_ID_CAP); SlotIDParam 0xF selects it
 _IDENTITY_PUBLIC_KEY_SLOT = 0xFF
@@ -131,24 +129,18 @@ def _too_large(size: int) -> SpdmErrorResponse:
 
 
 def _check_size(r: Responder, size: int) -> None:
-    """ERROR unless a ``size``-byte response can be delivered (see the module docstring)."""
+    """ERROR unless a ``size``-byte response can be delivered (see the module docstring);
+    checked before signing, with the pipeline's own rule for the requester's limits
+    (:func:`emulator.responder.chunking.response_limit`)."""
+    limit = response_limit(r)
+    if limit is not None and size > limit:
+        raise _too_large(size)
     own = min(r.device.data_transfer_size, r.device.max_spdm_msg_size)
     if chunking_active(r):
-        # 1.2+ with CHUNK_CAP on both sides: a response over the DataTransferSizes is
-        # delivered by CHUNK_GET (emulator.responder.chunking); only MaxSPDMmsgSize limits
-        peer = r.peer
-        if peer is not None and peer.max_spdm_msg_size and size > peer.max_spdm_msg_size:
-            raise _too_large(size)
+        # a response over the DataTransferSizes is delivered by CHUNK_GET
         if size > r.device.max_spdm_msg_size:
             raise _too_large(size)
-        return
-    if r.version >= 0x12:
-        peer = r.peer
-        if peer is not None:
-            if peer.max_spdm_msg_size and size > peer.max_spdm_msg_size:
-                raise _too_large(size)
-            if peer.data_transfer_size and size > peer.data_transfer_size:
-                raise _too_large(size)
+    elif r.version >= 0x12:
         if size > own:
             raise _too_large(size)
     elif size > own:
@@ -164,14 +156,14 @@ def _signing_key(r: Responder, device: Device, req: GetMeasurementsRequest) -> P
     if slot != PUBLIC_KEY_SLOT and slot >= 8:
         raise invalid(f"SlotIDParam {slot} is not a slot (0..7, or 0xF for the public key)")
     identity = device.identity
-    asym = r.algorithms.base_asym
+    asym = r.algorithms.asym
     key = identity.key_for(_IDENTITY_PUBLIC_KEY_SLOT if slot == PUBLIC_KEY_SLOT else slot, asym)
     if key is None:
         what = "no provisioned public key" if slot == PUBLIC_KEY_SLOT else f"slot {slot} is empty"
         raise invalid(f"signed GET_MEASUREMENTS: {what} for the negotiated algorithm")
     if (
         r.version >= 0x13
-        and r.algorithms.other_params & _MULTI_KEY_CONN
+        and r.algorithms.multi_key_rsp
         and slot != PUBLIC_KEY_SLOT
         and not key.key_usage & _KEY_USAGE_MEASUREMENT
     ):
@@ -246,7 +238,7 @@ def get_measurements(r: Responder, req: Request) -> bytes:
     )
     try:
         unsigned = response.encode_unsigned()
-        sig_size = signature_size(alg.base_asym) if signed else 0
+        sig_size = signature_size(alg.asym) if signed else 0
     except (CodecError, CryptoError) as exc:
         raise SpdmErrorResponse(ErrorCode.Unspecified, f"MEASUREMENTS: {exc}") from None
     _check_size(r, len(unsigned) + sig_size)
@@ -273,7 +265,7 @@ def get_measurements(r: Responder, req: Request) -> bytes:
     try:
         signature = spdm_sign_hash(
             r.version,
-            alg.base_asym,
+            alg.asym,
             alg.base_hash,
             key,
             MEASUREMENTS_SIGN_CONTEXT,

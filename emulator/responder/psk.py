@@ -33,7 +33,9 @@ from emulator.codec.constants import ErrorCode, RequestCode, ResponderCap
 from emulator.codec.session import (
     PskExchangeRequest,
     PskExchangeResponse,
+    SessionPolicy,
     build_psk_finish_rsp,
+    read_opaque_field,
 )
 from emulator.crypto import digest, hash_size, hmac_digest
 from emulator.errors import CodecError, CryptoError
@@ -59,6 +61,7 @@ from emulator.responder.key_exchange import (
     require_negotiated,
     secured_message_check,
     session_type,
+    subscribe_all_events,
 )
 from emulator.session.table import Session, SessionState
 
@@ -117,7 +120,14 @@ def psk_exchange(r: Responder, req: Request) -> Response:
         heartbeat_period=response.heartbeat_period,
         session_policy=req.param2 if r.version >= 0x12 else 0,
         psk_hint=msg.psk_hint,
+        psk=psk,
     )
+    if (
+        r.version >= 0x13
+        and session.session_policy & SessionPolicy.EVENT_ALL_POLICY
+        and r.device.capabilities & ResponderCap.EVENT_CAP
+    ):
+        subscribe_all_events(r, session)
     session.th_prefix = bytes(r.transcripts.a)
     session.message_k += req.raw[:size]
     session.message_k += response.encode_unverified()
@@ -148,20 +158,24 @@ def psk_finish(r: Responder, req: Request) -> Response:
         raise unexpected("PSK_FINISH: the session is not in its handshake phase")
     alg = r.algorithms
     hsize = hash_size(alg.base_hash)
-    if len(req.raw) != 4 + hsize:
+    try:  # 1.4: OpaqueDataLength + OpaqueData follow the header
+        head, _opaque = read_opaque_field(req.raw, "PSK_FINISH")
+    except CodecError as exc:
+        raise invalid(str(exc)) from None
+    if len(req.raw) != head + hsize:
         # only ever sent in a session: no transport padding, the size is exact (libspdm)
-        raise invalid(f"PSK_FINISH is {len(req.raw)} bytes, must be {4 + hsize}")
+        raise invalid(f"PSK_FINISH is {len(req.raw)} bytes, must be {head + hsize}")
     reset_via_request_code(r, RequestCode.PSK_FINISH)
-    f = bytearray(req.raw[:4])
+    f = bytearray(req.raw[:head])
     th = session.th_prefix + bytes(session.message_k) + bytes(f)
     expected = hmac_digest(alg.base_hash, session.request_finished_key, digest(alg.base_hash, th))
-    if not _hmac.compare_digest(expected, req.raw[4:]):
+    if not _hmac.compare_digest(expected, req.raw[head:]):
         raise SpdmErrorResponse(
             ErrorCode.DecryptError,
             "PSK_FINISH RequesterVerifyData mismatch",
             commits=(end(session.session_id),),
         )
-    f += req.raw[4:]
+    f += req.raw[head:]
     response = build_psk_finish_rsp(r.version)
     f += response
     session.message_f = f

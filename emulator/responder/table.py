@@ -3,13 +3,16 @@
 says the least version, the capability the device must advertise, where the request may
 be sent, and the requester capability it needs.
 
-Adding a request = one module with its handler + one line here.
+Adding a request = one module with its handler + one line here.  Messages of other
+application protocols that a secured record carries (MCTP: PLDM) have their own short
+table, :data:`APPLICATION_PROTOCOLS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import emulator.responder.algorithms as algorithms
 import emulator.responder.capabilities as capabilities
@@ -17,8 +20,13 @@ import emulator.responder.certificates as certificates
 import emulator.responder.challenge as challenge
 import emulator.responder.chunking as chunking
 import emulator.responder.encapsulated as encapsulated
+import emulator.responder.endpoint_info as endpoint_info
+import emulator.responder.events as events
 import emulator.responder.key_exchange as key_exchange
 import emulator.responder.measurements as measurements
+import emulator.responder.mel as mel
+import emulator.responder.pldm as pldm
+import emulator.responder.provisioning as provisioning
 import emulator.responder.psk as psk
 import emulator.responder.respond_if_ready as respond_if_ready
 import emulator.responder.session_control as session_control
@@ -27,10 +35,15 @@ import emulator.responder.version as version
 from emulator.codec.constants import RequestCode, RequesterCap, ResponderCap
 from emulator.responder.base import HandlerSpec, SessionRule
 
+if TYPE_CHECKING:
+    from emulator.responder.core import Responder
+
 _OUT = SessionRule.OUTSIDE_ONLY
 _ANY = SessionRule.EITHER
+_IN = SessionRule.INSIDE_ONLY
 _ENCAP = ResponderCap.ENCAP_CAP | ResponderCap.MUT_AUTH_CAP
 _MEAS = ResponderCap.MEAS_CAP_NO_SIG | ResponderCap.MEAS_CAP_SIG
+_EP_INFO = ResponderCap.EP_INFO_CAP_NO_SIG | ResponderCap.EP_INFO_CAP_SIG
 
 
 def build_table() -> dict[int, HandlerSpec]:
@@ -71,6 +84,21 @@ def build_table() -> dict[int, HandlerSpec]:
             RequestCode.GET_MEASUREMENTS,
             measurements.get_measurements,
             capability=_MEAS,
+            session=_ANY,
+        ),
+        HandlerSpec(
+            RequestCode.GET_MEASUREMENT_EXTENSION_LOG,
+            mel.get_measurement_extension_log,
+            min_version=0x13,
+            capability=ResponderCap.MEL_CAP,
+            session=_ANY,
+        ),
+        # endpoint info (1.3 10.16)
+        HandlerSpec(
+            RequestCode.GET_ENDPOINT_INFO,
+            endpoint_info.get_endpoint_info,
+            min_version=0x13,
+            capability=_EP_INFO,
             session=_ANY,
         ),
         # sessions (10.19-10.23)
@@ -138,6 +166,50 @@ def build_table() -> dict[int, HandlerSpec]:
             capability=_ENCAP,
             session=_ANY,
         ),
+        # provisioning (1.2 10.13-10.14, 1.3 10.13-10.15)
+        HandlerSpec(
+            RequestCode.GET_CSR,
+            provisioning.get_csr,
+            min_version=0x12,
+            capability=ResponderCap.CSR_CAP,
+            session=_ANY,
+        ),
+        HandlerSpec(
+            RequestCode.SET_CERTIFICATE,
+            provisioning.set_certificate,
+            min_version=0x12,
+            capability=ResponderCap.SET_CERT_CAP,
+            session=_ANY,
+        ),
+        HandlerSpec(
+            RequestCode.GET_KEY_PAIR_INFO,
+            provisioning.get_key_pair_info,
+            min_version=0x13,
+            capability=ResponderCap.GET_KEY_PAIR_INFO_CAP,
+            session=_ANY,
+        ),
+        HandlerSpec(
+            RequestCode.SET_KEY_PAIR_INFO,
+            provisioning.set_key_pair_info,
+            min_version=0x13,
+            capability=ResponderCap.SET_KEY_PAIR_INFO_CAP,
+            session=_ANY,
+        ),
+        # events (1.3 10.26-10.28): SEND_EVENT goes to the requester, encapsulated
+        HandlerSpec(
+            RequestCode.GET_SUPPORTED_EVENT_TYPES,
+            events.get_supported_event_types,
+            min_version=0x13,
+            capability=ResponderCap.EVENT_CAP,
+            session=_IN,
+        ),
+        HandlerSpec(
+            RequestCode.SUBSCRIBE_EVENT_TYPES,
+            events.subscribe_event_types,
+            min_version=0x13,
+            capability=ResponderCap.EVENT_CAP,
+            session=_IN,
+        ),
         # ResponseNotReady (10.17), vendor-defined (10.18), large messages (10.24-10.25)
         HandlerSpec(RequestCode.RESPOND_IF_READY, respond_if_ready.respond_if_ready, session=_ANY),
         HandlerSpec(
@@ -158,3 +230,14 @@ def build_table() -> dict[int, HandlerSpec]:
 
 #: The table every responder uses unless it is given its own (read-only).
 DEFAULT_TABLE: Mapping[int, HandlerSpec] = MappingProxyType(build_table())
+
+
+#: application protocol (a binding's ``RecordFormat.app_protocols`` name) -> the handler
+#: answering its messages in a session: ``fn(responder, message, session_id)`` -> the
+#: response (b"": none), None when the device does not speak it
+ApplicationHandler = Callable[["Responder", bytes, int], "bytes | None"]
+APPLICATION_PROTOCOLS: Mapping[str, ApplicationHandler] = MappingProxyType(
+    {
+        "pldm": pldm.respond,  # DSP0240 in DSP0275 secured messages (MCTP type 0x01)
+    }
+)

@@ -1,14 +1,19 @@
 """asyncio platform-socket server: one :class:`asyncio.Protocol` per TCP connection,
 frames handled in order.
 
-The server speaks spdm-emu's platform socket protocol (see :mod:`emulator.transport.platform`).
+The server speaks spdm-emu's platform socket protocol (see :mod:`emulator.transport.platform`),
+or the binding's own stream framing: each connection's bytes go through the codec the
+binding makes for it (``binding.stream_codec``: platform frames for DOE, MCTP, none and
+storage; DSP0287 messages or platform frames for TCP), which hands the server frames and
+encodes what it sends.
 The commands the binding declares (``binding.platform_commands``: NORMAL for DOE, MCTP and
 none) go to the binding with the per-connection :class:`ConnectionLike` (normally
 :class:`emulator.connection.SpdmConnection`); the binding drives it (push ``receive``, or
 pull ``deliver``/``collect``) and returns a :class:`~emulator.transport.base.CommandAnswer`
 that is executed here: its frames, then the :class:`~emulator.events.Reply` (delay, send,
-partial frame, close).  TEST, SHUTDOWN, CONTINUE and OOB_ENCAP_KEY_UPDATE are answered by
-the server itself; any other command is answered with UNKNOWN.
+partial frame, close).  TEST, SHUTDOWN, CONTINUE, OOB_ENCAP_KEY_UPDATE and
+OOB_ENCAP_ENDPOINT_INFO are answered by the server itself; any other command is answered
+with UNKNOWN.
 
 Differences from spdm-emu's ``spdm_responder_emu`` (deliberate):
 
@@ -41,12 +46,16 @@ most 256 KiB) not yet handled, one incomplete frame, and a write buffer bounded 
 high-water mark plus one reply.
 
 Limits (fields of :class:`~emulator.options.RunOptions`, their defaults there):
-``max_payload`` (a larger frame closes the connection before any payload byte is stored),
+``max_payload`` (a larger frame closes the connection before any payload byte is stored;
+the codecs that can skip one stay in step instead: a DSP0287 message gets ERROR_TOO_LARGE,
+a storage IF_SEND status 0x4002),
 ``max_connections`` (more are accepted and closed at once), ``idle_timeout`` (nothing
 received), ``frame_timeout`` (a frame trickled in, or a reply the peer does not read,
 closes the connection), ``backlog`` (queued connection attempts).  Deadlines are checked
 lazily: one timer per connection, set for the earliest deadline and moved only when it
-fires (a read only records the time).
+fires (a read only records the time).  Per connection the server holds the stream
+codec's one incomplete frame, decoded frames of at most one read slice, and unsent reply
+bounded by back-pressure.
 """
 
 from __future__ import annotations
@@ -65,16 +74,16 @@ from emulator.errors import FrameError
 from emulator.options import DEFAULT_FRAME_TIMEOUT, RunOptions
 from emulator.server.platform import (
     Frame,
-    FrameDecoder,
     PlatformCommand,
+    PlatformStreamCodec,
     command_name,
-    encode_frame,
 )
 from emulator.transport.base import (
     CommandAnswer,
     Endpoint,
     PushFraming,
     SocketTransport,
+    StreamCodec,
     TransportBinding,
 )
 
@@ -167,6 +176,15 @@ class SpdmServer:
         #: the binding's NORMAL handling is PushFraming's (``endpoint.receive``): the
         #: server calls ``receive`` itself, without building a CommandAnswer per frame
         self.push = getattr(type(binding), "handle_command", None) is PushFraming.handle_command
+
+    def _new_codec(self) -> StreamCodec:
+        """The binding's codec for a new connection's stream (platform frames when the
+        binding does not frame its stream itself)."""
+        make = getattr(self.binding, "stream_codec", None)
+        if make is None:
+            return PlatformStreamCodec(self.config.max_payload)
+        codec: StreamCodec = make(self.config.max_payload)
+        return codec
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -283,9 +301,15 @@ class _Connection(asyncio.Protocol):
         self.writer: asyncio.StreamWriter | None = None
         self.sock: Any = None
         self.conn: ConnectionLike | None = None
-        self.decoder = FrameDecoder(self.config.max_payload)
+        #: the binding's codec of this connection's stream; a platform-frame stream is fed
+        #: to its FrameDecoder directly and written with the fast header path
+        self.codec: StreamCodec = server._new_codec()
+        self.platform = type(self.codec) is PlatformStreamCodec
+        self.decoder: Any = (
+            cast(PlatformStreamCodec, self.codec).decoder if self.platform else self.codec
+        )
         #: decoded frames not handled yet, and read bytes not decoded yet
-        self.frames: deque[Frame] = deque()
+        self.frames: deque[Frame | bytes] = deque()
         self.unfed: memoryview | None = None
         self.unfed_at = 0
         #: a decision to close was taken (reason and log level), or the peer sent EOF
@@ -398,12 +422,12 @@ class _Connection(asyncio.Protocol):
 
     # ---- the read side -----------------------------------------------------------------
 
-    def _feed(self, data: bytes | memoryview) -> list[Frame]:
+    def _feed(self, data: bytes | memoryview) -> list[Frame | bytes]:
         """Decode ``data``: the frames it completed (none when the stream is malformed:
         the connection is closing then)."""
         decoder = self.decoder
         try:
-            frames = decoder.feed(data)
+            frames: list[Frame | bytes] = decoder.feed(data if self.platform else bytes(data))
         except FrameError as exc:
             self.finish(f"malformed frame: {exc}", logging.WARNING)
             return []
@@ -507,10 +531,14 @@ class _Connection(asyncio.Protocol):
 
     # ---- frames --------------------------------------------------------------------------
 
-    def _handle(self, frame: Frame) -> None:
-        """Handle one frame; a failure closes this connection only."""
+    def _handle(self, frame: Frame | bytes) -> None:
+        """Handle one frame (or write the codec's own answer); a failure closes this
+        connection only."""
         try:
-            self._handle_frame(frame)
+            if isinstance(frame, bytes):  # the codec's own answer (DSP0287, storage)
+                self._write(frame)
+            else:
+                self._handle_frame(frame)
         except (ConnectionError, OSError) as exc:
             self.finish(f"connection lost: {exc!r}")
         except Exception:
@@ -554,6 +582,12 @@ class _Connection(asyncio.Protocol):
             # spdm-emu: arm a responder-initiated KEY_UPDATE for the session, echo the command
             self.conn.oob_encap_key_update(frame.payload)  # type: ignore[union-attr]
             self._send(server._frame(PlatformCommand.OOB_ENCAP_KEY_UPDATE))
+        elif command == PlatformCommand.OOB_ENCAP_ENDPOINT_INFO and hasattr(
+            self.conn, "oob_encap_endpoint_info"
+        ):
+            # spdm-emu: the next GET_ENCAPSULATED_REQUEST gets GET_ENDPOINT_INFO; echo
+            self.conn.oob_encap_endpoint_info(frame.payload)  # type: ignore[union-attr]
+            self._send(server._frame(PlatformCommand.OOB_ENCAP_ENDPOINT_INFO))
         else:
             logger.warning(
                 "conn %d: unsupported platform command %s (transport %s, %d bytes); "
@@ -630,7 +664,7 @@ class _Connection(asyncio.Protocol):
                 )
         if reply.partial is not None:
             frame = self.server._frame(command, payloads[0]) if payloads else None
-            data = encode_frame(frame)[: max(reply.partial, 0)] if frame is not None else b""
+            data = self.codec.encode(frame)[: max(reply.partial, 0)] if frame is not None else b""
             logger.info(
                 "conn %d: sending %d bytes of a frame, then closing", self.number, len(data)
             )
@@ -660,6 +694,11 @@ class _Connection(asyncio.Protocol):
                 len(payload),
             )
         self.last_size = len(payload)
+        if not self.platform:
+            data = self.codec.encode(Frame(command, self.transport_type, payload))
+            if data:
+                writer.write(data)
+            return
         if len(payload) > _U32_MAX:
             raise FrameError(f"frame payload of {len(payload)} bytes does not fit in a u32")
         writer.write(_HEADER.pack(command, self.transport_type, len(payload)) + payload)
@@ -678,7 +717,17 @@ class _Connection(asyncio.Protocol):
         if writer is None or self.closing:
             return
         self.last_size = len(frame.payload)
-        writer.write(encode_frame(frame))
+        data = self.codec.encode(frame)
+        if data:
+            writer.write(data)
+
+    def _write(self, data: bytes) -> None:
+        """Write bytes the codec produced by itself (one write)."""
+        writer = self.writer
+        if writer is None or self.closing or not data:
+            return
+        self.last_size = len(data)
+        writer.write(data)
 
     # ---- deadlines -------------------------------------------------------------------------
 

@@ -11,9 +11,11 @@ Order of work for one secured record, as libspdm's responder does it
    ERROR(InvalidSession) when the profile says ``unknown_session = "error"``);
 3. the record must decode under the session's request key (else: ERROR(DecryptError)
    sealed under the session's response key, and the session ends);
-4. the application data must carry an SPDM message (MCTP: message type 0x05), and in
-   the handshake phase only FINISH, PSK_FINISH and the encapsulated / not-ready / chunk
-   requests are accepted (else: ERROR sealed in the session);
+4. the application data must carry an SPDM message (MCTP: message type 0x05; the
+   binding's ``RecordFormat.unwrap``) or, in an established session, a message of an
+   application protocol the binding declares (``RecordFormat.app_protocols``; MCTP: 0x01
+   PLDM), and in the handshake phase only FINISH, PSK_FINISH and the encapsulated /
+   not-ready / chunk requests are accepted (else: ERROR sealed in the session);
 5. after the response record is built, the handlers' :class:`SessionCommit` values are
    applied (established after FINISH_RSP, ended after END_SESSION_ACK), and any message
    in an established session restarts its watchdog.
@@ -27,7 +29,7 @@ from enum import Enum
 from typing import NamedTuple
 
 from emulator.codec.constants import ErrorCode
-from emulator.errors import SessionError
+from emulator.errors import SessionError, TransportError
 from emulator.responder.base import CommitKind, SessionCommit
 from emulator.responder.core import Responder
 from emulator.session.record import peek_session_id
@@ -42,6 +44,8 @@ class Disposition(Enum):
 
     #: an SPDM request for the responder
     REQUEST = "request"
+    #: a message of another application protocol (``Opened.protocol``) for the responder
+    APPLICATION = "application"
     #: answered in the session without the responder (wrong phase, not SPDM)
     REFUSED = "refused"
     #: did not decode: ERROR(DecryptError) in the session, then the session ends
@@ -53,10 +57,13 @@ class Disposition(Enum):
 class Opened(NamedTuple):
     """The result of :meth:`SessionLayer.open`.
 
-    ``request``: the SPDM request (REQUEST, REFUSED; the raw record otherwise);
-    ``response``: the ERROR to send instead of asking the responder (REFUSED and
-    DECRYPT_ERROR are sealed in ``session``, UNKNOWN_SESSION goes in the clear; empty
-    for a dropped record); ``reason``: why, for logs and telemetry.
+    ``request``: the SPDM request (REQUEST, REFUSED), the application message without
+    its header (APPLICATION), the raw record otherwise; ``response``: the ERROR to send
+    instead of asking the responder (REFUSED and DECRYPT_ERROR are sealed in
+    ``session``, UNKNOWN_SESSION goes in the clear; empty for a dropped record; for
+    APPLICATION the answer when the responder has none for ``protocol``); ``reason``: why,
+    for logs and telemetry; ``protocol`` / ``header``: the application protocol and its
+    header bytes (APPLICATION).
     """
 
     disposition: Disposition
@@ -65,6 +72,8 @@ class Opened(NamedTuple):
     session_id: int | None = None
     response: bytes = b""
     reason: str = ""
+    protocol: str = ""
+    header: bytes = b""
 
 
 class SessionLayer:
@@ -117,18 +126,32 @@ class SessionLayer:
                 r.error(ErrorCode.DecryptError),
                 str(exc),
             )
-        header = self.format.app_header
-        if header and not app.startswith(header):
-            # not an SPDM message (another MCTP message type inside the session)
+        try:
+            request = self.format.unwrap(app)
+        except TransportError as exc:
+            # not an SPDM message (another MCTP message type inside the session, a TCP
+            # header or storage descriptor that names none)
+            refusal = r.error(ErrorCode.UnsupportedRequest, app[0] if app else 0)
+            protocol = self.format.app_protocol(app[0]) if app else None
+            if protocol is not None and session.state is SessionState.ESTABLISHED:
+                return Opened(
+                    Disposition.APPLICATION,
+                    app[1:],
+                    session,
+                    session.session_id,
+                    refusal,
+                    f"the device does not speak {protocol.upper()}",
+                    protocol=protocol,
+                    header=app[:1],
+                )
             return Opened(
                 Disposition.REFUSED,
                 app,
                 session,
                 session.session_id,
-                r.error(ErrorCode.UnsupportedRequest, app[0] if app else 0),
-                "the secured record does not carry an SPDM message",
+                refusal,
+                f"the secured record does not carry an SPDM message: {exc}",
             )
-        request = app[len(header) :]
         code = request[1] if len(request) > 1 else 0
         if not session.accepts(code):
             return Opened(
@@ -142,17 +165,22 @@ class SessionLayer:
         return Opened(Disposition.REQUEST, request, session, session.session_id)
 
     def seal(
-        self, session: Session, response: bytes, *, skip_sequence_number: bool = False
+        self,
+        session: Session,
+        response: bytes,
+        *,
+        skip_sequence_number: bool = False,
+        header: bytes | None = None,
     ) -> bytes | None:
         """The response record under the session's current response key; None when the
         sequence number ran out (the session is ended).  ``skip_sequence_number``: a fault
-        wants the record sealed with the next number."""
+        wants the record sealed with the next number; ``header``: an application
+        protocol's header instead of the SPDM one."""
         try:
             if skip_sequence_number:
                 session.response_keys().sequence += 1
-            return session.seal_response(
-                self.format.app_header + response, self.format, self.responder.rng
-            )
+            data = self.format.wrap(response) if header is None else header + response
+            return session.seal_response(data, self.format, self.responder.rng)
         except SessionError as exc:
             log.warning(
                 "conn %d: session 0x%08X ended: %s", self.connection, session.session_id, exc

@@ -30,10 +30,12 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Any
 
 from emulator.codec.constants import RequestCode
 from emulator.crypto.aead import AeadCipher, aead_cipher
 from emulator.crypto.keyschedule import DataSecrets, HandshakeSecrets, KeySchedule, TrafficKeys
+from emulator.device.events import EventQueue
 from emulator.errors import CryptoError, SessionError
 from emulator.session.record import (
     MAX_SEQUENCE_NUMBER,
@@ -131,6 +133,10 @@ class EncapState:
     chain_total: int = 0
     digests: bytes = b""
     done: bool = False
+    #: GET_ENDPOINT_INFO (spdm-emu OOB_ENCAP_ENDPOINT_INFO): the signature was requested
+    #: with this requester slot, and what came back (EPInfo)
+    endpoint_info_slot: int | None = None
+    peer_endpoint_info: bytes | None = None
 
 
 @dataclass
@@ -154,11 +160,20 @@ class Session:
     req_slot_id: int = 0
     #: the requester's SPDM certificate chain (mutual authentication), and its hash (CM)
     peer_chain: bytes = b""
+    #: the first encapsulated DIGESTS of the session (1.3 message EncapD: in the FINISH
+    #: transcript when the requester's keys make a multi-key connection)
+    encap_digests: bytes = b""
     encap: EncapState | None = None
+    #: the event subscription and the events waiting for it (EVENT_CAP, SPDM 1.3)
+    events: EventQueue | None = None
     #: TH pieces: A (+ D) (+ Hash(Ct)) snapshot, message K and message F
     th_prefix: bytes = b""
     message_k: bytearray = field(default_factory=bytearray)
     message_f: bytearray = field(default_factory=bytearray)
+    #: the DHE shared secret (KEY_EXCHANGE) or the PSK (PSK_EXCHANGE) the keys come from:
+    #: what DMTF spdm_dump's --dhe_secret / --psk take (``serve --keylog`` writes them)
+    dhe_secret: bytes = b""
+    psk: bytes = b""
     handshake_secret: bytes = b""
     request_finished_key: bytes = b""
     response_finished_key: bytes = b""
@@ -302,6 +317,25 @@ class Session:
         keys.sequence += 1
         return record
 
+    # ---- checkpoints -------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every field, the mutable ones copied (keys are replaced, never changed, by the
+        handlers; sequence numbers move only when records are opened and sealed)."""
+        fields = vars(self).copy()
+        fields["message_k"] = bytearray(self.message_k)
+        fields["message_f"] = bytearray(self.message_f)
+        encap = self.encap
+        if encap is not None:
+            fields["encap"] = replace(
+                encap, sequence=list(encap.sequence), chain=bytearray(encap.chain)
+            )
+        return fields
+
+    def restore(self, fields: dict[str, Any]) -> None:
+        """Put back what :meth:`snapshot` returned (into this same object)."""
+        vars(self).update(fields)
+
     # ---- watchdog ----------------------------------------------------------------------
 
     def start_watchdog(self, now: float) -> None:
@@ -314,11 +348,21 @@ class Session:
     def wipe(self) -> None:
         """Forget the key material (the session ended)."""
         self.handshake_secret = self.request_finished_key = self.response_finished_key = b""
+        self.dhe_secret = self.psk = b""
         self.hs_request = self.hs_response = self.app_request = self.app_response = None
         self.request_backup = None
         self.export_master_secret = b""
         self.message_k.clear()
         self.message_f.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class TableCheckpoint:
+    """A session table as it was (:meth:`SessionTable.checkpoint`)."""
+
+    sessions: tuple[tuple[Session, dict[str, Any]], ...]
+    latest_session_id: int | None
+    runtime_update_pending: bool
 
 
 class SessionTable:
@@ -332,6 +376,8 @@ class SessionTable:
         #: a device runtime update happened (TerminationPolicy is applied at the next record)
         self.runtime_update_pending = False
         self._listeners: list[Callable[[str, object], None]] | None = None
+        #: called with the SessionID of every session that ends (however it ends)
+        self.on_end: Callable[[int], None] | None = None
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -381,10 +427,34 @@ class SessionTable:
             session.wipe()
         if self.latest_session_id == session_id:
             self.latest_session_id = None
+        if session is not None and self.on_end is not None:
+            self.on_end(session_id)
 
     def clear(self) -> None:
         for sid in list(self.sessions):
             self.terminate(sid)
+
+    def checkpoint(self) -> TableCheckpoint:
+        """The sessions and their fields, to undo one request (a response the requester
+        cannot receive: the session it would have opened or moved on never was)."""
+        return TableCheckpoint(
+            tuple((s, s.snapshot()) for s in self.sessions.values()),
+            self.latest_session_id,
+            self.runtime_update_pending,
+        )
+
+    def restore(self, checkpoint: TableCheckpoint) -> None:
+        """The table as it was at ``checkpoint``; sessions opened since are forgotten."""
+        kept = {id(s) for s, _ in checkpoint.sessions}
+        for session in self.sessions.values():
+            if id(session) not in kept:
+                session.wipe()
+        self.sessions = {}
+        for session, fields in checkpoint.sessions:
+            session.restore(fields)
+            self.sessions[session.session_id] = session
+        self.latest_session_id = checkpoint.latest_session_id
+        self.runtime_update_pending = checkpoint.runtime_update_pending
 
     def expire(self, now: float) -> list[int]:
         """End every session whose heartbeat watchdog ran out; returns their IDs."""
@@ -420,7 +490,11 @@ class SessionTable:
 
     def _on_device_change(self, what: str, detail: object) -> None:
         """A measurement that changed for requesters is a runtime update (DSP0274
-        SessionPolicy TerminationPolicy); a pending one (no MEAS_FRESH_CAP) is not yet."""
+        SessionPolicy TerminationPolicy); a pending one (no MEAS_FRESH_CAP) is not yet.
+        Sessions that subscribed to events queue the ones the change means."""
+        for session in list(self.sessions.values()):
+            if session.events is not None:
+                session.events.on_device_change(what, detail)
         if not self.settings.terminate_on_update or what != "measurement":
             return
         if isinstance(detail, dict) and detail.get("pending"):

@@ -1,4 +1,5 @@
-"""Transport bindings (PCI DOE, MCTP, none), the platform-socket frame and the registry."""
+"""Transport bindings (PCI DOE, MCTP, none, DSP0286 storage, DSP0287 TCP), the platform-socket
+frame and the registry."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from emulator.transport.base import (
     PushFraming,
     RecordFormat,
     SocketTransport,
+    StreamCodec,
     TransportBinding,
     TransportMessage,
 )
@@ -23,6 +25,8 @@ from emulator.transport.registry import (
     bindings_with_pcap,
     get_binding,
 )
+from emulator.transport.storage import StorageBinding
+from emulator.transport.tcp import TcpBinding
 
 __all__ = [
     "BINDINGS",
@@ -36,6 +40,9 @@ __all__ = [
     "PushFraming",
     "RecordFormat",
     "SocketTransport",
+    "StorageBinding",
+    "StreamCodec",
+    "TcpBinding",
     "TransportBinding",
     "TransportMessage",
     "binding_description",

@@ -10,6 +10,8 @@ from __future__ import annotations
 from emulator.errors import TransportError
 from emulator.transport.base import PushFraming, RecordFormat, SocketTransport, TransportMessage
 
+#: MCTP message types (DSP0239): PLDM, SPDM, secured SPDM
+MCTP_TYPE_PLDM = 0x01
 MCTP_TYPE_SPDM = 0x05
 MCTP_TYPE_SECURED_SPDM = 0x06
 #: DSP0277 records start with a 4-byte session ID.
@@ -68,11 +70,13 @@ class MctpBinding(PushFraming):
     @property
     def record_format(self) -> RecordFormat:
         """2-byte sequence number, up to 32 random padding bytes, the SPDM message type
-        in front of the message inside the record (libspdm mctp)."""
+        in front of the message inside the record (libspdm mctp); a record may carry a
+        PLDM message instead (message type 0x01, DSP0275 secured application messages)."""
         return RecordFormat(
             sequence_number_size=MCTP_SEQUENCE_NUMBER_SIZE,
             max_random_padding=MCTP_MAX_RANDOM_PADDING,
             app_header=bytes((MCTP_TYPE_SPDM,)),
+            app_protocols=((MCTP_TYPE_PLDM, "pldm"),),
         )
 
     def answer_discovery(self, payload: bytes) -> bytes | None:

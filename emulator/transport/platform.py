@@ -166,12 +166,41 @@ class FrameDecoder:
         return frames
 
 
+class PlatformStreamCodec:
+    """A connection's stream as platform-socket frames: :class:`FrameDecoder` in,
+    :func:`encode_frame` out (the :class:`~emulator.transport.base.StreamCodec` of every
+    binding that speaks the platform socket)."""
+
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.decoder = FrameDecoder(max_payload)
+
+    @property
+    def error(self) -> FrameError | None:
+        return self.decoder.error
+
+    @property
+    def pending(self) -> int:
+        return self.decoder.pending
+
+    @property
+    def needed(self) -> int:
+        return self.decoder.needed
+
+    def feed(self, data: bytes) -> list[Frame | bytes]:
+        """The frames ``data`` completed (FrameError as :meth:`FrameDecoder.feed`)."""
+        return list(self.decoder.feed(data))
+
+    def encode(self, frame: Frame) -> bytes:
+        return encode_frame(frame)
+
+
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
     "HEADER_SIZE",
     "Frame",
     "FrameDecoder",
     "PlatformCommand",
+    "PlatformStreamCodec",
     "command_name",
     "encode_frame",
 ]

@@ -14,6 +14,8 @@ from emulator.transport.base import TransportBinding
 from emulator.transport.doe import PciDoeBinding
 from emulator.transport.mctp import MctpBinding
 from emulator.transport.none import NoneBinding
+from emulator.transport.storage import StorageBinding
+from emulator.transport.tcp import TcpBinding
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,10 @@ REGISTRY: tuple[BindingEntry, ...] = (
     BindingEntry(PciDoeBinding(), "PCI DOE data objects (PCIe 6.30 CMA/SPDM), as QEMU's NVMe DOE"),
     BindingEntry(MctpBinding(), "MCTP messages (DSP0275), as spdm-emu frames them"),
     BindingEntry(NoneBinding(), "bare SPDM messages, no transport header, no secured messages"),
+    BindingEntry(
+        StorageBinding(), "DSP0286 storage: NVMe Security Send/Receive, as QEMU's spdm_trans=nvme"
+    ),
+    BindingEntry(TcpBinding(), "DSP0287 SPDM over TCP (port 4194), or spdm-emu's --trans TCP"),
 )
 
 #: Every binding by its command-line / profile name.

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from emulator.x509.chain import CertError, split_der_chain
 from emulator.x509.checks import verify_chain
 from emulator.x509.model import Chain, PciIds, asym_of_public_key
+from emulator.x509.pqc import MLDSA_OIDS, MlDsaPrivate, is_mldsa_certificate
 
 __all__ = ["load_chain", "parse_private_key", "write_chain"]
 
@@ -49,6 +50,17 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+def _signature_hash(cert: x509.Certificate) -> str | None:
+    """The certificate signature's hash name; None for EdDSA and ML-DSA (no separate hash)."""
+    if (
+        is_mldsa_certificate(cert)
+        or cert.signature_algorithm_oid.dotted_string in MLDSA_OIDS.values()
+    ):
+        return None
+    algorithm = cert.signature_hash_algorithm
+    return algorithm.name if algorithm else None
 
 
 def write_chain(chain: Chain, out_dir: Path | str, slot: int) -> Path:
@@ -91,9 +103,7 @@ def write_chain(chain: Chain, out_dir: Path | str, slot: int) -> Path:
         "model": chain.model,
         "role": chain.role,
         "slot": slot,
-        "signature_hash": leaf.signature_hash_algorithm.name
-        if leaf.signature_hash_algorithm
-        else None,
+        "signature_hash": _signature_hash(leaf),
         "pci_ids": chain.pci_ids.spec() if chain.pci_ids else None,
         "subject_alt_name": chain.pci_ids.san_string() if chain.pci_ids else None,
         "not_before": leaf.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -154,7 +164,8 @@ def load_chain(slot_dir: Path | str, *, verify: bool = True) -> Chain:
         ec.EllipticCurvePrivateKey
         | rsa.RSAPrivateKey
         | ed25519.Ed25519PrivateKey
-        | ed448.Ed448PrivateKey,
+        | ed448.Ed448PrivateKey
+        | MlDsaPrivate,
     ):
         raise CertError(f"{slot_dir / 'leaf.key.pem'}: unsupported key type {type(key).__name__}")
     model = info.get("model", "alias" if len(certs) >= 4 else "device")

@@ -26,7 +26,7 @@ from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa, rsa
 from cryptography.x509.oid import NameOID
 
 from emulator.codec.constants import BaseAsymAlgo
@@ -49,8 +49,9 @@ from emulator.x509.model import (
     Role,
     asym_spec,
 )
+from emulator.x509.pqc import MlDsaPrivate, mldsa_sign_certificate, subject_key_id
 
-__all__ = ["CERT_HASH_NAMES", "generate_chain", "spdm_extension_value"]
+__all__ = ["CERT_HASH_NAMES", "generate_chain", "generate_private_key", "spdm_extension_value"]
 
 _CertHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
 _CERT_HASHES: Final[dict[str, Callable[[], _CertHash]]] = {
@@ -73,6 +74,19 @@ def _new_key(spec: AsymSpec, key_rng: Callable[[int], bytes] | None = None) -> P
         return ec.generate_private_key(spec.curve)
     if spec.rsa_bits:
         return rsa.generate_private_key(public_exponent=65537, key_size=spec.rsa_bits)
+    if spec.mldsa:
+        cls: (
+            type[mldsa.MLDSA44PrivateKey]
+            | type[mldsa.MLDSA65PrivateKey]
+            | type[mldsa.MLDSA87PrivateKey]
+        ) = {
+            "ML-DSA-44": mldsa.MLDSA44PrivateKey,
+            "ML-DSA-65": mldsa.MLDSA65PrivateKey,
+            "ML-DSA-87": mldsa.MLDSA87PrivateKey,
+        }[spec.mldsa]  # type: ignore[assignment]
+        if key_rng is not None:  # FIPS 204 KeyGen from a 32-byte seed xi
+            return cls.from_seed_bytes(key_rng(32))
+        return cls.generate()
     if spec.algo == BaseAsymAlgo.EDDSA_ED25519:
         if key_rng is not None:
             return ed25519.Ed25519PrivateKey.from_private_bytes(key_rng(32))
@@ -80,6 +94,12 @@ def _new_key(spec: AsymSpec, key_rng: Callable[[int], bytes] | None = None) -> P
     if key_rng is not None:
         return ed448.Ed448PrivateKey.from_private_bytes(key_rng(57))
     return ed448.Ed448PrivateKey.generate()
+
+
+def generate_private_key(asym: str, key_rng: Callable[[int], bytes] | None = None) -> PrivateKey:
+    """A fresh private key of *asym* (``"ecdsa-p384"``...); with *key_rng* EC and EdDSA keys
+    are derived from that stream (RSA keys are always random)."""
+    return _new_key(asym_spec(asym), key_rng)
 
 
 # --- DER helpers ----------------------------------------------------------------------
@@ -226,6 +246,9 @@ def generate_chain(
         )
 
     keys = [_new_key(spec, key_rng) for _ in kinds]
+    # ML-DSA: cryptography cannot build these certificates; build each with stand-in
+    # Ed25519 keys and re-sign it (emulator.x509.pqc)
+    stand_ins = [ed25519.Ed25519PrivateKey.generate() for _ in kinds] if spec.mldsa else []
     eku = OID_DMTF_EKU_REQUESTER_AUTH if role == "requester" else OID_DMTF_EKU_RESPONDER_AUTH
     certs: list[x509.Certificate] = []
     for i, (name, key) in enumerate(zip(names, keys, strict=True)):
@@ -236,7 +259,7 @@ def generate_chain(
             x509.CertificateBuilder()
             .subject_name(name)
             .issuer_name(names[i - 1] if i else name)
-            .public_key(pub)
+            .public_key(stand_ins[i].public_key() if spec.mldsa else pub)  # type: ignore[arg-type]
             .serial_number(next_serial())
             .not_valid_before(not_before)
             .not_valid_after(not_after)
@@ -257,12 +280,19 @@ def generate_chain(
                 ),
                 critical=True,
             )
-        builder = builder.add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(pub), critical=False
-        ).add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False,
-        )
+        if spec.mldsa:
+            ski = x509.SubjectKeyIdentifier(subject_key_id(pub))  # type: ignore[arg-type]
+            aki = x509.AuthorityKeyIdentifier(
+                subject_key_id(issuer_key.public_key()),  # type: ignore[arg-type]
+                None,
+                None,
+            )
+        else:
+            ski = x509.SubjectKeyIdentifier.from_public_key(pub)  # type: ignore[arg-type]
+            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                issuer_key.public_key()  # type: ignore[arg-type]
+            )
+        builder = builder.add_extension(ski, critical=False).add_extension(aki, critical=False)
         if is_leaf and pci_ids is not None:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(
@@ -291,7 +321,14 @@ def generate_chain(
             )
         # RFC 6979 ECDSA: the same keys and content give the same certificate bytes
         deterministic = True if isinstance(issuer_key, ec.EllipticCurvePrivateKey) else None
-        certs.append(builder.sign(issuer_key, hash_alg, ecdsa_deterministic=deterministic))
+        if spec.mldsa:
+            stand_in = builder.sign(stand_ins[i - 1] if i else stand_ins[i], None)
+            assert isinstance(issuer_key, MlDsaPrivate)
+            certs.append(mldsa_sign_certificate(stand_in, pub, issuer_key))  # type: ignore[arg-type]
+            continue
+        certs.append(
+            builder.sign(issuer_key, hash_alg, ecdsa_deterministic=deterministic)  # type: ignore[arg-type]
+        )
 
     return Chain(
         certs=certs,

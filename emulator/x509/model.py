@@ -14,9 +14,9 @@ from typing import Final, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa, rsa
 
-from emulator.codec.constants import BaseAsymAlgo
+from emulator.codec.constants import PQC_ASYM_SHIFT, BaseAsymAlgo, PqcAsymAlgo
 from emulator.crypto.asym import PrivateKey
 from emulator.x509.chain import CertError, spdm_cert_chain
 
@@ -30,6 +30,7 @@ __all__ = [
     "OID_DMTF_MUTABLE_CERTIFICATE",
     "OID_DMTF_SPDM_EXTENSION",
     "OID_PCI_SIG_CMA",
+    "PQC_ASYM_NAMES",
     "QEMU_NVME_PCI_IDS",
     "AsymSpec",
     "Chain",
@@ -71,13 +72,16 @@ MAX_ROOT_NAME_LEN: Final = 100
 
 @dataclass(frozen=True)
 class AsymSpec:
-    """A key algorithm as the CLI and profiles name it: its BaseAsymAlgo bits, default
-    certificate signature hash and key parameters."""
+    """A key algorithm as the CLI and profiles name it: its signature algorithm ids
+    (BaseAsymAlgo bits, or a 1.4 PqcAsymAlgo bit << 32), default certificate signature
+    hash and key parameters."""
 
-    algo: BaseAsymAlgo
-    default_hash: str | None  # None: EdDSA (the signature has no separate hash)
+    algo: int
+    default_hash: str | None  # None: EdDSA / ML-DSA (the signature has no separate hash)
     curve: ec.EllipticCurve | None = None
     rsa_bits: int = 0
+    #: FIPS 204 parameter set ("ML-DSA-65") for ML-DSA keys
+    mldsa: str = ""
 
 
 _ASYM: Final[dict[str, AsymSpec]] = {
@@ -97,8 +101,19 @@ _ASYM: Final[dict[str, AsymSpec]] = {
     "ed448": AsymSpec(BaseAsymAlgo.EDDSA_ED448, None),
 }
 
-#: Asymmetric algorithm names as the CLI and profiles spell them.
+_PQC_ASYM: Final[dict[str, AsymSpec]] = {
+    # SPDM 1.4 PqcAsymAlgo (RFC 9881 certificates); cryptography 48 has no SLH-DSA
+    "ml-dsa-44": AsymSpec(PqcAsymAlgo.ML_DSA_44 << PQC_ASYM_SHIFT, None, mldsa="ML-DSA-44"),
+    "ml-dsa-65": AsymSpec(PqcAsymAlgo.ML_DSA_65 << PQC_ASYM_SHIFT, None, mldsa="ML-DSA-65"),
+    "ml-dsa-87": AsymSpec(PqcAsymAlgo.ML_DSA_87 << PQC_ASYM_SHIFT, None, mldsa="ML-DSA-87"),
+}
+
+#: Classic (BaseAsymAlgo) algorithm names as the CLI and profiles spell them
+#: (``certs generate --asym all``).
 ASYM_NAMES: Final[tuple[str, ...]] = tuple(_ASYM)
+#: SPDM 1.4 post-quantum (PqcAsymAlgo) algorithm names (``certs generate --asym pqc``).
+PQC_ASYM_NAMES: Final[tuple[str, ...]] = tuple(_PQC_ASYM)
+_ASYM.update(_PQC_ASYM)
 
 
 def asym_spec(asym: str) -> AsymSpec:
@@ -106,13 +121,13 @@ def asym_spec(asym: str) -> AsymSpec:
     try:
         return _ASYM[asym]
     except KeyError:
-        raise CertError(
-            f"asym: unknown algorithm {asym!r} (expected one of {', '.join(ASYM_NAMES)})"
-        ) from None
+        choices = ", ".join(ASYM_NAMES + PQC_ASYM_NAMES)
+        raise CertError(f"asym: unknown algorithm {asym!r} (expected one of {choices})") from None
 
 
-def base_asym_algo(asym: str) -> BaseAsymAlgo:
-    """The BaseAsymAlgo bits a chain of *asym* can serve (RSA keys serve SSA and PSS)."""
+def base_asym_algo(asym: str) -> int:
+    """The signature algorithm ids a chain of *asym* can serve (RSA keys serve SSA and PSS;
+    ML-DSA keys their PqcAsymAlgo bit << 32)."""
     return asym_spec(asym).algo
 
 
@@ -132,6 +147,13 @@ def asym_of_public_key(key: object) -> str:
         return "ed25519"
     if isinstance(key, ed448.Ed448PublicKey | ed448.Ed448PrivateKey):
         return "ed448"
+    for name, classes in (
+        ("ml-dsa-44", (mldsa.MLDSA44PublicKey, mldsa.MLDSA44PrivateKey)),
+        ("ml-dsa-65", (mldsa.MLDSA65PublicKey, mldsa.MLDSA65PrivateKey)),
+        ("ml-dsa-87", (mldsa.MLDSA87PublicKey, mldsa.MLDSA87PrivateKey)),
+    ):
+        if isinstance(key, classes):
+            return name
     raise CertError(f"key: unsupported key type {type(key).__name__}")
 
 
@@ -270,5 +292,5 @@ class Chain:
         """This chain in the DSP0274 certificate chain format for the negotiated hash."""
         return spdm_cert_chain(hash_name, self.cert_ders())
 
-    def base_asym_algo(self) -> BaseAsymAlgo:
+    def base_asym_algo(self) -> int:
         return base_asym_algo(self.asym)
