@@ -1,48 +1,62 @@
 #!/usr/bin/env python3
-"""Benchmarks of the emulator (prints figures; not a test).
+"""Benchmarks of the emulator: figures and ratios, printed (not a test; it asserts nothing).
 
-Four measurements, each reported as median and p95 (``time.perf_counter_ns``, warm-up
-runs first, the garbage collector paused while timing):
+Sections (``--only``; bench/README.md has the figures and how they were measured):
 
-1. ``core``   - per-message cost of the sans-I/O responder (``Responder.handle``) for
-   every request family in the dispatch table ``emulator.responder.DEFAULT_TABLE``: GET_VERSION,
-   GET_CAPABILITIES, NEGOTIATE_ALGORITHMS, then GET_DIGESTS, GET_CERTIFICATE, CHALLENGE,
-   GET_MEASUREMENTS, KEY_EXCHANGE when present.  Each sample uses a fresh responder brought
-   to the right state by untimed requests; only the measured request is timed.
-2. ``socket`` - round trips per second over loopback with the project's SocketClient
-   against ``spdm-emulator serve`` run as a separate process (GET_VERSION, the
-   smallest exchange, and a whole VCA).
-3. ``memory`` - memory per idle (negotiated) connection: the server process's RSS growth
-   with N open connections, and the Python heap per SpdmConnection (tracemalloc).
-4. ``c``      - the ``socket`` figure against DMTF's C ``spdm_responder_emu``, when its
-   path is given with ``--c-responder`` (it is run in its own directory, where it finds
-   libspdm's sample keys: ``make copy_sample_key`` in spdm-emu's build).
+* ``core``      CPU of the sans-I/O responder per request, every family of the dispatch table.
+* ``floor``     (a) server CPU per GET_VERSION round trip: ``serve`` against a canned-reply
+                asyncio.Protocol server (the Python socket floor), as a ratio.
+* ``handshake`` (b) the responder CPU of a full handshake (VCA .. END_SESSION, 14 requests)
+                against its crypto floor, in process and over a socket, as ratios.
+* ``load``      (c) throughput and latency percentiles at 1, 8, 64 and 256 connections.
+* ``memory``    (d) server memory per idle connection, connected and after VCA.
+* ``fuzz``      (e) executions per second of every fuzz target, instrumented, from the seed
+                corpus.
+* ``flood``     (f) another connection's latency while one peer pipelines 100,000 frames
+                (reading its replies, and not reading them).
+* ``socket``    SocketClient round trips (GET_VERSION, VCA) against ``serve``.
+* ``c``         the ``socket`` figures against DMTF's C spdm_responder_emu (``--c-responder``).
 
-Run from the repository root:  ``python3 bench/bench.py`` (see bench/README.md).
+Every ratio is measured in one run: the two sides alternate, round after round, and the
+medians are compared.  Server CPU is the server process's own (``/proc/PID/schedstat``),
+so other load on the machine does not inflate it; in-process figures are thread CPU time.
+``--baseline REV`` runs that revision's server (and fuzz targets) beside this tree's, for
+the "against today's" ratios; ``--json`` prints the results as one JSON document.
+
+    python3 bench/bench.py                      # every section but c
+    python3 bench/bench.py --only floor,handshake --json
+    python3 bench/bench.py --baseline 7d068f9   # ratios against that revision
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
+import contextlib
+import importlib.util
+import json
 import os
 import platform
-import socket
+import shutil
 import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "bench"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import procs  # noqa: E402
 
 from emulator.codec.constants import (  # noqa: E402
     AeadSuite,
@@ -67,10 +81,29 @@ from emulator.codec.messages import (  # noqa: E402
 )
 from emulator.device.model import Device  # noqa: E402
 from emulator.profiles import load_profile  # noqa: E402
+from emulator.server.platform import Frame, PlatformCommand, encode_frame  # noqa: E402
+
+HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 # ---------------------------------------------------------------------------------------
-# statistics
+# results
 # ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Section:
+    """One section's output: text lines and the same figures for ``--json``."""
+
+    lines: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def say(self, line: str) -> None:
+        self.lines.append(line)
+        print(line, file=OUT, flush=True)
+
+
+#: where text goes (stderr with --json, so that stdout is the JSON document)
+OUT = sys.stdout
 
 
 @dataclass
@@ -94,6 +127,9 @@ class Stats:
             f"  n={len(self.samples):<6}{extra}"
         )
 
+    def as_dict(self) -> dict[str, float]:
+        return {"median_us": self.median / 1e3, "p95_us": self.p95 / 1e3, "n": len(self.samples)}
+
 
 def fmt_ns(ns: float) -> str:
     if ns >= 1e6:
@@ -101,16 +137,12 @@ def fmt_ns(ns: float) -> str:
     return f"{ns / 1e3:.1f} us"
 
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    gc.collect()
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else 0.0
+
+
+def frame(payload: bytes, command: int = PlatformCommand.NORMAL, transport: int = 2) -> bytes:
+    return encode_frame(Frame(int(command), transport, payload))
 
 
 # ---------------------------------------------------------------------------------------
@@ -337,20 +369,23 @@ STEPS = [
 ]
 
 
-def bench_core(args: argparse.Namespace) -> list[str]:
+def bench_core(args: argparse.Namespace) -> Section:
+    """Responder CPU per request (a fresh responder per sample, brought to the right state
+    by untimed requests); the garbage collector runs as it does in the server."""
     from emulator.responder import DEFAULT_TABLE, Responder
 
     device = Device.from_profile(load_profile(args.profile))
     q = Requests(args.version)
-    out = [
-        f"responder core, in process (Responder.handle; SPDM {args.version >> 4}."
+    out = Section()
+    out.say(
+        f"responder core, in process (Responder.handle, thread CPU; SPDM {args.version >> 4}."
         f"{args.version & 0xF}, profile {args.profile}, "
         f"{'ML-DSA-65 + ML-KEM-768 where selected' if args.version >= 0x14 else 'ECDSA P-384'}"
         " / SHA-384):"
-    ]
+    )
     for step in STEPS:
         if step.code not in DEFAULT_TABLE:
-            out.append(f"  {step.name:56} not registered")
+            out.say(f"  {step.name:56} not registered")
             continue
         samples = max(20, int(args.samples * step.weight))
         stats = Stats()
@@ -359,65 +394,582 @@ def bench_core(args: argparse.Namespace) -> list[str]:
                 r = Responder(device, connection_number=i)
                 step.setup(r, q)
                 req = step.request(q)
-                with gc_paused():
-                    t0 = time.perf_counter_ns()
-                    rsp = r.handle(req)
-                    t1 = time.perf_counter_ns()
+                t0 = time.thread_time_ns()
+                rsp = r.handle(req)
+                t1 = time.thread_time_ns()
                 _check(rsp, step.expect, step.name, r)
                 if i >= args.warmup:
                     stats.samples.append(t1 - t0)
         except StepError as exc:
-            out.append(f"  {step.name:56} skipped: {exc}")
+            out.say(f"  {step.name:56} skipped: {exc}")
             continue
         name = step.name
         if args.version >= 0x14:  # what the pqc profile selects for a 1.4 requester
             name = name.replace("SECP384R1, P-384 signed", "ML-KEM-768, ML-DSA-65 signed")
-        out.append(stats.line(name))
+        out.say(stats.line(name))
+        out.data[name] = stats.as_dict()
     return out
 
 
 # ---------------------------------------------------------------------------------------
-# 2./4. socket round trips
+# (a) GET_VERSION server CPU against the canned-reply floor
 # ---------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def get_version_frame(transport: str) -> bytes:
+    from emulator.transport import get_binding
+
+    binding = get_binding(transport)
+    return frame(
+        binding.encode(bytes((0x10, RequestCode.GET_VERSION, 0, 0))),
+        transport=int(binding.socket_transport),
+    )
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+def _reply_of(port: int, request: bytes) -> bytes:
+    import socket
+
+    from emulator.server.platform import FrameDecoder
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        decoder = FrameDecoder(1 << 20)
+        while True:
+            frames = decoder.feed(s.recv(65536))
+            if frames:
+                return encode_frame(frames[0])
+
+
+def _server_cpu_per_rt(server: procs.Server, request: bytes, count: int) -> float:
+    procs.loadgen(server.port, "rtt", [request], "--count", str(max(200, count // 10)))
+    before = server.cpu_ns()
+    procs.loadgen(server.port, "rtt", [request], "--count", str(count))
+    return (server.cpu_ns() - before) / count
 
 
 @contextmanager
-def python_server(transport: str, profile: str) -> Iterator[tuple[int, int]]:
-    """``spdm-emulator serve`` in a child process: yields (port, pid)."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "emulator", "serve", "--port", str(port)]
-    cmd += ["--transport", transport, "--profile", profile, "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def pinned(args: argparse.Namespace) -> Iterator[None]:
+    """Run this process and the servers and clients it starts on one CPU (``--pin``):
+    round trips between processes on different CPUs of a virtual machine that is
+    otherwise idle pay for every wake-up across CPUs (tens of microseconds, counted as
+    the woken process's CPU time), on one CPU they pay for the work."""
+    if args.pin is None or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {args.pin})
     try:
-        _wait_port(port, proc)
-        time.sleep(0.2)  # the probe connection above is served and closed
-        yield port, proc.pid
+        yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        os.sched_setaffinity(0, saved)
+
+
+def bench_floor(args: argparse.Namespace) -> Section:
+    with pinned(args):
+        return _bench_floor(args)
+
+
+def _bench_floor(args: argparse.Namespace) -> Section:
+    out = Section()
+    request = get_version_frame(args.transport)
+    count = args.round_trips
+    with contextlib.ExitStack() as stack:
+        ours = stack.enter_context(procs.emulator(procs.this_tree(), transport=args.transport))
+        reply = _reply_of(ours.port, request)
+        servers = [ours, stack.enter_context(procs.canned(reply))]
+        if HAVE_UVLOOP and "uvloop" in args.loops:
+            servers.append(
+                stack.enter_context(
+                    procs.emulator(procs.this_tree(), transport=args.transport, event_loop="uvloop")
+                )
+            )
+            servers.append(stack.enter_context(procs.canned(reply, uvloop=True)))
+        for tree in args.baseline_trees:
+            servers.append(stack.enter_context(procs.emulator(tree, transport=args.transport)))
+        where = f"CPU {args.pin}" if args.pin is not None else "any CPU"
+        out.say(
+            f"GET_VERSION round trips, one connection, server CPU per round trip "
+            f"(transport {args.transport}; {args.rounds} rounds of {count}, alternating; "
+            f"median; server and client on {where}):"
+        )
+        cpu: dict[str, list[float]] = {s.label: [] for s in servers}
+        for _ in range(args.rounds):
+            for server in servers:
+                cpu[server.label].append(_server_cpu_per_rt(server, request, count))
+    floors = {"asyncio": median(cpu["canned floor asyncio"])}
+    if "canned floor uvloop" in cpu:
+        floors["uvloop"] = median(cpu["canned floor uvloop"])
+    out.data = {"round_trips": count, "rounds": args.rounds, "servers": {}}
+    for label, values in cpu.items():
+        m = median(values)
+        loop = "uvloop" if "uvloop" in label else "asyncio"
+        ratio = m / floors[loop]
+        extra = f"   {ratio:5.2f}x the {loop} floor"
+        if loop == "uvloop":
+            extra += f", {m / floors['asyncio']:5.2f}x the asyncio floor"
+        out.say(f"  {label:40} {m / 1e3:8.2f} us{extra if 'canned' not in label else ''}")
+        out.data["servers"][label] = {
+            "cpu_us_per_round_trip": m / 1e3,
+            "runs_us": [v / 1e3 for v in values],
+            "ratio_to_floor": ratio,
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# (b) the full handshake against its crypto floor
+# ---------------------------------------------------------------------------------------
+
+
+def bench_handshake(args: argparse.Namespace) -> Section:
+    import handshake as hs
+
+    from emulator.connection import SpdmConnection
+    from emulator.requester.session import ConnectionChannel
+    from emulator.transport import get_binding
+
+    out = Section()
+    device = Device.from_profile(load_profile(args.profile))
+    binding = get_binding(args.transport)
+    key = ROOT / "certs" / "ecdsa-p384" / "slot0" / "leaf.key.pem"
+
+    def one_in_process(number: int) -> tuple[list[int], hs.Transcript]:
+        timed = hs.TimedConnection(SpdmConnection(device, binding, number=number))
+        transcript = asyncio.run(hs.handshake(ConnectionChannel(timed)))
+        return timed.cpu_ns, transcript
+
+    _cpu, transcript = one_in_process(0)
+    floor = hs.CryptoFloor(transcript, str(key))
+    n = args.handshakes
+    totals: list[float] = []
+    floors: list[float] = []
+    per_message: list[list[int]] = [[] for _ in hs.MESSAGES]
+    for i in range(args.warmup // 10 + n):
+        cpu, _ = one_in_process(i + 1)
+        floor_ns = hs.time_call(floor)
+        if i < args.warmup // 10:
+            continue
+        if len(cpu) != len(hs.MESSAGES):
+            raise RuntimeError(f"the handshake took {len(cpu)} requests, not {len(hs.MESSAGES)}")
+        totals.append(sum(cpu))
+        floors.append(floor_ns)
+        for column, value in zip(per_message, cpu, strict=True):
+            column.append(value)
+    resp, flo = median(totals), median(floors)
+    out.say(
+        f"full handshake ({len(hs.MESSAGES)} requests: VCA .. END_SESSION, SPDM 1.3, P-384, "
+        f"SHA-384, SECP384R1, AES-256-GCM, {args.transport}), {n} handshakes, median:"
+    )
+    out.say(
+        f"  in process: responder CPU {resp / 1e6:.3f} ms, crypto floor {flo / 1e6:.3f} ms: "
+        f"{resp / flo:.2f}x"
+    )
+    out.data["in_process"] = {
+        "responder_ms": resp / 1e6,
+        "crypto_floor_ms": flo / 1e6,
+        "ratio": resp / flo,
+        "per_message_us": {
+            f"{i + 1:02d} {name}": median(col) / 1e3
+            for i, (name, col) in enumerate(zip(hs.MESSAGES, per_message, strict=True))
+        },
+    }
+    for name, value in out.data["in_process"]["per_message_us"].items():
+        out.say(f"      {name:34} {value:8.1f} us")
+    # over a socket: the server's own CPU per handshake, the floor in this process
+    for tree, loop in _socket_servers(args):
+        with pinned(args):
+            sock = asyncio.run(_socket_handshakes(tree, loop, args, floor, n))
+        label = f"over a socket, {sock['server']}"
+        out.say(
+            f"  {label}: server CPU {sock['server_ms']:.3f} ms per handshake, crypto floor "
+            f"{sock['crypto_floor_ms']:.3f} ms: {sock['ratio']:.2f}x"
+        )
+        out.data.setdefault("socket", {})[sock["server"]] = sock
+    return out
+
+
+def _socket_servers(args: argparse.Namespace) -> list[tuple[procs.Tree, str]]:
+    servers = [(procs.this_tree(), "asyncio")]
+    if HAVE_UVLOOP and "uvloop" in args.loops:
+        servers.append((procs.this_tree(), "uvloop"))
+    servers += [(tree, "asyncio") for tree in args.baseline_trees]
+    return servers
+
+
+async def _socket_handshakes(
+    tree: procs.Tree, loop: str, args: argparse.Namespace, floor: Any, n: int
+) -> dict[str, Any]:
+    import handshake as hs
+
+    from emulator.requester.transport import SocketClient
+    from emulator.transport import get_binding
+
+    with procs.emulator(tree, transport=args.transport, event_loop=loop) as server:
+        async with SocketClient(
+            "127.0.0.1", server.port, get_binding(args.transport), timeout=30
+        ) as client:
+            cpu: list[float] = []
+            floors: list[float] = []
+            for i in range(args.warmup // 10 + n):
+                before = server.cpu_ns()
+                await hs.handshake(client)
+                spent = server.cpu_ns() - before
+                floor_ns = hs.time_call(floor)
+                if i >= args.warmup // 10:
+                    cpu.append(spent)
+                    floors.append(floor_ns)
+            await client.shutdown()
+    s, f = median(cpu), median(floors)
+    return {
+        "server": server.label,
+        "server_ms": s / 1e6,
+        "crypto_floor_ms": f / 1e6,
+        "ratio": s / f,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# (c) throughput and latency under load
+# ---------------------------------------------------------------------------------------
+
+
+def bench_load(args: argparse.Namespace) -> Section:
+    out = Section()
+    request = get_version_frame(args.transport)
+    levels = [int(x) for x in args.load_connections.split(",")]
+    procs.raise_fd_limit(2 * max(levels) + 200)
+    out.say(
+        f"throughput, closed loops of GET_VERSION round trips ({args.seconds:g} s per level, "
+        f"load generator in its own process; latencies per round trip):"
+    )
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    for tree, loop in _socket_servers(args):
+        with procs.emulator(tree, transport=args.transport, event_loop=loop) as server:
+            rows: dict[int, dict[str, Any]] = {}
+            for n in levels:
+                before = server.cpu_ns()
+                r = procs.loadgen(
+                    server.port,
+                    "rtt",
+                    [request],
+                    "--connections",
+                    str(n),
+                    "--seconds",
+                    str(args.seconds),
+                    "--warmup",
+                    str(10 * n),
+                )
+                r["server_cpu_us_per_request"] = (
+                    (server.cpu_ns() - before) / max(1, int(r["replies"]) + 10 * n) / 1e3
+                )
+                rows[n] = r
+                out.say(
+                    f"  {server.label:32} {n:4d} conns: {float(r['per_second']):9,.0f} req/s"
+                    f"   p50 {float(r['p50_us']):8.0f} us   p99 {float(r['p99_us']):8.0f} us"
+                    f"   server CPU {r['server_cpu_us_per_request']:6.1f} us/req"
+                )
+            results[server.label] = rows
+    out.data["levels"] = {
+        label: {str(k): v for k, v in rows.items()} for label, rows in results.items()
+    }
+    labels = list(results)
+    if args.baseline_trees and 64 in levels:
+        base = results[labels[-1]][64]["per_second"]
+        for label in labels[:-1]:
+            ratio = float(results[label][64]["per_second"]) / float(base)
+            out.say(
+                f"  64 connections: {label} / {labels[-1]} = {ratio:.2f}x the requests per second"
+            )
+            out.data.setdefault("ratio_64", {})[label] = ratio
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# (d) memory per idle connection
+# ---------------------------------------------------------------------------------------
+
+
+def vca_frames(args: argparse.Namespace) -> list[bytes]:
+    from emulator.transport import get_binding
+
+    binding = get_binding(args.transport)
+    q = Requests(args.version)
+    transport = int(binding.socket_transport)
+    return [
+        frame(binding.encode(m), transport=transport)
+        for m in (q.get_version(), q.get_capabilities(), q.negotiate_algorithms())
+    ]
+
+
+def bench_memory(args: argparse.Namespace) -> Section:
+    from emulator.connection import SpdmConnection
+    from emulator.requester.transport import CLIENT_HELLO
+    from emulator.transport import get_binding
+
+    out = Section()
+    n = args.connections
+    procs.raise_fd_limit(2 * n + 200)
+    binding = get_binding(args.transport)
+    hello = frame(CLIENT_HELLO, PlatformCommand.TEST, int(binding.socket_transport))
+    out.say(f"memory per idle connection ({n} connections, transport {args.transport}):")
+    trees = [(procs.this_tree(), "asyncio")] + [(t, "asyncio") for t in args.baseline_trees]
+    for tree, loop in trees:
+        for what, sequence in (("connected, no SPDM", [hello]), ("after VCA", vca_frames(args))):
+            with procs.emulator(tree, transport=args.transport, event_loop=loop) as server:
+                warm = procs.loadgen_start(server.port, "hold", sequence, "--connections", "5")
+                assert warm.stdout is not None
+                warm.stdout.readline()
+                procs.loadgen_result(warm)  # closes its stdin: it lets go
+                time.sleep(0.5)
+                before = server.rss_kib()
+                held = procs.loadgen_start(server.port, "hold", sequence, "--connections", str(n))
+                assert held.stdout is not None
+                ready = json.loads(held.stdout.readline())
+                time.sleep(0.5)
+                after = server.rss_kib()
+                procs.loadgen_result(held)
+            per = (after - before) / int(ready["ready"])
+            out.say(
+                f"  {server.label:32} RSS, {what:20} {before / 1024:7.1f} MiB -> "
+                f"{after / 1024:7.1f} MiB = {per:5.2f} KiB per connection"
+            )
+            out.data.setdefault(server.label, {})[what] = {
+                "kib_per_connection": per,
+                "rss_before_mib": before / 1024,
+                "rss_after_mib": after / 1024,
+            }
+    # Python heap of the per-connection objects alone (no sockets, no transports)
+    device = Device.from_profile(load_profile(args.profile))
+    q = Requests(args.version)
+    reqs = [binding.encode(m) for m in (q.get_version(), q.get_capabilities())]
+    reqs.append(binding.encode(q.negotiate_algorithms()))
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    conns = []
+    for i in range(n):
+        conn = SpdmConnection(device, binding, number=i)
+        for req in reqs:
+            conn.receive(req)
+        conns.append(conn)
+    used = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    out.say(f"  Python heap per SpdmConnection after VCA (tracemalloc): {used / n / 1024:6.2f} KiB")
+    out.data["heap_kib_per_connection"] = used / n / 1024
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# (e) fuzzing speed
+# ---------------------------------------------------------------------------------------
+
+FUZZ_TARGETS = ("responder", "frames", "transport", "profile", "secured")
+
+
+def _fuzz_run(
+    tree: procs.Tree, target: str, corpus: Path, runs: int, max_time: int
+) -> dict[str, Any]:
+    script = tree.root / "fuzz" / f"fuzz_{target}.py"
+    cmd = [sys.executable, str(script), f"-runs={runs}", "-seed=1", "-print_final_stats=1"]
+    cmd += [f"-max_total_time={max_time}", "-timeout=60", "-rss_limit_mb=4096"]
+    dictionary = corpus.parent / "profile.dict"
+    if target == "profile" and dictionary.exists():
+        cmd.append(f"-dict={dictionary}")
+    work = Path(tempfile.mkdtemp(prefix=f"bench-fuzz-{target}-"))
+    try:
+        shutil.copytree(corpus, work / "corpus")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree.root), env.get("PYTHONPATH")) if p)
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            [*cmd, str(work / "corpus")],
+            cwd=work,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        inited: tuple[float, int] | None = None
+        done: tuple[float, int] | None = None
+        average = None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            now = time.monotonic()
+            if "\tINITED" in line or "\tDONE" in line:
+                count = int(line.split("\t")[0].lstrip("#"))
+                if "\tINITED" in line:
+                    inited = (now, count)
+                else:
+                    done = (now, count)
+            elif line.startswith("stat::average_exec_per_sec:"):
+                average = int(line.rsplit(":", 1)[1])
+        proc.wait()
+        total = time.monotonic() - start
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if proc.returncode != 0 or inited is None or done is None:
+        return {"error": f"exit {proc.returncode}", "seconds": total}
+    fuzzing = done[0] - inited[0]
+    return {
+        "runs": done[1],
+        "exec_per_sec": (done[1] - inited[1]) / fuzzing if fuzzing > 0 else float("nan"),
+        "libfuzzer_average_exec_per_sec": average,
+        "seconds_fuzzing": fuzzing,
+        "seconds_total": total,
+    }
+
+
+def bench_fuzz(args: argparse.Namespace) -> Section:
+    out = Section()
+    if importlib.util.find_spec("atheris") is None:
+        out.say("fuzz: atheris is not installed (pip install 'spdm-emulator[fuzz]'); skipped")
+        out.data["skipped"] = "atheris is not installed"
+        return out
+    targets = [t for t in args.fuzz_targets.split(",") if t]
+    out.say(
+        f"fuzzing, instrumented (atheris), from the seed corpus, {args.fuzz_runs} runs per "
+        f"target (-seed=1); executions per second between libFuzzer's INITED and DONE:"
+    )
+    for tree in [procs.this_tree(), *args.baseline_trees]:
+        with tempfile.TemporaryDirectory(prefix="bench-corpus-") as tmp:
+            corpus = Path(tmp) / "corpus"
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(tree.root), env.get("PYTHONPATH")) if p
+            )
+            made = subprocess.run(
+                [sys.executable, str(tree.root / "fuzz" / "make_corpus.py"), "--out", str(corpus)],
+                cwd=tree.root,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if made.returncode != 0:
+                out.say(f"  {tree.label}: make_corpus.py failed: {made.stderr[-500:]}")
+                continue
+            for target in targets:
+                if not (corpus / target).is_dir():
+                    continue
+                r = _fuzz_run(tree, target, corpus / target, args.fuzz_runs, args.fuzz_max_time)
+                out.data.setdefault(tree.label, {})[target] = r
+                if "error" in r:
+                    out.say(f"  {tree.label:24} {target:10} failed ({r['error']})")
+                    continue
+                out.say(
+                    f"  {tree.label:24} {target:10} {r['exec_per_sec']:8,.0f} exec/s"
+                    f"   (libFuzzer's average {r['libfuzzer_average_exec_per_sec']}, "
+                    f"{r['runs']} runs in {r['seconds_fuzzing']:.1f} s)"
+                )
+    if args.baseline_trees:
+        now, then = procs.this_tree().label, args.baseline_trees[-1].label
+        for target in targets:
+            a = out.data.get(now, {}).get(target, {})
+            b = out.data.get(then, {}).get(target, {})
+            if "exec_per_sec" in a and "exec_per_sec" in b:
+                ratio = a["exec_per_sec"] / b["exec_per_sec"]
+                out.say(f"  {target:10} {now} / {then}: {ratio:.1f}x the executions per second")
+                out.data.setdefault("ratios", {})[target] = ratio
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# (f) a flooding peer against another connection's latency
+# ---------------------------------------------------------------------------------------
+
+
+def _window(dump: Path, start: int, end: int) -> list[int]:
+    data = json.loads(dump.read_text())
+    return [
+        lat
+        for sent, lat in zip(data["sent_ns"], data["latency_ns"], strict=True)
+        if start <= sent <= end
+    ]
+
+
+def _pct(samples: list[int], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e3 if ordered else float("nan")
+
+
+def bench_flood(args: argparse.Namespace) -> Section:
+    out = Section()
+    request = get_version_frame(args.transport)
+    frames = args.flood_frames
+    out.say(
+        f"flood: one peer pipelines {frames:,} GET_VERSION frames at once while another "
+        f"connection does round trips; that connection's latency (us):"
+    )
+    for tree, loop in _socket_servers(args):
+        with (
+            procs.emulator(tree, transport=args.transport, event_loop=loop) as server,
+            tempfile.TemporaryDirectory() as tmp,
+        ):
+            rows: dict[str, Any] = {}
+            quiet = Path(tmp) / "quiet.json"
+            procs.loadgen(
+                server.port,
+                "rtt",
+                [request],
+                "--seconds",
+                "2",
+                "--warmup",
+                "200",
+                "--dump",
+                str(quiet),
+            )
+            q = json.loads(quiet.read_text())["latency_ns"]
+            base = {"p50": _pct(q, 0.5), "p99": _pct(q, 0.99), "max": _pct(q, 1.0), "n": len(q)}
+            rows["alone"] = base
+            for reading in (True, False):
+                dump = Path(tmp) / f"victim-{reading}.json"
+                seconds = args.flood_seconds
+                victim = procs.loadgen_start(
+                    server.port,
+                    "rtt",
+                    [request],
+                    "--seconds",
+                    str(seconds),
+                    "--warmup",
+                    "50",
+                    "--dump",
+                    str(dump),
+                )
+                time.sleep(0.3)
+                flood_args = ["--frames", str(frames)]
+                if not reading:
+                    flood_args += ["--no-read", "--seconds", str(seconds - 1)]
+                flood = procs.loadgen(server.port, "flood", [request], *flood_args)
+                procs.loadgen_result(victim)
+                during = _window(dump, int(flood["started_ns"]), int(flood["ended_ns"]))
+                row = {
+                    "p50": _pct(during, 0.5),
+                    "p99": _pct(during, 0.99),
+                    "max": _pct(during, 1.0),
+                    "n": len(during),
+                    "flood_seconds": (int(flood["ended_ns"]) - int(flood["started_ns"])) / 1e9,
+                }
+                row["worst_extra_us"] = row["max"] - base["p50"]
+                row["p99_extra_us"] = row["p99"] - base["p50"]
+                rows["flooder reads" if reading else "flooder does not read"] = row
+            out.data[server.label] = rows
+            out.say(f"  {server.label}:")
+            out.say(
+                f"    {'alone':24} p50 {base['p50']:8.0f}  p99 {base['p99']:8.0f}  max "
+                f"{base['max']:8.0f}  n={base['n']}"
+            )
+            for label, row in rows.items():
+                if label == "alone":
+                    continue
+                out.say(
+                    f"    {label:24} p50 {row['p50']:8.0f}  p99 {row['p99']:8.0f}  max "
+                    f"{row['max']:8.0f}  n={row['n']}  (flood {row['flood_seconds']:.1f} s): "
+                    f"worst extra {row['worst_extra_us'] / 1e3:.2f} ms, p99 extra "
+                    f"{row['p99_extra_us'] / 1e3:.2f} ms"
+                )
+    return out
+
+
+# C responder helpers (section c)
 
 
 @contextmanager
@@ -427,7 +979,7 @@ def c_server(binary: str, transport: str) -> Iterator[tuple[int, int]]:
     It serves one connection and exits after SHUTDOWN, so no probe connection is made:
     the client retries connecting instead.
     """
-    port = _free_port()
+    port = procs.free_port()
     trans = {"doe": "PCI_DOE", "mctp": "MCTP"}[transport]
     path = Path(binary).resolve()
     proc = subprocess.Popen(
@@ -540,131 +1092,103 @@ async def _round_trips(
     return out
 
 
-def bench_socket(args: argparse.Namespace) -> list[str]:
-    out = [
+# ---------------------------------------------------------------------------------------
+# SocketClient round trips, and DMTF's C responder
+# ---------------------------------------------------------------------------------------
+
+
+def bench_socket(args: argparse.Namespace) -> Section:
+    out = Section()
+    out.say(
         f"loopback socket, SocketClient -> server process (transport {args.transport}, "
         f"one connection, requests in sequence):"
-    ]
+    )
     for quickack in (False, True):
-        with python_server(args.transport, args.profile) as (port, _pid):
-            out += asyncio.run(_round_trips(port, args, "python emulator", quickack))
+        with procs.emulator(procs.this_tree(), transport=args.transport) as server:
+            for line in asyncio.run(_round_trips(server.port, args, "python emulator", quickack)):
+                out.say(line)
     return out
 
 
-def bench_c(args: argparse.Namespace) -> list[str]:
-    out = [f"loopback socket, SocketClient -> {args.c_responder} (transport {args.transport}):"]
+def bench_c(args: argparse.Namespace) -> Section:
+    out = Section()
+    out.say(f"loopback socket, SocketClient -> {args.c_responder} (transport {args.transport}):")
     for quickack in (False, True):
         with c_server(args.c_responder, args.transport) as (port, _pid):
-            out += asyncio.run(_round_trips(port, args, "C spdm_responder_emu", quickack))
-    return out
-
-
-# ---------------------------------------------------------------------------------------
-# 3. memory per idle connection
-# ---------------------------------------------------------------------------------------
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-async def _open_idle(port: int, args: argparse.Namespace, n: int, vca: bool) -> list[object]:
-    q = Requests(args.version)
-    clients = []
-    for _ in range(n):
-        client = await _connect(port, args.transport)
-        if vca:
-            for req in (q.get_version(), q.get_capabilities(), q.negotiate_algorithms()):
-                await client.exchange(req)  # type: ignore[attr-defined]
-        clients.append(client)
-    return clients
-
-
-def bench_memory(args: argparse.Namespace) -> list[str]:
-    n = args.connections
-    out = [f"memory per idle connection ({n} connections, transport {args.transport}):"]
-    for vca in (False, True):
-        with python_server(args.transport, args.profile) as (port, pid):
-
-            async def run(port: int = port, pid: int = pid, vca: bool = vca) -> tuple[int, int]:
-                warm = await _open_idle(port, args, 5, vca)  # first-use allocations
-                for c in warm:
-                    await c.close()  # type: ignore[attr-defined]
-                await asyncio.sleep(0.3)
-                before = _rss_kib(pid)
-                clients = await _open_idle(port, args, n, vca)
-                await asyncio.sleep(0.5)
-                after = _rss_kib(pid)
-                for c in clients:
-                    await c.close()  # type: ignore[attr-defined]
-                return before, after
-
-            before, after = asyncio.run(run())
-        what = "after VCA" if vca else "connected, no SPDM"
-        out.append(
-            f"  server RSS, {what:22} {before / 1024:7.1f} MiB -> {after / 1024:7.1f} MiB"
-            f"   = {(after - before) / n:6.1f} KiB per connection"
-        )
-    # Python heap of the per-connection objects alone (no sockets, no asyncio streams)
-    from emulator.connection import SpdmConnection
-    from emulator.transport import get_binding
-
-    device = Device.from_profile(load_profile(args.profile))
-    binding = get_binding(args.transport)
-    q = Requests(args.version)
-    reqs = [binding.encode(m) for m in (q.get_version(), q.get_capabilities())]
-    reqs.append(binding.encode(q.negotiate_algorithms()))
-    gc.collect()
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    conns = []
-    for i in range(n):
-        conn = SpdmConnection(device, binding, number=i)
-        for req in reqs:
-            conn.receive(req)
-        conns.append(conn)
-    gc.collect()
-    used = tracemalloc.get_traced_memory()[0] - base
-    tracemalloc.stop()
-    out.append(
-        f"  Python heap per SpdmConnection after VCA (tracemalloc): {used / n / 1024:6.1f} KiB"
-    )
+            for line in asyncio.run(_round_trips(port, args, "C spdm_responder_emu", quickack)):
+                out.say(line)
     return out
 
 
 # ---------------------------------------------------------------------------------------
 
 
-def machine() -> str:
+def machine() -> dict[str, Any]:
     cpu = "?"
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
         capture_output=True,
         text=True,
         check=False,
     ).stdout.strip()
-    return (
-        f"# {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} "
-        f"CPUs ({cpu}), {platform.system()} {platform.release()}, commit {commit or '?'}"
-    )
+    import cryptography
+
+    info: dict[str, Any] = {
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "system": f"{platform.system()} {platform.release()}",
+        "commit": commit or "?",
+        "cryptography": cryptography.__version__,
+        "uvloop": None,
+        "load_average": list(os.getloadavg()),
+    }
+    if HAVE_UVLOOP:
+        import uvloop
+
+        info["uvloop"] = uvloop.__version__
+    return info
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], Section]] = {
+    "core": bench_core,
+    "floor": bench_floor,
+    "handshake": bench_handshake,
+    "load": bench_load,
+    "memory": bench_memory,
+    "fuzz": bench_fuzz,
+    "flood": bench_flood,
+    "socket": bench_socket,
+    "c": bench_c,
+}
+DEFAULT_SECTIONS = "core,floor,handshake,load,memory,fuzz,flood,socket"
 
 
 def main(argv: list[str] | None = None) -> int:
+    global OUT
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--only",
-        default="core,socket,memory,c",
-        help="comma-separated subset of core,socket,memory,c (default: all)",
+        default=DEFAULT_SECTIONS,
+        help=f"comma-separated sections of {','.join(SECTIONS)} (default: {DEFAULT_SECTIONS})",
+    )
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        action="append",
+        default=[],
+        help="also run this git revision's server and fuzz targets (ratios against it)",
+    )
+    p.add_argument(
+        "--loops",
+        default="asyncio,uvloop",
+        help="event loops to run this tree's server on (uvloop when installed)",
     )
     p.add_argument("--profile", default="default", help="device profile (default: default)")
     p.add_argument("--transport", choices=("doe", "mctp"), default="doe")
@@ -674,39 +1198,84 @@ def main(argv: list[str] | None = None) -> int:
         choices=("1.1", "1.2", "1.3", "1.4"),
         help="1.4 (with --profile pqc) offers ML-DSA-65 and ML-KEM-768 besides ECDSA P-384",
     )
-    p.add_argument("--samples", type=int, default=2000, help="core samples per message")
-    p.add_argument("--warmup", type=int, default=50, help="untimed runs first")
-    p.add_argument("--round-trips", type=int, default=3000, help="socket round trips")
-    p.add_argument("--connections", type=int, default=200, help="idle connections")
+    p.add_argument("--quick", action="store_true", help="fewer samples everywhere (a smoke run)")
     p.add_argument(
+        "--pin",
+        type=int,
+        default=(os.cpu_count() or 1) - 1,
+        help="floor and handshake over a socket: run servers and clients on this CPU "
+        "(default: the last one; -1: no pinning)",
+    )
+    g = p.add_argument_group("sample sizes")
+    g.add_argument("--samples", type=int, default=2000, help="core: samples per message")
+    g.add_argument("--warmup", type=int, default=50, help="untimed runs first")
+    g.add_argument(
+        "--round-trips",
+        type=int,
+        default=20000,
+        help="floor: round trips per round; socket: round trips",
+    )
+    g.add_argument("--rounds", type=int, default=5, help="floor: alternating rounds")
+    g.add_argument("--handshakes", type=int, default=100, help="handshake: handshakes per side")
+    g.add_argument("--load-connections", default="1,8,64,256", help="load: connection counts")
+    g.add_argument("--seconds", type=float, default=5.0, help="load: seconds per level")
+    g.add_argument("--connections", type=int, default=500, help="memory: idle connections")
+    g.add_argument("--fuzz-runs", type=int, default=20000, help="fuzz: runs per target")
+    g.add_argument(
+        "--fuzz-max-time", type=int, default=300, help="fuzz: seconds at most per target"
+    )
+    g.add_argument("--fuzz-targets", default=",".join(FUZZ_TARGETS))
+    g.add_argument("--flood-frames", type=int, default=100_000, help="flood: pipelined frames")
+    g.add_argument("--flood-seconds", type=float, default=8.0, help="flood: victim's run")
+    g.add_argument(
         "--budget",
         type=float,
         default=20.0,
-        help="seconds at most per socket measurement (fewer samples when a peer is slow)",
+        help="socket: seconds at most per measurement (fewer samples when slow)",
     )
-    p.add_argument(
+    g.add_argument(
         "--c-responder",
         metavar="PATH",
-        help="DMTF spdm_responder_emu binary (run in its directory, beside the sample keys)",
+        help="DMTF spdm_responder_emu binary (run in its directory, beside the keys)",
     )
     args = p.parse_args(argv)
+    if args.quick:
+        args.samples, args.round_trips, args.rounds = 200, 3000, 3
+        args.handshakes, args.seconds, args.connections = 20, 1.5, 200
+        args.fuzz_runs, args.flood_frames, args.flood_seconds = 3000, 20_000, 4.0
     major, minor = args.spdm_version.split(".")
     args.version = (int(major) << 4) | int(minor)
-    only = {s.strip() for s in args.only.split(",")}
-    print(machine())
-    sections: list[tuple[str, Callable[[argparse.Namespace], list[str]]]] = [
-        ("core", bench_core),
-        ("socket", bench_socket),
-        ("memory", bench_memory),
-    ]
-    if args.c_responder:
-        sections.append(("c", bench_c))
-    elif "c" in only and args.only != p.get_default("only"):
-        print("c: --c-responder PATH not given; skipped")
-    for name, fn in sections:
-        if name in only:
-            for line in fn(args):
-                print(line, flush=True)
+    args.loops = {loop.strip() for loop in args.loops.split(",")}
+    if args.pin is not None and args.pin < 0:
+        args.pin = None
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in only if s not in SECTIONS]
+    if unknown:
+        p.error(f"unknown section(s): {', '.join(unknown)}")
+    if args.json:
+        OUT = sys.stderr
+    results: dict[str, Any] = {"machine": machine(), "sections": {}}
+    info = results["machine"]
+    print(
+        f"# {info['python']}, {info['cpus']} CPUs ({info['cpu']}), {info['system']}, "
+        f"commit {info['commit']}, cryptography {info['cryptography']}, uvloop "
+        f"{info['uvloop'] or 'not installed'}, load average {info['load_average'][0]:.2f}",
+        file=OUT,
+        flush=True,
+    )
+    with contextlib.ExitStack() as stack:
+        args.baseline_trees = [
+            stack.enter_context(procs.revision_tree(rev)) for rev in args.baseline
+        ]
+        for name in only:
+            if name == "c" and not args.c_responder:
+                print("c: --c-responder PATH not given; skipped", file=OUT)
+                continue
+            section = SECTIONS[name](args)
+            results["sections"][name] = section.data
+    results["machine"]["load_average_after"] = list(os.getloadavg())
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
     return 0
 
 

@@ -19,11 +19,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from emulator.connection import Observer, SpdmConnection
+from emulator.connection import Observer, ObserverFanout, SpdmConnection
 from emulator.control.config import run_control_config
 from emulator.device.model import Device
 from emulator.device.store import DirectoryStore, MemoryStore, StateStore, default_state_dir
-from emulator.events import ExchangeEvent
 from emulator.faults.engine import FaultEngine
 from emulator.faults.hostile import mutate_spec
 from emulator.faults.model import FaultRule
@@ -110,6 +109,8 @@ class Emulator:
         self.binding = get_binding(opts.transport)
         self.connections: dict[int, SpdmConnection] = {}
         self.observers: list[Observer] = list(observers)
+        #: what each connection calls: every observer of the list above, as it is then
+        self._fanout = ObserverFanout(self.observers)
         self.on_connection: list[ConnectionHook] = list(on_connection)
         #: the MQTT control plane's configuration (None: off), checked now
         self.control_config = run_control_config(profile, opts)
@@ -126,20 +127,13 @@ class Emulator:
             self.binding,
             number=number,
             peer=peer,
-            observers=[self._observe],
+            observers=[self._fanout],
             faults=self.faults,
         )
         self.connections[number] = conn
         for hook in list(self.on_connection):
             hook(conn)
         return conn
-
-    def _observe(self, event: ExchangeEvent) -> None:
-        for obs in list(self.observers):
-            try:
-                obs(event)
-            except Exception:
-                log.exception("observer failed")
 
     @property
     def host(self) -> str:

@@ -40,7 +40,35 @@ from emulator.transport.base import TransportBinding
 
 log = logging.getLogger("emulator.connection")
 
-__all__ = ["ExchangeEvent", "ExchangeFaults", "FaultHooks", "Observer", "Reply", "SpdmConnection"]
+__all__ = [
+    "ExchangeEvent",
+    "ExchangeFaults",
+    "FaultHooks",
+    "Observer",
+    "ObserverFanout",
+    "Reply",
+    "SpdmConnection",
+]
+
+
+class ObserverFanout:
+    """One observer that hands each event to every observer of a list that may change
+    while connections run (the app's ``Emulator.observers``).  It is false while the list
+    is empty, and a connection builds no :class:`ExchangeEvent` when none of its observers
+    is true: an exchange nobody watches costs nothing."""
+
+    def __init__(self, targets: list[Observer]) -> None:
+        self.targets = targets
+
+    def __bool__(self) -> bool:
+        return bool(self.targets)
+
+    def __call__(self, event: ExchangeEvent) -> None:
+        for obs in list(self.targets):
+            try:
+                obs(event)
+            except Exception:  # an observer must never break the responder
+                log.exception("observer failed")
 
 
 class ExchangeFaults(Protocol):
@@ -75,7 +103,9 @@ class ExchangeFaults(Protocol):
 
 
 class FaultHooks(Protocol):
-    """Fault injection, plugged in from outside (the app composes it)."""
+    """Fault injection, plugged in from outside (the app composes it).  A hooks object
+    that is false (``FaultEngine`` without rules: ``len() == 0``) fires nothing, and the
+    connection does not ask it."""
 
     def begin(
         self, responder: Responder, request: bytes, *, connection: int, session_id: int | None
@@ -152,11 +182,24 @@ class SpdmConnection:
             response = build_error(self.responder.version or 0x10, ErrorCode.InvalidRequest)
             self._emit(payload, response, None, False, reason=str(exc))
             return Reply([self.binding.encode(response)])
-        if msg.secured:
-            return self._secured(msg.message)
-        response, commits, fx, reason = self._exchange(msg.message, None)
+        request, secured = msg
+        if secured:
+            return self._secured(request)
+        if not self.faults:
+            # no fault rule: steps 4, 7 and 8 only (the usual case, kept short)
+            outcome = self.responder.respond(request, None)
+            response = outcome.response
+            reply = Reply([self.binding.encode(response)])
+            if log.isEnabledFor(logging.INFO):
+                self._log(request, response, None, outcome.reason)
+            if self.observers:
+                self._emit(request, response, None, False, None, outcome.reason)
+            if outcome.commits:
+                self.sessions.commit(outcome.commits, None)
+            return reply
+        response, commits, fx, reason = self._exchange(request, None)
         reply = Reply([self.binding.encode(response)])
-        return self._finish(msg.message, response, None, False, commits, fx, reason, reply)
+        return self._finish(request, response, None, False, commits, fx, reason, reply)
 
     # ---- the exchange ------------------------------------------------------------------
 
@@ -166,7 +209,7 @@ class SpdmConnection:
         """Steps 3-5: fault hook, responder, fault hook.  Returns the response, the
         commits, the faults and the error reason."""
         fx = None
-        if self.faults is not None:
+        if self.faults:
             fx = self.faults.begin(
                 self.responder, request, connection=self.number, session_id=session_id
             )
@@ -320,8 +363,9 @@ class SpdmConnection:
         reason: str = "",
         protocol: str = "spdm",
     ) -> None:
-        """Tell every observer about one exchange (an observer never breaks the device)."""
-        if not self.observers:
+        """Tell every observer about one exchange (an observer never breaks the device).
+        Nothing is built when no observer wants events (:class:`ObserverFanout`)."""
+        if not any(self.observers):
             return
         error = None
         if (

@@ -22,13 +22,14 @@ if __name__ == "__main__":
     import atheris
 
     _instrumented: contextlib.AbstractContextManager[object] = atheris.instrument_imports(
-        include=["emulator", "fuzz"]
+        include=["emulator", "fuzz"], exclude=["fuzz.snapshot"]
     )
 else:
     _instrumented = contextlib.nullcontext()
 
 with _instrumented:
-    from fuzz.harness import log_to_sink, prefixes, run_sequence
+    from fuzz.harness import log_to_sink, prefixes, run_sequence, settle_heap
+    from fuzz.snapshot import memoize_signatures
 
 
 def TestOneInput(data: bytes) -> None:
@@ -41,7 +42,9 @@ def main() -> None:
 
     log_to_sink()
 
+    memoize_signatures()
     prefixes()  # record the prefixes once, before the fuzzer starts timing
+    settle_heap()
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
 

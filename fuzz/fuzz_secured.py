@@ -33,7 +33,7 @@ if __name__ == "__main__":
     import atheris
 
     _instrumented: contextlib.AbstractContextManager[object] = atheris.instrument_imports(
-        include=["emulator", "fuzz"]
+        include=["emulator", "fuzz"], exclude=["fuzz.snapshot"]
     )
 else:
     _instrumented = contextlib.nullcontext()
@@ -50,8 +50,12 @@ with _instrumented:
         join_messages,
         log_to_sink,
         record_session,
+        settle_heap,
+        snapshot,
         split_messages,
+        template,
     )
+    from fuzz.snapshot import memoize_signatures
 
 AEADS = (0x01, 0x02, 0x04)  # AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305
 KEY = bytes(range(32))
@@ -94,8 +98,10 @@ def session_level(selector: int, data: bytes) -> None:
     if prefix is None:
         return
     device = fuzz_device()
+    template(prefix)  # made once; it stays connected to the device
     listeners = len(device.listeners)
-    harness = ConnectionHarness(prefix)
+    harness = snapshot(prefix)
+    assert isinstance(harness, ConnectionHarness)
     try:
         _session_records(harness, prefix.keys, data)
     finally:
@@ -177,9 +183,12 @@ def main() -> None:
     import atheris
 
     log_to_sink()
-
+    memoize_signatures()
     for version in SESSION_VERSIONS:
-        record_session(version)
+        prefix = record_session(version)
+        if prefix is not None:
+            template(prefix)
+    settle_heap()
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
 

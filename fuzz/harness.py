@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import importlib
 import logging
 import os
@@ -38,8 +39,10 @@ from emulator.device.model import Device
 from emulator.device.random import SeededRandom
 from emulator.profiles import load_profile
 from emulator.requester import Requester, RequesterConfig
-from emulator.responder import DEFAULT_TABLE, ConnectionState, Responder
+from emulator.responder import DEFAULT_TABLE, ConnectionState, FaultContext, Responder
+from emulator.responder.core import Outcome
 from emulator.transport.base import TransportMessage
+from fuzz.snapshot import copy_state
 
 if TYPE_CHECKING:
     from emulator.connection import SpdmConnection
@@ -76,10 +79,16 @@ class _FormattingSink(logging.Handler):
 
 def log_to_sink(level: int = logging.INFO) -> None:
     """Run the emulator's log calls as ``serve --log-level info`` would, without output
-    (the fuzzer's own output stays readable and fast)."""
+    (the fuzzer's own output stays readable and fast).  Records skip what only a printed
+    log needs (the caller's frame, thread and process names: logging's documented
+    switches), not the message formatting the contract checks."""
     root = logging.getLogger()
     root.handlers[:] = [_FormattingSink()]
     root.setLevel(level)
+    logging._srcfile = None  # no frame walk per record (logging docs, "Optimization")
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 # ---- input format ------------------------------------------------------------------------
@@ -316,8 +325,20 @@ def choose_prefix(selector: int) -> Prefix:
 
 
 def prefixes() -> list[Prefix]:
-    """Every prefix (recorded now: call before timing starts)."""
-    return [choose_prefix(s) for s in range(4 * len(STAGE_NAMES))]
+    """Every prefix, recorded and brought to a snapshot template now (call before timing
+    starts)."""
+    out = [choose_prefix(s) for s in range(4 * len(STAGE_NAMES))]
+    for prefix in out:
+        template(prefix.session if prefix.session is not None else prefix)
+    return out
+
+
+def settle_heap() -> None:
+    """Collect, then move every object alive now (the device, the prefixes, the snapshot
+    templates) to the garbage collector's permanent generation: the collections that run
+    while fuzzing scan only what an execution allocates (Python's gc.freeze)."""
+    gc.collect()
+    gc.freeze()
 
 
 # ---- the contract --------------------------------------------------------------------------
@@ -424,6 +445,13 @@ class ResponderHarness:
 
     def exchange(self, request: bytes, session_id: int | None = None) -> bytes:
         """``Responder.handle`` with the contract checked around it."""
+        return self.checked(request, session_id, self._handle)
+
+    def checked(
+        self, request: bytes, session_id: int | None, call: Callable[[bytes, int | None], bytes]
+    ) -> bytes:
+        """``call(request, session_id)`` (the responder's answer) with the contract
+        checked around it."""
         r = self.responder
         in_session = session_id is not None
         if r.state == ConnectionState.NOT_STARTED and not r.transcripts.a:
@@ -431,7 +459,7 @@ class ResponderHarness:
         state, version = r.state, r.version
         before_a = bytes(r.transcripts.a)
         response = check_spdm_message(
-            self._handle(request, session_id), (int(v) for v in self.device.versions), request
+            call(request, session_id), (int(v) for v in self.device.versions), request
         )
         self.exchanges += 1
         want = expected_error(request, in_session, state, version)
@@ -546,17 +574,91 @@ def _check_algorithms(request: bytes, response: bytes) -> None:
             )
 
 
+class RespondCheck:
+    """``Responder.respond`` with the contract checked around it: what the connection glue
+    calls (:class:`~emulator.connection.SpdmConnection` answers with ``respond``, not
+    ``handle``).  An object, not a closure, so that a snapshot's copy checks its own
+    responder."""
+
+    def __init__(self, harness: ResponderHarness, respond: Callable[..., Outcome]) -> None:
+        self.harness = harness
+        self.respond = respond
+        self.outcome: Outcome | None = None
+
+    def __call__(
+        self, request: bytes, session_id: int | None = None, fault: FaultContext | None = None
+    ) -> Outcome:
+        self.outcome = None
+        self.harness.checked(request, session_id, lambda q, s: self._answer(q, s, fault))
+        outcome, self.outcome = self.outcome, None
+        assert outcome is not None
+        return outcome
+
+    def _answer(self, request: bytes, session_id: int | None, fault: FaultContext | None) -> bytes:
+        self.outcome = self.respond(request, session_id, fault)
+        return self.outcome.response
+
+
+def _shared(device: Device) -> dict[int, Any]:
+    """Objects a snapshot copy shares with its template (deepcopy memo): the device and
+    its listener list (a copied session table listens to the same device), the dispatch
+    table, the bindings."""
+    from emulator.transport import get_binding
+
+    shared: list[Any] = [device, device.listeners, DEFAULT_TABLE, get_binding("doe")]
+    return {id(obj): obj for obj in shared}
+
+
+#: id(prefix) -> the prefix and a harness brought to it (copied for every input: no
+#: prefix replay per input); prefixes are cached for the process, so ids stay theirs
+_TEMPLATES: dict[int, tuple[Prefix | SessionPrefix, ResponderHarness | ConnectionHarness]] = {}
+
+
+def snapshot(prefix: Prefix | SessionPrefix) -> ResponderHarness | ConnectionHarness:
+    """A harness in the state ``prefix`` leads to: a copy of one brought there once.
+
+    Replaying a prefix for every input costs its whole exchange each time (KEY_EXCHANGE
+    and FINISH for the session stages); a copy of the connection state it leaves is
+    the same state (the responder is deterministic: seeded randomness, a fake clock) at
+    the cost of copying a few dozen objects.
+    """
+    original = template(prefix)
+    memo = _shared(original.responder.device)
+    memo[id(prefix)] = prefix  # immutable: recorded requests, keys
+    if isinstance(original, ResponderHarness):
+        memo[id(original.prefix)] = original.prefix
+    else:
+        memo[id(original.keys)] = original.keys
+    copied: ResponderHarness | ConnectionHarness = copy_state(original, memo)
+    return copied
+
+
+def template(prefix: Prefix | SessionPrefix) -> ResponderHarness | ConnectionHarness:
+    """The harness :func:`snapshot` copies (made once; it stays connected to the device)."""
+    found = _TEMPLATES.get(id(prefix))
+    if found is not None and found[0] is prefix:
+        return found[1]
+    made: ResponderHarness | ConnectionHarness
+    if isinstance(prefix, SessionPrefix):
+        made = ConnectionHarness(prefix)
+    else:
+        made = ResponderHarness(prefix=prefix)
+    _TEMPLATES[id(prefix)] = (prefix, made)
+    return made
+
+
 def run_sequence(data: bytes) -> ResponderHarness | ConnectionHarness:
     """The responder target's body: prefix by the first byte, then the messages; then the
     connection ends, and must leave nothing behind on the shared device."""
     prefix = choose_prefix(data[0]) if data else None
     device = fuzz_device()
-    listeners = len(device.listeners)
-    harness: ResponderHarness | ConnectionHarness
+    source: Prefix | SessionPrefix | None = prefix
     if prefix is not None and prefix.session is not None:
-        harness = ConnectionHarness(prefix.session)
-    else:
-        harness = ResponderHarness(prefix=prefix)
+        source = prefix.session
+    if source is not None:
+        template(source)  # the template listens to the device for good: count it in
+    listeners = len(device.listeners)
+    harness = snapshot(source) if source is not None else ResponderHarness()
     try:
         for message, in_session in split_messages(data[1:]):
             harness.send(message, in_session)
@@ -665,9 +767,8 @@ async def _record_session(version: int, measurements: bool) -> SessionPrefix | N
     keys = SessionKeys(
         s.session_id, s.aead, s.mac_only, req.key, req.iv, req.seq, rsp.key, rsp.iv, rsp.seq
     )
-    return SessionPrefix(
-        f"session@{version:#x}", version, tuple(channel.payloads), tuple(channel.replies), keys
-    )
+    name = f"session{'_measurements' if measurements else ''}@{version:#x}"
+    return SessionPrefix(name, version, tuple(channel.payloads), tuple(channel.replies), keys)
 
 
 @functools.cache
@@ -692,7 +793,9 @@ class ConnectionHarness:
 
         self.connection = new_connection()
         self.binding = get_binding("doe")
-        self.checker = ResponderHarness.around(self.connection.responder)
+        responder = self.connection.responder
+        self.checker = ResponderHarness.around(responder)
+        responder.respond = RespondCheck(self.checker, responder.respond)  # type: ignore[method-assign]
         self.keys = prefix.keys
         self.req_seq = prefix.keys.req_seq
         self.versions = [int(v) for v in fuzz_device().versions]

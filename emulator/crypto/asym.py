@@ -49,9 +49,11 @@ generation" and libspdm ``libspdm_asym_sign`` / ``libspdm_asym_verify_ex``:
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from enum import Enum
+from typing import cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -314,6 +316,19 @@ def _check_version(version: int) -> tuple[int, int]:
     return major, minor
 
 
+def _ecdsa(algorithm: utils.Prehashed | hashes.HashAlgorithm) -> ec.ECDSA:
+    """Deterministic ECDSA (RFC 6979) with ``algorithm`` (one object per algorithm)."""
+    if isinstance(algorithm, utils.Prehashed):
+        return ec.ECDSA(algorithm, deterministic_signing=True)
+    shared = _ECDSA_BY_HASH.get(algorithm.name)
+    if shared is None:
+        shared = _ECDSA_BY_HASH[algorithm.name] = ec.ECDSA(algorithm, deterministic_signing=True)
+    return shared
+
+
+_ECDSA_BY_HASH: dict[str, ec.ECDSA] = {}
+
+
 def _ecdsa_raw(der: bytes, size: int) -> bytes:
     r, s = utils.decode_dss_signature(der)
     return r.to_bytes(size, "big") + s.to_bytes(size, "big")
@@ -355,15 +370,15 @@ def _sign(
     if prehashed and len(data) != h.digest_size:
         raise CryptoError(f"message hash: {len(data)} bytes, {h.name} gives {h.digest_size}")
     algorithm: utils.Prehashed | hashes.HashAlgorithm = utils.Prehashed(h) if prehashed else h
-    if isinstance(key, rsa.RSAPrivateKey):
+    if info.family is not _Family.ECDSA:  # RSA (check_key_matches made sure of the key)
+        assert isinstance(key, rsa.RSAPrivateKey)
         pad: padding.AsymmetricPadding
         if info.family is _Family.RSASSA:
             pad = padding.PKCS1v15()
         else:
             pad = padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size)
         return key.sign(data, pad, algorithm)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    der = key.sign(data, ec.ECDSA(algorithm, deterministic_signing=True))
+    der = cast(ec.EllipticCurvePrivateKey, key).sign(data, _ecdsa(algorithm))
     return _ecdsa_raw(der, info.signature_size // 2)
 
 
@@ -538,6 +553,7 @@ def public_key_of_cert(cert: bytes | x509.Certificate) -> PublicKey:
 # --- SPDM 1.2+ signing -----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
 def signing_prefix(version: int, context: str) -> bytes:
     """The 100-byte "combined SPDM prefix" of DSP0274 1.2+ ("Signature generation").
 

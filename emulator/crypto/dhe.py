@@ -16,10 +16,12 @@ so a fixed seed gives a fixed key pair.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import dh, ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from emulator.codec.constants import DheGroup
 from emulator.crypto.hashes import single_bit
@@ -144,8 +146,18 @@ _EXCHANGE_SIZES: dict[DheGroup, int] = {
 }
 
 
+_GROUP_BY_VALUE: dict[int, DheGroup] = {int(g): g for g in _EXCHANGE_SIZES}
+
+
 def _group(group: int) -> DheGroup:
-    return single_bit(DheGroup, group, "DheGroup")
+    bit = _GROUP_BY_VALUE.get(group)
+    return bit if bit is not None else single_bit(DheGroup, group, "DheGroup")
+
+
+def _ec_public_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """X || Y of an EC key's public point, each coordinate padded to the field size (the
+    X9.62 uncompressed point without its 0x04 byte)."""
+    return key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)[1:]
 
 
 def dhe_exchange_size(group: int) -> int:
@@ -203,10 +215,23 @@ class DheKeyPair:
         if curve is not None:
             d = _draw(rng, curve.coord_size + 8) % (curve.order - 1) + 1
             ec_key = ec.derive_private_key(d, curve.curve())
-            numbers = ec_key.public_key().public_numbers()
-            size = curve.coord_size
-            public = numbers.x.to_bytes(size, "big") + numbers.y.to_bytes(size, "big")
-            return cls(bit, ec_key, public)
+            return cls(bit, ec_key, _ec_public_bytes(ec_key))
+        return cls._ffdhe(bit, rng)
+
+    @classmethod
+    def fresh(cls, group: int) -> DheKeyPair:
+        """A key pair from the operating system's randomness: an EC key straight from
+        OpenSSL's key generation (no scalar from bytes, no coordinate conversion); FFDHE
+        as :meth:`generate` with ``os.urandom``."""
+        bit = _group(group)
+        curve = _CURVES.get(bit)
+        if curve is not None:
+            ec_key = ec.generate_private_key(curve.curve())
+            return cls(bit, ec_key, _ec_public_bytes(ec_key))
+        return cls._ffdhe(bit, os.urandom)
+
+    @classmethod
+    def _ffdhe(cls, bit: DheGroup, rng: Rng) -> DheKeyPair:
         prime = FFDHE_PRIMES.get(bit)
         if prime is None:
             raise CryptoError(f"DheGroup {bit.name}: not supported")

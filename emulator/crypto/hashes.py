@@ -9,7 +9,8 @@ spec but not offered by the ``cryptography`` library: asking for it raises
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import IntFlag
 from typing import Protocol, TypeVar
 
@@ -48,6 +49,11 @@ class HashObject(Protocol):
 class _HashInfo:
     hashlib_name: str
     size: int
+    #: hashlib's own constructor (``hashlib.sha384``): no name lookup per call
+    new: Callable[..., HashObject] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "new", getattr(hashlib, self.hashlib_name))
 
 
 _BASE: dict[BaseHashAlgo, _HashInfo] = {
@@ -80,6 +86,15 @@ _CRYPTOGRAPHY: dict[BaseHashAlgo, type[_c_hashes.HashAlgorithm]] = {
 
 _F = TypeVar("_F", bound=IntFlag)
 
+# The same tables keyed by plain ints: a lookup per hash, HMAC or signature must not
+# build IntFlag members (enum arithmetic costs ~1 us per operation).
+_BASE_BY_VALUE: dict[int, _HashInfo] = {int(k): v for k, v in _BASE.items()}
+_HASH_BY_VALUE: dict[int, _c_hashes.HashAlgorithm] = {int(k): c() for k, c in _CRYPTOGRAPHY.items()}
+_MEAS_BY_VALUE: dict[int, BaseHashAlgo | None] = {
+    **{int(k): v for k, v in _MEAS_TO_BASE.items()},
+    int(MeasurementHashAlgo.RAW_BIT_STREAM_ONLY): None,
+}
+
 
 def single_bit(enum: type[_F], value: int, what: str) -> _F:
     """``value`` as one member of ``enum``; CryptoError unless exactly one known bit is set."""
@@ -95,6 +110,9 @@ def single_bit(enum: type[_F], value: int, what: str) -> _F:
 
 
 def _info(algo: int) -> _HashInfo:
+    info = _BASE_BY_VALUE.get(algo)
+    if info is not None:
+        return info
     bit = single_bit(BaseHashAlgo, algo, "BaseHashAlgo")
     info = _BASE.get(bit)
     if info is None:
@@ -114,17 +132,22 @@ def hash_name(algo: int) -> str:
 
 def digest(algo: int, data: bytes) -> bytes:
     """``Hash(data)`` with a BaseHashAlgo bit."""
-    return hashlib.new(_info(algo).hashlib_name, data).digest()
+    return _info(algo).new(data).digest()
 
 
 def new_hash(algo: int) -> HashObject:
     """A fresh incremental hash object (``update`` / ``copy`` / ``digest``)."""
-    obj: HashObject = hashlib.new(_info(algo).hashlib_name)
-    return obj
+    return _info(algo).new()
 
 
 def cryptography_hash(algo: int) -> _c_hashes.HashAlgorithm:
-    """The ``cryptography`` hash object of a BaseHashAlgo bit (for signatures, HMAC, HKDF)."""
+    """The ``cryptography`` hash object of a BaseHashAlgo bit (for signatures, HMAC, HKDF).
+
+    One shared instance per algorithm: hash algorithm objects are immutable descriptions.
+    """
+    shared = _HASH_BY_VALUE.get(algo)
+    if shared is not None:
+        return shared
     bit = single_bit(BaseHashAlgo, algo, "BaseHashAlgo")
     cls = _CRYPTOGRAPHY.get(bit)
     if cls is None:
@@ -134,6 +157,8 @@ def cryptography_hash(algo: int) -> _c_hashes.HashAlgorithm:
 
 def measurement_to_base_hash(algo: int) -> BaseHashAlgo | None:
     """The BaseHashAlgo bit equivalent to a MeasurementHashAlgo bit (None for raw bit stream)."""
+    if algo in _MEAS_BY_VALUE:
+        return _MEAS_BY_VALUE[algo]
     bit = single_bit(MeasurementHashAlgo, algo, "MeasurementHashAlgo")
     if bit is MeasurementHashAlgo.RAW_BIT_STREAM_ONLY:
         return None

@@ -17,8 +17,8 @@ __all__ = ["hkdf_expand", "hkdf_extract", "hmac_digest"]
 
 def hmac_digest(hash_algo: int, key: bytes, data: bytes) -> bytes:
     """``HMAC-Hash(key, data)`` with a BaseHashAlgo bit."""
-    mac = _c_hmac.HMAC(bytes(key), cryptography_hash(hash_algo))
-    mac.update(bytes(data))
+    mac = _c_hmac.HMAC(key, cryptography_hash(hash_algo))
+    mac.update(data)
     return mac.finalize()
 
 
@@ -44,6 +44,8 @@ def hkdf_expand(hash_algo: int, prk: bytes, info: bytes, length: int) -> bytes:
         raise CryptoError(f"HKDF-Expand length: {length} is outside 0..{255 * size}")
     if len(prk) < size:
         raise CryptoError(f"HKDF-Expand PRK: {len(prk)} bytes, shorter than the {size}-byte hash")
+    if length <= size:  # one block: every length the DSP0274 key schedule asks for
+        return hmac_digest(hash_algo, prk, bytes(info) + b"\x01")[:length]
     output = bytearray()
     block = b""
     counter = 1

@@ -43,12 +43,16 @@ Steps (libspdm ``libspdm_generate_handshake_key`` / ``libspdm_generate_data_key`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives import hmac as _c_hmac
+from cryptography.hazmat.primitives.hashes import HashAlgorithm
 
 from emulator.codec.constants import AeadSuite, BaseHashAlgo
 from emulator.crypto.aead import AEAD_IV_SIZE, aead_key_size
-from emulator.crypto.hashes import hash_size, single_bit
+from emulator.crypto.hashes import cryptography_hash, hash_size, single_bit
 from emulator.crypto.kdf import hkdf_expand, hkdf_extract
 from emulator.errors import CryptoError
 
@@ -82,6 +86,7 @@ LABEL_EXPORT_MASTER = b"exp master"
 LABEL_TRAFFIC_UPDATE = b"traffic upd"
 
 
+@functools.lru_cache(maxsize=16)
 def _version_label(version: int) -> bytes:
     major, minor = version >> 4, version & 0xF
     if major != 1 or minor > 9 or version < 0x11:
@@ -140,23 +145,34 @@ class KeySchedule:
     version: int
     hash_algo: BaseHashAlgo
     aead: AeadSuite
+    # derived once (a session runs a dozen HKDF steps on them)
+    _size: int = field(init=False, repr=False, compare=False)
+    _key_size: int = field(init=False, repr=False, compare=False)
+    _label: bytes = field(init=False, repr=False, compare=False)
+    _algorithm: HashAlgorithm = field(init=False, repr=False, compare=False)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> KeySchedule:
+        return self  # immutable
 
     def __post_init__(self) -> None:
-        _version_label(self.version)
+        label = _version_label(self.version)
         object.__setattr__(
             self, "hash_algo", single_bit(BaseHashAlgo, self.hash_algo, "BaseHashAlgo")
         )
         object.__setattr__(self, "aead", single_bit(AeadSuite, self.aead, "AeadSuite"))
-        hash_size(self.hash_algo)  # rejects unsupported hashes now, not mid-handshake
-        aead_key_size(self.aead)
+        # rejects unsupported hashes and suites now, not mid-handshake
+        object.__setattr__(self, "_size", hash_size(self.hash_algo))
+        object.__setattr__(self, "_key_size", aead_key_size(self.aead))
+        object.__setattr__(self, "_label", label)
+        object.__setattr__(self, "_algorithm", cryptography_hash(self.hash_algo))
 
     @property
     def hash_size(self) -> int:
-        return hash_size(self.hash_algo)
+        return self._size
 
     @property
     def key_size(self) -> int:
-        return aead_key_size(self.aead)
+        return self._key_size
 
     @property
     def iv_size(self) -> int:
@@ -166,11 +182,18 @@ class KeySchedule:
         return bin_str(self.version, label, length, context)
 
     def _expand(self, secret: bytes, label: bytes, length: int, context: bytes = b"") -> bytes:
+        size = self._size
+        if length <= size and len(secret) >= size:
+            # HKDF-Expand of one block: HMAC(secret, bin_str || 0x01) (RFC 5869), as
+            # hkdf_expand computes it, without its per-call lookups
+            mac = _c_hmac.HMAC(secret, self._algorithm)
+            mac.update(length.to_bytes(2, "little") + self._label + label + context + b"\x01")
+            return mac.finalize()[:length]
         return hkdf_expand(self.hash_algo, secret, self._bin(label, length, context), length)
 
     def _check_hash(self, name: str, value: bytes) -> bytes:
-        if len(value) != self.hash_size:
-            raise CryptoError(f"{name}: {len(value)} bytes, expected {self.hash_size}")
+        if len(value) != self._size:
+            raise CryptoError(f"{name}: {len(value)} bytes, expected {self._size}")
         return bytes(value)
 
     def salt0(self, psk: bool = False) -> bytes:

@@ -182,14 +182,18 @@ class Identity:
 
     def key_for(self, slot_id: int, asym: int) -> SlotKey | None:
         """The key of ``slot_id`` that signs with ``asym`` (None: empty for this algorithm)."""
-        for k in self.keys:
-            if k.slot_id == slot_id and k.serves(asym):
+        if not asym:
+            return None
+        for k in self.keys:  # SlotKey.serves, inline: this runs for every identity request
+            if k.slot_id == slot_id and k.asym_mask & asym:
                 return k
         return None
 
     def provisioned(self, asym: int) -> list[SlotKey]:
         """The certificate slots (0..7) provisioned for ``asym``, by slot ID."""
-        return [k for k in self.keys if k.slot_id < SLOT_COUNT and k.serves(asym)]
+        if not asym:
+            return []
+        return [k for k in self.keys if k.slot_id < SLOT_COUNT and k.asym_mask & asym]
 
     def provisioned_mask(self, asym: int) -> int:
         """ProvisionedSlotMask / slot mask for connections that negotiated ``asym``."""

@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from emulator.codec.constants import MeasurementHashAlgo, ResponderCap
@@ -84,6 +84,11 @@ class StoredBlock:
     description: str = ""
     #: bumped on every change of ``value`` (content-changed detection)
     generation: int = 0
+    #: encoded blocks by (MeasurementHashAlgo, raw requested): a block is immutable (a
+    #: change makes a new StoredBlock), so each encoding is rendered and hashed once
+    _encoded: dict[tuple[int, bool], bytes] = field(
+        init=False, default_factory=dict, repr=False, compare=False
+    )
     #: a hash-extended block linked to the measurement extension log: the encoded MEL
     #: entries that extend it, in order (None: an ordinary block, ``value`` is reported)
     extension: tuple[bytes, ...] | None = None
@@ -118,6 +123,14 @@ class StoredBlock:
         return MeasurementBlock(
             self.index, int(self.kind), measurement_digest(meas_hash_algo, self.value)
         )
+
+    def encoded(self, meas_hash_algo: int, raw_requested: bool = False) -> bytes:
+        """``render(...).encode()``, computed once per block and request kind."""
+        key = (meas_hash_algo, raw_requested)
+        out = self._encoded.get(key)
+        if out is None:
+            out = self._encoded[key] = self.render(meas_hash_algo, raw_requested).encode()
+        return out
 
 
 def _bump_text_version(value: bytes, index: int) -> bytes:
@@ -167,6 +180,9 @@ class MeasurementStore:
             self._reported[b.index] = b
         #: changes not yet visible without MEAS_FRESH_CAP (applied by device_reset)
         self._pending: dict[int, StoredBlock] = {}
+        #: summary hashes by (kind, MeasurementHashAlgo, BaseHashAlgo) of the reported
+        #: blocks; emptied whenever a reported block changes
+        self._summaries: dict[tuple[int, int, int], bytes] = {}
         self.fresh = fresh
         self._notify = notify
 
@@ -218,11 +234,20 @@ class MeasurementStore:
             raise MeasurementError(
                 f"MeasurementSummaryHashType 0x{kind:02X} is reserved (0, 1 or 0xFF)"
             )
-        data = bytearray()
-        for block in self.snapshot():
-            if kind == SUMMARY_ALL or block.tcb:
-                data += block.render(meas_hash_algo).encode()
-        return digest(base_hash_algo, bytes(data))
+        key = (kind, meas_hash_algo, base_hash_algo)
+        with self._lock:
+            cached = self._summaries.get(key)
+            blocks = [self._reported[i] for i in sorted(self._reported)]
+        if cached is not None:
+            return cached
+        data = b"".join(
+            block.encoded(meas_hash_algo) for block in blocks if kind == SUMMARY_ALL or block.tcb
+        )
+        value = digest(base_hash_algo, data)
+        with self._lock:
+            if all(self._reported.get(b.index) is b for b in blocks):  # no change meanwhile
+                self._summaries[key] = value
+        return value
 
     # ---- runtime changes -------------------------------------------------------------
 
@@ -238,6 +263,7 @@ class MeasurementStore:
         if self.fresh:
             self._reported[new.index] = new
             self._pending.pop(new.index, None)
+            self._summaries.clear()
             return True
         self._pending[new.index] = new
         return False
@@ -381,6 +407,8 @@ class MeasurementStore:
             applied = sorted(self._pending)
             for i in applied:
                 self._reported[i] = self._pending.pop(i)
+            if applied:
+                self._summaries.clear()
         if applied and self._notify is not None:
             self._notify("measurement", {"change": "device_reset", "indices": applied})
         return applied

@@ -138,7 +138,9 @@ class Device:
             ct_exponent=profile.spdm.ct_exponent,
             data_transfer_size=profile.spdm.data_transfer_size,
             max_spdm_msg_size=profile.spdm.max_spdm_msg_size,
-            priorities={f: profile.algo_list(f) for f in ALGORITHM_FIELDS},
+            # plain ints: selections are tested against request masks on every
+            # NEGOTIATE_ALGORITHMS, and IntFlag arithmetic costs ~1 us per operation
+            priorities={f: [int(b) for b in profile.algo_list(f)] for f in ALGORITHM_FIELDS},
             seed=profile.determinism.seed,
             measurements=measurements,
             identity=identity,
@@ -163,8 +165,8 @@ class Device:
     def load(cls, name_or_path: str = "default") -> Device:
         return cls.from_profile(load_profile(name_or_path))
 
-    def supports(self, cap: ResponderCap) -> bool:
-        return bool(self.capabilities & cap)
+    def supports(self, cap: ResponderCap | int) -> bool:
+        return bool(int(self.capabilities) & int(cap))
 
     def mask(self, field_name: str) -> int:
         """All supported bits of one algorithm field, OR-ed."""

@@ -44,7 +44,7 @@ from emulator.responder.context import NegotiatedAlgorithms
 if TYPE_CHECKING:
     from emulator.responder.core import Responder
 
-_STRUCT_FIELD = {
+_STRUCT_FIELD: dict[int, str] = {
     AlgType.DHE: "dhe",
     AlgType.AEAD: "aead",
     AlgType.REQ_BASE_ASYM_ALG: "req_base_asym",
@@ -54,7 +54,20 @@ _STRUCT_FIELD = {
 }
 
 
-_EDDSA = BaseAsymAlgo.EDDSA_ED25519 | BaseAsymAlgo.EDDSA_ED448
+_EDDSA = int(BaseAsymAlgo.EDDSA_ED25519 | BaseAsymAlgo.EDDSA_ED448)
+# capability and parameter bits as plain ints (IntFlag arithmetic costs ~1 us per operation)
+_RSP = {name: int(m) for name, m in ResponderCap.__members__.items()}
+_MEAS_CAPS = _RSP["MEAS_CAP_NO_SIG"] | _RSP["MEAS_CAP_SIG"]
+_SIGNING_CAPS = _RSP["CERT_CAP"] | _RSP["CHAL_CAP"] | _RSP["MEAS_CAP_SIG"]
+_PSK_CAPS = _RSP["PSK_CAP"] | _RSP["PSK_CAP_WITH_CONTEXT"]
+_MULTI_KEY_CAPS = _RSP["MULTI_KEY_CAP_ONLY"] | _RSP["MULTI_KEY_CAP_NEG"]
+_REQ_KEY_EX = int(RequesterCap.KEY_EX_CAP)
+_REQ_ENCRYPT = int(RequesterCap.ENCRYPT_CAP)
+_REQ_MAC = int(RequesterCap.MAC_CAP)
+_REQ_MUT_AUTH = int(RequesterCap.MUT_AUTH_CAP)
+_REQ_PSK = int(RequesterCap.PSK_CAP)
+_MULTI_KEY_CONN = int(OtherParams.MULTI_KEY_CONN)
+_DMTF = int(MeasurementSpec.DMTF)
 
 
 def select(priority: list[int], offered: int) -> int:
@@ -108,15 +121,15 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
         raise invalid(f"Length field {msg.length} but the message is {size} bytes")
 
     dev = r.device
-    caps = dev.capabilities
+    caps = int(dev.capabilities)
     peer = r.peer.flags if r.peer else 0
-    meas = bool(caps & (ResponderCap.MEAS_CAP_NO_SIG | ResponderCap.MEAS_CAP_SIG))
+    meas = bool(caps & _MEAS_CAPS)
     sel = NegotiatedAlgorithms()
-    if (meas or caps & ResponderCap.MEL_CAP) and msg.measurement_spec:
+    if (meas or caps & _RSP["MEL_CAP"]) and msg.measurement_spec:
         sel.measurement_spec = select(dev.priorities["measurement_spec"], msg.measurement_spec)
     if meas and msg.measurement_spec:
         sel.measurement_hash = dev.priorities["measurement_hash"][0]
-        if sel.measurement_spec != MeasurementSpec.DMTF:
+        if sel.measurement_spec != _DMTF:
             raise invalid("the requester does not offer the DMTF measurement specification")
     asym_priority = dev.priorities["base_asym"]
     if not dev.identity.empty:  # only what a provisioned slot key can sign with
@@ -136,7 +149,7 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
     if version >= 0x12:
         sel.other_params = select(dev.priorities["opaque_data_format"], msg.other_params & 0x0F)
     if version >= 0x13:
-        if caps & ResponderCap.MEL_CAP:
+        if caps & _RSP["MEL_CAP"]:
             sel.mel_spec = select(dev.priorities["mel_spec"], msg.mel_spec)
         # DSP0274 1.3 "multi-key connection", as libspdm: the requester decides for the
         # responder's keys (MULTI_KEY_CONN in its OtherParamsSupport), the responder for
@@ -177,11 +190,8 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
         mut = caps & ResponderCap.MUT_AUTH_CAP and peer & RequesterCap.MUT_AUTH_CAP
         if mut and sel.req_base_asym == 0 and sel.req_pqc_asym == 0:
             raise invalid("no common requester signature algorithm for mutual auth")
-        key_ex = caps & ResponderCap.KEY_EX_CAP and peer & RequesterCap.KEY_EX_CAP
-        psk = caps & (ResponderCap.PSK_CAP | ResponderCap.PSK_CAP_WITH_CONTEXT) and (
-            peer & RequesterCap.PSK_CAP
-        )
-        if (key_ex or psk) and sel.key_schedule == 0:
+        psk = caps & _PSK_CAPS and peer & _REQ_PSK
+        if (key_ex_both or psk) and sel.key_schedule == 0:
             raise invalid("no common key schedule")
     if version >= 0x13:
         only = caps & ResponderCap.MULTI_KEY_CAP_ONLY and not caps & ResponderCap.MULTI_KEY_CAP_NEG
@@ -206,7 +216,8 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
         pqc_asym_sel=sel.pqc_asym,
     ).encode()
     r.algorithms = sel
-    r.transcripts.a += req.raw[:size]
-    r.transcripts.a += response
-    r.state = ConnectionState.NEGOTIATED
+    a = r.ctx.transcripts.a
+    a += req.raw[:size]
+    a += response
+    r.ctx.state = ConnectionState.NEGOTIATED
     return response

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from emulator.codec.constants import ErrorCode, RequestCode
 from emulator.device.random import RandomSource
@@ -74,10 +74,10 @@ def unexpected(reason: str) -> SpdmErrorResponse:
     return SpdmErrorResponse(ErrorCode.UnexpectedRequest, reason)
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """A request as the handlers see it: the raw bytes, the parsed header, and the device
-    and randomness of this exchange.
+    and randomness of this exchange (immutable; a named tuple because one is made per
+    request and a frozen dataclass costs five times as much to build).
 
     ``device`` and ``rng`` are the connection's own unless a fault context replaces them
     for this one exchange (a lying device view, replayed random bytes): handlers read
@@ -160,3 +160,9 @@ class HandlerSpec:
     #: the handler checks its own version byte and connection state (GET_VERSION,
     #: GET_CAPABILITIES)
     own_ordering: bool = False
+
+    def __post_init__(self) -> None:
+        # plain ints: the core tests them on every request, and IntFlag arithmetic costs
+        # a microsecond per operation
+        object.__setattr__(self, "capability", int(self.capability))
+        object.__setattr__(self, "peer_capability", int(self.peer_capability))

@@ -61,6 +61,7 @@ from emulator.responder.certificates import (
 if TYPE_CHECKING:
     from emulator.responder.core import Responder
 
+_MEAS_CAPS = int(MEAS_CAP_MASK)
 NONCE_SIZE = 32
 
 
@@ -76,7 +77,7 @@ def challenge(r: Responder, req: Request) -> bytes:
         raise invalid(str(exc)) from None
     dev = req.device
     alg = r.algorithms
-    measures = bool(dev.capabilities & MEAS_CAP_MASK)
+    measures = bool(int(dev.capabilities) & _MEAS_CAPS)
     kind = msg.measurement_summary_type
     if kind and (not measures or not alg.measurement_spec or not alg.measurement_hash):
         raise invalid(

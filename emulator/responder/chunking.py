@@ -96,12 +96,19 @@ def chunk_state(r: Responder) -> ChunkState | None:
     return r.ctx.chunking
 
 
+_RSP_CHUNK_CAP = int(ResponderCap.CHUNK_CAP)
+_REQ_CHUNK_CAP = int(RequesterCap.CHUNK_CAP)
+
+
 def chunking_active(r: Responder) -> bool:
     """SPDM 1.2+ with CHUNK_CAP advertised by both sides."""
+    ctx = r.ctx
+    peer = ctx.peer
     return (
-        r.version >= 0x12
-        and r.has_cap(ResponderCap.CHUNK_CAP)
-        and r.peer_has(RequesterCap.CHUNK_CAP)
+        ctx.version >= 0x12
+        and peer is not None
+        and bool(peer.flags & _REQ_CHUNK_CAP)
+        and bool(int(r.device.capabilities) & _RSP_CHUNK_CAP)
     )
 
 

@@ -113,7 +113,13 @@ class MeasurementLog:
         self.length += len(data)
 
     def copy(self) -> MeasurementLog:
+        """A copy with its own running hash."""
         return MeasurementLog(self.hash.copy(), dict(self.seen), self.length)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> MeasurementLog:
+        """A copy with its own running hash (hash objects copy, they do not pickle):
+        snapshots of a connection (the fuzz harness) copy contexts."""
+        return self.copy()
 
 
 @dataclass(slots=True)
@@ -242,6 +248,30 @@ class ConnectionContext:
     #: EPInfo the requester sent in the last encapsulated ENDPOINT_INFO
     peer_endpoint_info: bytes | None = None
 
+    def pristine(self) -> bool:
+        """Nothing but GET_VERSION happened on this context: every field still has its
+        default value, except the state (at most AFTER_VERSION) and transcript A.  A new
+        GET_VERSION then needs no new context (DSP0274 1.3 10.3: there is nothing else
+        to reset).  ``tests/test_fast_paths.py`` changes each field in turn and expects False,
+        so a field added here without a check fails there."""
+        return (
+            self.state <= ConnectionState.AFTER_VERSION
+            and self.version == 0
+            and self.peer is None
+            and self.chunking is None
+            and self.sessions is None
+            and not self.transcripts.b
+            and not self.transcripts.c
+            and not self.measurements.logs
+            and self.not_ready.deferred is None
+            and self.not_ready.next_token == 0
+            and not self.identity.message_d
+            and not self.identity.digest_window_closed
+            and self.algorithms == _NOTHING_NEGOTIATED
+            and self.encap is None
+            and self.peer_endpoint_info is None
+        )
+
     def checkpoint(self) -> ContextCheckpoint:
         """Everything a request may change here, copied (see :class:`ContextCheckpoint`).
         ``peer`` and ``algorithms`` are replaced by their handlers, never changed, so they
@@ -332,3 +362,6 @@ def _copy_encap(encap: EncapState | None) -> EncapState | None:
     if encap is None:
         return None
     return replace(encap, sequence=list(encap.sequence), chain=bytearray(encap.chain))
+
+
+_NOTHING_NEGOTIATED = NegotiatedAlgorithms()

@@ -52,7 +52,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import emulator.responder.certificates as certificates
 import emulator.responder.chunking as chunking
@@ -112,8 +112,7 @@ class FaultContext:
     tdisp: tuple[TdispFault, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """The result of one request: the response, the request it answers (the deferred
     one when RESPOND_IF_READY released it), the session commits to apply once the
     response is sent, and why it is an ERROR (for logs and telemetry)."""
@@ -215,8 +214,14 @@ class Responder:
 
     def reset(self) -> None:
         """Forget everything negotiated (GET_VERSION, DSP0274 1.3 10.3; a closed
-        connection): every session ends and the context starts anew."""
-        table = self.ctx.sessions
+        connection): every session ends and the context starts anew (a context on which
+        nothing but GET_VERSION happened only drops transcript A)."""
+        ctx = self.ctx
+        if ctx.pristine():
+            ctx.transcripts.a.clear()
+            ctx.state = ConnectionState.NOT_STARTED
+            return
+        table = ctx.sessions
         if table is not None:
             table.clear()
             table.detach()
@@ -242,16 +247,19 @@ class Responder:
         """Run the pipeline (module docstring) on one request."""
         self.last_error = ""
         self._commits = []
-        request = self._release(request, session_id)
+        if self.ctx.not_ready.deferred is not None:
+            request = self._release(request, session_id)
         if fault is not None and fault.defer is not None and len(request) >= HEADER_SIZE:
             return Outcome(self._defer(request, session_id, fault.defer), request)
-        try:
-            chunking.gate(self, request, session_id)
-        except SpdmErrorResponse as err:
-            return Outcome(self._error_for(request, err), request, (), self.last_error)
+        if self.ctx.chunking is not None:  # no transfer ever started: nothing to gate
+            try:
+                chunking.gate(self, request, session_id)
+            except SpdmErrorResponse as err:
+                return Outcome(self._error_for(request, err), request, (), self.last_error)
         response = self.dispatch(request, session_id, fault)
         response = chunking.size_filter(self, request, session_id, response)
-        return Outcome(response, request, tuple(self._commits), self.last_error)
+        commits = tuple(self._commits) if self._commits else ()
+        return Outcome(response, request, commits, self.last_error)
 
     def dispatch(
         self, request: bytes, session_id: int | None, fault: FaultContext | None = None
@@ -296,12 +304,12 @@ class Responder:
         """An ERROR in the connection's version (1.0 before negotiation, as libspdm)."""
         return build_error(self.version or 0x10, code, data, extended)
 
-    def has_cap(self, cap: ResponderCap) -> bool:
-        return self.device.supports(cap)
+    def has_cap(self, cap: ResponderCap | int) -> bool:
+        return bool(int(self.device.capabilities) & int(cap))
 
     def peer_has(self, flag: int) -> bool:
         peer = self.ctx.peer
-        return peer is not None and bool(peer.flags & flag)
+        return peer is not None and bool(peer.flags & int(flag))
 
     # ---- pipeline steps --------------------------------------------------------------
 
@@ -355,12 +363,13 @@ class Responder:
     def _error_for(self, request: bytes, err: SpdmErrorResponse) -> bytes:
         """The ERROR answering ``request`` for ``err`` (and its log line)."""
         self.last_error = err.reason or err.code.name
-        log.debug(
-            "ERROR %s for %s: %s",
-            err.code.name,
-            code_name(request[1]) if len(request) > 1 else "short request",
-            err.reason,
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "ERROR %s for %s: %s",
+                err.code.name,
+                code_name(request[1]) if len(request) > 1 else "short request",
+                err.reason,
+            )
         return self.error(err.code, err.data, err.extended)
 
     def _run_handler(
@@ -381,23 +390,23 @@ class Responder:
         req = Request(raw, version, code, p1, p2, session_id, device, rng, tdisp_faults)
         if spec.own_ordering:
             return spec.fn(self, req)
-        if self.state < ConnectionState.AFTER_CAPABILITIES:
-            if self.state == ConnectionState.NOT_STARTED:
+        ctx = self.ctx
+        if ctx.state < ConnectionState.AFTER_CAPABILITIES:
+            if ctx.state == ConnectionState.NOT_STARTED:
                 raise unexpected(f"{code_name(code)} before GET_VERSION")
             raise unexpected(f"{code_name(code)} before GET_CAPABILITIES")
-        if version != self.version:
+        if version != ctx.version:
             raise SpdmErrorResponse(
                 ErrorCode.VersionMismatch,
-                f"version byte 0x{version:02X}, negotiated 0x{self.version:02X}",
+                f"version byte 0x{version:02X}, negotiated 0x{ctx.version:02X}",
             )
-        if self.version < spec.min_version:
+        if ctx.version < spec.min_version:
             raise SpdmErrorResponse(
                 ErrorCode.UnsupportedRequest,
-                f"{code_name(code)} does not exist in SPDM "
-                f"{self.version >> 4}.{self.version & 0xF}",
+                f"{code_name(code)} does not exist in SPDM {ctx.version >> 4}.{ctx.version & 0xF}",
                 data=code,
             )
-        if spec.capability and not self.device.capabilities & spec.capability:
+        if spec.capability and not int(self.device.capabilities) & spec.capability:
             raise SpdmErrorResponse(
                 ErrorCode.UnsupportedRequest,
                 f"{code_name(code)}: the device does not advertise the capability",

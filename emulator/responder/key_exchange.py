@@ -35,6 +35,7 @@ encapsulated DIGESTS, when the requester's keys make a 1.3 multi-key connection)
 
 from __future__ import annotations
 
+import functools
 import hmac as _hmac
 from typing import TYPE_CHECKING
 
@@ -81,6 +82,7 @@ from emulator.crypto import (
     signature_size,
     spdm_verify,
 )
+from emulator.device.random import RandomSource, SystemRandom
 from emulator.errors import CodecError, CryptoError, EmulatorError
 from emulator.responder.base import (
     ConnectionState,
@@ -104,12 +106,22 @@ ENCAP_GET_DIGESTS = int(RequestCode.GET_DIGESTS)
 ENCAP_GET_CERTIFICATE = int(RequestCode.GET_CERTIFICATE)
 
 
+# flag bits as plain ints (IntFlag arithmetic costs ~1 us per operation)
+_MEAS_CAPS = int(MEAS_CAP_MASK)
+_CERT_CAP = int(ResponderCap.CERT_CAP)
+_MUT_AUTH_CAP = int(ResponderCap.MUT_AUTH_CAP)
+_EVENT_CAP = int(ResponderCap.EVENT_CAP)
+_MULTI_KEY_CONN = int(OtherParams.MULTI_KEY_CONN)
+_OPAQUE_DATA_FMT_1 = int(OtherParams.OPAQUE_DATA_FMT_1)
+
+
 # --- helpers shared by the session families ----------------------------------------------
 
 
 def both_support(r: Responder, flag: int) -> bool:
     """The capability bit is set by the device and by the requester (same bit position)."""
-    return bool(r.device.capabilities & flag) and r.peer_has(flag)
+    bit = int(flag)
+    return bool(int(r.device.capabilities) & bit) and r.peer_has(bit)
 
 
 def handshake_in_clear(r: Responder) -> bool:
@@ -143,14 +155,14 @@ def secured_message_check(r: Responder, what: str) -> None:
     if not both_support(r, ResponderCap.MAC_CAP):
         raise invalid(f"{what}: MAC_CAP is not set on both sides")
     if r.version >= 0x12 and (
-        r.algorithms.other_params & OPAQUE_DATA_FMT_MASK != OtherParams.OPAQUE_DATA_FMT_1
+        r.algorithms.other_params & OPAQUE_DATA_FMT_MASK != _OPAQUE_DATA_FMT_1
     ):
         raise invalid(f"{what}: SPDM 1.2+ sessions need OPAQUE_DATA_FMT_1")
 
 
 def summary_hash_size(r: Responder, kind: int) -> int:
     """libspdm ``libspdm_get_measurement_summary_hash_size``: H for 1 / 0xFF with MEAS_CAP."""
-    if not r.device.capabilities & MEAS_CAP_MASK:
+    if not int(r.device.capabilities) & _MEAS_CAPS:
         return 0
     if kind in (MeasurementSummaryHashType.TCB, MeasurementSummaryHashType.ALL):
         return hash_size(r.algorithms.base_hash)
@@ -161,7 +173,7 @@ def check_summary_type(r: Responder, kind: int) -> int:
     """Validate Param1 of KEY_EXCHANGE / PSK_EXCHANGE; returns the summary hash size."""
     alg = r.algorithms
     if kind and (
-        not r.device.capabilities & MEAS_CAP_MASK
+        not int(r.device.capabilities) & _MEAS_CAPS
         or not alg.measurement_spec
         or not alg.measurement_hash
     ):
@@ -237,11 +249,15 @@ def session_type(r: Responder) -> SessionType:
 
 def key_schedule(r: Responder) -> KeySchedule:
     try:
-        return KeySchedule(
-            r.version, BaseHashAlgo(r.algorithms.base_hash), AeadSuite(r.algorithms.aead)
-        )
+        return _key_schedule(r.version, r.algorithms.base_hash, r.algorithms.aead)
     except CryptoError as exc:
         raise SpdmErrorResponse(ErrorCode.Unspecified, f"key schedule: {exc}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _key_schedule(version: int, base_hash: int, aead: int) -> KeySchedule:
+    """One (immutable) KeySchedule per negotiated version, hash and AEAD suite."""
+    return KeySchedule(version, BaseHashAlgo(base_hash), AeadSuite(aead))
 
 
 def new_session_id(req: Request, table: SessionTable, req_session_id: int) -> int:
@@ -300,7 +316,7 @@ def _mut_auth_choice(r: Responder) -> int:
     """MutAuthRequested for this KEY_EXCHANGE_RSP (0 unless profile AND requester allow it)."""
     settings = r.device.sessions
     mode = settings.mut_auth
-    if not mode or not r.device.capabilities & ResponderCap.MUT_AUTH_CAP:
+    if not mode or not int(r.device.capabilities) & _MUT_AUTH_CAP:
         return 0
     peer_mut = r.peer_has(RequesterCap.MUT_AUTH_CAP)
     peer_encap = r.peer_has(RequesterCap.ENCAP_CAP)
@@ -322,7 +338,7 @@ def key_exchange(r: Responder, req: Request) -> bytes:
     require_negotiated(r, "KEY_EXCHANGE")
     kind = req.param1
     summary_size = check_summary_type(r, kind)
-    ct, slot_key = _slot_key_material(r, req, req.param2)
+    _ct, slot_key = _slot_key_material(r, req, req.param2)  # _slot_key_material checks Ct
     if r.version >= 0x13:
         if (
             r.algorithms.multi_key_rsp
@@ -332,7 +348,7 @@ def key_exchange(r: Responder, req: Request) -> bytes:
             raise invalid(f"KEY_EXCHANGE: slot {req.param2} key usage lacks KEY_EX_USE")
         policy = req.raw[6] if len(req.raw) > 6 else 0
         if policy & SessionPolicy.EVENT_ALL_POLICY and not (
-            r.device.capabilities & ResponderCap.EVENT_CAP
+            int(r.device.capabilities) & _EVENT_CAP
         ):
             raise invalid("KEY_EXCHANGE SessionPolicy EventAllPolicy without EVENT_CAP")
     alg = r.algorithms
@@ -360,7 +376,7 @@ def key_exchange(r: Responder, req: Request) -> bytes:
             # DSP0274 1.4: the responder encapsulates to the requester's ML-KEM key
             shared, exchange_data = kem_encapsulate(alg.kem, msg.exchange_data)
         else:
-            dhe = DheKeyPair.generate(alg.dhe, req.rng)
+            dhe = _dhe_key(alg.dhe, req.rng)
             shared = dhe.shared_secret(msg.exchange_data)
             exchange_data = dhe.public_bytes
     except CryptoError as exc:
@@ -403,7 +419,9 @@ def key_exchange(r: Responder, req: Request) -> bytes:
             encap.current = ENCAP_GET_DIGESTS
             encap.last_request = bytes((r.version, RequestCode.GET_DIGESTS, 0, 0))
         session.encap = encap
-    session.th_prefix = bytes(r.transcripts.a) + _message_d(r) + digest(alg.base_hash, ct)
+    # Hash(Ct): the slot's digest of that data, made once per slot and hash
+    ct_hash: bytes = slot_key.digest(alg.base_hash)  # type: ignore[attr-defined]
+    session.th_prefix = bytes(r.transcripts.a) + _message_d(r) + ct_hash
     session.message_k += req.raw[:size]
     session.message_k += response.encode_unsigned()
     try:
@@ -426,6 +444,15 @@ def key_exchange(r: Responder, req: Request) -> bytes:
         session.message_k += response.verify_data
     table.add(session)
     return response.encode()
+
+
+def _dhe_key(group: int, rng: RandomSource) -> DheKeyPair:
+    """The responder's ephemeral DHE key: from OpenSSL's key generation when the exchange
+    draws from the operating system, else derived from ``rng`` bytes (a seed, a fault's
+    recorded or replayed randomness) so that the key is reproducible."""
+    if type(rng) is SystemRandom:
+        return DheKeyPair.fresh(group)
+    return DheKeyPair.generate(group, rng)
 
 
 def subscribe_all_events(r: Responder, session: Session) -> None:

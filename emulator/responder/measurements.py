@@ -58,7 +58,6 @@ from emulator.codec.measurements import (
     PUBLIC_KEY_SLOT,
     SLOT_ID_MASK,
     GetMeasurementsRequest,
-    MeasurementBlock,
     MeasurementsResponse,
 )
 from emulator.crypto import (
@@ -86,6 +85,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("emulator.responder.measurements")
 
+_MEAS_CAP_SIG = int(ResponderCap.MEAS_CAP_SIG)
 #: identity slot id of the raw public key (PUB_KEY_ID_CAP); SlotIDParam 0xF selects it
 _IDENTITY_PUBLIC_KEY_SLOT = 0xFF
 #: KeyUsageMask bit "measurement use" (DSP0274 1.3 GET_KEY_PAIR_INFO)
@@ -172,12 +172,12 @@ def _signing_key(r: Responder, device: Device, req: GetMeasurementsRequest) -> P
     return private
 
 
-def _collect(
-    r: Responder, device: Device, op: int, raw: bool
-) -> tuple[list[StoredBlock], list[MeasurementBlock]]:
+def _collect(r: Responder, device: Device, op: int, raw: bool) -> tuple[list[StoredBlock], bytes]:
+    """The blocks the operation reports and their encoding (each block rendered once per
+    change: :meth:`StoredBlock.encoded`)."""
     store = device.measurements
     if op == OPERATION_COUNT:
-        return store.snapshot(), []
+        return store.snapshot(), b""
     mhash = r.algorithms.measurement_hash
     if op == OPERATION_ALL:
         stored = store.snapshot()
@@ -187,7 +187,7 @@ def _collect(
             raise invalid(f"the device has no measurement index {op}")
         stored = [block]
     try:
-        return stored, [b.render(mhash, raw) for b in stored]
+        return stored, b"".join([b.encoded(mhash, raw) for b in stored])
     except CryptoError as exc:
         raise SpdmErrorResponse(ErrorCode.Unspecified, f"measurement hash: {exc}") from None
 
@@ -204,10 +204,10 @@ def get_measurements(r: Responder, req: Request) -> bytes:
     except CodecError as exc:
         raise invalid(str(exc)) from None
     signed = request.signature_requested
-    if signed and not r.has_cap(ResponderCap.MEAS_CAP_SIG):
+    if signed and not int(r.device.capabilities) & _MEAS_CAP_SIG:
         raise invalid("a signature was requested but the device has MEAS_CAP=01b (no signing)")
     op = request.operation
-    stored, blocks = _collect(r, req.device, op, request.raw_requested)
+    stored, record = _collect(r, req.device, op, request.raw_requested)
     key = _signing_key(r, req.device, request) if signed else None
 
     st = r.ctx.measurements
@@ -230,8 +230,8 @@ def get_measurements(r: Responder, req: Request) -> bytes:
         version=r.version,
         param1=len(stored) if op == OPERATION_COUNT else 0,
         param2=param2,
-        number_of_blocks=0 if op == OPERATION_COUNT else len(blocks),
-        record=b"".join(b.encode() for b in blocks),
+        number_of_blocks=0 if op == OPERATION_COUNT else len(stored),
+        record=record,
         nonce=req.rng(32),
         opaque=opaque,
         requester_context=request.requester_context,

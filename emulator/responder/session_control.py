@@ -62,7 +62,8 @@ def _established(r: Responder, req: Request, what: str) -> Session:
 
 
 def _require_both(r: Responder, flag: int, code: RequestCode) -> None:
-    if not (r.device.capabilities & flag and r.peer_has(flag)):
+    bit = int(flag)
+    if not (int(r.device.capabilities) & bit and r.peer_has(bit)):
         raise SpdmErrorResponse(
             ErrorCode.UnsupportedRequest,
             f"{code.name}: {ResponderCap(flag).name} is not set on both sides",
@@ -110,7 +111,7 @@ def end_session(r: Responder, req: Request) -> Response:
     session.end_session_attributes = req.param1
     clear = bool(
         req.param1 & END_SESSION_CLEAR_NEGOTIATED_STATE
-        and r.device.capabilities & ResponderCap.CACHE_CAP
+        and int(r.device.capabilities) & int(ResponderCap.CACHE_CAP)
     )
     return Response(
         build_end_session_ack(r.version),

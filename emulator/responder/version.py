@@ -7,14 +7,22 @@ transcripts and sessions are all forgotten.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
-from emulator.codec.constants import ErrorCode
+from emulator.codec.constants import ErrorCode, SpdmVersion
 from emulator.codec.messages import build_error, build_version_response
 from emulator.responder.base import ConnectionState, Request, unexpected
 
 if TYPE_CHECKING:
     from emulator.responder.core import Responder
+
+
+@functools.lru_cache(maxsize=64)
+def version_response(versions: tuple[SpdmVersion, ...]) -> bytes:
+    """VERSION for a device's version list (the same bytes for every connection: built
+    once per list, not per request)."""
+    return build_version_response([v.entry for v in versions])
 
 
 def get_version(r: Responder, req: Request) -> bytes:
@@ -26,8 +34,9 @@ def get_version(r: Responder, req: Request) -> bytes:
         r.last_error = f"GET_VERSION with version byte 0x{req.version:02X}, must be 0x10"
         return build_error(0x10, ErrorCode.VersionMismatch)
     r.reset()
-    response = build_version_response([v.entry for v in r.device.versions])
-    r.transcripts.a += req.raw[:4]
-    r.transcripts.a += response
-    r.state = ConnectionState.AFTER_VERSION
+    response = version_response(tuple(r.device.versions))
+    a = r.ctx.transcripts.a
+    a += req.raw[:4]
+    a += response
+    r.ctx.state = ConnectionState.AFTER_VERSION
     return response

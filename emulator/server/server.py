@@ -1,4 +1,5 @@
-"""asyncio platform-socket server: one task per TCP connection, frames handled in order.
+"""asyncio platform-socket server: one :class:`asyncio.Protocol` per TCP connection,
+frames handled in order.
 
 The server speaks spdm-emu's platform socket protocol (see :mod:`emulator.transport.platform`),
 or the binding's own stream framing: each connection's bytes go through the codec the
@@ -26,8 +27,23 @@ Differences from spdm-emu's ``spdm_responder_emu`` (deliberate):
   reading at the bad header, leaving the stream out of step).
 * Many connections are served at once, each with its own responder state.
 
-Socket tuning (PROTOCOL.md "Socket performance on loopback"): TCP_NODELAY on every
-accepted socket, one write per frame, TCP_QUICKACK re-armed after each read (Linux).
+How bytes move (issue 17): the event loop hands each connection what one ``recv`` got
+(``data_received``); the frames in it are decoded and handled at once, and each reply
+frame is written with one ``write`` (header and payload together, TCP_NODELAY on every
+accepted socket).  TCP_QUICKACK is re-armed only when a read ends inside a frame: that is
+when a peer that writes a frame in several ``send`` calls without TCP_NODELAY (libspdm's
+socket code) waits for our ACK before it sends the rest; a reply carries the ACK of a
+whole request anyway (PROTOCOL.md "Socket performance on loopback").
+
+Fairness and back-pressure (issue 12): one connection's frames are handled for at most
+``TURN_BUDGET`` seconds of one event-loop turn (at least one frame); the rest waits for
+the next turn, after every other connection had its turn, and the connection is not read
+meanwhile.  A peer that does not read its replies fills the transport's write buffer:
+above its high-water mark the connection stops handling frames and reading, so the TCP
+window closes on the peer; a reply not taken within ``frame_timeout`` resets the
+connection.  Per connection the server holds at most one read (``data_received``, at
+most 256 KiB) not yet handled, one incomplete frame, and a write buffer bounded by the
+high-water mark plus one reply.
 
 Limits (fields of :class:`~emulator.options.RunOptions`, their defaults there):
 ``max_payload`` (a larger frame closes the connection before any payload byte is stored;
@@ -35,9 +51,11 @@ the codecs that can skip one stay in step instead: a DSP0287 message gets ERROR_
 a storage IF_SEND status 0x4002),
 ``max_connections`` (more are accepted and closed at once), ``idle_timeout`` (nothing
 received), ``frame_timeout`` (a frame trickled in, or a reply the peer does not read,
-closes the connection), ``backlog`` (queued connection attempts).  Per connection the
-server holds at most one frame (the stream codec) and, through ``drain()``, a bounded
-amount of unsent reply.
+closes the connection), ``backlog`` (queued connection attempts).  Deadlines are checked
+lazily: one timer per connection, set for the earliest deadline and moved only when it
+fires (a read only records the time).  Per connection the server holds the stream
+codec's one incomplete frame, decoded frames of at most one read slice, and unsent reply
+bounded by back-pressure.
 """
 
 from __future__ import annotations
@@ -46,9 +64,11 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from emulator.errors import FrameError
 from emulator.options import DEFAULT_FRAME_TIMEOUT, RunOptions
@@ -57,11 +77,11 @@ from emulator.server.platform import (
     PlatformCommand,
     PlatformStreamCodec,
     command_name,
-    encode_frame,
 )
 from emulator.transport.base import (
     CommandAnswer,
     Endpoint,
+    PushFraming,
     SocketTransport,
     StreamCodec,
     TransportBinding,
@@ -74,8 +94,14 @@ logger = logging.getLogger("emulator.server")
 
 #: spdm-emu's responder answers TEST with ``sizeof("Server Hello!")``: the NUL is sent.
 SERVER_HELLO = b"Server Hello!\x00"
-_READ_CHUNK = 64 * 1024
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+#: seconds of frame handling one connection gets per event-loop turn (then it yields)
+TURN_BUDGET = 0.0002
+#: bytes of a read given to the frame decoder at a time (bounds the frames decoded ahead)
+FEED_SLICE = 4096
+_HEADER = struct.Struct(">III")
+_U32_MAX = 0xFFFF_FFFF
+_NORMAL = int(PlatformCommand.NORMAL)
 
 
 class ConnectionLike(Endpoint, Protocol):
@@ -105,7 +131,7 @@ def rearm_quickack(sock: Any) -> None:
     """Re-arm TCP_QUICKACK (Linux): ACK the data just read at once, not after ~40 ms."""
     if _TCP_QUICKACK is None or sock is None:
         return
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
 
@@ -121,15 +147,6 @@ def _format_peer(peername: Any) -> str:
         host, port = peername[0], peername[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(peername)
-
-
-class _Closing(Exception):
-    """Internal: stop serving this connection, with a reason for the log."""
-
-    def __init__(self, reason: str, level: int = logging.INFO) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.level = level
 
 
 class SpdmServer:
@@ -152,13 +169,13 @@ class SpdmServer:
         self.binding = binding
         self._factory = connection_factory
         self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[Any]] = set()
-        self._active = 0
+        self._connections: set[_Connection] = set()
         self._next_number = 0
         self._stopping = False
         self._stopped: asyncio.Event | None = None
-        #: the stream codec of each connection being served, by connection number
-        self._codecs: dict[int, StreamCodec] = {}
+        #: the binding's NORMAL handling is PushFraming's (``endpoint.receive``): the
+        #: server calls ``receive`` itself, without building a CommandAnswer per frame
+        self.push = getattr(type(binding), "handle_command", None) is PushFraming.handle_command
 
     def _new_codec(self) -> StreamCodec:
         """The binding's codec for a new connection's stream (platform frames when the
@@ -177,8 +194,9 @@ class SpdmServer:
             return
         self._stopping = False
         self._stopped = asyncio.Event()
-        self._server = await asyncio.start_server(
-            self._on_connect,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self),
             self.config.host,
             self.config.port,
             reuse_address=True,
@@ -202,7 +220,7 @@ class SpdmServer:
     @property
     def connection_count(self) -> int:
         """Connections being served now."""
-        return self._active
+        return len(self._connections)
 
     async def serve_forever(self) -> None:
         """Start if needed and serve until :meth:`stop` is called."""
@@ -211,17 +229,18 @@ class SpdmServer:
         await self._stopped.wait()
 
     async def stop(self) -> None:
-        """Stop accepting, close every connection, wait for their handlers to finish."""
+        """Stop accepting, close every connection, wait until each is closed."""
         if self._server is None:
             return
         server, self._server = self._server, None
         self._stopping = True
         server.close()
-        handlers = list(self._handlers)
-        for task in handlers:
-            task.cancel()
-        if handlers:
-            await asyncio.gather(*handlers, return_exceptions=True)
+        connections = list(self._connections)
+        for connection in connections:
+            connection.finish("server stopping")
+        waits = [c.closed for c in connections if not c.closed.done()]
+        if waits:
+            await asyncio.wait(waits)
         await server.wait_closed()
         logger.info("stopped")
         if self._stopped is not None:
@@ -241,212 +260,334 @@ class SpdmServer:
 
     # ------------------------------------------------------------------ connections
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = _format_peer(writer.get_extra_info("peername"))
+    def _admit(self, connection: _Connection, peer: str) -> int | None:
+        """A connection number for a new connection, or None when it must be refused."""
         if self._stopping:
-            await self._close_writer(writer)
-            return
-        if self._active >= self.config.max_connections:
+            return None
+        if len(self._connections) >= self.config.max_connections:
             logger.warning(
                 "refusing connection from %s: %d connections already (max_connections)",
                 peer,
-                self._active,
+                len(self._connections),
             )
-            await self._close_writer(writer)
-            return
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
-        self._active += 1
+            return None
+        self._connections.add(connection)
         self._next_number += 1
-        number = self._next_number
-        sock = writer.get_extra_info("socket")
-        configure_socket(sock)
-        logger.info("conn %d: connected from %s", number, peer)
-        reason = "closed"
-        level = logging.INFO
-        conn: ConnectionLike | None = None
-        try:
-            conn = self._factory(number, peer)
-            await self._serve(number, conn, reader, writer, sock)
-        except _Closing as closing:
-            reason, level = closing.reason, closing.level
-        except asyncio.CancelledError:
-            # stop() cancels handlers; end normally, because asyncio's start_server
-            # callback (3.11) treats a cancelled handler task as an unhandled error.
-            reason = "server stopping"
-        except (ConnectionError, OSError) as exc:
-            reason = f"connection lost: {exc!r}"
-        except Exception:
-            logger.exception("conn %d: internal error, closing the connection", number)
-            reason, level = "internal error", logging.ERROR
-        finally:
-            if conn is not None:
-                try:
-                    conn.close()
-                except Exception:
-                    logger.exception("conn %d: error while closing the endpoint", number)
-            await self._close_writer(writer)
-            self._active -= 1
-            if task is not None:
-                self._handlers.discard(task)
-            logger.log(level, "conn %d: disconnected from %s: %s", number, peer, reason)
-
-    async def _close_writer(self, writer: asyncio.StreamWriter) -> None:
-        """Close the socket; reset it if unsent data cannot be flushed within frame_timeout
-        (a peer that stopped reading would otherwise hold the connection forever)."""
-        writer.close()
-        limit = self.config.frame_timeout
-        try:
-            async with asyncio.timeout(limit if limit is not None else DEFAULT_FRAME_TIMEOUT):
-                with contextlib.suppress(ConnectionError, OSError):
-                    await writer.wait_closed()
-        except TimeoutError:
-            logger.debug("close did not complete (unsent data); resetting the connection")
-            writer.transport.abort()
-        except asyncio.CancelledError:
-            writer.transport.abort()
-
-    async def _serve(
-        self,
-        number: int,
-        conn: ConnectionLike,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        sock: Any,
-    ) -> None:
-        decoder = self._new_codec()
-        self._codecs[number] = decoder
-        try:
-            await self._serve_stream(number, conn, reader, writer, sock, decoder)
-        finally:
-            self._codecs.pop(number, None)
-
-    async def _serve_stream(
-        self,
-        number: int,
-        conn: ConnectionLike,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        sock: Any,
-        decoder: StreamCodec,
-    ) -> None:
-        idle_timeout = self.config.idle_timeout
-        frame_timeout = self.config.frame_timeout
-        loop = asyncio.get_running_loop()
-        #: when the frame being received must be complete (None: between frames)
-        frame_deadline: float | None = None
-        while True:
-            deadline: float | None = None
-            if idle_timeout is not None:
-                deadline = loop.time() + idle_timeout
-            if frame_deadline is not None and (deadline is None or frame_deadline < deadline):
-                deadline = frame_deadline
-            try:
-                async with asyncio.timeout_at(deadline):
-                    data = await reader.read(min(decoder.needed, _READ_CHUNK))
-            except TimeoutError:
-                if frame_deadline is not None and deadline == frame_deadline:
-                    raise _Closing(
-                        f"frame incomplete {frame_timeout} s after it started "
-                        f"({decoder.pending} bytes received; frame_timeout)",
-                        logging.WARNING,
-                    ) from None
-                raise _Closing(f"idle for {idle_timeout} s (idle_timeout)") from None
-            rearm_quickack(sock)
-            if not data:
-                if decoder.pending:
-                    raise _Closing(
-                        f"peer closed mid-frame ({decoder.pending} bytes of an incomplete "
-                        f"frame received)"
-                    )
-                raise _Closing("peer closed the connection")
-            try:
-                frames = decoder.feed(data)
-            except FrameError as exc:
-                raise _Closing(f"malformed frame: {exc}", logging.WARNING) from None
-            for frame in frames:
-                if isinstance(frame, bytes):  # the codec's own answer (DSP0287, storage)
-                    await self._write(number, writer, frame)
-                else:
-                    await self._handle_frame(number, conn, writer, frame)
-            if decoder.error is not None:
-                raise _Closing(f"malformed frame: {decoder.error}", logging.WARNING)
-            if not decoder.pending:
-                frame_deadline = None
-            elif frame_timeout is not None and (frame_deadline is None or frames):
-                # a frame started in this read (the first one, or one after those completed,
-                # counted from when the server is back to reading)
-                frame_deadline = loop.time() + frame_timeout
-
-    async def _send(self, number: int, writer: asyncio.StreamWriter, frame: Frame) -> None:
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "conn %d: -> %s transport=%s size=%d",
-                number,
-                command_name(frame.command),
-                _transport_name(frame.transport),
-                len(frame.payload),
-            )
-        await self._write(number, writer, self._encode(number, frame))
-
-    def _encode(self, number: int, frame: Frame) -> bytes:
-        codec = self._codecs.get(number)
-        return codec.encode(frame) if codec is not None else encode_frame(frame)
-
-    async def _write(self, number: int, writer: asyncio.StreamWriter, data: bytes) -> None:
-        """Write ``data`` at once (one write per frame: header and payload together) and
-        wait for the peer to take it, within frame_timeout."""
-        if not data:
-            return
-        writer.write(data)
-        try:
-            async with asyncio.timeout(self.config.frame_timeout):
-                await writer.drain()
-        except TimeoutError:
-            writer.transport.abort()  # what is unsent will never be read: reset at once
-            raise _Closing(
-                f"the peer has not taken a {len(data)}-byte reply within "
-                f"{self.config.frame_timeout} s (frame_timeout)",
-                logging.WARNING,
-            ) from None
+        return self._next_number
 
     def _frame(self, command: int, payload: bytes = b"") -> Frame:
         return Frame(int(command), int(self.binding.socket_transport), payload)
 
-    async def _handle_frame(
-        self, number: int, conn: ConnectionLike, writer: asyncio.StreamWriter, frame: Frame
-    ) -> None:
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection: bytes in, frames handled in order within a turn budget,
+    replies out (see the module docstring).  Everything runs in event-loop callbacks;
+    a frame is handled synchronously, a reply delay by a loop timer."""
+
+    def __init__(self, server: SpdmServer) -> None:
+        self.server = server
+        self.binding = server.binding
+        self.transport_type = int(server.binding.socket_transport)
+        self.push = server.push
+        self.config = server.config
+        self.track_idle = self.config.idle_timeout is not None
+        self.loop = asyncio.get_running_loop()
+        self.asyncio_loop = isinstance(self.loop, asyncio.BaseEventLoop)
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        self.number = 0
+        self.peer = ""
+        self.transport: asyncio.Transport | None = None
+        #: one write per frame goes through this (a facade over the transport)
+        self.writer: asyncio.StreamWriter | None = None
+        self.sock: Any = None
+        self.conn: ConnectionLike | None = None
+        #: the binding's codec of this connection's stream; a platform-frame stream is fed
+        #: to its FrameDecoder directly and written with the fast header path
+        self.codec: StreamCodec = server._new_codec()
+        self.platform = type(self.codec) is PlatformStreamCodec
+        self.decoder: Any = (
+            cast(PlatformStreamCodec, self.codec).decoder if self.platform else self.codec
+        )
+        #: decoded frames not handled yet, and read bytes not decoded yet
+        self.frames: deque[Frame | bytes] = deque()
+        self.unfed: memoryview | None = None
+        self.unfed_at = 0
+        #: a decision to close was taken (reason and log level), or the peer sent EOF
+        self.reason = ""
+        self.level = logging.INFO
+        self.closing = False
+        self.eof = False
+        #: handling is suspended: a reply delay runs / the peer does not take replies /
+        #: a turn continues later
+        self.delaying = False
+        self.write_paused_at: float | None = None
+        self.scheduled = False
+        self.reading = True
+        self.last_size = 0
+        #: when the server last went back to waiting for bytes (idle_timeout), and when
+        #: the incomplete frame it holds started (frame_timeout)
+        self.idle_since = self.loop.time()
+        self.frame_started: float | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.close_timer: asyncio.TimerHandle | None = None
+        self.admitted = False
+
+    # ---- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a stream transport (asyncio's, or uvloop's, which does not subclass it)
+        self.transport = transport = cast(asyncio.Transport, transport)
+        self.peer = _format_peer(transport.get_extra_info("peername"))
+        number = self.server._admit(self, self.peer)
+        if number is None:
+            transport.close()
+            return
+        self.admitted = True
+        self.number = number
+        self.sock = transport.get_extra_info("socket")
+        configure_socket(self.sock)
+        self.writer = asyncio.StreamWriter(transport, self, None, self.loop)
+        logger.info("conn %d: connected from %s", number, self.peer)
+        try:
+            self.conn = self.server._factory(number, self.peer)
+        except Exception:
+            logger.exception("conn %d: internal error, closing the connection", number)
+            self.finish("internal error", logging.ERROR)
+            return
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if self.track_idle:
+            self.idle_since = self.loop.time()
+        if self.frames or self.unfed is not None:
+            # not while reading is paused (a transport may deliver what it already read)
+            left = self.unfed[self.unfed_at :] if self.unfed is not None else b""
+            self.unfed = memoryview(bytes(left) + data)
+            self.unfed_at = 0
+        elif len(data) > FEED_SLICE:
+            self.unfed = memoryview(data)
+            self.unfed_at = 0
+        else:
+            frames = self._feed(data)
+            if not frames:
+                return  # an incomplete frame (or a malformed one: closing)
+            if (
+                len(frames) == 1
+                and not self.scheduled
+                and not self.delaying
+                and self.write_paused_at is None
+                and self.decoder.error is None
+            ):
+                # one whole request and nothing waiting: the usual round trip, answered now
+                self._handle(frames[0])
+                if self.delaying or self.write_paused_at is not None:
+                    self._settle()  # stop reading until the delay ends / the peer reads
+                return
+            self.frames.extend(frames)
+        self._pump()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if not self.closing and not self._busy():
+            self._end_of_stream()
+        return True  # keep the transport: replies to frames already read still go out
+
+    def pause_writing(self) -> None:
+        self.write_paused_at = self.loop.time()
+        self._arm()
+
+    def resume_writing(self) -> None:
+        self.write_paused_at = None
+        if not self.closing:
+            self._pump()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.admitted and not self.closing:
+            self.closing = True
+            self.reason = f"connection lost: {exc!r}" if exc is not None else "connection closed"
+            self._close_endpoint()
+        self._cancel_timers()
+        self.frames.clear()
+        self.unfed = None
+        if self.admitted:
+            self.admitted = False
+            self.server._connections.discard(self)
+            logger.log(
+                self.level, "conn %d: disconnected from %s: %s", self.number, self.peer, self.reason
+            )
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # ---- the read side -----------------------------------------------------------------
+
+    def _feed(self, data: bytes | memoryview) -> list[Frame | bytes]:
+        """Decode ``data``: the frames it completed (none when the stream is malformed:
+        the connection is closing then)."""
+        decoder = self.decoder
+        try:
+            frames: list[Frame | bytes] = decoder.feed(data if self.platform else bytes(data))
+        except FrameError as exc:
+            self.finish(f"malformed frame: {exc}", logging.WARNING)
+            return []
+        if decoder.pending:
+            if self.frame_started is None or frames:
+                self.frame_started = self.loop.time()
+            # the peer may be holding the rest of this frame until we ACK (Nagle)
+            rearm_quickack(self.sock)
+        else:
+            self.frame_started = None
+        return frames
+
+    def _feed_more(self) -> bool:
+        """Decode the next slice of the unhandled read into :attr:`frames`; False when
+        there is none left (or the stream is malformed)."""
+        unfed = self.unfed
+        if unfed is None:
+            return False
+        at = self.unfed_at
+        end = at + FEED_SLICE
+        if end >= len(unfed):
+            self.unfed = None
+            self.unfed_at = 0
+            chunk = unfed[at:]
+        else:
+            self.unfed_at = end
+            chunk = unfed[at:end]
+        self.frames.extend(self._feed(chunk))
+        return not self.closing
+
+    def _busy(self) -> bool:
+        return bool(
+            self.frames
+            or self.unfed is not None
+            or self.delaying
+            or self.write_paused_at is not None
+            or self.scheduled
+        )
+
+    def _end_of_stream(self) -> None:
+        pending = self.decoder.pending
+        if pending:
+            self.finish(f"peer closed mid-frame ({pending} bytes of an incomplete frame received)")
+        else:
+            self.finish("peer closed the connection")
+
+    # ---- the turn ------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Handle frames until none is left, the turn budget is spent, or handling must
+        wait (a reply delay, a peer that does not read); then read again or not."""
+        self.scheduled = False
+        transport = self.transport
+        loop = self.loop
+        started = loop.time()
+        while not self.closing and not self.delaying and self.write_paused_at is None:
+            if not self.frames:
+                if self.unfed is None or not self._feed_more():
+                    break
+                continue
+            self._handle(self.frames.popleft())
+            if transport is None or transport.is_closing():
+                break
+            if (self.frames or self.unfed is not None) and loop.time() - started >= TURN_BUDGET:
+                # yield: every other connection gets its turn before this one goes on.
+                # asyncio runs a due timer after the I/O its next iteration polls (a
+                # call_soon callback before it), so a request that arrived meanwhile goes
+                # first; uvloop polls I/O after its call_soon callbacks anyway, and its
+                # timers have millisecond resolution.
+                self.scheduled = True
+                if self.asyncio_loop:
+                    loop.call_at(started, self._pump)
+                else:
+                    loop.call_soon(self._pump)
+                break
+        self._settle()
+
+    def _settle(self) -> None:
+        """After a turn: close on a decoder error or EOF once everything is handled; read
+        only while nothing waits."""
+        if self.closing:
+            return
+        if self.decoder.error is not None and not self.frames and self.unfed is None:
+            self.finish(f"malformed frame: {self.decoder.error}", logging.WARNING)
+            return
+        busy = self._busy()
+        if self.eof and not busy:
+            self._end_of_stream()
+            return
+        transport = self.transport
+        if transport is None:
+            return
+        if busy:
+            if self.reading:
+                self.reading = False
+                transport.pause_reading()
+        elif not self.reading:
+            self.reading = True
+            self.idle_since = self.loop.time()
+            transport.resume_reading()
+
+    # ---- frames --------------------------------------------------------------------------
+
+    def _handle(self, frame: Frame | bytes) -> None:
+        """Handle one frame (or write the codec's own answer); a failure closes this
+        connection only."""
+        try:
+            if isinstance(frame, bytes):  # the codec's own answer (DSP0287, storage)
+                self._write(frame)
+            else:
+                self._handle_frame(frame)
+        except (ConnectionError, OSError) as exc:
+            self.finish(f"connection lost: {exc!r}")
+        except Exception:
+            logger.exception("conn %d: internal error, closing the connection", self.number)
+            self.finish("internal error", logging.ERROR)
+
+    def _handle_frame(self, frame: Frame) -> None:
+        number = self.number
+        command, transport, payload = frame
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "conn %d: <- %s transport=%s size=%d",
                 number,
-                command_name(frame.command),
-                _transport_name(frame.transport),
-                len(frame.payload),
+                command_name(command),
+                _transport_name(transport),
+                len(payload),
             )
-        command = frame.command
+        if command == _NORMAL and self.push and transport == self.transport_type:
+            # a push binding's request (PushFraming.handle_command is endpoint.receive)
+            try:
+                reply = self.conn.receive(payload)  # type: ignore[union-attr]
+            except Exception:
+                logger.exception("conn %d: the responder raised; closing the connection", number)
+                self.finish("responder error", logging.ERROR)
+                return
+            self._reply(reply, _NORMAL)
+            return
+        server = self.server
         if command in self.binding.platform_commands:
-            await self._binding_command(number, conn, writer, frame)
+            self._binding_command(frame)
         elif command == PlatformCommand.TEST:
-            await self._send(number, writer, self._frame(PlatformCommand.TEST, SERVER_HELLO))
+            self._send(server._frame(PlatformCommand.TEST, SERVER_HELLO))
         elif command == PlatformCommand.SHUTDOWN:
-            await self._send(number, writer, self._frame(PlatformCommand.SHUTDOWN))
-            raise _Closing("peer sent SHUTDOWN")
+            self._send(server._frame(PlatformCommand.SHUTDOWN))
+            self.finish("peer sent SHUTDOWN")
         elif command == PlatformCommand.CONTINUE:
-            await self._send(number, writer, self._frame(PlatformCommand.CONTINUE))
+            self._send(server._frame(PlatformCommand.CONTINUE))
         elif command == PlatformCommand.OOB_ENCAP_KEY_UPDATE and hasattr(
-            conn, "oob_encap_key_update"
+            self.conn, "oob_encap_key_update"
         ):
             # spdm-emu: arm a responder-initiated KEY_UPDATE for the session, echo the command
-            conn.oob_encap_key_update(frame.payload)
-            await self._send(number, writer, self._frame(PlatformCommand.OOB_ENCAP_KEY_UPDATE))
+            self.conn.oob_encap_key_update(frame.payload)  # type: ignore[union-attr]
+            self._send(server._frame(PlatformCommand.OOB_ENCAP_KEY_UPDATE))
         elif command == PlatformCommand.OOB_ENCAP_ENDPOINT_INFO and hasattr(
-            conn, "oob_encap_endpoint_info"
+            self.conn, "oob_encap_endpoint_info"
         ):
             # spdm-emu: the next GET_ENCAPSULATED_REQUEST gets GET_ENDPOINT_INFO; echo
-            conn.oob_encap_endpoint_info(frame.payload)
-            await self._send(number, writer, self._frame(PlatformCommand.OOB_ENCAP_ENDPOINT_INFO))
+            self.conn.oob_encap_endpoint_info(frame.payload)  # type: ignore[union-attr]
+            self._send(server._frame(PlatformCommand.OOB_ENCAP_ENDPOINT_INFO))
         else:
             logger.warning(
                 "conn %d: unsupported platform command %s (transport %s, %d bytes); "
@@ -456,68 +597,245 @@ class SpdmServer:
                 _transport_name(frame.transport),
                 len(frame.payload),
             )
-            await self._send(number, writer, self._frame(PlatformCommand.UNKNOWN))
+            self._send(server._frame(PlatformCommand.UNKNOWN))
 
-    async def _binding_command(
-        self, number: int, conn: ConnectionLike, writer: asyncio.StreamWriter, frame: Frame
-    ) -> None:
+    def _binding_command(self, frame: Frame) -> None:
         """A command the binding handles: check the transport type, let the binding drive
         the endpoint, carry out its :class:`CommandAnswer`."""
-        expected = int(self.binding.socket_transport)
+        binding = self.binding
+        expected = int(binding.socket_transport)
         if frame.transport != expected:
             logger.warning(
                 "conn %d: %s frame with transport type %s, but this server speaks %s "
                 "(%s); not passed to the responder, answering UNKNOWN",
-                number,
+                self.number,
                 command_name(frame.command),
                 _transport_name(frame.transport),
                 _transport_name(expected),
-                self.binding.name,
+                binding.name,
             )
-            await self._send(number, writer, self._frame(PlatformCommand.UNKNOWN))
+            self._send(self.server._frame(PlatformCommand.UNKNOWN))
+            return
+        conn = self.conn
+        assert conn is not None
+        try:
+            answer: CommandAnswer = binding.handle_command(frame.command, frame.payload, conn)
+        except Exception:
+            logger.exception("conn %d: the responder raised; closing the connection", self.number)
+            self.finish("responder error", logging.ERROR)
+            return
+        for out in answer.frames:
+            self._send(out)
+        if answer.reply is not None:
+            self._reply(answer.reply, answer.reply_command)
+
+    def _reply(self, reply: Reply, command: int) -> None:
+        """Carry out a Reply now, or after its delay (handling waits meanwhile)."""
+        if reply.delay > 0:
+            logger.debug("conn %d: delaying the reply by %.3f s", self.number, reply.delay)
+            self.delaying = True
+            self.loop.call_later(reply.delay, self._delayed, reply, command)
+            return
+        self._execute(reply, command)
+
+    def _delayed(self, reply: Reply, command: int) -> None:
+        self.delaying = False
+        if self.closing:
             return
         try:
-            answer: CommandAnswer = self.binding.handle_command(frame.command, frame.payload, conn)
-        except Exception:
-            logger.exception("conn %d: the responder raised; closing the connection", number)
-            raise _Closing("responder error", logging.ERROR) from None
-        for out in answer.frames:
-            await self._send(number, writer, out)
-        if answer.reply is not None:
-            await self._execute(number, writer, answer.reply, answer.reply_command)
+            self._execute(reply, command)
+        except (ConnectionError, OSError) as exc:
+            self.finish(f"connection lost: {exc!r}")
+        self._pump()
 
-    async def _execute(
-        self,
-        number: int,
-        writer: asyncio.StreamWriter,
-        reply: Reply,
-        command: int = PlatformCommand.NORMAL,
-    ) -> None:
-        """Carry out a :class:`Reply`: delay, then send (each payload one ``command``
-        frame), truncate or close."""
-        if reply.delay > 0:
-            logger.debug("conn %d: delaying the reply by %.3f s", number, reply.delay)
-            await asyncio.sleep(reply.delay)
-        frames = [self._frame(command, payload) for payload in reply.payloads]
-        for frame in frames:
-            if len(frame.payload) > self.config.max_payload:
+    def _execute(self, reply: Reply, command: int = PlatformCommand.NORMAL) -> None:
+        """Carry out a :class:`Reply` (after its delay): send each payload as one
+        ``command`` frame, truncate or close."""
+        payloads = reply.payloads
+        max_payload = self.config.max_payload
+        for payload in payloads:
+            if len(payload) > max_payload:
                 logger.warning(
                     "conn %d: reply payload of %d bytes is over max_payload 0x%x; "
                     "QEMU would reject it",
-                    number,
-                    len(frame.payload),
-                    self.config.max_payload,
+                    self.number,
+                    len(payload),
+                    max_payload,
                 )
         if reply.partial is not None:
-            data = self._encode(number, frames[0])[: max(reply.partial, 0)] if frames else b""
-            logger.info("conn %d: sending %d bytes of a frame, then closing", number, len(data))
+            frame = self.server._frame(command, payloads[0]) if payloads else None
+            data = self.codec.encode(frame)[: max(reply.partial, 0)] if frame is not None else b""
+            logger.info(
+                "conn %d: sending %d bytes of a frame, then closing", self.number, len(data)
+            )
+            if data and self.writer is not None:
+                self.writer.write(data)
+            self.finish("partial frame sent (fault injection)")
+            return
+        if not payloads:
+            logger.debug("conn %d: no reply sent (dropped)", self.number)
+        for payload in payloads:
+            self._send_payload(command, payload)
+        if reply.close:
+            self.finish("closed after the reply (fault injection)")
+
+    def _send_payload(self, command: int, payload: bytes) -> None:
+        """Write one frame of ``command`` and the binding's transport type around
+        ``payload`` (header and payload in one write)."""
+        writer = self.writer
+        if writer is None or self.closing:
+            return
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "conn %d: -> %s transport=%s size=%d",
+                self.number,
+                command_name(command),
+                _transport_name(self.transport_type),
+                len(payload),
+            )
+        self.last_size = len(payload)
+        if not self.platform:
+            data = self.codec.encode(Frame(command, self.transport_type, payload))
             if data:
                 writer.write(data)
-                await writer.drain()
-            raise _Closing("partial frame sent (fault injection)")
-        if not frames:
-            logger.debug("conn %d: no reply sent (dropped)", number)
-        for frame in frames:
-            await self._send(number, writer, frame)
-        if reply.close:
-            raise _Closing("closed after the reply (fault injection)")
+            return
+        if len(payload) > _U32_MAX:
+            raise FrameError(f"frame payload of {len(payload)} bytes does not fit in a u32")
+        writer.write(_HEADER.pack(command, self.transport_type, len(payload)) + payload)
+
+    def _send(self, frame: Frame) -> None:
+        """Write one frame (header and payload in one write)."""
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "conn %d: -> %s transport=%s size=%d",
+                self.number,
+                command_name(frame.command),
+                _transport_name(frame.transport),
+                len(frame.payload),
+            )
+        writer = self.writer
+        if writer is None or self.closing:
+            return
+        self.last_size = len(frame.payload)
+        data = self.codec.encode(frame)
+        if data:
+            writer.write(data)
+
+    def _write(self, data: bytes) -> None:
+        """Write bytes the codec produced by itself (one write)."""
+        writer = self.writer
+        if writer is None or self.closing or not data:
+            return
+        self.last_size = len(data)
+        writer.write(data)
+
+    # ---- deadlines -------------------------------------------------------------------------
+
+    def _deadline(self) -> tuple[float, str, int, bool] | None:
+        """The earliest deadline that applies now: (when, reason, log level, reset)."""
+        config = self.config
+        found: tuple[float, str, int, bool] | None = None
+        frame_timeout = config.frame_timeout
+        if frame_timeout is not None and self.write_paused_at is not None:
+            # what is unsent will never be read: reset at once
+            found = (
+                self.write_paused_at + frame_timeout,
+                f"the peer has not taken a {self.last_size}-byte reply within "
+                f"{frame_timeout} s (frame_timeout)",
+                logging.WARNING,
+                True,
+            )
+        reading = self.reading and not self._busy()
+        if frame_timeout is not None and self.frame_started is not None and reading:
+            when = self.frame_started + frame_timeout
+            if found is None or when < found[0]:
+                found = (
+                    when,
+                    f"frame incomplete {frame_timeout} s after it started "
+                    f"({self.decoder.pending} bytes received; frame_timeout)",
+                    logging.WARNING,
+                    False,
+                )
+        idle_timeout = config.idle_timeout
+        if idle_timeout is not None and reading:
+            when = self.idle_since + idle_timeout
+            if found is None or when < found[0]:
+                found = (when, f"idle for {idle_timeout} s (idle_timeout)", logging.INFO, False)
+        return found
+
+    def _arm(self) -> None:
+        """Make sure the timer fires no later than the earliest deadline.  A deadline that
+        moves later is found when the timer fires; one that appears later is at least the
+        shortest timeout away, and the timer never waits longer than that."""
+        timeouts = [t for t in (self.config.idle_timeout, self.config.frame_timeout) if t]
+        if self.closing or not timeouts:
+            return
+        deadline = self._deadline()
+        when = self.loop.time() + min(timeouts) if deadline is None else deadline[0]
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self.timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.closing:
+            return
+        deadline = self._deadline()
+        if deadline is not None and deadline[0] <= self.loop.time():
+            _, reason, level, reset = deadline
+            self.finish(reason, level, abort=reset)
+            return
+        self._arm()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self.timer, self.close_timer):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.close_timer = None
+
+    # ---- closing ---------------------------------------------------------------------------
+
+    def finish(self, reason: str, level: int = logging.INFO, *, abort: bool = False) -> None:
+        """Stop serving this connection: the endpoint is closed, what is written is sent
+        (within frame_timeout, else the connection is reset), then the socket closes."""
+        if self.closing:
+            return
+        self.closing = True
+        self.reason, self.level = reason, level
+        self.frames.clear()
+        self.unfed = None
+        self._close_endpoint()
+        transport = self.transport
+        if transport is None:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if abort:
+            transport.abort()
+            return
+        transport.close()
+        limit = self.config.frame_timeout
+        self.close_timer = self.loop.call_later(
+            limit if limit is not None else DEFAULT_FRAME_TIMEOUT, self._close_stalled
+        )
+
+    def _close_stalled(self) -> None:
+        """Unsent data could not be flushed within frame_timeout: reset the connection (a
+        peer that stopped reading would otherwise hold it forever)."""
+        self.close_timer = None
+        logger.debug("close did not complete (unsent data); resetting the connection")
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _close_endpoint(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        try:
+            conn.close()
+        except Exception:
+            logger.exception("conn %d: error while closing the endpoint", self.number)

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from emulator.codec.constants import ErrorCode
 from emulator.errors import SessionError, TransportError
@@ -54,8 +54,7 @@ class Disposition(Enum):
     UNKNOWN_SESSION = "unknown-session"
 
 
-@dataclass(frozen=True, slots=True)
-class Opened:
+class Opened(NamedTuple):
     """The result of :meth:`SessionLayer.open`.
 
     ``request``: the SPDM request (REQUEST, REFUSED), the application message without
@@ -194,8 +193,8 @@ class SessionLayer:
     def commit(self, commits: Iterable[SessionCommit], session_id: int | None) -> None:
         """Step 5: apply what the handlers decided, now that the response is out."""
         r = self.responder
-        table = self.table
-        if table is None:
+        table = r.ctx.sessions
+        if table is None or (session_id is None and not commits):
             return
         now = r.clock()
         reset = False

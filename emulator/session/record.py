@@ -29,9 +29,9 @@ facts.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
-from emulator.crypto.aead import AEAD_IV_SIZE, AEAD_TAG_SIZE, aead_open, aead_seal
+from emulator.crypto.aead import AEAD_IV_SIZE, AEAD_TAG_SIZE, AeadCipher, aead_open, aead_seal
 from emulator.errors import CryptoError, SessionError
 
 SESSION_ID_SIZE = 4
@@ -50,14 +50,17 @@ class SequenceOverflow(SessionError):
     """The direction's sequence number reached the AEAD limit: the session must end."""
 
 
-@dataclass(frozen=True, slots=True)
-class RecordHeader:
+class RecordHeader(NamedTuple):
     """The associated-data header of a record."""
 
     session_id: int
     sequence_field: bytes
     length: int
     size: int
+
+
+_U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
 
 
 def parse_header(record: bytes, sequence_number_size: int) -> RecordHeader:
@@ -67,9 +70,9 @@ def parse_header(record: bytes, sequence_number_size: int) -> RecordHeader:
         raise RecordError(
             f"secured record: {len(record)} bytes, shorter than its {size}-byte header"
         )
-    (session_id,) = struct.unpack_from("<I", record, 0)
+    (session_id,) = _U32.unpack_from(record, 0)
     seq = bytes(record[SESSION_ID_SIZE : SESSION_ID_SIZE + sequence_number_size])
-    (length,) = struct.unpack_from("<H", record, size - LENGTH_SIZE)
+    (length,) = _U16.unpack_from(record, size - LENGTH_SIZE)
     return RecordHeader(session_id, seq, length, size)
 
 
@@ -77,7 +80,7 @@ def peek_session_id(record: bytes) -> int | None:
     """The SessionID of a record, None when it is too short to hold one."""
     if len(record) < SESSION_ID_SIZE:
         return None
-    value: int = struct.unpack_from("<I", record, 0)[0]
+    value: int = _U32.unpack_from(record, 0)[0]
     return value
 
 
@@ -85,8 +88,8 @@ def record_iv(salt: bytes, sequence_number: int) -> bytes:
     """The AEAD nonce: ``salt`` XOR the little-endian 64-bit sequence number (bytes 0..7)."""
     if len(salt) != AEAD_IV_SIZE:
         raise SessionError(f"session IV: {len(salt)} bytes, expected {AEAD_IV_SIZE}")
-    seq = sequence_number.to_bytes(8, "little")
-    return bytes(a ^ b for a, b in zip(salt[:8], seq, strict=True)) + salt[8:]
+    low = int.from_bytes(salt[:8], "little") ^ sequence_number
+    return low.to_bytes(8, "little") + bytes(salt[8:])
 
 
 def _sequence_field(sequence_number: int, size: int) -> bytes:
@@ -112,26 +115,28 @@ def seal_record(
     padding: bytes = b"",
     mac_only: bool = False,
     max_sequence_number: int = MAX_SEQUENCE_NUMBER,
+    cipher: AeadCipher | None = None,
 ) -> bytes:
-    """Build one record for ``app_data`` (the caller advances the sequence number)."""
+    """Build one record for ``app_data`` (the caller advances the sequence number).
+    ``cipher``: the keyed AEAD object of ``key``, when the caller keeps one."""
     _check_sequence(sequence_number, max_sequence_number)
     iv = record_iv(salt, sequence_number)
     seq_field = _sequence_field(sequence_number, sequence_number_size)
     if mac_only:
         length = len(app_data) + TAG_SIZE
-        header = struct.pack("<I", session_id) + seq_field + struct.pack("<H", length)
+        header = _U32.pack(session_id) + seq_field + _U16.pack(length)
         try:
-            tag = aead_seal(aead, key, iv, header + app_data, b"")
+            tag = aead_seal(aead, key, iv, header + app_data, b"", cipher=cipher)
         except CryptoError as exc:
             raise SessionError(f"secured record: {exc}") from None
         return header + app_data + tag
-    plaintext = struct.pack("<H", len(app_data)) + app_data + padding
+    plaintext = _U16.pack(len(app_data)) + app_data + padding
     length = len(plaintext) + TAG_SIZE
     if length > 0xFFFF:
         raise SessionError(f"secured record: {length} bytes do not fit the 16-bit Length")
-    header = struct.pack("<I", session_id) + seq_field + struct.pack("<H", length)
+    header = _U32.pack(session_id) + seq_field + _U16.pack(length)
     try:
-        sealed = aead_seal(aead, key, iv, header, plaintext)
+        sealed = aead_seal(aead, key, iv, header, plaintext, cipher=cipher)
     except CryptoError as exc:
         raise SessionError(f"secured record: {exc}") from None
     return header + sealed
@@ -148,6 +153,7 @@ def open_record(
     record: bytes,
     mac_only: bool = False,
     max_sequence_number: int = MAX_SEQUENCE_NUMBER,
+    cipher: AeadCipher | None = None,
 ) -> bytes:
     """Check and decrypt one record; returns the application data.
 
@@ -181,21 +187,21 @@ def open_record(
     if mac_only:
         payload, tag = body[:-TAG_SIZE], body[-TAG_SIZE:]
         try:
-            aead_open(aead, key, iv, header + payload, tag)
+            aead_open(aead, key, iv, header + payload, tag, cipher=cipher)
         except CryptoError:
             raise RecordError(
                 f"secured record: MAC does not verify (sequence number {sequence_number})"
             ) from None
         return payload
     try:
-        plaintext = aead_open(aead, key, iv, header, body)
+        plaintext = aead_open(aead, key, iv, header, body, cipher=cipher)
     except CryptoError:
         raise RecordError(
             f"secured record: AEAD authentication failed (sequence number {sequence_number})"
         ) from None
     if len(plaintext) < APP_LENGTH_SIZE:
         raise RecordError("secured record: no ApplicationDataLength in the plaintext")
-    (app_len,) = struct.unpack_from("<H", plaintext, 0)
+    (app_len,) = _U16.unpack_from(plaintext, 0)
     if APP_LENGTH_SIZE + app_len > len(plaintext):
         raise RecordError(
             f"secured record: ApplicationDataLength {app_len} exceeds the "

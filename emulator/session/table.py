@@ -26,15 +26,17 @@ the injected random source (never 0, never one already in use); SessionID =
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
 from emulator.codec.constants import RequestCode
+from emulator.crypto.aead import AeadCipher, aead_cipher
 from emulator.crypto.keyschedule import DataSecrets, HandshakeSecrets, KeySchedule, TrafficKeys
 from emulator.device.events import EventQueue
-from emulator.errors import SessionError
+from emulator.errors import CryptoError, SessionError
 from emulator.session.record import (
     MAX_SEQUENCE_NUMBER,
     RecordError,
@@ -84,17 +86,35 @@ class DecryptFailure(SessionError):
 
 @dataclass(slots=True)
 class DirectionKeys:
-    """One direction's secret, AEAD key and IV, the next sequence number and the generation."""
+    """One direction's secret, AEAD key and IV, the next sequence number and the generation.
+
+    ``cipher`` is the keyed AEAD object, made on the first record and kept for the others
+    under the same key (a new key is a new DirectionKeys).
+    """
 
     secret: bytes
     key: bytes
     salt: bytes
     sequence: int = 0
     generation: int = 0
+    cipher: AeadCipher | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_traffic(cls, keys: TrafficKeys, generation: int = 0) -> DirectionKeys:
         return cls(keys.secret, keys.key, keys.iv, 0, generation)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> DirectionKeys:
+        """A copy that shares the keyed AEAD object (immutable; it does not pickle)."""
+        return DirectionKeys(
+            self.secret, self.key, self.salt, self.sequence, self.generation, self.cipher
+        )
+
+    def cipher_for(self, aead: int) -> AeadCipher:
+        """The keyed AEAD object of this key (made once)."""
+        cipher = self.cipher
+        if cipher is None:
+            cipher = self.cipher = aead_cipher(aead, self.key)
+        return cipher
 
 
 @dataclass(slots=True)
@@ -262,7 +282,16 @@ class Session:
             record=record,
             mac_only=self.mac_only,
             max_sequence_number=self.max_sequence,
+            cipher=self._cipher(keys),
         )
+
+    def _cipher(self, keys: DirectionKeys) -> AeadCipher | None:
+        """The direction's keyed AEAD object; None when the key is not one the suite takes
+        (then the record code reports the problem)."""
+        try:
+            return keys.cipher_for(self.schedule.aead)
+        except CryptoError:
+            return None
 
     def seal_response(self, app: bytes, fmt: RecordFormat, rng: Rng) -> bytes:
         """Encode a response record under the current response key (SequenceOverflow at the
@@ -283,6 +312,7 @@ class Session:
             padding=padding,
             mac_only=self.mac_only,
             max_sequence_number=self.max_sequence,
+            cipher=self._cipher(keys),
         )
         keys.sequence += 1
         return record
@@ -438,6 +468,18 @@ class SessionTable:
         if self._listeners is None:
             self._listeners = listeners
             listeners.append(self._on_device_change)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> SessionTable:
+        """A copy with copies of the sessions that listens to the same device (a snapshot
+        of a connection: the fuzz harness copies established sessions)."""
+        out = SessionTable(self.settings)
+        memo[id(self)] = out
+        out.sessions = copy.deepcopy(self.sessions, memo)
+        out.latest_session_id = self.latest_session_id
+        out.runtime_update_pending = self.runtime_update_pending
+        if self._listeners is not None:
+            out.listen(self._listeners)
+        return out
 
     def detach(self) -> None:
         """Stop listening (the connection is reset or closed)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from emulator.errors import FrameError, TransportError
 from emulator.transport.platform import Frame, PlatformCommand, PlatformStreamCodec
@@ -36,9 +36,9 @@ class SocketTransport(IntEnum):
     NVME = 4
 
 
-@dataclass(frozen=True, slots=True)
-class TransportMessage:
-    """A decoded transport message: the SPDM bytes and whether they are a secured record."""
+class TransportMessage(NamedTuple):
+    """A decoded transport message: the SPDM bytes and whether they are a secured record
+    (immutable; a named tuple: one is made per message)."""
 
     message: bytes
     secured: bool = False

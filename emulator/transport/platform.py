@@ -9,8 +9,8 @@ framing: after a malformed header the stream cannot be resynchronised.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from emulator.errors import FrameError
 
@@ -44,9 +44,9 @@ def command_name(command: int) -> str:
         return f"0x{command:04x}"
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One platform-socket message: command, transport type and payload."""
+class Frame(NamedTuple):
+    """One platform-socket message: command, transport type and payload (immutable; a
+    named tuple: one is made per message in each direction)."""
 
     command: int
     transport: int
@@ -100,7 +100,14 @@ class FrameDecoder:
             return HEADER_SIZE - len(self._header)
         return self._size - len(self._payload)
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def _too_large(self, command: int, transport: int, size: int) -> FrameError:
+        return FrameError(
+            f"platform frame payload size is {size} bytes (0x{size:x}), over the "
+            f"limit of {self.max_payload} bytes (0x{self.max_payload:x}); command "
+            f"{command_name(command)}, transport {transport}"
+        )
+
+    def feed(self, data: bytes | memoryview) -> list[Frame]:
         """Consume ``data``; return the frames it completed, in order.
 
         Raises :class:`FrameError` for a payload size over ``max_payload``.  If frames were
@@ -110,9 +117,27 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error
         frames: list[Frame] = []
-        view = memoryview(data)
         offset = 0
-        end = len(view)
+        end = len(data)
+        if self._size is None and not self._header:
+            # at a frame boundary: whole frames straight from ``data`` (one header unpack
+            # and one payload copy each); what is left over goes the byte-counting way
+            unpack = _HEADER.unpack_from
+            while end - offset >= HEADER_SIZE:
+                command, transport, size = unpack(data, offset)
+                if size > self.max_payload:
+                    self._error = self._too_large(command, transport, size)
+                    if frames:
+                        return frames
+                    raise self._error
+                start = offset + HEADER_SIZE
+                if end - start < size:
+                    break
+                frames.append(Frame(command, transport, bytes(data[start : start + size])))
+                offset = start + size
+            if offset == end:
+                return frames
+        view = memoryview(data)
         while offset < end or (self._size == 0):
             if self._size is None:
                 take = min(HEADER_SIZE - len(self._header), end - offset)
@@ -122,11 +147,7 @@ class FrameDecoder:
                     break
                 self._command, self._transport, size = _HEADER.unpack(self._header)
                 if size > self.max_payload:
-                    self._error = FrameError(
-                        f"platform frame payload size is {size} bytes (0x{size:x}), over the "
-                        f"limit of {self.max_payload} bytes (0x{self.max_payload:x}); command "
-                        f"{command_name(self._command)}, transport {self._transport}"
-                    )
+                    self._error = self._too_large(self._command, self._transport, size)
                     self._header.clear()
                     if frames:
                         return frames

@@ -1,0 +1,310 @@
+"""The caches and shortcuts of the request path give exactly what the slow path gave.
+
+Each shortcut (issue 17) is checked against the work it saves: the pristine-context
+GET_VERSION against a full reset, the cached VERSION / CAPABILITIES against building them,
+the OS-random DHE key against an independent ECDH, the per-direction AEAD object, the
+measurement blocks rendered once per change, and no exchange event when nobody observes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from emulator.codec.constants import DheGroup, RequestCode, ResponderCap, ResponseCode
+from emulator.codec.messages import CapabilitiesMsg, build_version_response
+from emulator.connection import ObserverFanout, SpdmConnection
+from emulator.crypto import DheKeyPair
+from emulator.device.model import Device
+from emulator.device.random import SeededRandom, SystemRandom
+from emulator.events import ExchangeEvent
+from emulator.requester import Requester, RequesterConfig, identity
+from emulator.requester.session import ConnectionChannel, open_session
+from emulator.responder import ConnectionState, Responder
+from emulator.responder import key_exchange as key_exchange_mod
+from emulator.responder.capabilities import capabilities_response
+from emulator.responder.context import ConnectionContext
+from emulator.responder.version import version_response
+from emulator.transport import get_binding
+from fuzz.harness import vca_requests
+from tests.helpers import make_device
+
+GET_VERSION = bytes.fromhex("10840000")
+DOE = get_binding("doe")
+
+
+@pytest.fixture(scope="module")
+def device() -> Device:
+    return make_device()
+
+
+# ---- GET_VERSION on a pristine context --------------------------------------------------------
+
+
+def _changed(value: Any) -> Any:
+    """A value unlike ``value`` (the default of a context field)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, bytes | bytearray):
+        return type(value)(b"x")
+    if isinstance(value, dict):
+        return {None: object()}
+    return object()  # None, or anything else: some other object
+
+
+def _leaves(ctx: ConnectionContext) -> list[tuple[Any, str]]:
+    """(object, field name) of every field of the context and of its nested dataclasses."""
+    out: list[tuple[Any, str]] = []
+    for f in dataclasses.fields(ctx):
+        value = getattr(ctx, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out += [(value, g.name) for g in dataclasses.fields(value)]
+        else:
+            out.append((ctx, f.name))
+    return out
+
+
+def test_pristine_checks_every_field_of_the_context() -> None:
+    assert ConnectionContext().pristine()
+    after_version = ConnectionContext(state=ConnectionState.AFTER_VERSION)
+    after_version.transcripts.a += b"GET_VERSION + VERSION"
+    assert after_version.pristine()  # transcript A and the state are what GET_VERSION sets
+    allowed = {("Transcripts", "a")}
+    checked = 0
+    for index in range(len(_leaves(ConnectionContext()))):
+        ctx = ConnectionContext()
+        owner, name = _leaves(ctx)[index]
+        if (type(owner).__name__, name) in allowed:
+            continue
+        if owner is ctx and name == "state":
+            ctx.state = ConnectionState.AFTER_CAPABILITIES
+        else:
+            setattr(owner, name, _changed(getattr(owner, name)))
+        assert not ctx.pristine(), f"{type(owner).__name__}.{name} is not checked by pristine()"
+        checked += 1
+    assert checked >= 20
+
+
+def test_get_version_again_is_the_same_as_on_a_new_responder(device: Device) -> None:
+    fresh = Responder(device)
+    first = fresh.handle(GET_VERSION)
+    again = Responder(device)
+    for _ in range(3):
+        assert again.handle(GET_VERSION) == first
+    assert again.state == ConnectionState.AFTER_VERSION
+    assert bytes(again.transcripts.a) == bytes(fresh.transcripts.a) == GET_VERSION + first
+
+
+def test_get_version_after_vca_still_resets_everything(device: Device) -> None:
+    r = Responder(device)
+    for request in vca_requests(0x12):
+        assert r.handle(request)[1] != ResponseCode.ERROR
+    before = r.ctx
+    assert not before.pristine() and r.algorithms.base_hash
+    r.handle(GET_VERSION)
+    assert r.ctx is not before and r.ctx.pristine()
+    assert r.algorithms.base_hash == 0 and r.peer is None and r.version == 0
+
+
+def test_a_failed_get_capabilities_is_reset_by_get_version(device: Device) -> None:
+    """GET_CAPABILITIES records the version even when it fails: not pristine any more."""
+    r = Responder(device)
+    r.handle(GET_VERSION)
+    bad = bytes((0x12, RequestCode.GET_CAPABILITIES, 0, 0))  # too short for 1.2
+    assert r.handle(bad)[1] == ResponseCode.ERROR
+    assert r.version == 0x12 and not r.ctx.pristine()
+    r.handle(GET_VERSION)
+    assert r.version == 0 and r.ctx.pristine()
+
+
+# ---- profile-determined responses ---------------------------------------------------------
+
+
+def test_cached_version_and_capabilities_are_the_built_messages(device: Device) -> None:
+    assert version_response(tuple(device.versions)) == build_version_response(
+        [v.entry for v in device.versions]
+    )
+    assert version_response(tuple(device.versions[:2])) == build_version_response(
+        [v.entry for v in device.versions[:2]]
+    )
+    flags = int(device.capabilities) & 0x3FFFFF
+    for version in (0x11, 0x12, 0x13):
+        built = CapabilitiesMsg(version, ResponseCode.CAPABILITIES, 12, flags, 4544, 65536).encode()
+        assert capabilities_response(version, 12, flags, 4544, 65536) == built
+
+
+def test_capabilities_follow_a_changed_device(device: Device) -> None:
+    """A device whose capabilities change answers with the new ones (no stale cache)."""
+    other = dataclasses.replace(device, capabilities=device.capabilities & ~ResponderCap.CHUNK_CAP)
+    answers = []
+    for dev in (device, other):
+        r = Responder(dev)
+        r.handle(GET_VERSION)
+        answers.append(r.handle(vca_requests(0x12)[1]))
+    flags = [int.from_bytes(a[8:12], "little") for a in answers]
+    assert flags[0] & ResponderCap.CHUNK_CAP and not flags[1] & ResponderCap.CHUNK_CAP
+
+
+# ---- DHE keys -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("group", "curve"),
+    [
+        (DheGroup.SECP_256_R1, ec.SECP256R1()),
+        (DheGroup.SECP_384_R1, ec.SECP384R1()),
+        (DheGroup.SECP_521_R1, ec.SECP521R1()),
+    ],
+)
+def test_fresh_dhe_key_agrees_with_an_independent_key(
+    group: DheGroup, curve: ec.EllipticCurve
+) -> None:
+    ours = DheKeyPair.fresh(group)
+    theirs = ec.generate_private_key(curve)
+    point = ours.public_bytes
+    size = len(point) // 2
+    peer = ec.EllipticCurvePublicNumbers(
+        int.from_bytes(point[:size], "big"), int.from_bytes(point[size:], "big"), curve
+    ).public_key()
+    expected = theirs.exchange(ec.ECDH(), peer).rjust(size, b"\x00")
+    nums = theirs.public_key().public_numbers()
+    theirs_bytes = nums.x.to_bytes(size, "big") + nums.y.to_bytes(size, "big")
+    assert ours.shared_secret(theirs_bytes) == expected
+    assert DheKeyPair.fresh(group).public_bytes != point
+
+
+def test_key_exchange_derives_the_key_only_when_randomness_is_not_the_os(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fresh: list[int] = []
+    real = DheKeyPair.fresh
+
+    def spy(group: int) -> DheKeyPair:
+        fresh.append(group)
+        return real(group)
+
+    monkeypatch.setattr(DheKeyPair, "fresh", staticmethod(spy))
+    key_exchange_mod._dhe_key(DheGroup.SECP_384_R1, SystemRandom())
+    assert fresh == [DheGroup.SECP_384_R1]
+    one = key_exchange_mod._dhe_key(DheGroup.SECP_384_R1, SeededRandom(7, "x"))
+    two = DheKeyPair.generate(DheGroup.SECP_384_R1, SeededRandom(7, "x"))
+    assert one.public_bytes == two.public_bytes and len(fresh) == 1
+
+
+# ---- secured records: one AEAD object per key -----------------------------------------------
+
+
+def test_one_aead_object_per_direction_and_key(
+    device: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import emulator.crypto.aead as aead_mod
+
+    made: list[bytes] = []
+    real = aead_mod.AESGCM
+
+    def counting(key: bytes) -> Any:
+        made.append(bytes(key))
+        return real(key)
+
+    conn = SpdmConnection(device, DOE)
+
+    async def run() -> None:
+        req = Requester(ConnectionChannel(conn), RequesterConfig(version=0x12))
+        await req.vca()
+        chain_bytes = (await identity.get_certificate(req)).chain
+        monkeypatch.setattr(aead_mod, "AESGCM", counting)
+        s = await open_session(req, peer_chain=chain_bytes)
+        for _ in range(10):
+            await s.heartbeat()
+        await s.key_update(1)
+        for _ in range(5):
+            await s.heartbeat()
+
+    asyncio.run(run())
+    # FINISH in, FINISH_RSP out (handshake keys), then one per application key: the
+    # request key, the response key, the updated request key; 17 records each way
+    assert len(made) == 5 and len(set(made)) == 5
+
+
+# ---- measurement blocks rendered once per change --------------------------------------------
+
+
+def test_blocks_are_hashed_once_per_change(device: Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    import emulator.device.measurements as store_mod
+
+    dev = make_device()
+    hashed: list[bytes] = []
+    real = store_mod.measurement_digest
+
+    def spy(algo: int, data: bytes) -> bytes:
+        hashed.append(bytes(data))
+        return real(algo, data)
+
+    monkeypatch.setattr(store_mod, "measurement_digest", spy)
+    r = Responder(dev)
+    for request in vca_requests(0x12):
+        r.handle(request)
+    all_blocks = bytes((0x12, RequestCode.GET_MEASUREMENTS, 0, 0xFF))
+    first = r.handle(all_blocks)
+    digests = len(hashed)
+    assert first[1] == ResponseCode.MEASUREMENTS and digests > 0
+    for _ in range(3):
+        assert r.handle(all_blocks)[8:] != b""  # nonce differs, blocks do not
+    assert len(hashed) == digests
+    block2 = dev.measurements.get(2)
+    assert block2 is not None
+    dev.measurements.set_value(2, b"new firmware")
+    after = r.handle(all_blocks)
+    assert hashed[digests:] == [b"new firmware"]
+    expected = hashlib.sha384(b"new firmware").digest()
+    assert expected in after and expected not in first
+
+
+def test_summary_hash_follows_a_change() -> None:
+    dev = make_device()
+    store = dev.measurements
+    one = store.summary_hash(0xFF, 0x02, 0x02)
+    assert store.summary_hash(0xFF, 0x02, 0x02) == one
+    store.set_value(1, b"another boot ROM")
+    two = store.summary_hash(0xFF, 0x02, 0x02)
+    assert two != one
+    data = b"".join(b.render(0x02).encode() for b in store.snapshot())
+    assert two == hashlib.sha384(data).digest()
+
+
+# ---- exchange events only when observed -----------------------------------------------------
+
+
+def test_no_exchange_event_is_built_when_nobody_observes(
+    device: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import emulator.connection as connection_mod
+
+    built: list[ExchangeEvent] = []
+
+    class Counting(ExchangeEvent):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            built.append(self)
+
+    monkeypatch.setattr(connection_mod, "ExchangeEvent", Counting)
+    targets: list[Any] = []
+    fanout = ObserverFanout(targets)
+    conn = SpdmConnection(device, DOE, observers=[fanout])
+    conn.receive(DOE.encode(GET_VERSION))
+    assert built == [] and not fanout
+    seen: list[ExchangeEvent] = []
+    targets.append(seen.append)
+    conn.receive(DOE.encode(GET_VERSION))
+    assert len(built) == 1 and seen == built and seen[0].response_name == "VERSION"
+    # an observer that raises is logged and does not stop the others
+    targets.insert(0, lambda event: 1 / 0)
+    conn.receive(DOE.encode(GET_VERSION))
+    assert len(seen) == 2
