@@ -15,8 +15,11 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from emulator.codec.constants import DheGroup, RequestCode, ResponderCap, ResponseCode
+from emulator.codec.constants import AeadSuite, DheGroup, RequestCode, ResponderCap, ResponseCode
 from emulator.codec.messages import CapabilitiesMsg, build_version_response
 from emulator.connection import ObserverFanout, SpdmConnection
 from emulator.crypto import DheKeyPair
@@ -30,6 +33,7 @@ from emulator.responder import key_exchange as key_exchange_mod
 from emulator.responder.capabilities import capabilities_response
 from emulator.responder.context import ConnectionContext
 from emulator.responder.version import version_response
+from emulator.session.record import RecordError, open_record, seal_record
 from emulator.transport import get_binding
 from fuzz.harness import vca_requests
 from tests.helpers import make_device
@@ -308,3 +312,164 @@ def test_no_exchange_event_is_built_when_nobody_observes(
     targets.insert(0, lambda event: 1 / 0)
     conn.receive(DOE.encode(GET_VERSION))
     assert len(seen) == 2
+
+
+# ---- secured records: the one-pass seal and open ----------------------------------------------
+
+_SEQ_SIZES = st.sampled_from([0, 2, 8])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    app=st.binary(max_size=300),
+    padding=st.binary(max_size=4),
+    sequence=st.integers(0, 2**40),
+    session_id=st.integers(0, 2**32 - 1),
+    seq_size=_SEQ_SIZES,
+    key=st.binary(min_size=32, max_size=32),
+    salt=st.binary(min_size=12, max_size=12),
+)
+def test_one_pass_seal_gives_the_bytes_of_the_general_path(
+    app: bytes,
+    padding: bytes,
+    sequence: int,
+    session_id: int,
+    seq_size: int,
+    key: bytes,
+    salt: bytes,
+) -> None:
+    common = dict(
+        aead=int(AeadSuite.AES_256_GCM),
+        key=key,
+        salt=salt,
+        sequence_number=sequence,
+        session_id=session_id,
+        sequence_number_size=seq_size,
+        app_data=app,
+        padding=padding,
+    )
+    fast = seal_record(**common, cipher=AESGCM(key))  # type: ignore[arg-type]
+    slow = seal_record(**common)  # type: ignore[arg-type]
+    assert fast == slow
+    # and an independent reading of it: header, then AES-GCM over it with the XORed IV
+    head = 6 + seq_size
+    assert fast[:4] == session_id.to_bytes(4, "little")
+    assert fast[4 : 4 + seq_size] == (sequence & ((1 << (8 * seq_size)) - 1)).to_bytes(
+        seq_size, "little"
+    )
+    iv = (int.from_bytes(salt[:8], "little") ^ sequence).to_bytes(8, "little") + salt[8:]
+    plain = AESGCM(key).decrypt(iv, fast[head:], fast[:head])
+    assert plain == len(app).to_bytes(2, "little") + app + padding
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    app=st.binary(max_size=100),
+    sequence=st.integers(0, 2**20),
+    seq_size=_SEQ_SIZES,
+    flip=st.one_of(st.none(), st.integers(0, 200)),
+    cut=st.one_of(st.none(), st.integers(0, 140)),
+    wrong_sequence=st.booleans(),
+)
+def test_one_pass_open_agrees_with_the_general_path(
+    app: bytes,
+    sequence: int,
+    seq_size: int,
+    flip: int | None,
+    cut: int | None,
+    wrong_sequence: bool,
+) -> None:
+    key, salt, sid = bytes(range(32)), bytes(range(12)), 0xABCD1234
+    aead = int(AeadSuite.AES_256_GCM)
+    record = seal_record(
+        aead=aead,
+        key=key,
+        salt=salt,
+        sequence_number=sequence,
+        session_id=sid,
+        sequence_number_size=seq_size,
+        app_data=app,
+    )
+    data = bytearray(record)
+    if flip is not None and flip < len(data):
+        data[flip] ^= 0x01
+    if cut is not None:
+        data = data[:cut]
+    expect = sequence + 1 if wrong_sequence else sequence
+
+    def outcome(cipher: Any) -> tuple[str, bytes | str]:
+        try:
+            return "ok", open_record(
+                aead=aead,
+                key=key,
+                salt=salt,
+                sequence_number=expect,
+                session_id=sid,
+                sequence_number_size=seq_size,
+                record=bytes(data),
+                cipher=cipher,
+            )
+        except RecordError as exc:
+            return "error", str(exc)
+
+    assert outcome(AESGCM(key)) == outcome(None)
+    if flip is None and cut is None and not wrong_sequence:
+        assert outcome(AESGCM(key)) == ("ok", app)
+
+
+# ---- table lines with a response bound: no checkpoint is needed -------------------------------
+
+
+def test_response_bounds_cover_the_largest_responses_the_codecs_build() -> None:
+    """Every ``max_response`` of the table is at least the largest response of its
+    request the codecs can build (and the largest ERROR): a requester whose limit is at
+    least the bound can never get ERROR(ResponseTooLarge) for it."""
+    from emulator.codec.identity import DigestsMsg
+    from emulator.codec.messages import AlgorithmsMsg, AlgStruct, build_error
+    from emulator.codec.session import (
+        build_end_session_ack,
+        build_heartbeat_ack,
+        build_key_update_ack,
+    )
+    from emulator.responder.table import DEFAULT_TABLE
+
+    largest_error = len(build_error(0x14, 0xFF, 0xFF, bytes(32)))
+    largest = {
+        RequestCode.HEARTBEAT: len(build_heartbeat_ack(0x14)),
+        RequestCode.KEY_UPDATE: len(build_key_update_ack(0x14, 3, 0xFF)),
+        RequestCode.END_SESSION: len(build_end_session_ack(0x14)),
+        RequestCode.NEGOTIATE_ALGORITHMS: len(
+            AlgorithmsMsg(0x14, alg_structs=[AlgStruct(t, 1) for t in range(2, 8)]).encode()
+        ),
+        RequestCode.GET_DIGESTS: len(
+            DigestsMsg(
+                0x13, 0xFF, 0xFF, [bytes(64)] * 8, True, [1] * 8, [1] * 8, [0xFFFF] * 8
+            ).encode()
+        ),
+    }
+    bounded = {code: spec.max_response for code, spec in DEFAULT_TABLE.items() if spec.max_response}
+    assert set(bounded) == set(largest)
+    for code, size in largest.items():
+        assert max(size, largest_error) <= bounded[code], code
+
+
+def test_a_bounded_request_takes_no_checkpoint_and_others_do(
+    device: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken: list[int] = []
+    original = ConnectionContext.checkpoint
+
+    def counting(self: ConnectionContext) -> Any:
+        taken.append(1)
+        return original(self)
+
+    monkeypatch.setattr(ConnectionContext, "checkpoint", counting)
+    r = Responder(device)
+    r.handle(bytes([0x10, RequestCode.GET_VERSION, 0, 0]))
+    caps = CapabilitiesMsg(0x12, RequestCode.GET_CAPABILITIES, 0, 0, 4096, 4096).encode()
+    assert r.handle(caps)[1] == ResponseCode.CAPABILITIES
+    taken.clear()
+    r.handle(bytes([0x12, RequestCode.GET_DIGESTS, 0, 0]))  # (before ALGORITHMS: an ERROR)
+    assert taken == []
+    r.handle(bytes([0x12, RequestCode.GET_CERTIFICATE, 0, 0, 0, 0, 0, 1]))
+    assert taken == [1]

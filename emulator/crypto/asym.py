@@ -299,7 +299,12 @@ def asym_algo_for_key(key: PrivateKey | PublicKey) -> int:
 
 
 def check_key_matches(asym: int, key: PrivateKey | PublicKey) -> None:
-    """CryptoError unless ``key`` can produce/check signatures of the BaseAsymAlgo bit ``asym``."""
+    """CryptoError unless ``key`` can produce/check signatures of the BaseAsymAlgo bit ``asym``.
+
+    A key that passed once for ``asym`` is remembered (by identity: the entry holds the
+    key, so its id stays its own), so a device key is checked once, not per signature."""
+    if _MATCHED.get((id(key), asym)) is key:
+        return
     bit, info = _asym(asym)
     if info.family is _Family.SM2:
         raise CryptoError(f"BaseAsymAlgo {bit.name}: not supported")
@@ -307,6 +312,14 @@ def check_key_matches(asym: int, key: PrivateKey | PublicKey) -> None:
         raise CryptoError(f"PqcAsymAlgo {bit.name}: not supported (cryptography has no SLH-DSA)")
     if not asym_algo_for_key(key) & bit:
         raise CryptoError(f"{bit.name}: does not match the {_describe(key)}")
+    if len(_MATCHED) >= _MATCHED_MAX:
+        _MATCHED.clear()
+    _MATCHED[(id(key), int(asym))] = key
+
+
+#: (id(key), asym) -> key, for the keys :func:`check_key_matches` accepted
+_MATCHED: dict[tuple[int, int], object] = {}
+_MATCHED_MAX = 1024
 
 
 def _check_version(version: int) -> tuple[int, int]:
@@ -554,8 +567,10 @@ def public_key_of_cert(cert: bytes | x509.Certificate) -> PublicKey:
 
 
 @functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64)
 def signing_prefix(version: int, context: str) -> bytes:
-    """The 100-byte "combined SPDM prefix" of DSP0274 1.2+ ("Signature generation").
+    """The 100-byte "combined SPDM prefix" of DSP0274 1.2+ ("Signature generation"),
+    made once per version and context.
 
     ``"dmtf-spdm-v1.X.*"`` four times (64 bytes), then zero bytes so that the
     context string ends at byte 100: ``36 - len(context)`` zeros, then the

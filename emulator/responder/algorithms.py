@@ -157,51 +157,49 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
         multi = (peer >> 26) & 3
         sel.multi_key_req = multi == 1 or (multi == 2 and dev.profile.algorithms.multi_key_conn)
         if sel.multi_key_req:
-            sel.other_params |= OtherParams.MULTI_KEY_CONN
-        sel.multi_key_rsp = bool(msg.other_params & OtherParams.MULTI_KEY_CONN)
+            sel.other_params |= _MULTI_KEY_CONN
+        sel.multi_key_rsp = bool(msg.other_params & _MULTI_KEY_CONN)
     if version >= 0x11:
         for st in msg.alg_structs:
-            name = _STRUCT_FIELD[AlgType(st.alg_type)]
+            name = _STRUCT_FIELD[st.alg_type]  # (checked above: one of the AlgTypes)
             setattr(sel, name, select(dev.priorities[name], st.supported))
     if version >= 0x14:
         _one_of_each(sel, dev.profile.algorithms.pqc_first)
     response_structs = [
-        AlgStruct(st.alg_type, getattr(sel, _STRUCT_FIELD[AlgType(st.alg_type)]))
+        AlgStruct(st.alg_type, getattr(sel, _STRUCT_FIELD[st.alg_type]))
         for st in (msg.alg_structs if version >= 0x11 else [])
     ]
 
     if sel.base_hash == 0:
         raise invalid("no common hash algorithm")
-    signs = bool(
-        caps & (ResponderCap.CERT_CAP | ResponderCap.CHAL_CAP | ResponderCap.MEAS_CAP_SIG)
-    ) or bool(caps & ResponderCap.KEY_EX_CAP and peer & RequesterCap.KEY_EX_CAP)
+    signs = bool(caps & _SIGNING_CAPS) or bool(caps & _RSP["KEY_EX_CAP"] and peer & _REQ_KEY_EX)
     if signs and sel.base_asym == 0 and sel.pqc_asym == 0:
         raise invalid("no common signature algorithm")
     if version >= 0x11:
-        key_ex_both = caps & ResponderCap.KEY_EX_CAP and peer & RequesterCap.KEY_EX_CAP
+        key_ex_both = caps & _RSP["KEY_EX_CAP"] and peer & _REQ_KEY_EX
         if key_ex_both and sel.dhe == 0 and sel.kem == 0:
             what = "DHE group or KEM" if version >= 0x14 else "DHE group"
             raise invalid(f"no common {what} while both sides do KEY_EXCHANGE")
-        both_sec = (caps & ResponderCap.ENCRYPT_CAP and peer & RequesterCap.ENCRYPT_CAP) or (
-            caps & ResponderCap.MAC_CAP and peer & RequesterCap.MAC_CAP
+        both_sec = (caps & _RSP["ENCRYPT_CAP"] and peer & _REQ_ENCRYPT) or (
+            caps & _RSP["MAC_CAP"] and peer & _REQ_MAC
         )
         if both_sec and sel.aead == 0:
             raise invalid("no common AEAD suite while both sides protect sessions")
-        mut = caps & ResponderCap.MUT_AUTH_CAP and peer & RequesterCap.MUT_AUTH_CAP
+        mut = caps & _RSP["MUT_AUTH_CAP"] and peer & _REQ_MUT_AUTH
         if mut and sel.req_base_asym == 0 and sel.req_pqc_asym == 0:
             raise invalid("no common requester signature algorithm for mutual auth")
         psk = caps & _PSK_CAPS and peer & _REQ_PSK
         if (key_ex_both or psk) and sel.key_schedule == 0:
             raise invalid("no common key schedule")
     if version >= 0x13:
-        only = caps & ResponderCap.MULTI_KEY_CAP_ONLY and not caps & ResponderCap.MULTI_KEY_CAP_NEG
+        only = caps & _RSP["MULTI_KEY_CAP_ONLY"] and not caps & _RSP["MULTI_KEY_CAP_NEG"]
         if not sel.multi_key_rsp:
             if only:
                 raise invalid(
                     "the device only works with multi-key connections: OtherParamsSupport "
                     "needs MULTI_KEY_CONN"
                 )
-        elif not caps & (ResponderCap.MULTI_KEY_CAP_ONLY | ResponderCap.MULTI_KEY_CAP_NEG):
+        elif not caps & _MULTI_KEY_CAPS:
             raise invalid("the requester wants a multi-key connection the device cannot do")
 
     response = AlgorithmsMsg(

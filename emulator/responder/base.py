@@ -160,6 +160,10 @@ class HandlerSpec:
     #: the handler checks its own version byte and connection state (GET_VERSION,
     #: GET_CAPABILITIES)
     own_ordering: bool = False
+    #: the largest response the handler can give, its ERRORs included (0: no bound): a
+    #: requester whose size limit is at least this needs no checkpoint before the handler
+    #: runs, since the response cannot be refused for its size (``core.Responder.dispatch``)
+    max_response: int = 0
 
     def __post_init__(self) -> None:
         # plain ints: the core tests them on every request, and IntFlag arithmetic costs

@@ -177,15 +177,34 @@ def response_limit(r: Responder) -> int | None:
     its DataTransferSize too (the message must arrive whole; DSP0274 1.2 makes the two
     sizes equal for a requester without CHUNK_CAP).
     """
-    peer = r.peer
-    if peer is None or r.version < 0x12:
+    ctx = r.ctx
+    peer = ctx.peer
+    version = ctx.version
+    if peer is None or version < 0x12:
         return None
+    device = r.device
+    caps = device.capabilities
+    dts = device.data_transfer_size
+    cached = r.limit_cache
+    if (
+        cached is not None
+        and cached[0] is peer
+        and cached[1] is caps
+        and cached[2]
+        == (
+            version,
+            dts,
+        )
+    ):
+        return cached[3]  # (peer is replaced, never changed, by GET_CAPABILITIES)
     sizes = [peer.max_spdm_msg_size] if peer.max_spdm_msg_size else []
     if chunking_active(r):
-        sizes.append(max_large_message(chunk_limit(r), r.version))
+        sizes.append(max_large_message(chunk_limit(r), version))
     elif peer.data_transfer_size:
         sizes.append(peer.data_transfer_size)
-    return min(sizes) if sizes else None
+    limit = min(sizes) if sizes else None
+    r.limit_cache = (peer, caps, (version, dts), limit)
+    return limit
 
 
 def too_large(r: Responder, request: bytes, response: bytes) -> bytes | None:

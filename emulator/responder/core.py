@@ -151,6 +151,10 @@ class Responder:
         #: the last error reason (for logs / telemetry)
         self.last_error: str = ""
         self._commits: list[SessionCommit] = []
+        #: :func:`emulator.responder.chunking.response_limit`'s last answer and what it
+        #: depends on (the requester's capabilities object, the device's, the version and
+        #: DataTransferSize)
+        self.limit_cache: tuple[object, object, tuple[int, int], int | None] | None = None
 
     # ---- negotiated state (in the context) -------------------------------------------
 
@@ -267,8 +271,14 @@ class Responder:
         """Steps 4-6 for one request: the checks and the handler, the size limit, the
         observers.  Also what a reassembled CHUNK_SEND request goes through (DSP0274 1.3
         10.25)."""
-        # a checkpoint only where a limit may refuse the response (SPDM 1.2+ requesters)
-        saved = self.ctx.checkpoint() if chunking.response_limit(self) is not None else None
+        # a checkpoint only where a limit may refuse the response (SPDM 1.2+ requesters;
+        # not when the handler's responses are known to fit)
+        limit = chunking.response_limit(self)
+        saved = None
+        if limit is not None:
+            spec = self.table.get(request[1]) if len(request) > 1 else None
+            if spec is None or limit < spec.max_response or not spec.max_response:
+                saved = self.ctx.checkpoint()
         first_commit = len(self._commits)
         try:
             result = self._run_handler(request, session_id, fault)

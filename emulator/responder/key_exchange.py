@@ -211,12 +211,22 @@ def negotiate_secured_version(r: Responder, opaque: bytes, what: str) -> tuple[i
     """
     if not opaque:
         return 0x1000, 64, b""
+    return _secured_version_choice(
+        r.version, bytes(opaque), tuple(r.device.sessions.secured_versions), what
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _secured_version_choice(
+    version: int, opaque: bytes, ours: tuple[int, ...], what: str
+) -> tuple[int, int, bytes]:
+    """:func:`negotiate_secured_version` for non-empty opaque data (a pure function of
+    its arguments: worked out once per requester offer, not per KEY_EXCHANGE)."""
     try:
-        parsed = OpaqueData.decode(r.version, opaque)
+        parsed = OpaqueData.decode(version, opaque)
         offered = parse_supported_versions(parsed)
     except CodecError as exc:
         raise invalid(f"{what} OpaqueData: {exc}") from None
-    ours = r.device.sessions.secured_versions
     common = [v for v in ours if any((o >> 8) == (v >> 8) for o in offered)]
     if not common:
         listed = ", ".join(f"{o >> 12}.{(o >> 8) & 0xF}" for o in offered)
@@ -231,7 +241,7 @@ def negotiate_secured_version(r: Responder, opaque: bytes, what: str) -> tuple[i
             raise invalid(f"{what} OpaqueData: {exc}") from None
         peer_exponent = 64 if exp is None else exp
         elements.append(sm_aead_limit_element(64))
-    return selected, peer_exponent, OpaqueData(elements).encode(r.version)
+    return selected, peer_exponent, OpaqueData(elements).encode(version)
 
 
 def max_sequence_for(exponent: int) -> int:

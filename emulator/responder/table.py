@@ -40,6 +40,16 @@ if TYPE_CHECKING:
 
 _OUT = SessionRule.OUTSIDE_ONLY
 _ANY = SessionRule.EITHER
+#: the largest HEARTBEAT_ACK / KEY_UPDATE_ACK / END_SESSION_ACK or ERROR: a 4-byte header
+#: and at most 32 bytes of ExtendedErrorData (DSP0274 1.3 10.14 table "ERROR")
+_ACK = 4 + 32
+#: the largest ALGORITHMS: the 36-byte fixed part and at most six 4-byte AlgStructs (1.4:
+#: DHE, AEAD, ReqBaseAsym, KeySchedule, ReqPqcAsym, KEM; the responder selects no
+#: extended algorithm) (DSP0274 1.4 10.5)
+_ALGORITHMS = 36 + 6 * 4
+#: the largest DIGESTS: eight 64-byte digests and, in a 1.3 multi-key connection, each
+#: slot's KeyPairID (1), CertificateInfo (1) and KeyUsageMask (2) (DSP0274 1.3 10.6)
+_DIGESTS = 4 + 8 * (64 + 1 + 1 + 2)
 _IN = SessionRule.INSIDE_ONLY
 _ENCAP = ResponderCap.ENCAP_CAP | ResponderCap.MUT_AUTH_CAP
 _MEAS = ResponderCap.MEAS_CAP_NO_SIG | ResponderCap.MEAS_CAP_SIG
@@ -58,7 +68,10 @@ def build_table() -> dict[int, HandlerSpec]:
             own_ordering=True,
         ),
         HandlerSpec(
-            RequestCode.NEGOTIATE_ALGORITHMS, algorithms.negotiate_algorithms, session=_OUT
+            RequestCode.NEGOTIATE_ALGORITHMS,
+            algorithms.negotiate_algorithms,
+            session=_OUT,
+            max_response=_ALGORITHMS,
         ),
         # identity (10.6-10.9)
         HandlerSpec(
@@ -66,6 +79,7 @@ def build_table() -> dict[int, HandlerSpec]:
             certificates.get_digests,
             capability=ResponderCap.CERT_CAP,
             session=_ANY,
+            max_response=_DIGESTS,
         ),
         HandlerSpec(
             RequestCode.GET_CERTIFICATE,
@@ -140,6 +154,7 @@ def build_table() -> dict[int, HandlerSpec]:
             min_version=0x11,
             capability=ResponderCap.HBEAT_CAP,
             session=_ANY,
+            max_response=_ACK,
         ),
         HandlerSpec(
             RequestCode.KEY_UPDATE,
@@ -147,9 +162,14 @@ def build_table() -> dict[int, HandlerSpec]:
             min_version=0x11,
             capability=ResponderCap.KEY_UPD_CAP,
             session=_ANY,
+            max_response=_ACK,
         ),
         HandlerSpec(
-            RequestCode.END_SESSION, session_control.end_session, min_version=0x11, session=_ANY
+            RequestCode.END_SESSION,
+            session_control.end_session,
+            min_version=0x11,
+            session=_ANY,
+            max_response=_ACK,
         ),
         # encapsulated requests: mutual authentication, responder key update (10.15)
         HandlerSpec(
