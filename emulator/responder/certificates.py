@@ -136,6 +136,12 @@ _SELF_OR_EXEMPT = frozenset(
         RequestCode.RESPOND_IF_READY,
         RequestCode.CHUNK_GET,
         RequestCode.CHUNK_SEND,
+        # their handlers call reset_via_request_code on every path to a response
+        RequestCode.KEY_EXCHANGE,
+        RequestCode.FINISH,
+        RequestCode.HEARTBEAT,
+        RequestCode.KEY_UPDATE,
+        RequestCode.END_SESSION,
     }
 )
 
