@@ -45,6 +45,11 @@ _AFTER_VERSION = ConnectionState.AFTER_VERSION
 #: a GET_VERSION answered with VERSION: transport payload, request, its 4-byte header,
 #: response, encoded response, the device's version list then
 _KeptVersion = tuple[bytes, bytes, bytes, bytes, bytes, list[object]]
+#: the kept GET_VERSION exchanges, shared by the connections (one per binding, request
+#: and version list: a VERSION depends on nothing else), so that each connection holds
+#: only a reference; a few at most (cleared when full)
+_KEPT_VERSIONS: dict[tuple[str, bytes, tuple[object, ...]], _KeptVersion] = {}
+_KEPT_VERSIONS_MAX = 64
 
 __all__ = [
     "ExchangeEvent",
@@ -229,7 +234,14 @@ class SpdmConnection:
         if spec is None or spec.fn is not get_version or answered is not request:
             return
         versions: list[object] = list(self.device.versions)
-        self._version = (payload, request, request[:4], response, encoded, versions)
+        key = (self.binding.name, bytes(payload), tuple(versions))
+        kept = _KEPT_VERSIONS.get(key)
+        if kept is None or kept[4] != encoded:
+            if len(_KEPT_VERSIONS) >= _KEPT_VERSIONS_MAX:
+                _KEPT_VERSIONS.clear()
+            kept = (key[1], request, request[:4], response, encoded, versions)
+            _KEPT_VERSIONS[key] = kept
+        self._version = kept
 
     def _version_again(self, cached: _KeptVersion) -> Reply | None:
         """The transport payload of a GET_VERSION answered before, byte for byte: VERSION
