@@ -367,6 +367,16 @@ def test_repeated_get_version_is_what_the_pipeline_gives(device: Device) -> None
         tuple(device.versions)
     )
     assert fast.responder.state == ConnectionState.AFTER_VERSION and ran == []
+    # the responder driven directly, not through the connection (a failed GET_CAPABILITIES
+    # records the version; an ERROR sets last_error): the next GET_VERSION resets it all
+    pokes = [bytes((0x12, RequestCode.GET_CAPABILITIES, 0, 0)), bytes((0x12, 0x81, 0, 0))]
+    for poke in pokes:
+        for conn in (fast, slow):
+            conn.responder.handle(poke)
+        assert fast.receive(get_version) == slow.receive(get_version)
+        assert _state(fast) == _state(slow) and fast.responder.ctx.pristine()
+    assert ran == pokes  # the GET_VERSIONs took the fast path
+    ran.clear()
     # another GET_VERSION (a different version byte) goes the usual way: ERROR
     bad = DOE.encode(bytes.fromhex("11840000"))
     assert fast.receive(bad) == slow.receive(bad) and ran == [bytes.fromhex("11840000")]
