@@ -105,6 +105,8 @@ _NORMAL = int(PlatformCommand.NORMAL)
 _DEBUG = logging.DEBUG
 #: the deadlines of a connection (``_Connection._deadline``)
 _WRITE, _FRAME, _IDLE = 1, 2, 3
+#: encodes platform frames for every connection (the codec's encoding has no state)
+_PLATFORM_CODEC = PlatformStreamCodec()
 
 
 class ConnectionLike(Endpoint, Protocol):
@@ -291,13 +293,10 @@ class _Connection(asyncio.Protocol):
     # a server holds one of these per connection: slots, not a dict (about 1.5 KiB less)
     __slots__ = (
         "admitted",
-        "asyncio_loop",
-        "binding",
         "close_timer",
         "closed",
         "closing",
         "codec",
-        "config",
         "conn",
         "decoder",
         "delaying",
@@ -315,12 +314,10 @@ class _Connection(asyncio.Protocol):
         "number",
         "peer",
         "platform",
-        "push",
         "reading",
         "reason",
         "scheduled",
         "server",
-        "sock",
         "timer",
         "track_idle",
         "transport",
@@ -331,14 +328,12 @@ class _Connection(asyncio.Protocol):
     )
 
     def __init__(self, server: SpdmServer) -> None:
+        # (what is the same for every connection is read from the server: binding,
+        # config, push; only what the express lane reads is copied here)
         self.server = server
-        self.binding = server.binding
         self.transport_type = int(server.binding.socket_transport)
-        self.push = server.push
-        self.config = server.config
-        self.track_idle = self.config.idle_timeout is not None
+        self.track_idle = server.config.idle_timeout is not None
         self.loop = asyncio.get_running_loop()
-        self.asyncio_loop = isinstance(self.loop, asyncio.BaseEventLoop)
         #: connection_lost ran; ``closed`` is made only when someone waits for it (stop)
         self.lost = False
         self.closed: asyncio.Future[None] | None = None
@@ -346,18 +341,18 @@ class _Connection(asyncio.Protocol):
         self.peer = ""
         #: every frame is one ``transport.write`` (header and payload together)
         self.transport: asyncio.Transport | None = None
-        self.sock: Any = None
         self.conn: ConnectionLike | None = None
         #: the binding's codec of this connection's stream; a platform-frame stream is fed
         #: to its FrameDecoder directly and written with the fast header path
-        self.codec: StreamCodec = server._new_codec()
-        self.platform = type(self.codec) is PlatformStreamCodec
-        self.max_payload = self.config.max_payload
+        codec = server._new_codec()
+        self.platform = type(codec) is PlatformStreamCodec
+        self.max_payload = server.config.max_payload
         #: the express lane of :meth:`data_received` applies (platform frames, push binding)
-        self.express = self.platform and self.push
-        self.decoder: Any = (
-            cast(PlatformStreamCodec, self.codec).decoder if self.platform else self.codec
-        )
+        self.express = self.platform and server.push
+        #: platform frames: the codec's decoder, and one shared codec to encode (it has
+        #: no state)
+        self.decoder: Any = cast(PlatformStreamCodec, codec).decoder if self.platform else codec
+        self.codec: StreamCodec = _PLATFORM_CODEC if self.platform else codec
         #: decoded frames not handled yet (a list read from ``frame_at``, emptied once read
         #: to its end: a deque allocates a 64-item block per connection), and read bytes
         #: not decoded yet
@@ -397,8 +392,7 @@ class _Connection(asyncio.Protocol):
             return
         self.admitted = True
         self.number = number
-        self.sock = transport.get_extra_info("socket")
-        configure_socket(self.sock)
+        configure_socket(transport.get_extra_info("socket"))
         logger.info("conn %d: connected from %s", number, self.peer)
         try:
             self.conn = self.server._factory(number, self.peer)
@@ -560,10 +554,10 @@ class _Connection(asyncio.Protocol):
         if decoder.pending:
             if self.frame_started is None or frames:
                 self.frame_started = self.loop.time()
-                if self.config.frame_timeout is not None:
+                if self.server.config.frame_timeout is not None:
                     self._arm()  # the frame deadline starts
             # the peer may be holding the rest of this frame until we ACK (Nagle)
-            rearm_quickack(self.sock)
+            rearm_quickack(self.transport.get_extra_info("socket") if self.transport else None)
         else:
             self.frame_started = None
         return frames
@@ -632,7 +626,7 @@ class _Connection(asyncio.Protocol):
                 # first; uvloop polls I/O after its call_soon callbacks anyway, and its
                 # timers have millisecond resolution.
                 self.scheduled = True
-                if self.asyncio_loop:
+                if isinstance(loop, asyncio.BaseEventLoop):
                     loop.call_at(started, self._pump)
                 else:
                     loop.call_soon(self._pump)
@@ -693,7 +687,7 @@ class _Connection(asyncio.Protocol):
                 _transport_name(transport),
                 len(payload),
             )
-        if command == _NORMAL and self.push and transport == self.transport_type:
+        if command == _NORMAL and self.server.push and transport == self.transport_type:
             # a push binding's request (PushFraming.handle_command is endpoint.receive)
             try:
                 reply = self.conn.receive(payload)  # type: ignore[union-attr]
@@ -704,7 +698,7 @@ class _Connection(asyncio.Protocol):
             self._reply(reply, _NORMAL)
             return
         server = self.server
-        if command in self.binding.platform_commands:
+        if command in self.server.binding.platform_commands:
             self._binding_command(frame)
         elif command == PlatformCommand.TEST:
             self._send(server._frame(PlatformCommand.TEST, SERVER_HELLO))
@@ -739,7 +733,7 @@ class _Connection(asyncio.Protocol):
     def _binding_command(self, frame: Frame) -> None:
         """A command the binding handles: check the transport type, let the binding drive
         the endpoint, carry out its :class:`CommandAnswer`."""
-        binding = self.binding
+        binding = self.server.binding
         expected = int(binding.socket_transport)
         if frame.transport != expected:
             logger.warning(
@@ -789,7 +783,7 @@ class _Connection(asyncio.Protocol):
         """Carry out a :class:`Reply` (after its delay): send each payload as one
         ``command`` frame, truncate or close."""
         payloads = reply.payloads
-        max_payload = self.config.max_payload
+        max_payload = self.server.config.max_payload
         for payload in payloads:
             if len(payload) > max_payload:
                 logger.warning(
@@ -871,7 +865,7 @@ class _Connection(asyncio.Protocol):
     def _deadline(self) -> tuple[float, int] | None:
         """The earliest deadline that applies now: (when, which: ``_WRITE``, ``_FRAME`` or
         ``_IDLE``)."""
-        config = self.config
+        config = self.server.config
         found: tuple[float, int] | None = None
         frame_timeout = config.frame_timeout
         if frame_timeout is not None and self.write_paused_at is not None:
@@ -891,7 +885,7 @@ class _Connection(asyncio.Protocol):
 
     def _expired(self, which: int) -> None:
         """Close for the deadline ``which`` (:meth:`_deadline`)."""
-        config = self.config
+        config = self.server.config
         if which == _WRITE:
             self.finish(
                 f"the peer has not taken a {self.last_size}-byte reply within "
@@ -964,7 +958,7 @@ class _Connection(asyncio.Protocol):
             transport.abort()
             return
         transport.close()
-        limit = self.config.frame_timeout
+        limit = self.server.config.frame_timeout
         self.close_timer = self.loop.call_later(
             limit if limit is not None else DEFAULT_FRAME_TIMEOUT, self._close_stalled
         )
