@@ -353,10 +353,10 @@ class _Connection(asyncio.Protocol):
         #: no state)
         self.decoder: Any = cast(PlatformStreamCodec, codec).decoder if self.platform else codec
         self.codec: StreamCodec = _PLATFORM_CODEC if self.platform else codec
-        #: decoded frames not handled yet (a list read from ``frame_at``, emptied once read
-        #: to its end: a deque allocates a 64-item block per connection), and read bytes
-        #: not decoded yet
-        self.frames: list[Frame | bytes] = []
+        #: decoded frames not handled yet (a list read from ``frame_at``, dropped once read
+        #: to its end: None, not an empty list or deque, for the many connections with
+        #: nothing pending), and read bytes not decoded yet
+        self.frames: list[Frame | bytes] | None = None
         self.frame_at = 0
         self.unfed: memoryview | None = None
         self.unfed_at = 0
@@ -374,7 +374,7 @@ class _Connection(asyncio.Protocol):
         self.last_size = 0
         #: when the server last went back to waiting for bytes (idle_timeout), and when
         #: the incomplete frame it holds started (frame_timeout)
-        self.idle_since = self.loop.time()
+        self.idle_since = self.loop.time() if self.track_idle else 0.0
         self.frame_started: float | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.close_timer: asyncio.TimerHandle | None = None
@@ -455,7 +455,7 @@ class _Connection(asyncio.Protocol):
                 if self.delaying or self.write_paused_at is not None:
                     self._settle()  # stop reading until the delay ends / the peer reads
                 return
-            self.frames.extend(frames)
+            self._queue(frames)
         self._pump()
 
     def _express(self, payload: bytes) -> None:
@@ -536,9 +536,18 @@ class _Connection(asyncio.Protocol):
         return self.closed
 
     def _drop_frames(self) -> None:
-        self.frames.clear()
+        self.frames = None
         self.frame_at = 0
         self.unfed = None
+
+    def _queue(self, frames: list[Frame | bytes]) -> None:
+        """Frames decoded, to handle after those pending."""
+        if not frames:
+            return
+        if self.frames is None:
+            self.frames = list(frames)  # a codec's own list is not kept
+        else:
+            self.frames.extend(frames)
 
     # ---- the read side -----------------------------------------------------------------
 
@@ -577,7 +586,7 @@ class _Connection(asyncio.Protocol):
         else:
             self.unfed_at = end
             chunk = unfed[at:end]
-        self.frames.extend(self._feed(chunk))
+        self._queue(self._feed(chunk))
         return not self.closing
 
     def _busy(self) -> bool:
@@ -614,7 +623,7 @@ class _Connection(asyncio.Protocol):
             frame = frames[self.frame_at]
             self.frame_at += 1
             if self.frame_at == len(frames):
-                frames.clear()
+                self.frames = None
                 self.frame_at = 0
             self._handle(frame)
             if transport is None or transport.is_closing():
