@@ -29,11 +29,14 @@ Differences from spdm-emu's ``spdm_responder_emu`` (deliberate):
 
 How bytes move (issue 17): the event loop hands each connection what one ``recv`` got
 (``data_received``); the frames in it are decoded and handled at once, and each reply
-frame is written with one ``write`` (header and payload together, TCP_NODELAY on every
-accepted socket).  TCP_QUICKACK is re-armed only when a read ends inside a frame: that is
-when a peer that writes a frame in several ``send`` calls without TCP_NODELAY (libspdm's
-socket code) waits for our ACK before it sends the rest; a reply carries the ACK of a
-whole request anyway (PROTOCOL.md "Socket performance on loopback").
+frame is written with one ``transport.write`` (header and payload together, TCP_NODELAY
+on every accepted socket).  A read that is exactly one whole NORMAL frame of a push
+binding, with nothing waiting, takes an express lane: its header is checked in place and
+the payload goes straight to the endpoint (no decoder, no Frame).  TCP_QUICKACK is
+re-armed only when a read ends inside a frame: that is when a peer that writes a frame
+in several ``send`` calls without TCP_NODELAY (libspdm's socket code) waits for our ACK
+before it sends the rest; a reply carries the ACK of a whole request anyway (PROTOCOL.md
+"Socket performance on loopback").
 
 Fairness and back-pressure (issue 12): one connection's frames are handled for at most
 ``TURN_BUDGET`` seconds of one event-loop turn (at least one frame); the rest waits for
@@ -52,7 +55,8 @@ a storage IF_SEND status 0x4002),
 ``max_connections`` (more are accepted and closed at once), ``idle_timeout`` (nothing
 received), ``frame_timeout`` (a frame trickled in, or a reply the peer does not read,
 closes the connection), ``backlog`` (queued connection attempts).  Deadlines are checked
-lazily: one timer per connection, set for the earliest deadline and moved only when it
+lazily: a connection has one timer while a deadline applies to it (none at rest without
+``idle_timeout``), set for the earliest deadline when one starts and moved only when it
 fires (a read only records the time).  Per connection the server holds the stream
 codec's one incomplete frame, decoded frames of at most one read slice, and unsent reply
 bounded by back-pressure.
