@@ -477,6 +477,7 @@ class _Connection(asyncio.Protocol):
             payloads = reply.payloads
             if (
                 len(payloads) == 1
+                and not self.closing
                 and reply.delay <= 0
                 and reply.partial is None
                 and not reply.close
