@@ -3,7 +3,8 @@
 Each shortcut (issue 17) is checked against the work it saves: the pristine-context
 GET_VERSION against a full reset, the cached VERSION / CAPABILITIES against building them,
 the OS-random DHE key against an independent ECDH, the per-direction AEAD object, the
-measurement blocks rendered once per change, and no exchange event when nobody observes.
+measurement blocks rendered once per change, no exchange event when nobody observes, and
+the repeated GET_VERSION a connection answers without the pipeline.
 """
 
 from __future__ import annotations
@@ -473,3 +474,132 @@ def test_a_bounded_request_takes_no_checkpoint_and_others_do(
     assert taken == []
     r.handle(bytes([0x12, RequestCode.GET_CERTIFICATE, 0, 0, 0, 0, 0, 1]))
     assert taken == [1]
+
+
+# ---- a repeated GET_VERSION answered by the connection --------------------------------------
+
+
+def _counted(conn: SpdmConnection) -> list[bytes]:
+    """The requests ``conn``'s responder pipeline runs (the fast path runs none)."""
+    calls: list[bytes] = []
+    real = conn.responder.respond
+
+    def respond(request: bytes, *args: Any, **kwargs: Any) -> Any:
+        calls.append(request)
+        return real(request, *args, **kwargs)
+
+    conn.responder.respond = respond  # type: ignore[method-assign]
+    return calls
+
+
+def _slow(conn: SpdmConnection) -> SpdmConnection:
+    """``conn`` without the GET_VERSION shortcut: every request goes the usual way."""
+    conn._keep_version = lambda *args: None  # type: ignore[method-assign]
+    return conn
+
+
+def _state(conn: SpdmConnection) -> tuple[Any, ...]:
+    r = conn.responder
+    ctx = r.ctx
+    return (
+        ctx.state,
+        ctx.version,
+        bytes(ctx.transcripts.a),
+        ctx.pristine(),
+        ctx.sessions,
+        r.last_error,
+        list(r._commits),
+    )
+
+
+def test_repeated_get_version_is_what_the_pipeline_gives(device: Device) -> None:
+    """The second and later identical GET_VERSION skip the pipeline and give the same
+    bytes and the same responder state (after VCA too, when the context is replaced)."""
+    fast, slow = SpdmConnection(device, DOE), _slow(SpdmConnection(device, DOE))
+    ran = _counted(fast)
+    get_version = DOE.encode(GET_VERSION)
+    for step in range(3):
+        for request in [get_version, *(DOE.encode(m) for m in vca_requests(0x12)[1:])]:
+            a, b = fast.receive(request), slow.receive(request)
+            assert a == b and a.payloads[0][8:10] != b"\x12\x7f"
+            assert _state(fast) == _state(slow)
+        assert fast.responder.state == ConnectionState.NEGOTIATED
+        assert ran.count(GET_VERSION) == (1 if step == 0 else 0)  # the fast path, after one
+        ran.clear()
+    again = fast.receive(get_version), slow.receive(get_version)
+    assert again[0] == again[1] and _state(fast) == _state(slow)
+    assert bytes(fast.responder.ctx.transcripts.a) == GET_VERSION + version_response(
+        tuple(device.versions)
+    )
+    assert fast.responder.state == ConnectionState.AFTER_VERSION and ran == []
+    # the responder driven directly, not through the connection (a failed GET_CAPABILITIES
+    # records the version; an ERROR sets last_error): the next GET_VERSION resets it all
+    pokes = [bytes((0x12, RequestCode.GET_CAPABILITIES, 0, 0)), bytes((0x12, 0x81, 0, 0))]
+    for poke in pokes:
+        for conn in (fast, slow):
+            conn.responder.handle(poke)
+        assert fast.receive(get_version) == slow.receive(get_version)
+        assert _state(fast) == _state(slow) and fast.responder.ctx.pristine()
+    assert ran == pokes  # the GET_VERSIONs took the fast path
+    ran.clear()
+    # another GET_VERSION (a different version byte) goes the usual way: ERROR
+    bad = DOE.encode(bytes.fromhex("11840000"))
+    assert fast.receive(bad) == slow.receive(bad) and ran == [bytes.fromhex("11840000")]
+    assert _state(fast) == _state(slow)
+
+
+def test_repeated_get_version_ends_the_sessions(device: Device) -> None:
+    """GET_VERSION in the clear ends every session (DSP0274 1.3 10.3), on the fast path
+    as on the usual one: the table is emptied and the session-end hooks run."""
+    ended: list[tuple[int, int]] = []
+    hook = lambda number, sid: ended.append((number, sid))  # noqa: E731
+    device.session_hooks.append(hook)
+    try:
+        results = []
+        for number, conn in (
+            (1, SpdmConnection(device, DOE, number=1)),
+            (2, _slow(SpdmConnection(device, DOE, number=2))),
+        ):
+            ran = _counted(conn)
+
+            async def run(conn: SpdmConnection = conn) -> int:
+                req = Requester(ConnectionChannel(conn), RequesterConfig(version=0x12))
+                await req.vca()
+                chain = (await identity.get_certificate(req)).chain
+                s = await open_session(req, peer_chain=chain)
+                await s.heartbeat()
+                return s.session_id
+
+            sid = asyncio.run(run())
+            table = conn.responder.ctx.sessions
+            assert table is not None and sid in table
+            ran.clear()
+            reply = conn.receive(DOE.encode(GET_VERSION))
+            assert (ran == []) == (number == 1)  # conn 1 took the fast path
+            assert sid not in table and len(table) == 0
+            assert (number, sid) in ended
+            results.append((reply, _state(conn)))
+        assert results[0] == results[1]
+        assert results[0][1][4] is None  # the new context has no session table
+    finally:
+        device.session_hooks.remove(hook)
+
+
+def test_repeated_get_version_with_fault_rules_goes_the_usual_way(device: Device) -> None:
+    """With any fault rule the pipeline runs (a rule may fire on GET_VERSION; one added
+    after the answer was kept does)."""
+    from emulator.faults.engine import FaultEngine
+
+    engine = FaultEngine()
+    conn = SpdmConnection(device, DOE, faults=engine)
+    ran = _counted(conn)
+    get_version = DOE.encode(GET_VERSION)
+    conn.receive(get_version)
+    assert len(conn.receive(get_version).payloads) == 1 and len(ran) == 1  # kept, then fast
+    engine.add("on=GET_VERSION,do=drop")
+    assert conn.receive(get_version).payloads == []  # the rule fired: dropped
+    engine.add("on=GET_DIGESTS,do=drop")
+    ran.clear()
+    for _ in range(2):
+        conn.receive(get_version)
+    assert len(ran) == 2  # every GET_VERSION went through the pipeline (and the faults)

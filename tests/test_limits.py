@@ -254,6 +254,42 @@ async def test_frame_trickled_byte_by_byte_is_cut_off(
         assert await vca_ok(emu.port) == 0x12
 
 
+async def test_frame_left_incomplete_after_a_large_read_is_cut_off(
+    serve: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read larger than the server decodes at once (its whole frames handled over
+    several slices) ending inside a frame: the frame deadline still applies."""
+    caplog.set_level(logging.WARNING, "emulator.server")
+    async with serve(frame_timeout=0.3) as emu:  # no idle timeout: only frame_timeout acts
+        reader, writer = await raw_connect(emu.port)
+        frame = normal(DOE.encode(GET_VERSION))
+        count = 8192 // len(frame) + 1
+        writer.write(frame * count + frame[:5])
+        await writer.drain()
+        data = await read_until_closed(reader)
+        frames = FrameDecoder(0x1000).feed(data)
+        assert len(frames) == count  # every whole frame answered, then closed
+        assert all(DOE.decode(f.payload).message[1] == 0x04 for f in frames)
+        writer.close()
+        assert "frame incomplete" in caplog.text
+
+
+async def test_idle_connection_without_idle_timeout_holds_no_timer(
+    serve: Callable[..., Any],
+) -> None:
+    """No deadline applies to a connection at rest without idle_timeout: it holds no
+    timer (one less object per idle connection)."""
+    async with (
+        serve(frame_timeout=0.3) as emu,
+        SocketClient(LOOPBACK, emu.port, DOE, timeout=HANG) as client,
+    ):
+        await Requester(client).vca()
+        (conn,) = emu.server._connections
+        assert conn.timer is None
+        await asyncio.sleep(0.4)  # longer than frame_timeout: the connection stays
+        assert (await client.exchange(GET_VERSION)).message[1] == 0x04
+
+
 async def test_frame_timeout_counts_per_frame(serve: Callable[..., Any]) -> None:
     """Many whole frames over a time longer than frame_timeout are all answered."""
     async with (

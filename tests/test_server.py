@@ -588,16 +588,18 @@ async def test_accepted_socket_has_nodelay(
 async def test_one_write_per_frame(
     make_server: ServerMaker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # every write of both ends reaches the socket through the selector transport's write
     writes: list[bytes] = []
-    real_write = asyncio.StreamWriter.write
+    transport_class: Any = vars(asyncio.selector_events)["_SelectorSocketTransport"]
+    real_write = transport_class.write
 
-    def spy(self: asyncio.StreamWriter, data: Any) -> None:
+    def spy(self: asyncio.Transport, data: Any) -> None:
         writes.append(bytes(data))
         real_write(self, data)
 
     srv, _ = await make_server()
     peer = await RawPeer.open(srv.port)
-    monkeypatch.setattr(asyncio.StreamWriter, "write", spy)
+    monkeypatch.setattr(transport_class, "write", spy)
     await peer.send_frame(1, NONE_T, b"two")
     await peer.recv_frame()
     await peer.recv_frame()

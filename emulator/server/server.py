@@ -29,11 +29,14 @@ Differences from spdm-emu's ``spdm_responder_emu`` (deliberate):
 
 How bytes move (issue 17): the event loop hands each connection what one ``recv`` got
 (``data_received``); the frames in it are decoded and handled at once, and each reply
-frame is written with one ``write`` (header and payload together, TCP_NODELAY on every
-accepted socket).  TCP_QUICKACK is re-armed only when a read ends inside a frame: that is
-when a peer that writes a frame in several ``send`` calls without TCP_NODELAY (libspdm's
-socket code) waits for our ACK before it sends the rest; a reply carries the ACK of a
-whole request anyway (PROTOCOL.md "Socket performance on loopback").
+frame is written with one ``transport.write`` (header and payload together, TCP_NODELAY
+on every accepted socket).  A read that is exactly one whole NORMAL frame of a push
+binding, with nothing waiting, takes an express lane: its header is checked in place and
+the payload goes straight to the endpoint (no decoder, no Frame).  TCP_QUICKACK is
+re-armed only when a read ends inside a frame: that is when a peer that writes a frame
+in several ``send`` calls without TCP_NODELAY (libspdm's socket code) waits for our ACK
+before it sends the rest; a reply carries the ACK of a whole request anyway (PROTOCOL.md
+"Socket performance on loopback").
 
 Fairness and back-pressure (issue 12): one connection's frames are handled for at most
 ``TURN_BUDGET`` seconds of one event-loop turn (at least one frame); the rest waits for
@@ -52,7 +55,8 @@ a storage IF_SEND status 0x4002),
 ``max_connections`` (more are accepted and closed at once), ``idle_timeout`` (nothing
 received), ``frame_timeout`` (a frame trickled in, or a reply the peer does not read,
 closes the connection), ``backlog`` (queued connection attempts).  Deadlines are checked
-lazily: one timer per connection, set for the earliest deadline and moved only when it
+lazily: a connection has one timer while a deadline applies to it (none at rest without
+``idle_timeout``), set for the earliest deadline when one starts and moved only when it
 fires (a read only records the time).  Per connection the server holds the stream
 codec's one incomplete frame, decoded frames of at most one read slice, and unsent reply
 bounded by back-pressure.
@@ -65,7 +69,6 @@ import contextlib
 import logging
 import socket
 import struct
-from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -73,6 +76,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from emulator.errors import FrameError
 from emulator.options import DEFAULT_FRAME_TIMEOUT, RunOptions
 from emulator.server.platform import (
+    HEADER_SIZE,
     Frame,
     PlatformCommand,
     PlatformStreamCodec,
@@ -102,6 +106,11 @@ FEED_SLICE = 4096
 _HEADER = struct.Struct(">III")
 _U32_MAX = 0xFFFF_FFFF
 _NORMAL = int(PlatformCommand.NORMAL)
+_DEBUG = logging.DEBUG
+#: the deadlines of a connection (``_Connection._deadline``)
+_WRITE, _FRAME, _IDLE = 1, 2, 3
+#: encodes platform frames for every connection (the codec's encoding has no state)
+_PLATFORM_CODEC = PlatformStreamCodec()
 
 
 class ConnectionLike(Endpoint, Protocol):
@@ -238,7 +247,8 @@ class SpdmServer:
         connections = list(self._connections)
         for connection in connections:
             connection.finish("server stopping")
-        waits = [c.closed for c in connections if not c.closed.done()]
+        waits = [c.closed_future() for c in connections]
+        waits = [w for w in waits if not w.done()]
         if waits:
             await asyncio.wait(waits)
         await server.wait_closed()
@@ -284,32 +294,74 @@ class _Connection(asyncio.Protocol):
     replies out (see the module docstring).  Everything runs in event-loop callbacks;
     a frame is handled synchronously, a reply delay by a loop timer."""
 
+    # a server holds one of these per connection: slots, not a dict (about 1.5 KiB less)
+    __slots__ = (
+        "admitted",
+        "close_timer",
+        "closed",
+        "closing",
+        "codec",
+        "conn",
+        "decoder",
+        "delaying",
+        "eof",
+        "express",
+        "frame_at",
+        "frame_started",
+        "frames",
+        "idle_since",
+        "last_size",
+        "level",
+        "loop",
+        "lost",
+        "max_payload",
+        "number",
+        "peer",
+        "platform",
+        "reading",
+        "reason",
+        "scheduled",
+        "server",
+        "timer",
+        "track_idle",
+        "transport",
+        "transport_type",
+        "unfed",
+        "unfed_at",
+        "write_paused_at",
+    )
+
     def __init__(self, server: SpdmServer) -> None:
+        # (what is the same for every connection is read from the server: binding,
+        # config, push; only what the express lane reads is copied here)
         self.server = server
-        self.binding = server.binding
         self.transport_type = int(server.binding.socket_transport)
-        self.push = server.push
-        self.config = server.config
-        self.track_idle = self.config.idle_timeout is not None
+        self.track_idle = server.config.idle_timeout is not None
         self.loop = asyncio.get_running_loop()
-        self.asyncio_loop = isinstance(self.loop, asyncio.BaseEventLoop)
-        self.closed: asyncio.Future[None] = self.loop.create_future()
+        #: connection_lost ran; ``closed`` is made only when someone waits for it (stop)
+        self.lost = False
+        self.closed: asyncio.Future[None] | None = None
         self.number = 0
         self.peer = ""
+        #: every frame is one ``transport.write`` (header and payload together)
         self.transport: asyncio.Transport | None = None
-        #: one write per frame goes through this (a facade over the transport)
-        self.writer: asyncio.StreamWriter | None = None
-        self.sock: Any = None
         self.conn: ConnectionLike | None = None
         #: the binding's codec of this connection's stream; a platform-frame stream is fed
         #: to its FrameDecoder directly and written with the fast header path
-        self.codec: StreamCodec = server._new_codec()
-        self.platform = type(self.codec) is PlatformStreamCodec
-        self.decoder: Any = (
-            cast(PlatformStreamCodec, self.codec).decoder if self.platform else self.codec
-        )
-        #: decoded frames not handled yet, and read bytes not decoded yet
-        self.frames: deque[Frame | bytes] = deque()
+        codec = server._new_codec()
+        self.platform = type(codec) is PlatformStreamCodec
+        self.max_payload = server.config.max_payload
+        #: the express lane of :meth:`data_received` applies (platform frames, push binding)
+        self.express = self.platform and server.push
+        #: platform frames: the codec's decoder, and one shared codec to encode (it has
+        #: no state)
+        self.decoder: Any = cast(PlatformStreamCodec, codec).decoder if self.platform else codec
+        self.codec: StreamCodec = _PLATFORM_CODEC if self.platform else codec
+        #: decoded frames not handled yet (a list read from ``frame_at``, dropped once read
+        #: to its end: None, not an empty list or deque, for the many connections with
+        #: nothing pending), and read bytes not decoded yet
+        self.frames: list[Frame | bytes] | None = None
+        self.frame_at = 0
         self.unfed: memoryview | None = None
         self.unfed_at = 0
         #: a decision to close was taken (reason and log level), or the peer sent EOF
@@ -326,7 +378,7 @@ class _Connection(asyncio.Protocol):
         self.last_size = 0
         #: when the server last went back to waiting for bytes (idle_timeout), and when
         #: the incomplete frame it holds started (frame_timeout)
-        self.idle_since = self.loop.time()
+        self.idle_since = self.loop.time() if self.track_idle else 0.0
         self.frame_started: float | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.close_timer: asyncio.TimerHandle | None = None
@@ -344,9 +396,7 @@ class _Connection(asyncio.Protocol):
             return
         self.admitted = True
         self.number = number
-        self.sock = transport.get_extra_info("socket")
-        configure_socket(self.sock)
-        self.writer = asyncio.StreamWriter(transport, self, None, self.loop)
+        configure_socket(transport.get_extra_info("socket"))
         logger.info("conn %d: connected from %s", number, self.peer)
         try:
             self.conn = self.server._factory(number, self.peer)
@@ -361,6 +411,30 @@ class _Connection(asyncio.Protocol):
             return
         if self.track_idle:
             self.idle_since = self.loop.time()
+        if (
+            self.express
+            and self.frame_started is None  # the decoder holds no incomplete frame
+            and not self.frames
+            and self.unfed is None
+            and not self.scheduled
+            and not self.delaying
+            and self.write_paused_at is None
+            and len(data) >= HEADER_SIZE
+        ):
+            # the express lane: the read is exactly one whole NORMAL frame of the binding's
+            # transport type and nothing waits (the usual round trip): what _feed,
+            # _handle_frame and _execute would do, without their calls and objects
+            command, transport_type, size = _HEADER.unpack_from(data)
+            if (
+                command == _NORMAL
+                and transport_type == self.transport_type
+                and size == len(data) - HEADER_SIZE
+                and size <= self.max_payload
+                and self.decoder.error is None
+                and not logger.isEnabledFor(_DEBUG)
+            ):
+                self._express(data[HEADER_SIZE:])
+                return
         if self.frames or self.unfed is not None:
             # not while reading is paused (a transport may deliver what it already read)
             left = self.unfed[self.unfed_at :] if self.unfed is not None else b""
@@ -385,8 +459,46 @@ class _Connection(asyncio.Protocol):
                 if self.delaying or self.write_paused_at is not None:
                     self._settle()  # stop reading until the delay ends / the peer reads
                 return
-            self.frames.extend(frames)
+            self._queue(frames)
         self._pump()
+
+    def _express(self, payload: bytes) -> None:
+        """One push request answered by the endpoint, its reply written with one write
+        (as :meth:`_handle_frame` and :meth:`_execute` would; the same errors close the
+        connection the same way); a reply with a delay, a fault's socket action, no or
+        several payloads or an oversized one goes the usual way."""
+        try:
+            reply = self.conn.receive(payload)  # type: ignore[union-attr]
+        except Exception:
+            logger.exception("conn %d: the responder raised; closing the connection", self.number)
+            self.finish("responder error", logging.ERROR)
+            return
+        try:
+            payloads = reply.payloads
+            if (
+                len(payloads) == 1
+                and not self.closing
+                and reply.delay <= 0
+                and reply.partial is None
+                and not reply.close
+                and len(payloads[0]) <= self.max_payload
+            ):
+                out = payloads[0]
+                self.last_size = size = len(out)
+                self.transport.write(  # type: ignore[union-attr]
+                    _HEADER.pack(_NORMAL, self.transport_type, size) + out
+                )
+            else:
+                self._reply(reply, _NORMAL)
+        except (ConnectionError, OSError) as exc:
+            self.finish(f"connection lost: {exc!r}")
+            return
+        except Exception:
+            logger.exception("conn %d: internal error, closing the connection", self.number)
+            self.finish("internal error", logging.ERROR)
+            return
+        if self.delaying or self.write_paused_at is not None:
+            self._settle()  # stop reading until the delay ends / the peer reads
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -409,16 +521,38 @@ class _Connection(asyncio.Protocol):
             self.reason = f"connection lost: {exc!r}" if exc is not None else "connection closed"
             self._close_endpoint()
         self._cancel_timers()
-        self.frames.clear()
-        self.unfed = None
+        self._drop_frames()
         if self.admitted:
             self.admitted = False
             self.server._connections.discard(self)
             logger.log(
                 self.level, "conn %d: disconnected from %s: %s", self.number, self.peer, self.reason
             )
-        if not self.closed.done():
+        self.lost = True
+        if self.closed is not None and not self.closed.done():
             self.closed.set_result(None)
+
+    def closed_future(self) -> asyncio.Future[None]:
+        """A future done once the connection is closed (for :meth:`SpdmServer.stop`)."""
+        if self.closed is None:
+            self.closed = self.loop.create_future()
+            if self.lost:
+                self.closed.set_result(None)
+        return self.closed
+
+    def _drop_frames(self) -> None:
+        self.frames = None
+        self.frame_at = 0
+        self.unfed = None
+
+    def _queue(self, frames: list[Frame | bytes]) -> None:
+        """Frames decoded, to handle after those pending."""
+        if not frames:
+            return
+        if self.frames is None:
+            self.frames = list(frames)  # a codec's own list is not kept
+        else:
+            self.frames.extend(frames)
 
     # ---- the read side -----------------------------------------------------------------
 
@@ -434,8 +568,10 @@ class _Connection(asyncio.Protocol):
         if decoder.pending:
             if self.frame_started is None or frames:
                 self.frame_started = self.loop.time()
+                if self.server.config.frame_timeout is not None:
+                    self._arm()  # the frame deadline starts
             # the peer may be holding the rest of this frame until we ACK (Nagle)
-            rearm_quickack(self.sock)
+            rearm_quickack(self.transport.get_extra_info("socket") if self.transport else None)
         else:
             self.frame_started = None
         return frames
@@ -455,7 +591,7 @@ class _Connection(asyncio.Protocol):
         else:
             self.unfed_at = end
             chunk = unfed[at:end]
-        self.frames.extend(self._feed(chunk))
+        self._queue(self._feed(chunk))
         return not self.closing
 
     def _busy(self) -> bool:
@@ -488,7 +624,13 @@ class _Connection(asyncio.Protocol):
                 if self.unfed is None or not self._feed_more():
                     break
                 continue
-            self._handle(self.frames.popleft())
+            frames = self.frames
+            frame = frames[self.frame_at]
+            self.frame_at += 1
+            if self.frame_at == len(frames):
+                self.frames = None
+                self.frame_at = 0
+            self._handle(frame)
             if transport is None or transport.is_closing():
                 break
             if (self.frames or self.unfed is not None) and loop.time() - started >= TURN_BUDGET:
@@ -498,7 +640,7 @@ class _Connection(asyncio.Protocol):
                 # first; uvloop polls I/O after its call_soon callbacks anyway, and its
                 # timers have millisecond resolution.
                 self.scheduled = True
-                if self.asyncio_loop:
+                if isinstance(loop, asyncio.BaseEventLoop):
                     loop.call_at(started, self._pump)
                 else:
                     loop.call_soon(self._pump)
@@ -528,6 +670,9 @@ class _Connection(asyncio.Protocol):
             self.reading = True
             self.idle_since = self.loop.time()
             transport.resume_reading()
+            self._arm()  # the idle and frame deadlines apply again
+        elif self.frame_started is not None:
+            self._arm()  # an incomplete frame read while busy: its deadline applies now
 
     # ---- frames --------------------------------------------------------------------------
 
@@ -556,7 +701,7 @@ class _Connection(asyncio.Protocol):
                 _transport_name(transport),
                 len(payload),
             )
-        if command == _NORMAL and self.push and transport == self.transport_type:
+        if command == _NORMAL and self.server.push and transport == self.transport_type:
             # a push binding's request (PushFraming.handle_command is endpoint.receive)
             try:
                 reply = self.conn.receive(payload)  # type: ignore[union-attr]
@@ -567,7 +712,7 @@ class _Connection(asyncio.Protocol):
             self._reply(reply, _NORMAL)
             return
         server = self.server
-        if command in self.binding.platform_commands:
+        if command in self.server.binding.platform_commands:
             self._binding_command(frame)
         elif command == PlatformCommand.TEST:
             self._send(server._frame(PlatformCommand.TEST, SERVER_HELLO))
@@ -602,7 +747,7 @@ class _Connection(asyncio.Protocol):
     def _binding_command(self, frame: Frame) -> None:
         """A command the binding handles: check the transport type, let the binding drive
         the endpoint, carry out its :class:`CommandAnswer`."""
-        binding = self.binding
+        binding = self.server.binding
         expected = int(binding.socket_transport)
         if frame.transport != expected:
             logger.warning(
@@ -652,7 +797,7 @@ class _Connection(asyncio.Protocol):
         """Carry out a :class:`Reply` (after its delay): send each payload as one
         ``command`` frame, truncate or close."""
         payloads = reply.payloads
-        max_payload = self.config.max_payload
+        max_payload = self.server.config.max_payload
         for payload in payloads:
             if len(payload) > max_payload:
                 logger.warning(
@@ -668,8 +813,8 @@ class _Connection(asyncio.Protocol):
             logger.info(
                 "conn %d: sending %d bytes of a frame, then closing", self.number, len(data)
             )
-            if data and self.writer is not None:
-                self.writer.write(data)
+            if data and self.transport is not None:
+                self.transport.write(data)
             self.finish("partial frame sent (fault injection)")
             return
         if not payloads:
@@ -682,8 +827,8 @@ class _Connection(asyncio.Protocol):
     def _send_payload(self, command: int, payload: bytes) -> None:
         """Write one frame of ``command`` and the binding's transport type around
         ``payload`` (header and payload in one write)."""
-        writer = self.writer
-        if writer is None or self.closing:
+        transport = self.transport
+        if transport is None or self.closing:
             return
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -697,11 +842,11 @@ class _Connection(asyncio.Protocol):
         if not self.platform:
             data = self.codec.encode(Frame(command, self.transport_type, payload))
             if data:
-                writer.write(data)
+                transport.write(data)
             return
         if len(payload) > _U32_MAX:
             raise FrameError(f"frame payload of {len(payload)} bytes does not fit in a u32")
-        writer.write(_HEADER.pack(command, self.transport_type, len(payload)) + payload)
+        transport.write(_HEADER.pack(command, self.transport_type, len(payload)) + payload)
 
     def _send(self, frame: Frame) -> None:
         """Write one frame (header and payload in one write)."""
@@ -713,65 +858,76 @@ class _Connection(asyncio.Protocol):
                 _transport_name(frame.transport),
                 len(frame.payload),
             )
-        writer = self.writer
-        if writer is None or self.closing:
+        transport = self.transport
+        if transport is None or self.closing:
             return
         self.last_size = len(frame.payload)
         data = self.codec.encode(frame)
         if data:
-            writer.write(data)
+            transport.write(data)
 
     def _write(self, data: bytes) -> None:
         """Write bytes the codec produced by itself (one write)."""
-        writer = self.writer
-        if writer is None or self.closing or not data:
+        transport = self.transport
+        if transport is None or self.closing or not data:
             return
         self.last_size = len(data)
-        writer.write(data)
+        transport.write(data)
 
     # ---- deadlines -------------------------------------------------------------------------
 
-    def _deadline(self) -> tuple[float, str, int, bool] | None:
-        """The earliest deadline that applies now: (when, reason, log level, reset)."""
-        config = self.config
-        found: tuple[float, str, int, bool] | None = None
+    def _deadline(self) -> tuple[float, int] | None:
+        """The earliest deadline that applies now: (when, which: ``_WRITE``, ``_FRAME`` or
+        ``_IDLE``)."""
+        config = self.server.config
+        found: tuple[float, int] | None = None
         frame_timeout = config.frame_timeout
         if frame_timeout is not None and self.write_paused_at is not None:
             # what is unsent will never be read: reset at once
-            found = (
-                self.write_paused_at + frame_timeout,
-                f"the peer has not taken a {self.last_size}-byte reply within "
-                f"{frame_timeout} s (frame_timeout)",
-                logging.WARNING,
-                True,
-            )
+            found = (self.write_paused_at + frame_timeout, _WRITE)
         reading = self.reading and not self._busy()
         if frame_timeout is not None and self.frame_started is not None and reading:
             when = self.frame_started + frame_timeout
             if found is None or when < found[0]:
-                found = (
-                    when,
-                    f"frame incomplete {frame_timeout} s after it started "
-                    f"({self.decoder.pending} bytes received; frame_timeout)",
-                    logging.WARNING,
-                    False,
-                )
+                found = (when, _FRAME)
         idle_timeout = config.idle_timeout
         if idle_timeout is not None and reading:
             when = self.idle_since + idle_timeout
             if found is None or when < found[0]:
-                found = (when, f"idle for {idle_timeout} s (idle_timeout)", logging.INFO, False)
+                found = (when, _IDLE)
         return found
 
+    def _expired(self, which: int) -> None:
+        """Close for the deadline ``which`` (:meth:`_deadline`)."""
+        config = self.server.config
+        if which == _WRITE:
+            self.finish(
+                f"the peer has not taken a {self.last_size}-byte reply within "
+                f"{config.frame_timeout} s (frame_timeout)",
+                logging.WARNING,
+                abort=True,
+            )
+        elif which == _FRAME:
+            self.finish(
+                f"frame incomplete {config.frame_timeout} s after it started "
+                f"({self.decoder.pending} bytes received; frame_timeout)",
+                logging.WARNING,
+            )
+        else:
+            self.finish(f"idle for {config.idle_timeout} s (idle_timeout)", logging.INFO)
+
     def _arm(self) -> None:
-        """Make sure the timer fires no later than the earliest deadline.  A deadline that
-        moves later is found when the timer fires; one that appears later is at least the
-        shortest timeout away, and the timer never waits longer than that."""
-        timeouts = [t for t in (self.config.idle_timeout, self.config.frame_timeout) if t]
-        if self.closing or not timeouts:
+        """Make sure the timer fires no later than the earliest deadline that applies; no
+        timer while none does (an idle connection without idle_timeout has none, so
+        holds no timer).  Called where a deadline starts (the connection is made, a
+        frame arrives in pieces, the peer stops taking replies, reading resumes); a
+        deadline that moves later is found when the timer fires, which arms it again."""
+        if self.closing:
             return
         deadline = self._deadline()
-        when = self.loop.time() + min(timeouts) if deadline is None else deadline[0]
+        if deadline is None:
+            return
+        when = deadline[0]
         timer = self.timer
         if timer is not None:
             if timer.when() <= when:
@@ -785,8 +941,7 @@ class _Connection(asyncio.Protocol):
             return
         deadline = self._deadline()
         if deadline is not None and deadline[0] <= self.loop.time():
-            _, reason, level, reset = deadline
-            self.finish(reason, level, abort=reset)
+            self._expired(deadline[1])
             return
         self._arm()
 
@@ -805,8 +960,7 @@ class _Connection(asyncio.Protocol):
             return
         self.closing = True
         self.reason, self.level = reason, level
-        self.frames.clear()
-        self.unfed = None
+        self._drop_frames()
         self._close_endpoint()
         transport = self.transport
         if transport is None:
@@ -818,7 +972,7 @@ class _Connection(asyncio.Protocol):
             transport.abort()
             return
         transport.close()
-        limit = self.config.frame_timeout
+        limit = self.server.config.frame_timeout
         self.close_timer = self.loop.call_later(
             limit if limit is not None else DEFAULT_FRAME_TIMEOUT, self._close_stalled
         )

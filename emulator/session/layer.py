@@ -79,6 +79,8 @@ class Opened(NamedTuple):
 class SessionLayer:
     """DSP0277 records of one connection, over the responder's session table."""
 
+    __slots__ = ("connection", "format", "responder")  # one per connection
+
     def __init__(
         self, responder: Responder, record_format: RecordFormat, connection: int = 0
     ) -> None:

@@ -18,6 +18,8 @@ HEADER_SIZE = 12
 #: QEMU's SPDM_SOCKET_MAX_MESSAGE_BUFFER_SIZE: the largest message it accepts.
 DEFAULT_MAX_PAYLOAD = 0x1200
 _HEADER = struct.Struct(">III")
+#: an empty, never filled stand-in for a decoder's buffers until it needs them
+_NONE = bytearray()
 _U32_MAX = 0xFFFF_FFFF
 
 
@@ -72,15 +74,20 @@ class FrameDecoder:
     framing is the header, so there is no way to find the next frame.
     """
 
+    # one per connection: slots, not a dict
+    __slots__ = ("_command", "_error", "_header", "_payload", "_size", "_transport", "max_payload")
+
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         if max_payload < 0:
             raise ValueError("max_payload must be >= 0")
         self.max_payload = max_payload
-        self._header = bytearray()
+        # the incomplete frame's header and payload bytes, made on the first frame that
+        # arrives in pieces (a server keeps a decoder per connection; most never need them)
+        self._header: bytearray = _NONE
         self._command = 0
         self._transport = 0
         self._size: int | None = None
-        self._payload = bytearray()
+        self._payload: bytearray = _NONE
         self._error: FrameError | None = None
 
     @property
@@ -138,6 +145,8 @@ class FrameDecoder:
             if offset == end:
                 return frames
         view = memoryview(data)
+        if self._header is _NONE:
+            self._header, self._payload = bytearray(), bytearray()
         while offset < end or (self._size == 0):
             if self._size is None:
                 take = min(HEADER_SIZE - len(self._header), end - offset)
@@ -170,6 +179,8 @@ class PlatformStreamCodec:
     """A connection's stream as platform-socket frames: :class:`FrameDecoder` in,
     :func:`encode_frame` out (the :class:`~emulator.transport.base.StreamCodec` of every
     binding that speaks the platform socket)."""
+
+    __slots__ = ("decoder",)  # one per connection
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.decoder = FrameDecoder(max_payload)
