@@ -241,7 +241,9 @@ class _Bit(int):
         return signing_algo_name(int(self))
 
 
+@functools.lru_cache(maxsize=128)
 def _asym(asym: int) -> tuple[_Bit, _AsymInfo]:
+    """The single algorithm bit of ``asym`` and its facts (worked out once per id)."""
     if asym >> PQC_ASYM_SHIFT:
         if asym & ((1 << PQC_ASYM_SHIFT) - 1):
             raise CryptoError(f"signature algorithm 0x{asym:X}: both BaseAsymAlgo and PqcAsymAlgo")
