@@ -43,7 +43,7 @@ from emulator.responder import DEFAULT_TABLE, ConnectionState, FaultContext, Res
 from emulator.responder.core import Outcome
 from emulator.transport.base import TransportMessage
 from fuzz import wire
-from fuzz.snapshot import copy_state
+from fuzz.snapshot import Copier, compile_copier, listen_to
 
 if TYPE_CHECKING:
     from emulator.connection import SpdmConnection
@@ -351,9 +351,7 @@ def _violation(what: str, request: bytes, response: bytes | None) -> ContractVio
     return ContractViolation(f"{what}\n  request  {request.hex()}\n  response {rsp}")
 
 
-def check_spdm_message(
-    response: object, versions: Collection[int], request: bytes = b""
-) -> bytes:
+def check_spdm_message(response: object, versions: Collection[int], request: bytes = b"") -> bytes:
     """Check the shape every SPDM response must have; return it as bytes."""
     if not isinstance(response, bytes):
         raise _violation(f"response is {type(response).__name__}, not bytes", request, None)
@@ -634,19 +632,32 @@ def snapshot(prefix: Prefix | SessionPrefix) -> ResponderHarness | ConnectionHar
     the same state (the responder is deterministic: seeded randomness, a fake clock) at
     the cost of copying a few dozen objects.
     """
-    original = template(prefix)
+    template(prefix)
+    copied: ResponderHarness | ConnectionHarness = _COPIERS[id(prefix)]()
+    return copied
+
+
+def _memo(
+    prefix: Prefix | SessionPrefix, original: ResponderHarness | ConnectionHarness
+) -> dict[int, Any]:
     memo = dict(_shared(original.responder.device))
     memo[id(prefix)] = prefix  # immutable: recorded requests, keys
     if isinstance(original, ResponderHarness):
         memo[id(original.prefix)] = original.prefix
     else:
         memo[id(original.keys)] = original.keys
-    copied: ResponderHarness | ConnectionHarness = copy_state(original, memo)
-    return copied
+    return memo
+
+
+#: id(prefix) -> the copier of its template (fuzz.snapshot.compile_copier)
+_COPIERS: dict[int, Copier] = {}
 
 
 def template(prefix: Prefix | SessionPrefix) -> ResponderHarness | ConnectionHarness:
-    """The harness :func:`snapshot` copies (made once; it stays connected to the device)."""
+    """The harness :func:`snapshot` copies (made once).  Its session table stops
+    listening to the device (a copy listens instead): device events cannot change a
+    template, so no input's device-wide changes reach the inputs after it this way, and
+    the compiled copier's walk of the template stays right."""
     found = _TEMPLATES.get(id(prefix))
     if found is not None and found[0] is prefix:
         return found[1]
@@ -655,6 +666,11 @@ def template(prefix: Prefix | SessionPrefix) -> ResponderHarness | ConnectionHar
         made = ConnectionHarness(prefix)
     else:
         made = ResponderHarness(prefix=prefix)
+    table = made.responder.ctx.sessions
+    if table is not None and table._listeners is not None:
+        listen_to[id(table)] = table._listeners
+        table.detach()
+    _COPIERS[id(prefix)] = compile_copier(made, _memo(prefix, made))
     _TEMPLATES[id(prefix)] = (prefix, made)
     return made
 
@@ -667,8 +683,6 @@ def run_sequence(data: bytes) -> ResponderHarness | ConnectionHarness:
     source: Prefix | SessionPrefix | None = prefix
     if prefix is not None and prefix.session is not None:
         source = prefix.session
-    if source is not None:
-        template(source)  # the template listens to the device for good: count it in
     listeners = len(device.listeners)
     harness = snapshot(source) if source is not None else ResponderHarness()
     try:
