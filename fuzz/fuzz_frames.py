@@ -16,7 +16,6 @@ how the stream is cut into reads (0: one read), the rest is the byte stream.  Ch
 
 from __future__ import annotations
 
-import contextlib
 import random
 import struct
 import sys
@@ -24,16 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-if __name__ == "__main__":
-    import atheris
+from fuzz.instrument import instrumented, warn_uninstrumented
 
-    _instrumented: contextlib.AbstractContextManager[object] = atheris.instrument_imports(
-        include=["emulator", "fuzz"]
-    )
-else:
-    _instrumented = contextlib.nullcontext()
-
-with _instrumented:
+with instrumented(__name__ == "__main__"):
     from emulator.errors import FrameError
     from emulator.server.platform import (
         DEFAULT_MAX_PAYLOAD,
@@ -124,6 +116,7 @@ def main() -> None:
 
     log_to_sink()
 
+    warn_uninstrumented()
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
 

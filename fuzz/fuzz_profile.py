@@ -30,16 +30,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-if __name__ == "__main__":
-    import atheris
+from fuzz.instrument import instrumented, warn_uninstrumented
 
-    _instrumented: contextlib.AbstractContextManager[object] = atheris.instrument_imports(
-        include=["emulator", "fuzz"]
-    )
-else:
-    _instrumented = contextlib.nullcontext()
-
-with _instrumented:
+with instrumented(__name__ == "__main__"):
     from emulator.codec.constants import (
         AeadSuite,
         BaseAsymAlgo,
@@ -276,6 +269,7 @@ def main() -> None:
     log_to_sink()
 
     vocabulary()
+    warn_uninstrumented()
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
 

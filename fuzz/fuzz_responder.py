@@ -12,22 +12,14 @@ against the contract in :mod:`fuzz.harness`.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-if __name__ == "__main__":
-    import atheris
+from fuzz.instrument import instrumented, warn_uninstrumented
 
-    _instrumented: contextlib.AbstractContextManager[object] = atheris.instrument_imports(
-        include=["emulator", "fuzz"], exclude=["fuzz.snapshot"]
-    )
-else:
-    _instrumented = contextlib.nullcontext()
-
-with _instrumented:
+with instrumented(__name__ == "__main__"):
     from fuzz.harness import log_to_sink, prefixes, run_sequence, settle_heap
     from fuzz.snapshot import memoize_signatures
 
@@ -45,6 +37,7 @@ def main() -> None:
     memoize_signatures()
     prefixes()  # record the prefixes once, before the fuzzer starts timing
     settle_heap()
+    warn_uninstrumented()
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
 

@@ -29,16 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-if __name__ == "__main__":
-    import atheris
+from fuzz.instrument import instrumented, warn_uninstrumented
 
-    _instrumented: contextlib.AbstractContextManager[object] = atheris.instrument_imports(
-        include=["emulator", "fuzz"], exclude=["fuzz.snapshot"]
-    )
-else:
-    _instrumented = contextlib.nullcontext()
-
-with _instrumented:
+with instrumented(__name__ == "__main__"):
     from emulator.errors import SessionError
     from emulator.session.record import open_record, seal_record
     from fuzz.harness import (
@@ -189,6 +182,7 @@ def main() -> None:
         if prefix is not None:
             template(prefix)
     settle_heap()
+    warn_uninstrumented()
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
 

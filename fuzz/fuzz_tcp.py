@@ -26,7 +26,6 @@ transport type 3 through ``TcpBinding.handle_command`` with one real
 
 from __future__ import annotations
 
-import contextlib
 import random
 import struct
 import sys
@@ -34,16 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-if __name__ == "__main__":
-    import atheris
+from fuzz.instrument import instrumented, warn_uninstrumented
 
-    _instrumented: contextlib.AbstractContextManager[object] = atheris.instrument_imports(
-        include=["emulator", "fuzz"]
-    )
-else:
-    _instrumented = contextlib.nullcontext()
-
-with _instrumented:
+with instrumented(__name__ == "__main__"):
     from emulator.connection import SpdmConnection
     from emulator.device.random import SeededRandom
     from emulator.errors import FrameError, TransportError
@@ -178,6 +170,7 @@ def main() -> None:
     log_to_sink()
 
     fuzz_device()
+    warn_uninstrumented()
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
 

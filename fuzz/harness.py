@@ -28,7 +28,7 @@ import gc
 import importlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +42,8 @@ from emulator.requester import Requester, RequesterConfig
 from emulator.responder import DEFAULT_TABLE, ConnectionState, FaultContext, Responder
 from emulator.responder.core import Outcome
 from emulator.transport.base import TransportMessage
-from fuzz.snapshot import copy_state
+from fuzz import wire
+from fuzz.snapshot import Copier, compile_copier, listen_to
 
 if TYPE_CHECKING:
     from emulator.connection import SpdmConnection
@@ -77,18 +78,48 @@ class _FormattingSink(logging.Handler):
         record.getMessage()
 
 
+#: attributes of a LogRecord (``extra`` may not overwrite them: Logger.makeRecord)
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
+
+
+def _format_and_drop(
+    self: logging.Logger,
+    level: int,
+    msg: object,
+    args: Any,
+    exc_info: Any = None,
+    extra: Mapping[str, object] | None = None,
+    stack_info: bool = False,
+    stacklevel: int = 1,
+) -> None:
+    """``Logger._log`` for a fuzz target's process: what a record would raise, raised (an
+    ``extra`` key a record has: Logger.makeRecord; the message formatting:
+    LogRecord.getMessage, a single mapping argument included), and nothing else done (no
+    record, no handler: the fuzzer's output stays readable, and no execution pays for
+    log records nobody reads)."""
+    if extra is not None:
+        for key in extra:
+            if key in _RECORD_FIELDS:
+                raise KeyError(f"Attempt to overwrite {key!r} in LogRecord")
+    if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+        args = args[0]
+    text = str(msg)
+    if args:
+        text % args
+
+
 def log_to_sink(level: int = logging.INFO) -> None:
-    """Run the emulator's log calls as ``serve --log-level info`` would, without output
-    (the fuzzer's own output stays readable and fast).  Records skip what only a printed
-    log needs (the caller's frame, thread and process names: logging's documented
-    switches), not the message formatting the contract checks."""
+    """Run the emulator's log calls as ``serve --log-level info`` would, without output:
+    every call at ``level`` or above formats its message (a call that cannot format is a
+    finding) and the result is dropped, with no log record made (``Logger._log``
+    replaced, in the fuzz target's process only)."""
     root = logging.getLogger()
     root.handlers[:] = [_FormattingSink()]
     root.setLevel(level)
-    logging._srcfile = None  # no frame walk per record (logging docs, "Optimization")
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
+    logging.Logger._log = _format_and_drop  # type: ignore[method-assign,assignment]
 
 
 # ---- input format ------------------------------------------------------------------------
@@ -317,6 +348,7 @@ def selector_of(stage: str, version: int) -> int:
     return (STAGE_NAMES.index(stage) << 2) | versions.index(version)
 
 
+@functools.cache
 def choose_prefix(selector: int) -> Prefix:
     """The prefix a first input byte selects (every byte value selects one)."""
     versions = [int(v) for v in fuzz_device().versions]
@@ -349,7 +381,7 @@ def _violation(what: str, request: bytes, response: bytes | None) -> ContractVio
     return ContractViolation(f"{what}\n  request  {request.hex()}\n  response {rsp}")
 
 
-def check_spdm_message(response: object, versions: Iterable[int], request: bytes = b"") -> bytes:
+def check_spdm_message(response: object, versions: Collection[int], request: bytes = b"") -> bytes:
     """Check the shape every SPDM response must have; return it as bytes."""
     if not isinstance(response, bytes):
         raise _violation(f"response is {type(response).__name__}, not bytes", request, None)
@@ -357,8 +389,7 @@ def check_spdm_message(response: object, versions: Iterable[int], request: bytes
         raise _violation(
             f"{len(response)}-byte response is shorter than a header", request, response
         )
-    allowed = {0x10, *versions}
-    if response[0] not in allowed:
+    if response[0] != 0x10 and response[0] not in versions:
         raise _violation(f"response version byte 0x{response[0]:02X}", request, response)
     if response[1] & 0x80:
         raise _violation(f"response code 0x{response[1]:02X} has bit 7 set", request, response)
@@ -412,8 +443,11 @@ class ResponderHarness:
     model_a: bytearray = field(init=False, default_factory=bytearray)
     exchanges: int = field(init=False, default=0)
     _handle: Callable[[bytes, int | None], bytes] = field(init=False, repr=False)
+    #: the version bytes a response may carry
+    versions: frozenset[int] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.versions = frozenset({0x10, *(int(v) for v in self.device.versions)})
         self.responder = new_responder(self.device)
         self._handle = self.responder.handle
         if self.prefix is not None:
@@ -452,15 +486,13 @@ class ResponderHarness:
     ) -> bytes:
         """``call(request, session_id)`` (the responder's answer) with the contract
         checked around it."""
-        r = self.responder
+        ctx = self.responder.ctx
         in_session = session_id is not None
-        if r.state == ConnectionState.NOT_STARTED and not r.transcripts.a:
+        state, version = ctx.state, ctx.version
+        if state == ConnectionState.NOT_STARTED and not ctx.transcripts.a:
             self.model_a.clear()  # reset outside handle (e.g. END_SESSION clearing state)
-        state, version = r.state, r.version
-        before_a = bytes(r.transcripts.a)
-        response = check_spdm_message(
-            call(request, session_id), (int(v) for v in self.device.versions), request
-        )
+        before_a = bytes(ctx.transcripts.a)
+        response = check_spdm_message(call(request, session_id), self.versions, request)
         self.exchanges += 1
         want = expected_error(request, in_session, state, version)
         is_error = response[1] == ERROR
@@ -482,7 +514,7 @@ class ResponderHarness:
         before_a: bytes,
         in_session: bool,
     ) -> None:
-        r = self.responder
+        r = self.responder.ctx  # the responder's context, read directly
         if response[2] in _RESETTING_ERRORS or response[2] in _DEFERRING_ERRORS:
             self.model_a = bytearray(r.transcripts.a)
             return
@@ -497,7 +529,7 @@ class ResponderHarness:
             raise _violation("ERROR to GET_VERSION not in version 1.0", request, response)
 
     def _check_success(self, request: bytes, response: bytes, state: ConnectionState) -> None:
-        r = self.responder
+        r = self.responder.ctx  # the responder's context, read directly
         code = request[1]
         answered = request[2] if code == RequestCode.RESPOND_IF_READY else code
         if response[1] != answered & 0x7F:
@@ -602,11 +634,19 @@ class RespondCheck:
 def _shared(device: Device) -> dict[int, Any]:
     """Objects a snapshot copy shares with its template (deepcopy memo): the device and
     its listener list (a copied session table listens to the same device), the dispatch
-    table, the bindings."""
+    table, the bindings.  Built once per device; the caller copies it."""
+    found = _SHARED.get(id(device))
+    if found is not None and found[0] is device:
+        return found[1]
     from emulator.transport import get_binding
 
     shared: list[Any] = [device, device.listeners, DEFAULT_TABLE, get_binding("doe")]
-    return {id(obj): obj for obj in shared}
+    memo = {id(obj): obj for obj in shared}
+    _SHARED[id(device)] = (device, memo)
+    return memo
+
+
+_SHARED: dict[int, tuple[Device, dict[int, Any]]] = {}
 
 
 #: id(prefix) -> the prefix and a harness brought to it (copied for every input: no
@@ -622,19 +662,32 @@ def snapshot(prefix: Prefix | SessionPrefix) -> ResponderHarness | ConnectionHar
     the same state (the responder is deterministic: seeded randomness, a fake clock) at
     the cost of copying a few dozen objects.
     """
-    original = template(prefix)
-    memo = _shared(original.responder.device)
+    template(prefix)
+    copied: ResponderHarness | ConnectionHarness = _COPIERS[id(prefix)]()
+    return copied
+
+
+def _memo(
+    prefix: Prefix | SessionPrefix, original: ResponderHarness | ConnectionHarness
+) -> dict[int, Any]:
+    memo = dict(_shared(original.responder.device))
     memo[id(prefix)] = prefix  # immutable: recorded requests, keys
     if isinstance(original, ResponderHarness):
         memo[id(original.prefix)] = original.prefix
     else:
         memo[id(original.keys)] = original.keys
-    copied: ResponderHarness | ConnectionHarness = copy_state(original, memo)
-    return copied
+    return memo
+
+
+#: id(prefix) -> the copier of its template (fuzz.snapshot.compile_copier)
+_COPIERS: dict[int, Copier] = {}
 
 
 def template(prefix: Prefix | SessionPrefix) -> ResponderHarness | ConnectionHarness:
-    """The harness :func:`snapshot` copies (made once; it stays connected to the device)."""
+    """The harness :func:`snapshot` copies (made once).  Its session table stops
+    listening to the device (a copy listens instead): device events cannot change a
+    template, so no input's device-wide changes reach the inputs after it this way, and
+    the compiled copier's walk of the template stays right."""
     found = _TEMPLATES.get(id(prefix))
     if found is not None and found[0] is prefix:
         return found[1]
@@ -643,6 +696,11 @@ def template(prefix: Prefix | SessionPrefix) -> ResponderHarness | ConnectionHar
         made = ConnectionHarness(prefix)
     else:
         made = ResponderHarness(prefix=prefix)
+    table = made.responder.ctx.sessions
+    if table is not None and table._listeners is not None:
+        listen_to[id(table)] = table._listeners
+        table.detach()
+    _COPIERS[id(prefix)] = compile_copier(made, _memo(prefix, made))
     _TEMPLATES[id(prefix)] = (prefix, made)
     return made
 
@@ -655,8 +713,6 @@ def run_sequence(data: bytes) -> ResponderHarness | ConnectionHarness:
     source: Prefix | SessionPrefix | None = prefix
     if prefix is not None and prefix.session is not None:
         source = prefix.session
-    if source is not None:
-        template(source)  # the template listens to the device for good: count it in
     listeners = len(device.listeners)
     harness = snapshot(source) if source is not None else ResponderHarness()
     try:
@@ -810,17 +866,15 @@ class ConnectionHarness:
         self.connection.close()
 
     def seal(self, message: bytes) -> bytes:
-        """``message`` as the session's next request record."""
-        from emulator.session.record import seal_record
-
+        """``message`` as the session's next request record (the harness's own record
+        code, :mod:`fuzz.wire`)."""
         k = self.keys
-        record = seal_record(
+        record = wire.seal(
             aead=k.aead,
             key=k.req_key,
-            salt=k.req_iv,
+            iv=k.req_iv,
             sequence_number=self.req_seq,
             session_id=k.session_id,
-            sequence_number_size=0,
             app_data=message,
             mac_only=k.mac_only,
         )
@@ -831,21 +885,23 @@ class ConnectionHarness:
         """One message (sealed when ``in_session``); returns the reply payloads."""
         if not message:
             return []
-        payload = self.binding.encode(
-            self.seal(message) if in_session else message, secured=in_session
-        )
-        return self._receive(payload)
+        if in_session:
+            return self._receive(wire.doe_object(self.seal(message), secured=True))
+        return self._receive(wire.doe_object(message))
 
     def send_record(self, record: bytes) -> list[bytes]:
         """Raw record bytes in a secured DOE object."""
         if len(record) <= 4:
             return []
-        return self._receive(self.binding.encode(record, secured=True))
+        return self._receive(wire.doe_object(record, secured=True))
 
     def _receive(self, payload: bytes) -> list[bytes]:
         reply = self.connection.receive(payload)
         for out in reply.payloads:
-            decoded = self.binding.decode(out)
-            if not decoded.secured:
-                check_spdm_message(decoded.message, self.versions, payload)
+            try:
+                message, secured = wire.doe_message(out)
+            except wire.WireError as exc:
+                raise _violation(str(exc), payload, out) from None
+            if not secured:
+                check_spdm_message(message, self.versions, payload)
         return list(reply.payloads)

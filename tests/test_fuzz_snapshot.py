@@ -4,6 +4,10 @@ checked on every exchange of the connection glue (session stages) too."""
 
 from __future__ import annotations
 
+import copy
+import enum
+import types
+
 import pytest
 
 from emulator.codec.constants import RequestCode
@@ -12,13 +16,15 @@ from fuzz.harness import (
     ConnectionHarness,
     ContractViolation,
     ResponderHarness,
+    _memo,
     choose_prefix,
     record_session,
     run_sequence,
     selector_of,
     snapshot,
+    template,
 )
-from fuzz.snapshot import copy_state
+from fuzz.snapshot import SHALLOW, copy_state
 
 
 def follow_up(version: int) -> list[tuple[bytes, bool]]:
@@ -139,3 +145,100 @@ def test_run_sequence_leaves_the_device_clean() -> None:
     data = bytes((selector_of("session", 0x12),)) + b"\x04\x80\x12\xe8\x00\x00"
     for _ in range(3):
         run_sequence(data)
+
+
+def _same_graph(a: object, b: object, shared: dict[int, object], seen: set[int]) -> None:
+    """``b`` is a copy of ``a``: equal leaves, new mutable objects, shared ones shared."""
+    if id(a) in seen:
+        return
+    seen.add(id(a))
+    atomic = (int, str, bytes, bool, type(None), frozenset, type)
+    if id(a) in shared or type(a) in atomic or isinstance(a, enum.Enum):
+        assert b is a
+        return
+    assert type(b) is type(a)
+    if isinstance(a, bytearray):
+        assert b == a and b is not a
+    elif isinstance(a, (list, tuple)):
+        assert len(b) == len(a)  # type: ignore[arg-type]
+        for x, y in zip(a, b, strict=True):  # type: ignore[call-overload]
+            _same_graph(x, y, shared, seen)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(b) == list(a)
+        for k in a:
+            _same_graph(a[k], b[k], shared, seen)
+    elif isinstance(a, types.MethodType):
+        assert isinstance(b, types.MethodType) and b.__func__ is a.__func__
+        _same_graph(a.__self__, b.__self__, shared, seen)
+    elif not callable(a):
+        slots = {n for k in type(a).__mro__ for n in getattr(k, "__slots__", ())}
+        names = set(getattr(a, "__dict__", ())) | set(getattr(b, "__dict__", ())) | slots
+        names -= {"__dict__", "__weakref__"}
+        if not names:
+            return  # not a plain object (a keyed cipher, a hash): shared or copied by itself
+        frozen = getattr(type(a), "__dataclass_params__", None)
+        assert b is not a or (frozen is not None and frozen.frozen)
+        for k in names:  # a class default may be set in the copy
+            _same_graph(getattr(a, k, None), getattr(b, k, None), shared, seen)
+
+
+@pytest.mark.parametrize("stage", ["none", "vca", "challenge", "session", "session_measurements"])
+def test_the_compiled_copier_copies_what_copy_state_copies(stage: str) -> None:
+    prefix = choose_prefix(selector_of(stage, 0x12))
+    source = prefix.session if prefix.session is not None else prefix
+    original = template(source)
+    memo = _memo(source, original)
+    generic = copy_state(original, dict(memo))
+    compiled = snapshot(source)
+    _same_graph(generic, compiled, memo, set())
+    _same_graph(original, compiled, memo, set())
+    generic.close()
+    compiled.close()
+
+
+def test_a_copied_session_table_ends_sessions_for_its_own_responder() -> None:
+    prefix = record_session(0x12)
+    assert prefix is not None
+    copy = snapshot(prefix)
+    table = copy.responder.ctx.sessions
+    assert table is not None and table.on_end is not None
+    assert table.on_end.__self__ is copy.responder  # type: ignore[attr-defined]
+    ended: list[tuple[int, int]] = []
+    hooks = copy.responder.device.session_hooks
+    hooks.append(lambda conn, sid: ended.append((conn, sid)))
+    try:
+        copy.send(bytes((0x12, RequestCode.END_SESSION, 0, 0)), in_session=True)
+    finally:
+        hooks.pop()
+        copy.close()
+    assert ended == [(0, prefix.keys.session_id)]
+
+
+def test_templates_do_not_listen_to_the_device_their_copies_do() -> None:
+    prefix = record_session(0x13)
+    assert prefix is not None
+    original = template(prefix)
+    table = original.responder.ctx.sessions
+    assert table is not None and table._listeners is None
+    listeners = original.responder.device.listeners
+    before = len(listeners)
+    copy = snapshot(prefix)
+    copied = copy.responder.ctx.sessions
+    assert copied is not None and copied._on_device_change in listeners
+    copy.close()
+    assert len(listeners) == before
+
+
+def test_shallow_classes_deep_copy_to_their_fields() -> None:
+    prefix = record_session(0x12)
+    assert prefix is not None
+    table = template(prefix).responder.ctx.sessions
+    assert table is not None
+    (session,) = table.sessions.values()
+    keys = [session.hs_request, session.hs_response, session.app_request, session.app_response]
+    for k in keys:
+        assert type(k) in SHALLOW
+        made = copy.deepcopy(k)
+        assert made is not k
+        for name in k.__slots__:  # type: ignore[union-attr]
+            assert getattr(made, name) is getattr(k, name)
