@@ -603,3 +603,33 @@ def test_repeated_get_version_with_fault_rules_goes_the_usual_way(device: Device
     for _ in range(2):
         conn.receive(get_version)
     assert len(ran) == 2  # every GET_VERSION went through the pipeline (and the faults)
+
+
+def test_a_copied_connection_tells_its_own_responder_when_a_session_ends(device: Device) -> None:
+    """SessionTable.__deepcopy__ keeps the end hook, pointing at the copied responder."""
+    import copy
+
+    async def run() -> SpdmConnection:
+        conn = SpdmConnection(device, get_binding("doe"), number=7)
+        req = Requester(ConnectionChannel(conn), RequesterConfig())
+        await req.vca()
+        chain = (await identity.get_certificate(req, 0)).chain
+        await open_session(req, peer_chain=chain)
+        return conn
+
+    conn = asyncio.run(run())
+    from emulator.responder.table import DEFAULT_TABLE
+
+    shared = [device, device.listeners, DEFAULT_TABLE]  # what a snapshot shares (fuzz)
+    copied = copy.deepcopy(conn.responder, {id(o): o for o in shared})
+    table = copied.ctx.sessions
+    assert table is not None and table.on_end is not None
+    assert table.on_end.__self__ is copied  # type: ignore[attr-defined]
+    ended: list[tuple[int, int]] = []
+    device.session_hooks.append(lambda c, s: ended.append((c, s)))
+    try:
+        sid = next(iter(table.sessions))
+        table.terminate(sid)
+    finally:
+        device.session_hooks.pop()
+    assert ended == [(7, sid)]

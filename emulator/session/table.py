@@ -477,6 +477,9 @@ class SessionTable:
         out.sessions = copy.deepcopy(self.sessions, memo)
         out.latest_session_id = self.latest_session_id
         out.runtime_update_pending = self.runtime_update_pending
+        if self.on_end is not None:
+            # the copied owner's hook (a bound method of the responder copied with it)
+            out.on_end = copy.deepcopy(self.on_end, memo)
         if self._listeners is not None:
             out.listen(self._listeners)
         return out
