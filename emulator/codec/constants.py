@@ -135,12 +135,15 @@ class ErrorCode(IntEnum):
 
 def code_name(code: int) -> str:
     """Human name of a request or response code (``0x84`` -> ``GET_VERSION``)."""
-    for enum in (RequestCode, ResponseCode):
-        try:
-            return enum(code).name
-        except ValueError:
-            continue
-    return f"UNKNOWN_0x{code:02X}"
+    name = _CODE_NAMES.get(code)
+    return name if name is not None else f"UNKNOWN_0x{code:02X}"
+
+
+#: code -> name, request codes first (as ``RequestCode(code).name`` then ``ResponseCode``)
+_CODE_NAMES: dict[int, str] = {
+    **{int(m): m.name for m in ResponseCode},
+    **{int(m): m.name for m in RequestCode},
+}
 
 
 class ResponderCap(IntFlag):
