@@ -852,6 +852,9 @@ class ConnectionHarness:
         responder = self.connection.responder
         self.checker = ResponderHarness.around(responder)
         responder.respond = RespondCheck(self.checker, responder.respond)  # type: ignore[method-assign]
+        # every request goes through the checks (no repeated-GET_VERSION shortcut around
+        # respond; tests/test_fast_paths.py checks that shortcut against the pipeline)
+        self.connection.version_shortcut = False
         self.keys = prefix.keys
         self.req_seq = prefix.keys.req_seq
         self.versions = [int(v) for v in fuzz_device().versions]
