@@ -569,7 +569,6 @@ def public_key_of_cert(cert: bytes | x509.Certificate) -> PublicKey:
 
 
 @functools.lru_cache(maxsize=64)
-@functools.lru_cache(maxsize=64)
 def signing_prefix(version: int, context: str) -> bytes:
     """The 100-byte "combined SPDM prefix" of DSP0274 1.2+ ("Signature generation"),
     made once per version and context.

@@ -190,20 +190,17 @@ def response_limit(r: Responder) -> int | None:
         cached is not None
         and cached[0] is peer
         and cached[1] is caps
-        and cached[2]
-        == (
-            version,
-            dts,
-        )
+        and cached[2] == version
+        and cached[3] == dts
     ):
-        return cached[3]  # (peer is replaced, never changed, by GET_CAPABILITIES)
+        return cached[4]  # (peer is replaced, never changed, by GET_CAPABILITIES)
     sizes = [peer.max_spdm_msg_size] if peer.max_spdm_msg_size else []
     if chunking_active(r):
         sizes.append(max_large_message(chunk_limit(r), version))
     elif peer.data_transfer_size:
         sizes.append(peer.data_transfer_size)
     limit = min(sizes) if sizes else None
-    r.limit_cache = (peer, caps, (version, dts), limit)
+    r.limit_cache = (peer, caps, version, dts, limit)
     return limit
 
 

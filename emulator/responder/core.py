@@ -154,7 +154,7 @@ class Responder:
         #: :func:`emulator.responder.chunking.response_limit`'s last answer and what it
         #: depends on (the requester's capabilities object, the device's, the version and
         #: DataTransferSize)
-        self.limit_cache: tuple[object, object, tuple[int, int], int | None] | None = None
+        self.limit_cache: tuple[object, object, int, int, int | None] | None = None
 
     # ---- negotiated state (in the context) -------------------------------------------
 

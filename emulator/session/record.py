@@ -131,7 +131,7 @@ def seal_record(
                 head = fast.pack(session_id, sequence_number & seq_mask, length)
             else:
                 head = fast.pack(session_id, length)
-            iv = _IV_LOW.pack(_IV_LOW.unpack_from(salt, 0)[0] ^ sequence_number) + salt[8:]
+            iv = record_iv(salt, sequence_number)
             return head + cipher.encrypt(iv, plain, head)
     iv = record_iv(salt, sequence_number)
     seq_field = _sequence_field(sequence_number, sequence_number_size)
@@ -230,9 +230,8 @@ def open_record(
 
 
 #: the record header of the usual sequence-number sizes (PCI DOE 0, MCTP 2 bytes), for
-#: :func:`_open_fast`
+#: the one-pass seal and :func:`_open_fast`
 _FAST_HEADERS = {0: struct.Struct("<IH"), 2: struct.Struct("<IHH"), 8: struct.Struct("<IQH")}
-_IV_LOW = struct.Struct("<Q")
 
 
 def _open_fast(
@@ -255,7 +254,7 @@ def _open_fast(
         return None
     if size > 6 and fields[1] != sequence_number & ((1 << (8 * (size - 6))) - 1):
         return None
-    iv = _IV_LOW.pack(_IV_LOW.unpack_from(salt, 0)[0] ^ sequence_number) + salt[8:]
+    iv = record_iv(salt, sequence_number)
     try:
         plaintext = cipher.decrypt(iv, record[size : size + length], record[:size])
     except Exception:  # InvalidTag: the full path reports it
