@@ -259,7 +259,7 @@ def generate_chain(
             x509.CertificateBuilder()
             .subject_name(name)
             .issuer_name(names[i - 1] if i else name)
-            .public_key(stand_ins[i].public_key() if spec.mldsa else pub)  # type: ignore[arg-type]
+            .public_key(stand_ins[i].public_key() if spec.mldsa else pub)  # type: ignore[arg-type, unused-ignore]
             .serial_number(next_serial())
             .not_valid_before(not_before)
             .not_valid_after(not_after)
@@ -288,9 +288,9 @@ def generate_chain(
                 None,
             )
         else:
-            ski = x509.SubjectKeyIdentifier.from_public_key(pub)  # type: ignore[arg-type]
+            ski = x509.SubjectKeyIdentifier.from_public_key(pub)  # type: ignore[arg-type, unused-ignore]
             aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                issuer_key.public_key()  # type: ignore[arg-type]
+                issuer_key.public_key()  # type: ignore[arg-type, unused-ignore]
             )
         builder = builder.add_extension(ski, critical=False).add_extension(aki, critical=False)
         if is_leaf and pci_ids is not None:
@@ -327,7 +327,7 @@ def generate_chain(
             certs.append(mldsa_sign_certificate(stand_in, pub, issuer_key))  # type: ignore[arg-type]
             continue
         certs.append(
-            builder.sign(issuer_key, hash_alg, ecdsa_deterministic=deterministic)  # type: ignore[arg-type]
+            builder.sign(issuer_key, hash_alg, ecdsa_deterministic=deterministic)  # type: ignore[arg-type, unused-ignore]
         )
 
     return Chain(
