@@ -24,12 +24,14 @@ from emulator.codec.constants import AeadSuite, DheGroup, RequestCode, Responder
 from emulator.codec.messages import CapabilitiesMsg, build_version_response
 from emulator.connection import ObserverFanout, SpdmConnection
 from emulator.crypto import DheKeyPair
+from emulator.device.identity import Identity
 from emulator.device.model import Device
 from emulator.device.random import SeededRandom, SystemRandom
 from emulator.events import ExchangeEvent
 from emulator.requester import Requester, RequesterConfig, identity
 from emulator.requester.session import ConnectionChannel, open_session
 from emulator.responder import ConnectionState, Responder
+from emulator.responder import algorithms as algorithms_mod
 from emulator.responder import key_exchange as key_exchange_mod
 from emulator.responder.capabilities import capabilities_response
 from emulator.responder.context import ConnectionContext
@@ -474,6 +476,85 @@ def test_a_bounded_request_takes_no_checkpoint_and_others_do(
     assert taken == []
     r.handle(bytes([0x12, RequestCode.GET_CERTIFICATE, 0, 0, 0, 0, 0, 1]))
     assert taken == [1]
+
+
+# ---- a remembered NEGOTIATE_ALGORITHMS selection --------------------------------------------
+
+
+def _negotiated(dev: Device, requests: list[bytes]) -> tuple[bytes, Any, bytes, Responder]:
+    r = Responder(dev)
+    for request in requests[:-1]:
+        r.handle(request)
+    response = r.handle(requests[-1])
+    return response, r.algorithms, bytes(r.transcripts.a), r
+
+
+@pytest.mark.parametrize("version", [0x10, 0x11, 0x12, 0x13])
+def test_a_remembered_selection_is_the_selection(device: Device, version: int) -> None:
+    """The second connection that negotiates the same way gets what working it out gave:
+    the same ALGORITHMS bytes, selection and transcript, in a selection of its own."""
+    requests = vca_requests(version)
+    algorithms_mod._SELECTED.clear()
+    first = _negotiated(device, requests)
+    assert first[0][1] == ResponseCode.ALGORITHMS
+    assert len(algorithms_mod._SELECTED) == 1
+    again = _negotiated(device, requests)
+    assert again[:3] == first[:3]
+    assert again[1] is not first[1]  # each connection owns its selection
+    algorithms_mod._SELECTED.clear()
+    assert _negotiated(device, requests)[:3] == first[:3]
+
+
+def test_a_refused_negotiation_is_not_remembered(device: Device) -> None:
+    requests = vca_requests(0x12)
+    broken = bytearray(requests[2])
+    broken[4] ^= 0x01  # Length no longer the message's size
+    algorithms_mod._SELECTED.clear()
+    for _ in range(2):
+        response, _alg, _a, r = _negotiated(device, [*requests[:2], bytes(broken)])
+        assert response[1] == ResponseCode.ERROR
+        assert r.state == ConnectionState.AFTER_CAPABILITIES
+    assert algorithms_mod._SELECTED == {}
+
+
+def test_the_selection_follows_the_device(device: Device) -> None:
+    """Another priority order, other capabilities or other keys select anew."""
+    requests = vca_requests(0x13)
+    _, base, _, _ = _negotiated(device, requests)
+    reordered = dict(device.priorities)
+    reordered["base_hash"] = list(reversed(reordered["base_hash"]))
+    assert reordered["base_hash"][0] != device.priorities["base_hash"][0]
+    other = dataclasses.replace(device, priorities=reordered)
+    assert _negotiated(other, requests)[1].base_hash == reordered["base_hash"][0]
+    no_meas = dataclasses.replace(
+        device,
+        capabilities=device.capabilities
+        & ~(ResponderCap.MEAS_CAP_SIG | ResponderCap.MEAS_CAP_NO_SIG | ResponderCap.MEL_CAP),
+    )
+    assert base.measurement_hash and not _negotiated(no_meas, requests)[1].measurement_hash
+    assert base.base_asym == device.priorities["base_asym"][0]
+    others = [k for k in device.identity.keys if not k.asym_mask & base.base_asym]
+    fewer_keys = dataclasses.replace(device, identity=Identity(others), provisioning=None)
+    assert _negotiated(fewer_keys, requests)[1].base_asym not in (0, base.base_asym)
+    assert _negotiated(device, requests)[1] == base
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_a_changed_request_is_selected_anew(data: st.DataObject) -> None:
+    """Any change of the request bytes is a new key: the answer is what a responder with
+    nothing remembered gives."""
+    dev = make_device()
+    requests = vca_requests(data.draw(st.sampled_from([0x11, 0x12, 0x13])))
+    request = bytearray(requests[2])
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(4, len(request) - 1))
+        request[at] = data.draw(st.integers(0, 255))
+    changed = [*requests[:2], bytes(request)]
+    _negotiated(dev, requests)  # the unchanged request remembered
+    remembered = _negotiated(dev, changed)[:3]
+    algorithms_mod._SELECTED.clear()
+    assert _negotiated(dev, changed)[:3] == remembered
 
 
 # ---- a repeated GET_VERSION answered by the connection --------------------------------------

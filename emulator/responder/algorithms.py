@@ -19,6 +19,7 @@ answered, a cleared one with AlgSupported 0.
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING
 
 from emulator.codec.constants import (
@@ -89,9 +90,67 @@ def _one_of_each(sel: NegotiatedAlgorithms, pqc_first: bool) -> None:
 
 
 def negotiate_algorithms(r: Responder, req: Request) -> bytes:
-    """Select algorithms and answer ALGORITHMS; the VCA transcript is complete after it."""
+    """Select algorithms and answer ALGORITHMS; the VCA transcript is complete after it.
+
+    The selection is a function of the request bytes, the negotiated version, the
+    requester's flags and the device's algorithm settings (capabilities, priority lists,
+    provisioned keys), so an accepted one is remembered under exactly those
+    (:data:`_SELECTED`) and a requester that negotiates the same way again (every
+    re-authentication) gets the same bytes without the work; refusals are worked out
+    every time."""
     if r.state != ConnectionState.AFTER_CAPABILITIES:
         raise unexpected(f"NEGOTIATE_ALGORITHMS in state {r.state.name}")
+    dev = r.device
+    identity = dev.identity
+    settings = dev.profile.algorithms
+    key = (
+        bytes(req.raw),
+        r.version,
+        int(dev.capabilities),
+        r.peer.flags if r.peer else 0,
+        -1 if identity.empty else identity.servable_asym(),
+        settings.multi_key_conn,
+        settings.pqc_first,
+        _priorities_key(dev.priorities),
+    )
+    known = _SELECTED.get(key)
+    if known is None:
+        known = _select_all(r, req)
+        if len(_SELECTED) >= _SELECTED_MAX:
+            _SELECTED.clear()
+        _SELECTED[key] = known
+    size, response, sel = known
+    r.algorithms = copy.copy(sel)
+    a = r.ctx.transcripts.a
+    a += req.raw[:size]
+    a += response
+    r.ctx.state = ConnectionState.NEGOTIATED
+    return response
+
+
+#: the accepted negotiations (see :func:`negotiate_algorithms`): key -> the request's
+#: size, the ALGORITHMS bytes and the selection (copied into each connection)
+_SELECTED: dict[tuple[object, ...], tuple[int, bytes, NegotiatedAlgorithms]] = {}
+_SELECTED_MAX = 256
+#: id(priorities) -> the dict and its value as a key (a device's priority lists are fixed
+#: when it is built from its profile)
+_PRIORITIES: dict[int, tuple[dict[str, list[int]], tuple[object, ...]]] = {}
+
+
+def _priorities_key(priorities: dict[str, list[int]]) -> tuple[object, ...]:
+    found = _PRIORITIES.get(id(priorities))
+    if found is not None and found[0] is priorities:
+        return found[1]
+    value = tuple((name, tuple(bits)) for name, bits in sorted(priorities.items()))
+    if len(_PRIORITIES) >= _SELECTED_MAX:
+        _PRIORITIES.clear()
+    _PRIORITIES[id(priorities)] = (priorities, value)
+    return value
+
+
+def _select_all(r: Responder, req: Request) -> tuple[int, bytes, NegotiatedAlgorithms]:
+    """The checks and the selection of DSP0274 1.4 10.5 (module docstring): the request's
+    size, ALGORITHMS and the selection; SpdmErrorResponse for a request to refuse."""
     version = r.version
     try:
         msg, size = NegotiateAlgorithmsMsg.decode(req.raw)
@@ -213,9 +272,4 @@ def negotiate_algorithms(r: Responder, req: Request) -> bytes:
         alg_structs=response_structs,
         pqc_asym_sel=sel.pqc_asym,
     ).encode()
-    r.algorithms = sel
-    a = r.ctx.transcripts.a
-    a += req.raw[:size]
-    a += response
-    r.ctx.state = ConnectionState.NEGOTIATED
-    return response
+    return size, response, sel
