@@ -7,7 +7,9 @@ Sections (``--only``; bench/README.md has the figures and how they were measured
 * ``floor``     (a) server CPU per GET_VERSION round trip: ``serve`` against a canned-reply
                 asyncio.Protocol server (the Python socket floor), as a ratio.
 * ``handshake`` (b) the responder CPU of a full handshake (VCA .. END_SESSION, 14 requests)
-                against its crypto floor, in process and over a socket, as ratios.
+                against its crypto floor, in process and over a socket, as ratios; and the
+                same handshake replayed on fresh connections of a seeded device with nothing
+                between two requests (the responder's own cost per request, hot).
 * ``load``      (c) throughput and latency percentiles at 1, 8, 64 and 256 connections.
 * ``memory``    (d) server memory per idle connection, connected and after VCA.
 * ``fuzz``      (e) executions per second of every fuzz target, instrumented, from the seed
@@ -575,6 +577,7 @@ def bench_handshake(args: argparse.Namespace) -> Section:
     }
     for name, value in out.data["in_process"]["per_message_us"].items():
         out.say(f"      {name:34} {value:8.1f} us")
+    _replayed(args, binding, out)
     # over a socket: the server's own CPU per handshake, the floor in this process
     for tree, loop in _socket_servers(args):
         with pinned(args):
@@ -586,6 +589,35 @@ def bench_handshake(args: argparse.Namespace) -> Section:
         )
         out.data.setdefault("socket", {})[sock["server"]] = sock
     return out
+
+
+def _replayed(args: argparse.Namespace, binding: Any, out: Section) -> None:
+    """The same handshake recorded against a seeded copy of the device and replayed on
+    fresh connections, request by request, with no requester in between: the responder's
+    own per-request cost, hot (bench/handshake.py ``Replay``)."""
+    import handshake as hs
+
+    profile = load_profile(args.profile)
+    profile.determinism.seed = 17
+    seeded = Device.from_profile(profile)
+    replay = hs.Replay(seeded, binding)
+    for _ in range(args.warmup // 10):
+        replay()
+    columns: list[list[int]] = [[] for _ in hs.MESSAGES]
+    for _ in range(args.handshakes):
+        for column, value in zip(columns, replay(), strict=True):
+            column.append(value)
+    per = {
+        f"{i + 1:02d} {name}": median(col) / 1e3
+        for i, (name, col) in enumerate(zip(hs.MESSAGES, columns, strict=True))
+    }
+    out.say(
+        "  replayed (a seeded device, fresh connections, nothing between requests; its "
+        "KEY_EXCHANGE derives the DHE key from the seed), per request, median:"
+    )
+    figures = ", ".join(f"{name.split(' ', 1)[1]} {v:.1f}" for name, v in per.items())
+    out.say(f"    {figures} us")
+    out.data["replayed_per_message_us"] = per
 
 
 def _socket_servers(args: argparse.Namespace) -> list[tuple[procs.Tree, str]]:

@@ -21,6 +21,7 @@ it: the responder computes them once per device.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable
@@ -132,6 +133,58 @@ class TimedConnection:
         reply = self.connection.receive(payload)
         self.cpu_ns.append(time.thread_time_ns() - t0)
         return reply
+
+
+class RecordingConnection(TimedConnection):
+    """A :class:`TimedConnection` that also keeps every request and its reply."""
+
+    def __init__(self, connection: Any) -> None:
+        super().__init__(connection)
+        self.requests: list[bytes] = []
+        self.replies: list[list[bytes]] = []
+
+    def receive(self, payload: bytes) -> Any:
+        reply = super().receive(payload)
+        self.requests.append(bytes(payload))
+        self.replies.append(list(reply.payloads))
+        return reply
+
+
+class Replay:
+    """One handshake recorded against a seeded device, to be sent again request by request
+    to fresh connections of that device (the responder answers with the same bytes: its
+    randomness is the seed's), with nothing running between two requests.
+
+    What it shows is the responder's own cost per request, hot; the seeded device derives
+    its DHE key from the seed (``ec.derive_private_key``), which costs more than the OS
+    key generation of the unseeded handshake, so KEY_EXCHANGE here is not comparable."""
+
+    def __init__(self, device: Any, binding: Any, number: int = 1) -> None:
+        from emulator.connection import SpdmConnection
+        from emulator.requester.session import ConnectionChannel
+
+        if device.seed is None:
+            raise ValueError("Replay needs a seeded device")
+        self.device, self.binding, self.number = device, binding, number
+        recording = RecordingConnection(SpdmConnection(device, binding, number=number))
+        asyncio.run(handshake(ConnectionChannel(recording)))
+        self.requests = recording.requests
+        self.replies = recording.replies
+
+    def __call__(self) -> list[int]:
+        """One replay: thread CPU time per request (RuntimeError if a reply differs)."""
+        from emulator.connection import SpdmConnection
+
+        connection = SpdmConnection(self.device, self.binding, number=self.number)
+        clock = time.thread_time_ns
+        spent: list[int] = []
+        for request, expected in zip(self.requests, self.replies, strict=True):
+            t0 = clock()
+            reply = connection.receive(request)
+            spent.append(clock() - t0)
+            if reply.payloads != expected:
+                raise RuntimeError(f"replayed request {len(spent)}: another reply")
+        return spent
 
 
 class CryptoFloor:
