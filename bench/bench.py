@@ -570,10 +570,7 @@ def bench_handshake(args: argparse.Namespace) -> Section:
         "responder_ms": resp / 1e6,
         "crypto_floor_ms": flo / 1e6,
         "ratio": resp / flo,
-        "per_message_us": {
-            f"{i + 1:02d} {name}": median(col) / 1e3
-            for i, (name, col) in enumerate(zip(hs.MESSAGES, per_message, strict=True))
-        },
+        "per_message_us": _per_message_us(per_message),
     }
     for name, value in out.data["in_process"]["per_message_us"].items():
         out.say(f"      {name:34} {value:8.1f} us")
@@ -589,6 +586,16 @@ def bench_handshake(args: argparse.Namespace) -> Section:
         )
         out.data.setdefault("socket", {})[sock["server"]] = sock
     return out
+
+
+def _per_message_us(columns: list[list[int]]) -> dict[str, float]:
+    """The median of each request's column of thread CPU times (ns), in us, by request."""
+    import handshake as hs
+
+    return {
+        f"{i + 1:02d} {name}": median(col) / 1e3
+        for i, (name, col) in enumerate(zip(hs.MESSAGES, columns, strict=True))
+    }
 
 
 def _replayed(args: argparse.Namespace, binding: Any, out: Section) -> None:
@@ -607,10 +614,7 @@ def _replayed(args: argparse.Namespace, binding: Any, out: Section) -> None:
     for _ in range(args.handshakes):
         for column, value in zip(columns, replay(), strict=True):
             column.append(value)
-    per = {
-        f"{i + 1:02d} {name}": median(col) / 1e3
-        for i, (name, col) in enumerate(zip(hs.MESSAGES, columns, strict=True))
-    }
+    per = _per_message_us(columns)
     out.say(
         "  replayed (a seeded device, fresh connections, nothing between requests; its "
         "KEY_EXCHANGE derives the DHE key from the seed), per request, median:"
