@@ -524,9 +524,11 @@ def _bench_floor(args: argparse.Namespace) -> Section:
 
 
 def bench_handshake(args: argparse.Namespace) -> Section:
+    import bare
     import handshake as hs
 
     from emulator.connection import SpdmConnection
+    from emulator.crypto import load_private_key
     from emulator.requester.session import ConnectionChannel
     from emulator.transport import get_binding
 
@@ -534,20 +536,34 @@ def bench_handshake(args: argparse.Namespace) -> Section:
     device = Device.from_profile(load_profile(args.profile))
     binding = get_binding(args.transport)
     key = ROOT / "certs" / "ecdsa-p384" / "slot0" / "leaf.key.pem"
+    # the bare responder speaks PCI DOE for the default profile's device only
+    bare_plain = None
+    if args.transport == "doe" and args.profile == "default":
+        bare_plain = bare.record(device, binding, hs.handshake)
+    bare_key = load_private_key(str(key))
 
     def one_in_process(number: int) -> tuple[list[int], hs.Transcript]:
         timed = hs.TimedConnection(SpdmConnection(device, binding, number=number))
         transcript = asyncio.run(hs.handshake(ConnectionChannel(timed)))
         return timed.cpu_ns, transcript
 
+    def one_bare() -> list[int]:
+        assert bare_plain is not None
+        timed = hs.TimedConnection(bare.BareResponder(binding, bare_plain, bare_key))
+        asyncio.run(hs.handshake(ConnectionChannel(timed)))
+        return timed.cpu_ns
+
     _cpu, transcript = one_in_process(0)
     floor = hs.CryptoFloor(transcript, str(key))
     n = args.handshakes
     totals: list[float] = []
+    bare_totals: list[float] = []
     floors: list[float] = []
     per_message: list[list[int]] = [[] for _ in hs.MESSAGES]
+    bare_per_message: list[list[int]] = [[] for _ in hs.MESSAGES]
     for i in range(args.warmup // 10 + n):
         cpu, _ = one_in_process(i + 1)
+        bare_cpu = one_bare() if bare_plain is not None else []
         floor_ns = hs.time_call(floor)
         if i < args.warmup // 10:
             continue
@@ -557,6 +573,10 @@ def bench_handshake(args: argparse.Namespace) -> Section:
         floors.append(floor_ns)
         for column, value in zip(per_message, cpu, strict=True):
             column.append(value)
+        if bare_cpu:
+            bare_totals.append(sum(bare_cpu))
+            for column, value in zip(bare_per_message, bare_cpu, strict=True):
+                column.append(value)
     resp, flo = median(totals), median(floors)
     out.say(
         f"full handshake ({len(hs.MESSAGES)} requests: VCA .. END_SESSION, SPDM 1.3, P-384, "
@@ -572,19 +592,29 @@ def bench_handshake(args: argparse.Namespace) -> Section:
         "ratio": resp / flo,
         "per_message_us": _per_message_us(per_message),
     }
+    bare_per = _per_message_us(bare_per_message) if bare_totals else {}
+    if bare_totals:
+        b = median(bare_totals)
+        out.say(
+            f"  in process, bare responder (bench/bare.py): {b / 1e6:.3f} ms: {b / flo:.2f}x "
+            f"the crypto floor (the emulator: {resp / b:.2f}x the bare responder)"
+        )
+        out.data["in_process"].update(
+            bare_ms=b / 1e6, bare_ratio=b / flo, bare_per_message_us=bare_per
+        )
     for name, value in out.data["in_process"]["per_message_us"].items():
-        out.say(f"      {name:34} {value:8.1f} us")
+        also = f"   (bare {bare_per[name]:6.1f} us)" if name in bare_per else ""
+        out.say(f"      {name:34} {value:8.1f} us{also}")
     _replayed(args, binding, out)
     # over a socket: the server's own CPU per handshake, the floor in this process
-    for tree, loop in _socket_servers(args):
+    for label, server in _handshake_servers(args, bare_plain is not None):
         with pinned(args):
-            sock = asyncio.run(_socket_handshakes(tree, loop, args, floor, n))
-        label = f"over a socket, {sock['server']}"
+            sock = asyncio.run(_socket_handshakes(server, args, floor, n))
         out.say(
-            f"  {label}: server CPU {sock['server_ms']:.3f} ms per handshake, crypto floor "
-            f"{sock['crypto_floor_ms']:.3f} ms: {sock['ratio']:.2f}x"
+            f"  over a socket, {label}: server CPU {sock['server_ms']:.3f} ms per handshake, "
+            f"crypto floor {sock['crypto_floor_ms']:.3f} ms: {sock['ratio']:.2f}x"
         )
-        out.data.setdefault("socket", {})[sock["server"]] = sock
+        out.data.setdefault("socket", {})[label] = sock
     return out
 
 
@@ -632,15 +662,40 @@ def _socket_servers(args: argparse.Namespace) -> list[tuple[procs.Tree, str]]:
     return servers
 
 
+def _handshake_servers(
+    args: argparse.Namespace, with_bare: bool
+) -> list[tuple[str, Callable[[], contextlib.AbstractContextManager[procs.Server]]]]:
+    """The servers of the handshake over a socket, by label: :func:`_socket_servers`, and
+    after this tree's on each event loop the bare responder (bench/bare.py) on it."""
+    servers: list[tuple[str, Callable[[], contextlib.AbstractContextManager[procs.Server]]]] = []
+    for tree, loop in _socket_servers(args):
+        label = f"serve {loop} ({tree.label})" if tree.has_event_loop else f"serve ({tree.label})"
+
+        def start(
+            tree: procs.Tree = tree, loop: str = loop
+        ) -> contextlib.AbstractContextManager[procs.Server]:
+            return procs.emulator(tree, transport=args.transport, event_loop=loop)
+
+        servers.append((label, start))
+        if with_bare and tree.root == procs.ROOT:
+            servers.append(
+                (f"bare responder {loop}", lambda uv=loop == "uvloop": procs.bare(uvloop=uv))
+            )
+    return servers
+
+
 async def _socket_handshakes(
-    tree: procs.Tree, loop: str, args: argparse.Namespace, floor: Any, n: int
+    start: Callable[[], contextlib.AbstractContextManager[procs.Server]],
+    args: argparse.Namespace,
+    floor: Any,
+    n: int,
 ) -> dict[str, Any]:
     import handshake as hs
 
     from emulator.requester.transport import SocketClient
     from emulator.transport import get_binding
 
-    with procs.emulator(tree, transport=args.transport, event_loop=loop) as server:
+    with start() as server:
         async with SocketClient(
             "127.0.0.1", server.port, get_binding(args.transport), timeout=30
         ) as client:

@@ -154,6 +154,16 @@ def canned(reply: bytes, *, uvloop: bool = False) -> contextlib.AbstractContextM
     return _running(label, cmd, dict(os.environ), ROOT)
 
 
+def bare(*, uvloop: bool = False) -> contextlib.AbstractContextManager[Server]:
+    """The bare responder on a socket (bench/bare.py): the handshake's floor for any
+    Python responder behind an asyncio server."""
+    cmd = [sys.executable, str(BENCH / "bare.py")]
+    if uvloop:
+        cmd.append("--uvloop")
+    label = f"bare responder {'uvloop' if uvloop else 'asyncio'}"
+    return _running(label, cmd, dict(os.environ), ROOT)
+
+
 def cpu_ns(pid: int) -> int:
     """CPU time a process has used, in nanoseconds."""
     try:
