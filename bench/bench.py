@@ -7,9 +7,10 @@ Sections (``--only``; bench/README.md has the figures and how they were measured
 * ``floor``     (a) server CPU per GET_VERSION round trip: ``serve`` against a canned-reply
                 asyncio.Protocol server (the Python socket floor), as a ratio.
 * ``handshake`` (b) the responder CPU of a full handshake (VCA .. END_SESSION, 14 requests)
-                against its crypto floor, in process and over a socket, as ratios; and the
-                same handshake replayed on fresh connections of a seeded device with nothing
-                between two requests (the responder's own cost per request, hot).
+                against its crypto floor, in process and over a socket, as ratios, beside
+                the bare responder's (bench/bare.py: the least Python that answers it); and
+                the same handshake replayed on fresh connections of a seeded device with
+                nothing between two requests (the responder's own cost per request, hot).
 * ``load``      (c) throughput and latency percentiles at 1, 8, 64 and 256 connections.
 * ``memory``    (d) server memory per idle connection, connected and after VCA.
 * ``fuzz``      (e) executions per second of every fuzz target, instrumented, from the seed
