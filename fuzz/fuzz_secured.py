@@ -42,6 +42,7 @@ with instrumented(__name__ == "__main__"):
         fuzz_device,
         join_messages,
         log_to_sink,
+        put_back_device_state,
         record_session,
         settle_heap,
         snapshot,
@@ -99,6 +100,7 @@ def session_level(selector: int, data: bytes) -> None:
         _session_records(harness, prefix.keys, data)
     finally:
         harness.close()
+        put_back_device_state(device)
     check_device_clean(device, listeners)
 
 

@@ -165,7 +165,9 @@ def fuzz_device() -> Device:
     """The default profile (every implemented capability) with a fixed seed."""
     profile = load_profile("default")
     profile.determinism.seed = FUZZ_SEED
-    return Device.from_profile(profile)
+    device = Device.from_profile(profile)
+    _saved_parts(device)  # as made: what put_back_device_state puts back
+    return device
 
 
 class FakeClock:
@@ -707,7 +709,8 @@ def template(prefix: Prefix | SessionPrefix) -> ResponderHarness | ConnectionHar
 
 def run_sequence(data: bytes) -> ResponderHarness | ConnectionHarness:
     """The responder target's body: prefix by the first byte, then the messages; then the
-    connection ends, and must leave nothing behind on the shared device."""
+    connection ends, and must leave nothing behind on the shared device (what the
+    input changed device-wide is put back: :func:`put_back_device_state`)."""
     prefix = choose_prefix(data[0]) if data else None
     device = fuzz_device()
     source: Prefix | SessionPrefix | None = prefix
@@ -720,6 +723,7 @@ def run_sequence(data: bytes) -> ResponderHarness | ConnectionHarness:
             harness.send(message, in_session)
     finally:
         harness.close()
+        put_back_device_state(device)
     check_device_clean(device, listeners)
     return harness
 
@@ -732,6 +736,99 @@ def check_device_clean(device: Device, listeners: int) -> None:
             f"the device has {len(device.listeners)} listeners after the connection closed, "
             f"{listeners} before"
         )
+
+
+# ---- the shared device: what an input changes on it is put back ---------------------------
+
+
+def device_parts(device: Device) -> list[Any]:
+    """The device-wide state requests change, beyond one connection: the IDE_KM key slots
+    (PCIe r6 6.33.3), each TDI's TDISP state (PCIe 6.1 11.2), the CXL IDE_KM keys and the
+    CXL TSP target.  (The fuzz device does not advertise the provisioning requests that
+    change slots and key pairs; measurements and the MEL change only from the control
+    plane.  tests/test_fuzz_device.py checks that nothing else on the device moves.)"""
+    parts: list[Any] = [
+        p for p in (device.ide_km, device.cxl_ide_km, device.cxl_tsp) if p is not None
+    ]
+    if device.tdisp is not None:
+        parts.extend(device.tdisp.interfaces.values())
+    return parts
+
+
+@dataclass
+class _SavedPart:
+    """One part's fields as the fuzz device was made: ``values``, compared with the live
+    ones (``read``) in one tuple comparison, which takes identical objects as equal
+    without calling their ``__eq__``."""
+
+    part: Any
+    names: tuple[str, ...]
+    values: tuple[Any, ...]
+    read: Callable[[Any], tuple[Any, ...]]
+
+
+#: id(device) -> its parts' saved fields
+_SAVED_PARTS: dict[int, tuple[Device, list[_SavedPart]]] = {}
+
+
+def _saved_parts(device: Device) -> list[_SavedPart]:
+    found = _SAVED_PARTS.get(id(device))
+    if found is not None and found[0] is device:
+        return found[1]
+    import dataclasses
+    import operator
+
+    from fuzz.snapshot import copy_state
+
+    saved = []
+    for part in device_parts(device):
+        names = tuple(f.name for f in dataclasses.fields(part))
+        memo = _part_memo(device, part, names)
+        values = tuple(copy_state(getattr(part, n), memo) for n in names)
+        read = operator.attrgetter(*names) if len(names) > 1 else _one(names[0])
+        saved.append(_SavedPart(part, names, values, read))
+    _SAVED_PARTS[id(device)] = (device, saved)
+    return saved
+
+
+def _one(name: str) -> Callable[[Any], tuple[Any, ...]]:
+    def read(part: Any) -> tuple[Any, ...]:
+        return (getattr(part, name),)
+
+    return read
+
+
+def _part_memo(device: Device, part: Any, names: tuple[str, ...]) -> dict[int, Any]:
+    """Objects a part's copies share: the device (a part's callback is a bound method of
+    it) and the part's configuration (profile sections: read, never changed)."""
+    from pydantic import BaseModel
+
+    memo = dict(_shared(device))
+    for name in names:
+        value = getattr(part, name)
+        if isinstance(value, BaseModel):
+            memo[id(value)] = value
+    return memo
+
+
+def put_back_device_state(device: Device) -> int:
+    """Put every part of :func:`device_parts` that an input changed back as it was when
+    the fuzz device was made (fresh copies: the saved fields stay as they were); the
+    number of parts put back.  Without it, an input that programs an IDE key or locks a
+    TDI would change the answers to the inputs after it, and a finding would not
+    reproduce from its input alone."""
+    from fuzz.snapshot import copy_state
+
+    restored = 0
+    for saved in _saved_parts(device):
+        part, names = saved.part, saved.names
+        if saved.read(part) == saved.values:
+            continue
+        memo = _part_memo(device, part, names)
+        for name, value in zip(names, saved.values, strict=True):
+            setattr(part, name, copy_state(value, memo))
+        restored += 1
+    return restored
 
 
 # ---- sessions: the connection glue (DSP0277 records) around the checked responder ------------
