@@ -35,25 +35,24 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from emulator.crypto import (
+    CHALLENGE_AUTH_SIGN_CONTEXT,
+    KEY_EXCHANGE_RSP_SIGN_CONTEXT,
+    MEASUREMENTS_SIGN_CONTEXT,
+    signing_prefix,
+)
+from emulator.events import Reply
+
 _DOE = struct.Struct("<HBBI")
 _RECORD = struct.Struct("<IH")  # PCI DOE: SessionID, Length (no sequence number)
 _U16 = struct.Struct("<H")
 _LABEL = b"spdm1.3 "
 _H = 48
 _SIG = 96
-_PREFIX_PAD = 64
-
-
-def _prefix(context: bytes) -> bytes:
-    """The SPDM 1.2+ signing prefix: 4 x "dmtf-spdm-v1.3.*", zero pad, context (DSP0274 1.3
-    15)."""
-    base = b"dmtf-spdm-v1.3.*" * 4
-    return base + bytes(100 - len(base) - len(context)) + context
-
-
-_CHALLENGE_PREFIX = _prefix(b"responder-challenge_auth signing")
-_MEASUREMENTS_PREFIX = _prefix(b"responder-measurements signing")
-_KEY_EXCHANGE_PREFIX = _prefix(b"responder-key_exchange_rsp signing")
+#: the SPDM 1.2+ combined signing prefixes (DSP0274 1.3 15), made once
+_CHALLENGE_PREFIX = signing_prefix(0x13, CHALLENGE_AUTH_SIGN_CONTEXT)
+_MEASUREMENTS_PREFIX = signing_prefix(0x13, MEASUREMENTS_SIGN_CONTEXT)
+_KEY_EXCHANGE_PREFIX = signing_prefix(0x13, KEY_EXCHANGE_RSP_SIGN_CONTEXT)
 
 
 def _expand(secret: bytes, label: bytes, length: int, context: bytes = b"") -> bytes:
@@ -116,11 +115,6 @@ def record(device: Any, binding: Any, handshake: Any) -> list[tuple[bytes, bytes
     return list(zip(requests, responses, strict=True))
 
 
-@dataclass
-class _Reply:
-    payloads: list[bytes]
-
-
 class BareResponder:
     """One connection of the bare responder (see the module docstring)."""
 
@@ -146,14 +140,14 @@ class BareResponder:
         self.req: _Dir | None = None
         self.rsp: _Dir | None = None
 
-    def receive(self, payload: bytes) -> _Reply:
+    def receive(self, payload: bytes) -> Reply:
         """One DOE data object in, the response data object out."""
         kind = payload[2]
         message = payload[8:]
         response = self._clear(message) if kind == 1 else self._secured(message)
         pad = -len(response) % 4
         head = _DOE.pack(1, kind, 0, (8 + len(response) + pad) // 4)
-        return _Reply([head + response + bytes(pad)])
+        return Reply([head + response + bytes(pad)])
 
     def _clear(self, q: bytes) -> bytes:
         code = q[1]
@@ -249,7 +243,7 @@ class BareResponder:
             master = hmac.digest(_expand(self.hs, b"derived", _H), bytes(_H), "sha384")
             self.req = _Dir(_expand(master, b"req app data", _H, th2))
             self.rsp = _Dir(_expand(master, b"rsp app data", _H, th2))
-            self.export = _expand(master, b"exp master", _H, th2)
+            _expand(master, b"exp master", _H, th2)  # derived, as the floor's key schedule
             return out
         if code == 0xE8:  # HEARTBEAT
             return self._seal(rsp, b"\x13\x68\x00\x00")
