@@ -759,12 +759,14 @@ def device_parts(device: Device) -> list[Any]:
 class _SavedPart:
     """One part's fields as the fuzz device was made: ``values``, compared with the live
     ones (``read``) in one tuple comparison, which takes identical objects as equal
-    without calling their ``__eq__``."""
+    without calling their ``__eq__``; ``shared``: what copies of them share (a memo to
+    start each copy from)."""
 
     part: Any
     names: tuple[str, ...]
     values: tuple[Any, ...]
     read: Callable[[Any], tuple[Any, ...]]
+    shared: dict[int, Any]
 
 
 #: id(device) -> its parts' saved fields
@@ -783,10 +785,10 @@ def _saved_parts(device: Device) -> list[_SavedPart]:
     saved = []
     for part in device_parts(device):
         names = tuple(f.name for f in dataclasses.fields(part))
-        memo = _part_memo(device, part, names)
-        values = tuple(copy_state(getattr(part, n), memo) for n in names)
+        shared = _part_memo(device, part, names)
+        values = tuple(copy_state(getattr(part, n), dict(shared)) for n in names)
         read = operator.attrgetter(*names) if len(names) > 1 else _one(names[0])
-        saved.append(_SavedPart(part, names, values, read))
+        saved.append(_SavedPart(part, names, values, read, shared))
     _SAVED_PARTS[id(device)] = (device, saved)
     return saved
 
@@ -824,7 +826,7 @@ def put_back_device_state(device: Device) -> int:
         part, names = saved.part, saved.names
         if saved.read(part) == saved.values:
             continue
-        memo = _part_memo(device, part, names)
+        memo = dict(saved.shared)
         for name, value in zip(names, saved.values, strict=True):
             setattr(part, name, copy_state(value, memo))
         restored += 1
